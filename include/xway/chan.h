@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The channel API: a bidirectional byte stream between two endpoints, made
+ * of two single-producer single-consumer rings plus notification.  The shim
+ * uses it the same way whichever backend carries it (local memfd rings or
+ * libxenvchan between Xen domains).
+ *
+ * Conventions: every function returns 0, a byte count or a mask on success
+ * and -errno on failure; none of them touches errno's value as a result.
+ * Data calls never block unless their name says "wait".
+ *
+ * Concurrency: an endpoint may be used by several threads and, after fork,
+ * by several processes at once.  Each direction has a lock that lives in
+ * memory shared with our own process tree (never with the peer), robust to a
+ * holder dying.  The peer is untrusted: a corrupt shared index fails the
+ * channel with -EPROTO, it never crashes or hangs the caller.
+ */
+#ifndef XWAY_CHAN_H
+#define XWAY_CHAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+struct xway_chan;               /* one endpoint; opaque */
+
+enum xway_backend {
+	XWAY_BACKEND_LOCAL = 1,  /* memfd rings + eventfd, one OS */
+	XWAY_BACKEND_XEN   = 2,  /* libxenvchan between domains */
+};
+
+/* Readiness bits, returned by xway_chan_poll() and the wait calls. */
+#define XWAY_EV_IN     0x1u   /* data, EOF or reset to read */
+#define XWAY_EV_OUT    0x2u   /* room to write */
+#define XWAY_EV_RDHUP  0x4u   /* peer shut down writing (EOF seen in ring) */
+#define XWAY_EV_RST    0x8u   /* peer reset the connection */
+#define XWAY_EV_HUP    0x10u  /* peer closed its reading side: writes fail */
+#define XWAY_EV_ERR    0x20u  /* channel failed (-EPROTO): hostile/corrupt */
+#define XWAY_EV_EXTRA  0x40u  /* the extra fd given to a wait became ready */
+
+/* Flags for xway_chan_recv(). */
+#define XWAY_RECV_PEEK 0x1u
+
+struct xway_chan_params {
+	uint32_t ring_order;   /* log2 bytes per direction; 0 = default (1 MiB) */
+	uint32_t spin_ns;      /* max adaptive spin before sleeping; 0 = default,
+				  UINT32_MAX = never spin */
+};
+
+struct xway_chan_stats {
+	uint64_t tx_bytes;     /* bytes this endpoint wrote into the channel */
+	uint64_t rx_bytes;     /* bytes this endpoint consumed from it */
+	uint64_t wakeups_sent; /* notifications sent to the peer */
+	uint64_t sleeps;       /* times this endpoint slept after spinning */
+};
+
+/* ---- set-up (shim/chan/local.c, shim/chan/xen.c) -------------------- */
+
+/*
+ * Local backend.  The creator (side 0, the connecting client) makes a sealed
+ * memfd holding the header and both rings, and two eventfds: efd[0] is the
+ * one side 0 sleeps on, efd[1] the one side 1 sleeps on.  fds[] receives
+ * {memfd, efd0, efd1}; they stay owned by the endpoint (close_on_exec set),
+ * and are what travels to the peer by SCM_RIGHTS.  The endpoint's own fds
+ * are placed at high descriptor numbers so that the application still gets
+ * the lowest free ones.
+ */
+int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
+			   struct xway_chan **out, int fds[3]);
+
+/*
+ * Attach to a channel made by the peer: validates magic, version, geometry
+ * against the memfd's real size, then maps it.  side is 1 for the acceptor;
+ * side 0 is used to re-attach the creator's end after exec.  Takes ownership
+ * of fds[] on success only.
+ */
+int xway_chan_local_attach(const int fds[3], int side, uint64_t cookie,
+			   const struct xway_chan_params *p,
+			   struct xway_chan **out);
+
+/* Mark side 1 as attached (the client polls this to learn "claimed"). */
+int xway_chan_attached(const struct xway_chan *c);
+
+/*
+ * Xen backend (libxenvchan, loaded with dlopen so that libxway.so runs on a
+ * host without Xen).  Returns -ENOSYS with a clear log line when the Xen
+ * libraries or /dev/xen are absent.
+ */
+int xway_chan_xen_server(int peer_domid, const char *xs_path,
+			 const struct xway_chan_params *p,
+			 struct xway_chan **out);
+int xway_chan_xen_client(int peer_domid, const char *xs_path,
+			 const struct xway_chan_params *p,
+			 struct xway_chan **out);
+/* Non-zero when the Xen backend can be used on this host. */
+int xway_chan_xen_available(const char **why);
+
+enum xway_backend xway_chan_backend(const struct xway_chan *c);
+int  xway_chan_side(const struct xway_chan *c);
+
+/* Release this endpoint (unmap, close its fds).  Does not signal the peer:
+ * call xway_chan_shutdown/xway_chan_reset first for that. */
+void xway_chan_close(struct xway_chan *c);
+
+/* ---- data path (shim/chan/io.c) ------------------------------------- */
+
+/* Copy up to len bytes into the channel.  Returns the count written (may be
+ * short), -EAGAIN when full, -EPIPE after our own SHUT_WR or when the peer
+ * closed its reading side, -ECONNRESET after a reset, -EPROTO on corruption. */
+ssize_t xway_chan_send(struct xway_chan *c, const void *buf, size_t len);
+ssize_t xway_chan_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt);
+
+/* Copy up to len bytes out (XWAY_RECV_PEEK leaves them there).  Returns the
+ * count, 0 at EOF once all data was read, -EAGAIN when empty, -ECONNRESET
+ * once after the peer reset (after the queued data), -EPROTO on corruption.
+ * buf may be NULL to discard (MSG_TRUNC). */
+ssize_t xway_chan_recv(struct xway_chan *c, void *buf, size_t len, unsigned flags);
+ssize_t xway_chan_recvv(struct xway_chan *c, const struct iovec *iov, int iovcnt,
+			unsigned flags);
+
+size_t xway_chan_readable(struct xway_chan *c);  /* FIONREAD */
+size_t xway_chan_unsent(struct xway_chan *c);    /* SIOCOUTQ: written, not consumed */
+size_t xway_chan_capacity(const struct xway_chan *c);
+
+/* Current readiness, XWAY_EV_* bits, without blocking or syscalls. */
+unsigned xway_chan_poll(struct xway_chan *c);
+
+/* Our side's end-of-stream (SHUT_WR), reading side closed (close/SHUT_RD
+ * when the app will never read again) and abortive reset.  Each wakes the
+ * peer if it waits. */
+int xway_chan_shutdown_wr(struct xway_chan *c);
+int xway_chan_close_rd(struct xway_chan *c);
+int xway_chan_reset(struct xway_chan *c);
+
+/*
+ * Block until one of `events` holds, spinning adaptively first (the spin
+ * switches itself off when the peer cannot run beside us).  extra_fd >= 0
+ * is polled for POLLIN|POLLRDHUP too (the shim passes the TCP socket, whose
+ * EOF/RST means the peer process died).  timeout_ms < 0 waits forever.
+ * Returns the ready XWAY_EV_* mask, 0 on timeout, -EINTR on a signal.
+ * Uses only atomics, read/write on existing eventfds and ppoll: safe under
+ * seccomp sandboxes that allow those.
+ */
+int xway_chan_wait(struct xway_chan *c, unsigned events, int extra_fd,
+		   int timeout_ms);
+
+/*
+ * For external event loops: the fd that becomes readable when this endpoint
+ * should look at the channel again.  xway_chan_arm(c, events) asks the peer
+ * to notify for those events and returns the mask already ready (then don't
+ * sleep).  xway_chan_ack(c) drains the notification fd.
+ */
+int      xway_chan_pollfd(const struct xway_chan *c);
+unsigned xway_chan_arm(struct xway_chan *c, unsigned events);
+void     xway_chan_ack(struct xway_chan *c);
+
+void xway_chan_get_stats(const struct xway_chan *c, struct xway_chan_stats *st);
+
+/* Descriptors this endpoint owns (for exec hand-over and close_range
+ * protection); returns how many were stored, at most max. */
+int xway_chan_fds(const struct xway_chan *c, int *fds, int max);
+
+#endif /* XWAY_CHAN_H */

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The shim <-> broker protocol (and xwayctl <-> broker).  One design with
+ * docs/DESIGN.md "Connection set-up".  Transport: an AF_UNIX SOCK_SEQPACKET
+ * socket (default XWAY_BROKER_SOCK_DEFAULT, overridden by $XWAY_BROKER_SOCK
+ * or xwayd's config), one message per packet, descriptors by SCM_RIGHTS.
+ *
+ * Every message starts with struct xway_msg_hdr.  All integers are host
+ * byte order (both ends are on one OS); addresses are in network order as in
+ * struct sockaddr.  A message whose magic, version, type or length is wrong
+ * gets an XWAY_MSG_ERROR reply (or the client is dropped) - never a crash.
+ * Replies carry the request's seq.
+ */
+#ifndef XWAY_PROTO_H
+#define XWAY_PROTO_H
+
+#include <stdint.h>
+#include <netinet/in.h>
+
+#define XWAY_BROKER_SOCK_DEFAULT "/run/xway/xwayd.sock"
+#define XWAY_PROTO_MAGIC   0x50574158u  /* "XAWP" */
+#define XWAY_PROTO_VERSION 1u
+#define XWAY_MSG_MAX       65536u       /* no packet is larger */
+
+enum xway_msg_type {
+	/* shim -> broker */
+	XWAY_MSG_HELLO        = 1,  /* body: hello; reply HELLO_OK + 1 fd (gen page) */
+	XWAY_MSG_LISTEN_ADD   = 2,  /* body: listen; fds: [listening socket] */
+	XWAY_MSG_LISTEN_DEL   = 3,  /* body: listen; fds: [listening socket] or none */
+	XWAY_MSG_OFFER        = 4,  /* body: offer; fds: [socket, memfd, efd0, efd1] */
+	XWAY_MSG_CLAIM        = 5,  /* body: claim; fds: [accepted socket] */
+	XWAY_MSG_WITHDRAW     = 6,  /* body: withdraw */
+	XWAY_MSG_REPORT       = 7,  /* body: report (fallbacks, closes; no reply) */
+	/* xwayctl -> broker */
+	XWAY_MSG_QUERY        = 16, /* body: query; reply: TEXT parts */
+	/* broker -> client */
+	XWAY_MSG_HELLO_OK     = 32,
+	XWAY_MSG_RESULT       = 33, /* body: result (reply to LISTEN_*, OFFER, WITHDRAW) */
+	XWAY_MSG_CLAIMED      = 34, /* body: claimed; fds: [memfd, efd0, efd1] */
+	XWAY_MSG_TEXT         = 35, /* body: text bytes; hdr.flags & MORE until last */
+	XWAY_MSG_ERROR        = 36, /* body: result with status = -errno + text */
+};
+
+#define XWAY_HDR_F_MORE 0x1u
+
+struct xway_msg_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	uint32_t len;      /* whole packet, header included */
+	uint32_t seq;
+	uint32_t flags;
+	uint32_t reserved;
+};
+
+/* An IPv4 or IPv6 endpoint; IPv4 is stored v4-mapped (::ffff:a.b.c.d). */
+struct xway_addr {
+	uint8_t  ip[16];
+	uint16_t port;     /* network order */
+	uint16_t family;   /* AF_INET or AF_INET6 as the app used it */
+};
+
+struct xway_hello {
+	uint32_t shim_version;
+	uint32_t flags;
+};
+
+struct xway_hello_ok {
+	uint32_t broker_version;
+	uint32_t mode;       /* 1 local, 2 xen */
+	uint64_t instance;   /* changes when the broker restarts */
+};
+
+/* The generation page (an fd the broker sends with HELLO_OK, mapped
+ * read-only): bumped whenever the listener directory changes, so a shim may
+ * cache "no xway listener at ip:port" until it moves. */
+struct xway_gen_page {
+	uint64_t listener_gen;
+};
+
+struct xway_listen {
+	struct xway_addr addr;   /* as bound (may be a wildcard) */
+};
+
+/* Why a connection stayed on (or went back to) TCP. */
+enum xway_reason {
+	XWAY_R_NONE = 0,
+	XWAY_R_DISABLED,          /* XWAY_DISABLE or config rule */
+	XWAY_R_EXCLUDED,          /* address/port/uid excluded by config */
+	XWAY_R_BROKER_DOWN,       /* broker unreachable */
+	XWAY_R_NO_LISTENER,       /* no co-resident xway listener at dst */
+	XWAY_R_NOT_CORESIDENT,    /* dst is not on this host / domain */
+	XWAY_R_WITHDRAWN,         /* client withdrew: server did not claim in time */
+	XWAY_R_PEER_TCP,          /* peer spoke TCP first (not shimmed) */
+	XWAY_R_SETUP_BIND,        /* setup failed: binding the source port */
+	XWAY_R_SETUP_CHAN,        /* setup failed: creating/attaching the channel */
+	XWAY_R_SETUP_PROTO,       /* setup failed: broker protocol error */
+	XWAY_R_UNSUPPORTED,       /* socket option/flag the channel cannot serve */
+	XWAY_R_NO_OFFER,          /* accept: client offered nothing (not shimmed) */
+	XWAY_R__MAX
+};
+
+struct xway_offer {
+	struct xway_addr dst;     /* where the client connects */
+	struct xway_addr src;     /* its bound source (port known, ip may be ::) */
+	uint64_t cookie;          /* also in the channel header */
+	uint32_t ring_order;
+	uint32_t backend;         /* XWAY_BACKEND_* wanted */
+};
+
+struct xway_claim {
+	struct xway_addr local;   /* getsockname of the accepted socket */
+	struct xway_addr peer;    /* getpeername of the accepted socket */
+};
+
+struct xway_withdraw {
+	uint64_t offer_id;
+};
+
+struct xway_result {
+	int32_t  status;          /* 0 ok, 1 pending, or -errno */
+	uint32_t reason;          /* enum xway_reason when not accelerated */
+	uint64_t offer_id;        /* OFFER: id for WITHDRAW */
+	char     text[128];       /* human-readable detail, NUL-terminated */
+};
+
+struct xway_claimed {
+	uint64_t offer_id;
+	uint64_t cookie;
+	uint32_t ring_order;
+	uint32_t backend;
+	int32_t  peer_pid;
+	uint32_t reserved;
+};
+
+enum xway_report_kind {
+	XWAY_REP_FALLBACK = 1,    /* a connection stays/went TCP: reason */
+	XWAY_REP_CLOSED   = 2,    /* an accelerated endpoint closed */
+};
+
+struct xway_report {
+	uint32_t kind;
+	uint32_t reason;
+	struct xway_addr local;
+	struct xway_addr peer;
+	uint64_t cookie;
+	char     text[128];
+};
+
+enum xway_query_what {
+	XWAY_Q_STATUS = 1, XWAY_Q_PEERS, XWAY_Q_LISTENERS,
+	XWAY_Q_CONNECTIONS, XWAY_Q_STATS,
+};
+
+struct xway_query {
+	uint32_t what;
+	uint32_t json;            /* 1: JSON text, 0: human table */
+};
+
+#endif /* XWAY_PROTO_H */
