@@ -57,10 +57,12 @@ INSTALL_LIB :=
 .PHONY: all test asan bench compat test-xen install clean deps
 all: build-all
 
+# The channel layer first: other fragments name $(CHAN_OBJS) as prerequisites.
+include shim/chan/chan.mk
 include shim/shim.mk
 include broker/broker.mk
-include tools/tools.mk
-include tests/tests.mk
+include $(sort $(wildcard tools/*.mk tools/*/*.mk))
+include $(sort $(wildcard tests/*.mk))
 -include apps-compat/compat.mk
 
 build-all: $(ALL_BINS)

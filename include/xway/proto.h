@@ -138,12 +138,23 @@ enum xway_report_kind {
 	XWAY_REP_CLOSED   = 2,    /* an accelerated endpoint closed */
 };
 
+/* Sent by an endpoint when its connection falls back, and when it closes an
+ * accelerated connection: the final channel counters, and the kernel's own
+ * TCP payload counters for the dual-channel socket (TCP_INFO
+ * tcpi_bytes_acked / tcpi_bytes_received), which prove that the payload did
+ * not travel on TCP.  -1 where unknown. */
 struct xway_report {
 	uint32_t kind;
 	uint32_t reason;
+	int32_t  side;            /* 0 client, 1 server */
+	uint32_t reserved;
 	struct xway_addr local;
 	struct xway_addr peer;
-	uint64_t cookie;
+	uint64_t cookie;          /* 0 for a connection that never had a channel */
+	int64_t  chan_tx_bytes;
+	int64_t  chan_rx_bytes;
+	int64_t  tcp_bytes_sent;
+	int64_t  tcp_bytes_received;
 	char     text[128];
 };
 
