@@ -26,6 +26,16 @@
 #define XWAY_RING_ORDER_MAX  26u           /* 64 MiB */
 #define XWAY_CACHELINE       64
 
+/*
+ * attached: written only by the broker (the single place where "claimed"
+ * and "withdrawn" are decided), then efd[0] is written so a sleeping client
+ * notices.  A client that sees WITHDRAWN moves whatever it wrote into ring 0
+ * onto the TCP socket itself and continues on TCP.
+ */
+#define XWAY_ATTACH_PENDING   0u
+#define XWAY_ATTACH_CLAIMED   1u
+#define XWAY_ATTACH_WITHDRAWN 2u
+
 /* prod_flags: written only by the producer of that ring. */
 #define XWAY_RING_F_EOF      0x1u   /* producer shut down writing (FIN) */
 #define XWAY_RING_F_RST      0x2u   /* producer aborted the connection (RST) */
@@ -62,7 +72,7 @@ struct xway_chan_shm {
 	uint32_t version;          /* XWAY_CHAN_VERSION */
 	uint32_t hdr_size;         /* XWAY_CHAN_HDR_SIZE */
 	uint32_t ring_order[2];    /* log2 of each ring's data size */
-	uint32_t attached;         /* side 1 sets 1 once it has attached */
+	uint32_t attached;         /* XWAY_ATTACH_*: the broker's decision */
 	uint64_t cookie;           /* random; binds the memfd to its connection */
 	_Alignas(XWAY_CACHELINE) struct xway_ring_ctl ring[2];
 };
