@@ -10,9 +10,13 @@ set -euo pipefail
 base=(build-essential pkg-config libglib2.0-dev libcriterion-dev libxen-dev
       iproute2 python3 procps psmisc systemd clang llvm libclang-rt-14-dev
       util-linux coreutils)
-compat=(openssh-server openssh-client apache2 curl vsftpd proftpd-basic
-        lftp telnetd inetutils-telnet openbsd-inetd mariadb-server mariadb-client
-        samba smbclient iperf3 sockperf)
+# proftpd-core conflicts with vsftpd (both Provide+Conflict ftp-server), so
+# only its libraries are installed here; apps-compat/proftpd/run.sh unpacks
+# the proftpd-core .deb into a private directory (apt-get download).
+compat=(openssh-server openssh-client apache2 apache2-utils curl vsftpd lftp
+        telnetd inetutils-telnet openbsd-inetd mariadb-server mariadb-client
+        samba smbclient iperf3 sockperf libhiredis0.14 libmemcached11
+        libmemcachedutil2 libpcre2-posix3 libidn2-0 libcap2 libacl1)
 xen=(qemu-system-x86 debootstrap e2fsprogs)
 
 want=("${base[@]}")

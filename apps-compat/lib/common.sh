@@ -1,0 +1,258 @@
+# SPDX-License-Identifier: MIT
+# Shared harness for the apps-compat cases, sourced by apps-compat/<app>/run.sh.
+# It gives each case a private temp directory, a private xwayd in shim mode,
+# a launcher (xw) that puts a process under the shim, port helpers, sha256
+# helpers, the acceleration check (check_accel.py on `xwayctl connections
+# --json`) and one exit path that stops everything the case started, by pid,
+# and removes the temp directory.  Modes (XWAY_COMPAT_MODE):
+#   plain  no shim, no broker: proves the harness, the app config and the checks;
+#   shim   (default) servers and clients under LD_PRELOAD=build/libxway.so with
+#          a private xwayd; every connection must end up accelerated.
+# Exit codes of a case: 0 PASS, 1 FAIL, 77 SKIP.
+
+set -u -o pipefail
+
+COMPAT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+COMPAT_LIB="$COMPAT_ROOT/apps-compat/lib"
+MODE=${XWAY_COMPAT_MODE:-shim}
+B=${B:-build}
+case "$B" in /*) ;; *) B="$COMPAT_ROOT/$B" ;; esac
+COMPAT_PIDS=()          # pids to stop at exit, in start order
+COMPAT_PIDFILES=()      # pid files written by daemonizing servers
+COMPAT_DONE=0
+T=""
+SOCK=""
+XWAY_LIB=""
+
+log()  { printf '[%s %s] %s\n' "$COMPAT_NAME" "$(date +%T)" "$*" >&2; }
+
+# Stop one pid: TERM, wait up to 10 s, then KILL.  Only pids we recorded or
+# that carry our tag reach here.
+compat_stop_pid() {
+	local pid=$1 i
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		# A zombie child of ours counts as gone once reaped.
+		[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && { wait "$pid" 2>/dev/null; return 0; }
+		sleep 0.1
+	done
+	log "pid $pid ignored SIGTERM for 10 s, sending SIGKILL"
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	return 0
+}
+
+# Every process started through xw/compat_bg carries XWAY_COMPAT_TAG=$T in
+# its environment, so forked workers that outlive their parent (sshd
+# sessions, apache children, inetd children) can be found by pid at exit.
+compat_tagged_pids() {
+	local e pid
+	for e in /proc/[0-9]*/environ; do
+		pid=${e#/proc/}; pid=${pid%/environ}
+		[ "$pid" = $$ ] && continue
+		tr '\0' '\n' 2>/dev/null < "$e" | grep -qxF "XWAY_COMPAT_TAG=$T" && echo "$pid"
+	done
+	return 0
+}
+
+compat_cleanup() {
+	local rc=$? i pid f
+	trap - EXIT INT TERM
+	set +e
+	[ -n "${COMPAT_PRE_CLEANUP:-}" ] && $COMPAT_PRE_CLEANUP
+	for f in "${COMPAT_PIDFILES[@]}"; do
+		[ -s "$f" ] && compat_stop_pid "$(head -n1 "$f" | tr -dc 0-9)"
+	done
+	for ((i = ${#COMPAT_PIDS[@]} - 1; i >= 0; i--)); do
+		compat_stop_pid "${COMPAT_PIDS[i]}"
+	done
+	if [ -n "$T" ]; then
+		for pid in $(compat_tagged_pids); do compat_stop_pid "$pid"; done
+		if [ "${XWAY_COMPAT_KEEP:-0}" = 1 ]; then
+			log "kept $T"
+		else
+			rm -rf -- "$T"
+		fi
+	fi
+	if [ $COMPAT_DONE = 0 ]; then
+		# Died before reaching a verdict (set -e, signal, ...): a failure.
+		[ $rc = 0 ] || [ $rc = 77 ] || rc=1
+		[ $rc = 0 ] && rc=1
+		compat_verdict_line FAIL "aborted (exit $rc)"
+	fi
+	exit $rc
+}
+
+compat_verdict_line() {
+	local dt=$(( $(date +%s) - COMPAT_T0 ))
+	echo "compat-$COMPAT_NAME: $1 [$MODE] (${dt}s)${2:+ - $2}"
+}
+
+pass() { COMPAT_DONE=1; compat_verdict_line PASS "${1:-}"; exit 0; }
+fail() { COMPAT_DONE=1; compat_dump_logs; compat_verdict_line FAIL "$*"; exit 1; }
+skip() { COMPAT_DONE=1; compat_verdict_line SKIP "$*"; exit 77; }
+
+# On failure, the tail of every log in $T/log says what the server did.
+compat_dump_logs() {
+	local f
+	[ -d "$T/log" ] || return 0
+	for f in "$T"/log/*; do
+		[ -s "$f" ] || continue
+		echo "----- tail of ${f#$T/}" >&2
+		tail -n 25 "$f" >&2
+	done
+}
+
+# compat_init NAME: private temp dir, traps, mode checks, broker in shim mode.
+compat_init() {
+	COMPAT_NAME=$1
+	COMPAT_T0=$(date +%s)
+	case "$MODE" in plain|shim) ;; *)
+		echo "XWAY_COMPAT_MODE must be 'plain' or 'shim', not '$MODE'" >&2; exit 2 ;;
+	esac
+	[ "$(id -u)" = 0 ] || { COMPAT_DONE=1; compat_verdict_line SKIP "needs root (daemons, privilege drop)"; exit 77; }
+	T=$(mktemp -d "/tmp/xway-compat-$COMPAT_NAME.XXXXXX")
+	# Daemons drop privileges (www-data, mysql, ftp, nobody): they must reach
+	# their files, the broker socket and the library under $T.
+	chmod 0755 "$T"
+	mkdir -p "$T/log"
+	trap compat_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	export XWAY_COMPAT_TAG="$T"
+	[ "$MODE" = shim ] && compat_start_broker
+	return 0
+}
+
+# compat_need CMD...: every command must exist, else try the compat package
+# set once, else SKIP with the names of what is missing.
+compat_need() {
+	local c missing=()
+	for c in "$@"; do command -v "$c" >/dev/null 2>&1 || [ -x "$c" ] || missing+=("$c"); done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	log "missing ${missing[*]}: running tools/install-deps.sh compat"
+	"$COMPAT_ROOT/tools/install-deps.sh" compat >"$T/log/install-deps" 2>&1 \
+		|| log "install-deps failed (see log)"
+	missing=()
+	for c in "$@"; do command -v "$c" >/dev/null 2>&1 || [ -x "$c" ] || missing+=("$c"); done
+	[ ${#missing[@]} -eq 0 ] || skip "not installed: ${missing[*]}"
+}
+
+compat_start_broker() {
+	local i
+	for f in "$B/libxway.so" "$B/xwayd" "$B/xwayctl"; do
+		[ -e "$f" ] || fail "shim mode needs $f (run 'make'; or XWAY_COMPAT_MODE=plain)"
+	done
+	XWAY_LIB="$B/libxway.so"
+	# The library must be readable by the unprivileged users daemons switch
+	# to; if the build tree is not, use a world-readable copy.
+	if ! runuser -u nobody -- test -r "$XWAY_LIB" 2>/dev/null; then
+		cp "$XWAY_LIB" "$T/libxway.so"; chmod 0644 "$T/libxway.so"
+		XWAY_LIB="$T/libxway.so"
+	fi
+	SOCK="$T/xwayd.sock"
+	"$B/xwayd" --foreground --socket "$SOCK" >"$T/log/xwayd" 2>&1 &
+	COMPAT_PIDS+=($!)
+	for ((i = 0; i < 100; i++)); do
+		[ -S "$SOCK" ] && break
+		kill -0 "${COMPAT_PIDS[-1]}" 2>/dev/null || fail "xwayd exited at start"
+		sleep 0.1
+	done
+	[ -S "$SOCK" ] || fail "xwayd socket $SOCK did not appear within 10 s"
+	# Processes that dropped privileges must be able to connect too.
+	chmod 0666 "$SOCK"
+	log "xwayd pid ${COMPAT_PIDS[-1]} on $SOCK"
+	XW=(env LD_PRELOAD="$XWAY_LIB${LD_PRELOAD:+:$LD_PRELOAD}" XWAY_BROKER_SOCK="$SOCK")
+}
+
+# xw CMD...: run CMD in the mode's environment (shim: LD_PRELOAD + broker).
+# XW is the same as a command prefix, for `timeout 60 "${XW[@]}" CMD`.
+XW=(env)
+xw() { "${XW[@]}" "$@"; }
+
+# compat_bg LOGNAME CMD...: start CMD under xw in the background, record its
+# pid (also in BG_PID: not echoed, since $(...) would lose COMPAT_PIDS).
+compat_bg() {
+	local name=$1; shift
+	xw "$@" >"$T/log/$name" 2>&1 &
+	BG_PID=$!
+	COMPAT_PIDS+=($BG_PID)
+}
+
+# free_port: a TCP port on 127.0.0.1 free right now (the kernel picks it).
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT [SECONDS] [PID]: wait until something listens on PORT;
+# fails early if PID (the server) died.
+wait_port() {
+	local port=$1 secs=${2:-30} pid=${3:-} i
+	for ((i = 0; i < secs * 10; i++)); do
+		ss -Hltn "sport = :$port" 2>/dev/null | grep -q . && return 0
+		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+			fail "server (pid $pid) exited before listening on port $port"
+		fi
+		sleep 0.1
+	done
+	fail "nothing listening on port $port after ${secs}s"
+}
+
+# wait_file FILE [SECONDS]: wait until FILE is non-empty (pid files).
+wait_file() {
+	local f=$1 secs=${2:-30} i
+	for ((i = 0; i < secs * 10; i++)); do
+		[ -s "$f" ] && return 0
+		sleep 0.1
+	done
+	fail "$f did not appear after ${secs}s"
+}
+
+# mkdata FILE MB: MB mebibytes of random bytes (not compressible, so no
+# layer can shrink it and hide lost bytes).
+mkdata() {
+	head -c "$(( $2 * 1024 * 1024 ))" /dev/urandom > "$1"
+}
+
+sha() { sha256sum "$1" | awk '{print $1}'; }
+
+# same FILE1 FILE2 WHAT: fail unless byte-identical.
+same() {
+	local a b
+	[ -f "$2" ] || fail "$3: $2 missing"
+	a=$(sha "$1"); b=$(sha "$2")
+	[ "$a" = "$b" ] || fail "$3: sha256 differs ($(stat -c%s "$1") vs $(stat -c%s "$2") bytes)"
+	log "$3: $(stat -c%s "$2") bytes, sha256 ok"
+}
+
+# same_prefix FULL PART WHAT: PART must be a non-empty byte-exact prefix of
+# FULL (for apps that stop reading at a deadline by design, like iperf3).
+same_prefix() {
+	local n
+	[ -f "$2" ] || fail "$3: $2 missing"
+	n=$(stat -c%s "$2")
+	[ "$n" -gt 0 ] || fail "$3: nothing received"
+	cmp -s -n "$n" "$1" "$2" || fail "$3: the $n bytes received are not a prefix of what was sent"
+	log "$3: $n of $(stat -c%s "$1") bytes received, byte-exact prefix"
+}
+
+# check_accel C2S S2C [MIN_CONNS] [extra check_accel.py args...]: in shim
+# mode, the private broker must report every connection accelerated (or
+# closed after being accelerated) on the local backend, channel bytes
+# covering the payload each way, and kernel TCP carrying almost none of it.
+# In plain mode there is no broker: nothing to check.
+check_accel() {
+	[ "$MODE" = shim ] || return 0
+	local c2s=$1 s2c=$2 min=${3:-1}; shift 3 2>/dev/null || shift $#
+	python3 "$COMPAT_LIB/check_accel.py" --xwayctl "$B/xwayctl" --socket "$SOCK" \
+		--c2s "$c2s" --s2c "$s2c" --min-conns "$min" "$@" \
+		>"$T/log/accel" 2>&1
+	local rc=$?
+	cat "$T/log/accel" >&2
+	[ $rc = 0 ] || fail "acceleration check failed (see above)"
+}
+
+# tool_version PKG: the installed Debian version, for the report.
+pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
