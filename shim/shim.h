@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internals of libxway.so shared by its files: the table of real libc
+ * functions (expanded from calls.def), the fd table and the per-connection
+ * object, configuration, logging, the broker link, connection set-up and
+ * the data path.  Nothing here is exported (the library is built with
+ * -fvisibility=hidden; only the interposed calls in libxway.map are
+ * visible).  See shim/README.md for how the pieces fit together.
+ *
+ * Conventions: internal functions return 0, a count or -errno and never
+ * touch errno; the interposed entry points (sockcall.c, and poll.c /
+ * lifecycle.c of the readiness and process-lifecycle work) convert with
+ * xway_ret() from errno.h in exactly one place.
+ */
+#ifndef XWAY_SHIM_H
+#define XWAY_SHIM_H
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "xway/chan.h"
+#include "xway/proto.h"
+#include "xway/ring.h"
+
+#define XWAY_SHIM_VERSION 1u
+
+/* ---- the real functions ------------------------------------------------ */
+
+/*
+ * One function pointer per line of calls.def, named like the libc call:
+ * real.connect(fd, sa, len).  Filled by xway_real_init() with
+ * dlsym(RTLD_NEXT) then dlsym(RTLD_DEFAULT); a symbol found nowhere binds
+ * a stub that fails with ENOSYS.  Variadic calls (fcntl, ioctl, prctl) are
+ * declared with their widest fixed form.
+ */
+#define XWAY_CALL(ret, name, params, args) ret (*name) params;
+struct xway_real {
+#include "calls.def"
+};
+#undef XWAY_CALL
+extern struct xway_real real;
+
+/* ---- start-up guard ------------------------------------------------------ */
+
+/*
+ * xway_ready() is true once the real table is bound and the configuration
+ * read.  Until then, and while a thread is inside the shim already (the
+ * re-entry depth: dlsym may call malloc, logging may call write), the entry
+ * points go straight to libc.  xway_ready() binds the table on first use;
+ * it never allocates once bound.
+ */
+int  xway_ready(void);
+void xway_real_init(void);          /* real.c: idempotent, thread-safe */
+extern _Thread_local int xway_depth;
+
+/* ---- configuration (config.c) -------------------------------------------- */
+
+struct xway_port_rule { uint16_t lo, hi; uint8_t exclude; };
+struct xway_addr_rule { uint8_t ip[16]; uint8_t prefix; uint8_t exclude; };
+
+#define XWAY_MAX_RULES 32
+
+struct xway_config {
+	int      disabled;              /* XWAY_DISABLE=1 or a bad value */
+	int      log_level;             /* XWAY_LOG_* */
+	int      log_fd;                /* -1: stderr (fd 2) */
+	uint32_t ring_order;            /* XWAY_RING_SIZE as log2 */
+	uint32_t spin_ns;               /* XWAY_SPIN_US * 1000, 0 default */
+	int      broker_timeout_ms;     /* XWAY_BROKER_TIMEOUT_MS, default 100 */
+	char     broker_sock[108];      /* XWAY_BROKER_SOCK */
+	int      n_ports, n_addrs;
+	struct xway_port_rule ports[XWAY_MAX_RULES];
+	struct xway_addr_rule addrs[XWAY_MAX_RULES];
+};
+extern struct xway_config xway_cfg;
+
+/*
+ * Parse the XWAY_* variables from getenv into *cfg.  On a bad value, writes
+ * one line ("xway: bad XWAY_RING_SIZE='12x': expected ...; acceleration
+ * disabled") into err (size errlen), sets cfg->disabled and returns -EINVAL.
+ * Pure apart from getenv; unit-tested.
+ */
+int xway_config_parse(struct xway_config *cfg, char *err, size_t errlen);
+/* Is a connection to this destination allowed by XWAY_PORTS/XWAY_ADDRS? */
+int xway_config_allows(const struct xway_config *cfg, const struct xway_addr *dst);
+/* "5000-6000,!22"-style parsers, exposed for the unit test. */
+int xway_parse_size(const char *s, uint64_t *out);
+int xway_parse_ports(const char *s, struct xway_port_rule *r, int max);
+int xway_parse_addrs(const char *s, struct xway_addr_rule *r, int max);
+
+/* ---- logging (log.c) ----------------------------------------------------- */
+
+enum { XWAY_LOG_ERROR = 0, XWAY_LOG_WARN, XWAY_LOG_INFO, XWAY_LOG_DEBUG };
+
+/* Never called on the pass-through path.  Writes nothing to a regular file
+ * when RLIMIT_FSIZE would kill us (sshd's sandbox sets it to 0).  Keeps
+ * errno. */
+void xway_log(int level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+#define XLOG(lvl, ...) do { if ((lvl) <= xway_cfg.log_level) \
+	xway_log((lvl), __VA_ARGS__); } while (0)
+#define XDBG(...)  XLOG(XWAY_LOG_DEBUG, __VA_ARGS__)
+#define XINFO(...) XLOG(XWAY_LOG_INFO, __VA_ARGS__)
+#define XWARN(...) XLOG(XWAY_LOG_WARN, __VA_ARGS__)
+const char *xway_reason_name(unsigned reason);
+
+/* ---- per-connection object and fd table (fdtable.c) ---------------------- */
+
+enum xway_state {
+	XWAY_ST_LISTENER = 1, /* a listening socket registered with the broker */
+	XWAY_ST_PENDING,      /* client offered, broker has not decided yet */
+	XWAY_ST_ACCEL,        /* data travels on the channel */
+	XWAY_ST_FLUSH,        /* withdrawn: bytes of ring 0 still owed to TCP */
+	XWAY_ST_CLOSED,       /* torn down; an in-flight call holds the last ref */
+};
+
+/*
+ * One per connection (or registered listener) in this process, shared by
+ * every fd number that refers to it (dup, dup2, F_DUPFD).  Objects come
+ * from a pool that is never returned to the system, so a reader that loaded
+ * a slot and lost a race with close() still dereferences valid memory; it
+ * takes a reference with xway_conn_tryget() and re-checks the slot.
+ *
+ * refs counts fd-table slots plus calls in flight.  holders (in MAP_SHARED
+ * memory, *shared) counts the processes of this process tree that hold the
+ * connection: the last one to close does the kernel-like teardown (reset if
+ * unread data, reading side closed).  The lifecycle code increments it at
+ * fork and decrements it in a child that closes.
+ *
+ * Locking: `lock` serialises set-up state changes (PENDING -> ACCEL/FLUSH
+ * -> plain TCP) and the flush buffer; the data path on an ACCEL connection
+ * takes no lock of ours (the channel has a lock per direction).
+ */
+struct xway_conn_shared {
+	_Atomic int holders;
+	uint32_t    pad;
+};
+
+struct xway_conn {
+	_Atomic int   refs;
+	_Atomic int   state;           /* enum xway_state */
+	int           fd;              /* the real kernel socket (first fd number) */
+	int           side;            /* 0 client, 1 server, -1 listener */
+	int           family;          /* AF_INET / AF_INET6 */
+	pid_t         owner_pid;       /* process that created this object */
+	struct xway_chan *chan;        /* NULL for listeners */
+	struct xway_conn_shared *shared;
+	pthread_mutex_t lock;
+	uint64_t      cookie;
+	uint64_t      offer_id;        /* client while PENDING */
+	const struct xway_chan_shm *hdr; /* client's read-only view of the header
+					   while PENDING/FLUSH (attached word) */
+	size_t        hdr_len;
+
+	/* Tracked socket state (the real socket's flag is set as well). */
+	_Atomic int   nonblock;        /* O_NONBLOCK of the open file */
+	int           rcvtimeo_ms;     /* SO_RCVTIMEO, 0 = none */
+	int           sndtimeo_ms;     /* SO_SNDTIMEO, 0 = none */
+	int           linger_on, linger_s;   /* SO_LINGER as set */
+	int           defer_accept;    /* TCP_DEFER_ACCEPT kept from the kernel */
+	_Atomic int   rd_shut;         /* SHUT_RD done locally */
+	_Atomic int   wr_shut;         /* SHUT_WR done */
+	_Atomic int   tcp_eof;         /* the TCP socket showed FIN */
+	_Atomic int   rst_state;       /* 0, 1 reset seen (ECONNRESET owed), 2 reported */
+	_Atomic int   epipe_state;     /* writes after reset/peer close: see io.c */
+
+	/* FLUSH: ring 0 bytes not yet on TCP (nonblocking writer). */
+	char         *flush_buf;
+	size_t        flush_len, flush_off;
+
+	struct xway_addr local, peer;  /* for REPORT */
+	struct xway_conn *next_free;   /* pool */
+};
+
+/* Lock-free lookup: returns the object with a reference taken, or NULL for
+ * an fd that is not ours (the pass-through case: no allocation, errno
+ * untouched).  Release with xway_conn_put(). */
+struct xway_conn *xway_fd_get(int fd);
+/* Without taking a reference: only for "is it ours?" tests. */
+int  xway_fd_is_ours(int fd);
+/* Install c at fd (takes a slot reference).  Replaces nothing: the caller
+ * cleared the slot (dup2 onto an fd of ours closes it first). */
+int  xway_fd_set(int fd, struct xway_conn *c);
+/* Remove fd's slot and return its object (the slot's reference moves to the
+ * caller), or NULL. */
+struct xway_conn *xway_fd_take(int fd);
+
+struct xway_conn *xway_conn_new(int fd, int side);   /* refs = 1 */
+void xway_conn_hold(struct xway_conn *c);
+/* Drops a reference; the last one tears the connection down (teardown.c
+ * semantics: see xway_conn_last_close). */
+void xway_conn_put(struct xway_conn *c);
+
+/* Iterate the table (lifecycle: fork, exec hand-over, close_range). The
+ * callback runs with the table write lock held: it must not call back into
+ * the fd table. */
+void xway_fd_foreach(void (*fn)(int fd, struct xway_conn *c, void *arg), void *arg);
+
+/* ---- the shim's own descriptors ------------------------------------------ */
+
+/* Move fd to a high number (F_DUPFD_CLOEXEC from xway_high_fd_base()),
+ * closing the original; returns the new fd or -errno. */
+int xway_fd_to_high(int fd);
+int xway_high_fd_base(void);
+/* Descriptors the shim owns (broker link, generation page, every channel's
+ * memfd/eventfds): close_range/closefrom must not close them.  Returns how
+ * many were stored (at most max). */
+int xway_own_fds(int *fds, int max);
+
+/* ---- the broker link (broker_link.c) ------------------------------------- */
+
+/*
+ * One request, one reply, under the link's lock, each bounded by
+ * XWAY_BROKER_TIMEOUT_MS.  Opens the link lazily (and again in a child
+ * after fork: a child never uses its parent's link).  On failure returns
+ * -EHOSTDOWN and backs off for a few seconds.  fds_out receives up to
+ * *nfds_out descriptors (moved to high numbers, CLOEXEC).
+ */
+int xway_broker_call(uint16_t type, const void *body, size_t len,
+		     const int *fds, int nfds,
+		     uint16_t want_type, void *reply, size_t reply_len,
+		     int *fds_out, int *nfds_out);
+/* Fire and forget (REPORT); only if the link is already open. */
+void xway_broker_send(uint16_t type, const void *body, size_t len);
+/* Open the link now if it is not (before a sandbox goes up). */
+void xway_broker_prepare(void);
+/* Cached "no xway listener at dst" (valid while listener_gen is unchanged). */
+int  xway_broker_neg_cached(const struct xway_addr *dst);
+void xway_broker_neg_add(const struct xway_addr *dst);
+/* Forget the parent's link in a child (lifecycle calls it on pid change). */
+void xway_broker_after_fork(void);
+int  xway_broker_fd(void);           /* -1 when closed */
+
+/* ---- connection set-up and teardown (setup.c) ---------------------------- */
+
+int xway_sockaddr_to_addr(const struct sockaddr *sa, socklen_t len,
+			  struct xway_addr *out);
+int  xway_setup_listen(int fd, int backlog);        /* listen() */
+int  xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len);
+/* After a real accept returned nfd on listener lc: CLAIM, attach. */
+void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags);
+/* Client PENDING: look at the broker's decision and act on it (claimed ->
+ * ACCEL; withdrawn -> FLUSH/plain TCP).  tcp_ready: TCP data or EOF was
+ * seen on the socket (the server is not on the channel: WITHDRAW).
+ * Returns the new state. */
+int  xway_pending_resolve(struct xway_conn *c, int tcp_ready);
+/* FLUSH: push owed ring bytes onto TCP; 0 when all are out, -EAGAIN, ... */
+int  xway_flush_owed(struct xway_conn *c, int nonblock);
+/* The last reference in this process went: teardown as the kernel does. */
+void xway_conn_last_close(struct xway_conn *c);
+/* close() of an fd of ours. */
+int  xway_close_fd(int fd);
+void xway_report_fallback(const struct xway_conn *c, int side, unsigned reason,
+			  const char *text);
+
+/* ---- data path (io.c) ---------------------------------------------------- */
+
+/* All return a count or -errno; flags are MSG_* as the app passed them. */
+ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
+		     int flags);
+ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
+		     int flags);
+ssize_t xway_io_sendfile(struct xway_conn *c, int in_fd, off_t *offset,
+			 size_t count);
+int     xway_io_shutdown(struct xway_conn *c, int how);
+int     xway_io_ioctl(struct xway_conn *c, unsigned long req, void *arg);
+/*
+ * Readiness of an accelerated connection as kernel TCP would report it to
+ * poll(): POLLIN, POLLOUT, POLLRDHUP, POLLHUP, POLLERR from the ring, the
+ * EOF/RST flags and (when the ring says nothing) the TCP socket.  For the
+ * readiness code (poll.c): arm with xway_chan_arm() and wait on
+ * xway_chan_pollfd(c->chan) and c->fd together.  Does not block.
+ */
+short   xway_io_poll_mask(struct xway_conn *c, short events);
+
+#endif /* XWAY_SHIM_H */
