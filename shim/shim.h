@@ -33,6 +33,33 @@
 
 #define XWAY_SHIM_VERSION 1u
 
+/*
+ * The channel layer is referenced weakly: libxway.so links (with -z defs)
+ * and runs on plain TCP while shim/chan/ is absent; set-up checks
+ * xway_chan_local_create before making a channel, and no other channel
+ * function is reached without a channel.
+ */
+#pragma weak xway_chan_local_create
+#pragma weak xway_chan_local_attach
+#pragma weak xway_chan_close
+#pragma weak xway_chan_fds
+#pragma weak xway_chan_get_stats
+#pragma weak xway_chan_readable
+#pragma weak xway_chan_unsent
+#pragma weak xway_chan_capacity
+#pragma weak xway_chan_reset
+#pragma weak xway_chan_close_rd
+#pragma weak xway_chan_shutdown_wr
+#pragma weak xway_chan_wait
+#pragma weak xway_chan_send
+#pragma weak xway_chan_sendv
+#pragma weak xway_chan_recv
+#pragma weak xway_chan_recvv
+#pragma weak xway_chan_poll
+#pragma weak xway_chan_pollfd
+#pragma weak xway_chan_arm
+#pragma weak xway_chan_ack
+
 /* ---- the real functions ------------------------------------------------ */
 
 /*
@@ -146,7 +173,8 @@ struct xway_conn_shared {
 };
 
 struct xway_conn {
-	_Atomic int   refs;
+	_Atomic int   refs;            /* slots + calls in flight (this process) */
+	_Atomic int   slots;           /* fd numbers naming it (this process) */
 	_Atomic int   state;           /* enum xway_state */
 	int           fd;              /* the real kernel socket (first fd number) */
 	int           side;            /* 0 client, 1 server, -1 listener */
@@ -194,11 +222,18 @@ int  xway_fd_set(int fd, struct xway_conn *c);
  * caller), or NULL. */
 struct xway_conn *xway_fd_take(int fd);
 
+/* Another fd number naming c (not except), or -1. */
+int  xway_fd_other(const struct xway_conn *c, int except);
+/* Remove every slot naming c (it went back to plain TCP). */
+void xway_fd_drop_conn(struct xway_conn *c);
+
 struct xway_conn *xway_conn_new(int fd, int side);   /* refs = 1 */
 void xway_conn_hold(struct xway_conn *c);
-/* Drops a reference; the last one tears the connection down (teardown.c
- * semantics: see xway_conn_last_close). */
+/* Drops a reference; the last one releases the channel mapping and the
+ * object (xway_conn_free).  The kernel-like teardown (reset, linger,
+ * REPORT) happens earlier, in xway_close_fd when the last slot goes. */
 void xway_conn_put(struct xway_conn *c);
+void xway_conn_free(struct xway_conn *c);          /* setup.c */
 
 /* Iterate the table (lifecycle: fork, exec hand-over, close_range). The
  * callback runs with the table write lock held: it must not call back into
@@ -239,6 +274,8 @@ void xway_broker_neg_add(const struct xway_addr *dst);
 /* Forget the parent's link in a child (lifecycle calls it on pid change). */
 void xway_broker_after_fork(void);
 int  xway_broker_fd(void);           /* -1 when closed */
+/* The application closed the link's fd number itself: drop it (no close). */
+void xway_broker_forget(void);
 
 /* ---- connection set-up and teardown (setup.c) ---------------------------- */
 
@@ -255,7 +292,8 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags);
 int  xway_pending_resolve(struct xway_conn *c, int tcp_ready);
 /* FLUSH: push owed ring bytes onto TCP; 0 when all are out, -EAGAIN, ... */
 int  xway_flush_owed(struct xway_conn *c, int nonblock);
-/* The last reference in this process went: teardown as the kernel does. */
+/* The last fd of c in this process is being closed (before the real
+ * close): teardown as the kernel does when this is the last holder. */
 void xway_conn_last_close(struct xway_conn *c);
 /* close() of an fd of ours. */
 int  xway_close_fd(int fd);

@@ -1,0 +1,340 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The link to xwayd: one AF_UNIX SOCK_SEQPACKET socket per process, opened
+ * lazily at the first TCP set-up call (so it exists before a sandbox goes
+ * up), kept at a high fd with CLOEXEC.  Requests are serialised under one
+ * lock and each waits at most XWAY_BROKER_TIMEOUT_MS for its reply; any
+ * failure closes the link and backs off for XWAY_BACKOFF_S seconds, during
+ * which set-up calls get -EHOSTDOWN at once (the connection stays on TCP:
+ * the application never hangs on the broker).  A reply with a stale seq
+ * (to a request that timed out) is discarded with its descriptors.  A child
+ * process never uses its parent's link: replies would interleave.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "errno.h"
+#include "shim.h"
+
+#define XWAY_BACKOFF_S   3
+#define XWAY_NEG_CACHE   64
+#define XWAY_MAX_FDS     4
+
+static pthread_mutex_t xway_blk = PTHREAD_MUTEX_INITIALIZER;
+static int      xway_bfd = -1;
+static pid_t    xway_bpid;
+static uint32_t xway_seq;
+static struct timespec xway_retry_at;
+static const struct xway_gen_page *xway_gen;
+static struct xway_hello_ok xway_hello;
+
+/* Negative cache: destinations the broker said have no listener, valid
+ * while listener_gen equals neg_gen. */
+static struct xway_addr xway_neg[XWAY_NEG_CACHE];
+static int      xway_neg_n, xway_neg_next;
+static uint64_t xway_neg_gen;
+
+static long xway_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static void xway_link_close(int backoff)
+{
+	if (xway_bfd >= 0)
+		real.close(xway_bfd);
+	xway_bfd = -1;
+	if (backoff) {
+		clock_gettime(CLOCK_MONOTONIC, &xway_retry_at);
+		xway_retry_at.tv_sec += XWAY_BACKOFF_S;
+	}
+}
+
+static void xway_close_fds(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			real.close(fds[i]);
+}
+
+static int xway_send_msg(uint16_t type, uint32_t seq, const void *body,
+			 size_t len, const int *fds, int nfds)
+{
+	struct xway_msg_hdr h = {
+		.magic = XWAY_PROTO_MAGIC, .version = XWAY_PROTO_VERSION,
+		.type = type, .len = (uint32_t)(sizeof(h) + len), .seq = seq,
+	};
+	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)body, len } };
+	union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(int) * XWAY_MAX_FDS)]; } u;
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+
+	if (nfds > XWAY_MAX_FDS || sizeof(h) + len > XWAY_MSG_MAX)
+		return -EINVAL;
+	if (nfds > 0) {
+		memset(&u, 0, sizeof(u));
+		m.msg_control = u.b;
+		m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * (size_t)nfds);
+	}
+	long r = XWAY_SYS(real.sendmsg(xway_bfd, &m, MSG_NOSIGNAL | MSG_DONTWAIT));
+	if (r < 0)
+		return (int)r;
+	return r == (long)(sizeof(h) + len) ? 0 : -EPROTO;
+}
+
+/* Wait for the reply to seq until deadline; returns its type or -errno.
+ * Descriptors of a stale reply are closed. */
+static int xway_recv_reply(uint32_t seq, long deadline, void *reply,
+			   size_t reply_len, int *fds_out, int *nfds_out)
+{
+	static _Thread_local char buf[1024];
+
+	for (int round = 0; round < 64; round++) {
+		long left = deadline - xway_now_ms();
+		struct pollfd p = { .fd = xway_bfd, .events = POLLIN };
+		union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(int) * XWAY_MAX_FDS)]; } u;
+		struct iovec iov = { buf, sizeof(buf) };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+				    .msg_control = u.b, .msg_controllen = sizeof(u.b) };
+		int fds[XWAY_MAX_FDS], nfds = 0;
+		struct xway_msg_hdr h;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		long pr = XWAY_SYS(real.poll(&p, 1, (int)left));
+		if (pr == -EINTR)
+			continue;
+		if (pr < 0)
+			return (int)pr;
+		if (pr == 0)
+			return -ETIMEDOUT;
+		long n = XWAY_SYS(real.recvmsg(xway_bfd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT));
+		if (n == -EAGAIN || n == -EINTR)
+			continue;
+		if (n <= 0)
+			return n == 0 ? -ECONNRESET : (int)n;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+			if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+				continue;
+			int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			for (int i = 0; i < k; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+				if (nfds < XWAY_MAX_FDS)
+					fds[nfds++] = fd;
+				else
+					real.close(fd);
+			}
+		}
+		if ((size_t)n < sizeof(h) || (m.msg_flags & MSG_TRUNC)) {
+			xway_close_fds(fds, nfds);
+			return -EPROTO;
+		}
+		memcpy(&h, buf, sizeof(h));
+		if (h.magic != XWAY_PROTO_MAGIC || h.len != (uint32_t)n) {
+			xway_close_fds(fds, nfds);
+			return -EPROTO;
+		}
+		if (h.seq != seq) {          /* reply to a request that timed out */
+			xway_close_fds(fds, nfds);
+			continue;
+		}
+		size_t blen = (size_t)n - sizeof(h);
+		memset(reply, 0, reply_len);
+		memcpy(reply, buf + sizeof(h), blen < reply_len ? blen : reply_len);
+		int keep = nfds_out ? *nfds_out : 0;
+		for (int i = 0; i < nfds; i++) {
+			if (i < keep) {
+				int hi = xway_fd_to_high(fds[i]);
+				fds_out[i] = hi >= 0 ? hi : fds[i];
+			} else {
+				real.close(fds[i]);
+			}
+		}
+		if (nfds_out)
+			*nfds_out = nfds < keep ? nfds : keep;
+		return h.type;
+	}
+	return -EPROTO;
+}
+
+/* Under xway_blk. */
+static int xway_link_open(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct timespec now;
+	struct xway_hello hello = { .shim_version = XWAY_SHIM_VERSION };
+	int gfd[1] = { -1 }, ng = 1;
+	long fd;
+	int r;
+
+	if (xway_bfd >= 0 && xway_bpid == getpid())
+		return 0;
+	if (xway_bfd >= 0)                  /* inherited: not ours to use */
+		xway_link_close(0);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec < xway_retry_at.tv_sec ||
+	    (now.tv_sec == xway_retry_at.tv_sec && now.tv_nsec < xway_retry_at.tv_nsec))
+		return -EHOSTDOWN;
+	fd = XWAY_SYS(real.socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+	if (fd < 0)
+		goto out_backoff;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", xway_cfg.broker_sock);
+	r = (int)XWAY_SYS(real.connect((int)fd, (struct sockaddr *)&sa, sizeof(sa)));
+	if (r < 0) {
+		real.close((int)fd);
+		fd = r;
+		goto out_backoff;
+	}
+	xway_bfd = xway_fd_to_high((int)fd);
+	if (xway_bfd < 0)
+		xway_bfd = (int)fd;
+	xway_bpid = getpid();
+	r = xway_send_msg(XWAY_MSG_HELLO, ++xway_seq, &hello, sizeof(hello), NULL, 0);
+	if (r == 0)
+		r = xway_recv_reply(xway_seq, xway_now_ms() + xway_cfg.broker_timeout_ms,
+				    &xway_hello, sizeof(xway_hello), gfd, &ng);
+	if (r != XWAY_MSG_HELLO_OK) {
+		if (ng > 0 && gfd[0] >= 0)
+			real.close(gfd[0]);
+		xway_link_close(1);
+		XINFO("broker at %s: no HELLO_OK (%d); staying on TCP",
+		      xway_cfg.broker_sock, r);
+		return -EHOSTDOWN;
+	}
+	if (ng > 0 && gfd[0] >= 0) {
+		void *p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, gfd[0], 0);
+		real.close(gfd[0]);
+		if (p != MAP_FAILED) {
+			if (xway_gen)
+				munmap((void *)xway_gen, 4096);
+			xway_gen = p;
+		}
+	}
+	XDBG("broker link open on fd %d (instance %016llx)", xway_bfd,
+	     (unsigned long long)xway_hello.instance);
+	return 0;
+out_backoff:
+	XINFO("broker at %s unreachable (%s); staying on TCP",
+	      xway_cfg.broker_sock, strerror((int)-fd));
+	xway_link_close(1);
+	return -EHOSTDOWN;
+}
+
+int xway_broker_call(uint16_t type, const void *body, size_t len,
+		     const int *fds, int nfds,
+		     uint16_t want_type, void *reply, size_t reply_len,
+		     int *fds_out, int *nfds_out)
+{
+	int r;
+
+	(void)want_type;
+	pthread_mutex_lock(&xway_blk);
+	r = xway_link_open();
+	if (r < 0)
+		goto out;
+	r = xway_send_msg(type, ++xway_seq, body, len, fds, nfds);
+	if (r == 0)
+		r = xway_recv_reply(xway_seq, xway_now_ms() + xway_cfg.broker_timeout_ms,
+				    reply, reply_len, fds_out, nfds_out);
+	if (r < 0) {
+		XINFO("broker request %u failed (%s); backing off", type,
+		      strerror(-r));
+		xway_link_close(1);
+		r = -EHOSTDOWN;
+	}
+out:
+	if (r < 0 && nfds_out)
+		*nfds_out = 0;
+	pthread_mutex_unlock(&xway_blk);
+	return r;
+}
+
+void xway_broker_send(uint16_t type, const void *body, size_t len)
+{
+	pthread_mutex_lock(&xway_blk);
+	if (xway_bfd >= 0 && xway_bpid == getpid())
+		xway_send_msg(type, ++xway_seq, body, len, NULL, 0);
+	pthread_mutex_unlock(&xway_blk);
+}
+
+void xway_broker_prepare(void)
+{
+	pthread_mutex_lock(&xway_blk);
+	xway_link_open();
+	pthread_mutex_unlock(&xway_blk);
+}
+
+static uint64_t xway_gen_now(void)
+{
+	/* Acquire: pairs with the broker's release store of a new generation. */
+	return xway_gen ? __atomic_load_n(&xway_gen->listener_gen, __ATOMIC_ACQUIRE)
+			: UINT64_MAX;
+}
+
+int xway_broker_neg_cached(const struct xway_addr *dst)
+{
+	int hit = 0;
+
+	pthread_mutex_lock(&xway_blk);
+	if (xway_gen && xway_gen_now() == xway_neg_gen)
+		for (int i = 0; i < xway_neg_n && !hit; i++)
+			hit = !memcmp(xway_neg[i].ip, dst->ip, 16) &&
+			      xway_neg[i].port == dst->port;
+	pthread_mutex_unlock(&xway_blk);
+	return hit;
+}
+
+void xway_broker_neg_add(const struct xway_addr *dst)
+{
+	pthread_mutex_lock(&xway_blk);
+	if (xway_gen) {
+		uint64_t g = xway_gen_now();
+		if (g != xway_neg_gen)
+			xway_neg_n = xway_neg_next = 0;
+		xway_neg_gen = g;
+		xway_neg[xway_neg_next] = *dst;
+		xway_neg_next = (xway_neg_next + 1) % XWAY_NEG_CACHE;
+		if (xway_neg_n < XWAY_NEG_CACHE)
+			xway_neg_n++;
+	}
+	pthread_mutex_unlock(&xway_blk);
+}
+
+void xway_broker_after_fork(void)
+{
+	/* The child's copy of the lock may be held by a parent thread that
+	 * does not exist here; the link is the parent's. */
+	pthread_mutex_init(&xway_blk, NULL);
+	if (xway_bfd >= 0)
+		real.close(xway_bfd);
+	xway_bfd = -1;
+}
+
+void xway_broker_forget(void)
+{
+	/* The application closed our link's number (a daemon closing every
+	 * fd it does not know): never use that number again. */
+	pthread_mutex_lock(&xway_blk);
+	xway_bfd = -1;
+	pthread_mutex_unlock(&xway_blk);
+}
+
+int xway_broker_fd(void)
+{
+	return xway_bfd;
+}

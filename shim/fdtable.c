@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The fd table: fd number -> struct xway_conn *, read without locks.  The
+ * table is a fixed array of chunk pointers; a chunk of XWAY_FD_CHUNK atomic
+ * slots is allocated the first time an fd in its range becomes ours and is
+ * never moved or freed, so a reader needs two acquire loads.  Writers take
+ * xway_fd_lock.  Connection objects come from a pool that is never returned
+ * to the system (type-stable memory): a reader that loaded a slot just
+ * before close() emptied it still touches a valid object, and
+ * xway_conn_tryget refuses an object whose count already reached zero.
+ *
+ * Also: the shim's own descriptors are moved to high numbers here.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "errno.h"
+#include "shim.h"
+
+#define XWAY_FD_CHUNK_SHIFT 10
+#define XWAY_FD_CHUNK       (1 << XWAY_FD_CHUNK_SHIFT)
+#define XWAY_FD_MAX         (1 << 20)
+
+typedef _Atomic(struct xway_conn *) xway_slot;
+
+static _Atomic(xway_slot *) xway_chunks[XWAY_FD_MAX / XWAY_FD_CHUNK];
+static pthread_mutex_t xway_fd_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct xway_conn *xway_pool;        /* free list, under xway_fd_lock */
+
+static xway_slot *xway_slot_of(int fd, int create)
+{
+	xway_slot *ch;
+
+	if (fd < 0 || fd >= XWAY_FD_MAX)
+		return NULL;
+	/* Acquire: the chunk's zeroed contents before its use. */
+	ch = atomic_load_explicit(&xway_chunks[fd >> XWAY_FD_CHUNK_SHIFT],
+				  memory_order_acquire);
+	if (!ch && create) {
+		ch = mmap(NULL, sizeof(xway_slot) * XWAY_FD_CHUNK,
+			  PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (ch == MAP_FAILED)
+			return NULL;
+		/* Release: zeroed chunk before it becomes visible.  Only
+		 * writers (under the lock) create, so no race on the store. */
+		atomic_store_explicit(&xway_chunks[fd >> XWAY_FD_CHUNK_SHIFT], ch,
+				      memory_order_release);
+	}
+	return ch ? &ch[fd & (XWAY_FD_CHUNK - 1)] : NULL;
+}
+
+static struct xway_conn *xway_conn_tryget(struct xway_conn *c)
+{
+	int r = atomic_load_explicit(&c->refs, memory_order_relaxed);
+
+	do {
+		if (r <= 0)
+			return NULL;
+	} while (!atomic_compare_exchange_weak_explicit(&c->refs, &r, r + 1,
+							memory_order_acquire,
+							memory_order_relaxed));
+	return c;
+}
+
+struct xway_conn *xway_fd_get(int fd)
+{
+	xway_slot *s;
+	struct xway_conn *c;
+
+	if ((unsigned)fd >= XWAY_FD_MAX)
+		return NULL;
+	s = xway_slot_of(fd, 0);
+	if (!s)
+		return NULL;
+	/* Acquire: the object's initialisation before we read it. */
+	c = atomic_load_explicit(s, memory_order_acquire);
+	if (__builtin_expect(!c, 1))
+		return NULL;
+	if (!xway_conn_tryget(c))
+		return NULL;
+	/* The slot may have been emptied (and the object reused) between the
+	 * load and the increment: only a slot still naming c counts. */
+	if (atomic_load_explicit(s, memory_order_acquire) != c) {
+		xway_conn_put(c);
+		return NULL;
+	}
+	return c;
+}
+
+int xway_fd_is_ours(int fd)
+{
+	xway_slot *s = xway_slot_of(fd, 0);
+
+	return s && atomic_load_explicit(s, memory_order_relaxed) != NULL;
+}
+
+int xway_fd_set(int fd, struct xway_conn *c)
+{
+	xway_slot *s;
+	int ret = 0;
+
+	pthread_mutex_lock(&xway_fd_lock);
+	s = xway_slot_of(fd, 1);
+	if (!s) {
+		ret = fd < 0 ? -EBADF : -ENOMEM;
+	} else if (atomic_load_explicit(s, memory_order_relaxed)) {
+		ret = -EEXIST;
+	} else {
+		atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->slots, 1, memory_order_relaxed);
+		/* Release: c fully initialised before readers can see it. */
+		atomic_store_explicit(s, c, memory_order_release);
+	}
+	pthread_mutex_unlock(&xway_fd_lock);
+	return ret;
+}
+
+struct xway_conn *xway_fd_take(int fd)
+{
+	xway_slot *s;
+	struct xway_conn *c = NULL;
+
+	pthread_mutex_lock(&xway_fd_lock);
+	s = xway_slot_of(fd, 0);
+	if (s) {
+		c = atomic_load_explicit(s, memory_order_relaxed);
+		atomic_store_explicit(s, NULL, memory_order_release);
+		if (c)
+			atomic_fetch_sub_explicit(&c->slots, 1, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&xway_fd_lock);
+	return c;
+}
+
+int xway_fd_other(const struct xway_conn *c, int except)
+{
+	int found = -1;
+
+	pthread_mutex_lock(&xway_fd_lock);
+	for (int i = 0; i < XWAY_FD_MAX / XWAY_FD_CHUNK && found < 0; i++) {
+		xway_slot *ch = atomic_load_explicit(&xway_chunks[i],
+						     memory_order_relaxed);
+		for (int j = 0; ch && j < XWAY_FD_CHUNK; j++) {
+			int fd = i * XWAY_FD_CHUNK + j;
+			if (fd != except &&
+			    atomic_load_explicit(&ch[j], memory_order_relaxed) == c) {
+				found = fd;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&xway_fd_lock);
+	return found;
+}
+
+void xway_fd_foreach(void (*fn)(int fd, struct xway_conn *c, void *arg), void *arg)
+{
+	pthread_mutex_lock(&xway_fd_lock);
+	for (int i = 0; i < XWAY_FD_MAX / XWAY_FD_CHUNK; i++) {
+		xway_slot *ch = atomic_load_explicit(&xway_chunks[i],
+						     memory_order_relaxed);
+		for (int j = 0; ch && j < XWAY_FD_CHUNK; j++) {
+			struct xway_conn *c = atomic_load_explicit(&ch[j],
+							memory_order_relaxed);
+			if (c)
+				fn(i * XWAY_FD_CHUNK + j, c, arg);
+		}
+	}
+	pthread_mutex_unlock(&xway_fd_lock);
+}
+
+/* Remove every slot naming c (a connection that went back to plain TCP:
+ * its fds become pass-through).  Drops those slots' references. */
+void xway_fd_drop_conn(struct xway_conn *c)
+{
+	int dropped = 0;
+
+	pthread_mutex_lock(&xway_fd_lock);
+	for (int i = 0; i < XWAY_FD_MAX / XWAY_FD_CHUNK; i++) {
+		xway_slot *ch = atomic_load_explicit(&xway_chunks[i],
+						     memory_order_relaxed);
+		for (int j = 0; ch && j < XWAY_FD_CHUNK; j++) {
+			if (atomic_load_explicit(&ch[j], memory_order_relaxed) == c) {
+				atomic_store_explicit(&ch[j], NULL, memory_order_release);
+				atomic_fetch_sub_explicit(&c->slots, 1,
+							  memory_order_relaxed);
+				dropped++;
+			}
+		}
+	}
+	pthread_mutex_unlock(&xway_fd_lock);
+	while (dropped-- > 0)
+		xway_conn_put(c);
+}
+
+struct xway_conn *xway_conn_new(int fd, int side)
+{
+	struct xway_conn *c;
+	void *sh;
+
+	sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		  -1, 0);
+	if (sh == MAP_FAILED)
+		return NULL;
+	pthread_mutex_lock(&xway_fd_lock);
+	c = xway_pool;
+	if (!c) {
+		/* Refill with a page's worth; never freed (type-stable). */
+		size_t n = 4096 / sizeof(*c) ? 4096 / sizeof(*c) : 1;
+		struct xway_conn *blk = mmap(NULL, n * sizeof(*c),
+					     PROT_READ | PROT_WRITE,
+					     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (blk == MAP_FAILED) {
+			pthread_mutex_unlock(&xway_fd_lock);
+			munmap(sh, 4096);
+			return NULL;
+		}
+		for (size_t i = 0; i < n; i++) {
+			blk[i].next_free = xway_pool;
+			xway_pool = &blk[i];
+		}
+		c = xway_pool;
+	}
+	xway_pool = c->next_free;
+	pthread_mutex_unlock(&xway_fd_lock);
+
+	/* refs is 0 here, so no reader can take it; set it last. */
+	memset((char *)c + sizeof(c->refs), 0, sizeof(*c) - sizeof(c->refs));
+	c->fd = fd;
+	c->side = side;
+	c->owner_pid = getpid();
+	c->shared = sh;
+	atomic_store_explicit(&c->shared->holders, 1, memory_order_relaxed);
+	pthread_mutex_init(&c->lock, NULL);
+	/* Release: fields above before the count that makes c gettable. */
+	atomic_store_explicit(&c->refs, 1, memory_order_release);
+	return c;
+}
+
+void xway_conn_hold(struct xway_conn *c)
+{
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+void xway_conn_put(struct xway_conn *c)
+{
+	/* acq_rel: every use of c by this thread before the decrement; the
+	 * last dropper sees all others' uses before tearing down. */
+	if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	xway_conn_free(c);
+	pthread_mutex_destroy(&c->lock);
+	if (c->shared)
+		munmap(c->shared, 4096);
+	c->shared = NULL;
+	pthread_mutex_lock(&xway_fd_lock);
+	c->next_free = xway_pool;
+	xway_pool = c;
+	pthread_mutex_unlock(&xway_fd_lock);
+}
+
+int xway_high_fd_base(void)
+{
+	struct rlimit rl;
+	long lim = 1024;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		lim = (long)rl.rlim_cur;
+	if (lim > 65536)
+		lim = 65536;
+	/* Well above what programs use, below the limit: the top quarter. */
+	return lim >= 64 ? (int)(lim - lim / 4) : (int)(lim / 2);
+}
+
+int xway_fd_to_high(int fd)
+{
+	long nfd = XWAY_SYS(real.fcntl(fd, F_DUPFD_CLOEXEC, xway_high_fd_base()));
+
+	if (nfd < 0)
+		return (int)nfd;
+	real.close(fd);
+	return (int)nfd;
+}

@@ -1,0 +1,536 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The data path of connections on the channel, with Linux TCP's semantics
+ * (../shared/TCP-SEMANTICS.md): blocking sends are all-or-nothing unless a
+ * signal interrupts after a partial copy; MSG_PEEK, MSG_WAITALL,
+ * MSG_DONTWAIT, MSG_TRUNC, MSG_NOSIGNAL; SO_RCVTIMEO/SO_SNDTIMEO; EINTR vs
+ * restart; EOF and reset after the queued data; SIGPIPE/EPIPE.  Liveness
+ * comes from the dual-channel TCP socket: a peer process that dies makes
+ * its kernel send FIN or RST, which a reader with an empty ring sees
+ * (blocking waits poll the socket with the eventfd; a non-blocking read
+ * that finds the ring empty peeks at it).
+ *
+ * Fast path: one channel call, no lock of ours, no system call unless the
+ * ring is empty/full and we must look at the TCP socket or sleep.  A
+ * PENDING client (broker has not decided) takes c->lock around channel
+ * calls so that a concurrent withdraw sees a stable ring 0.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/sockios.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "errno.h"
+#include "shim.h"
+
+#define XWAY_PENDING_SLICE_MS 50
+#define XWAY_IOV_MAX 1024
+
+static long xway_ms_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Remaining wait in ms for a deadline (-1: forever). */
+static int xway_left(long deadline)
+{
+	if (deadline < 0)
+		return -1;
+	long l = deadline - xway_ms_now();
+	return l <= 0 ? 0 : l > INT_MAX ? INT_MAX : (int)l;
+}
+
+/*
+ * After the channel wait returned -EINTR: would the kernel have restarted
+ * the call?  Only under SA_RESTART and without a socket timeout.  The wait
+ * does not say which signal it was, so restart only if every caught
+ * signal's handler has SA_RESTART (documented in shim/README.md).
+ */
+static int xway_restart_ok(int timeo_ms)
+{
+	if (timeo_ms > 0)
+		return 0;
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction old;
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		if (real.sigaction(sig, NULL, &old) < 0)
+			continue;
+		if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN &&
+		    !(old.sa_flags & SA_RESTART))
+			return 0;
+	}
+	return 1;
+}
+
+static size_t xway_iov_len(const struct iovec *iov, int iovcnt)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < iovcnt; i++)
+		n += iov[i].iov_len;
+	return n;
+}
+
+/* iov without its first `skip` bytes, in out[] (at most XWAY_IOV_MAX). */
+static int xway_iov_skip(const struct iovec *iov, int iovcnt, size_t skip,
+			 struct iovec *out)
+{
+	int n = 0;
+
+	for (int i = 0; i < iovcnt && n < XWAY_IOV_MAX; i++) {
+		if (skip >= iov[i].iov_len) {
+			skip -= iov[i].iov_len;
+			continue;
+		}
+		out[n].iov_base = (char *)iov[i].iov_base + skip;
+		out[n].iov_len = iov[i].iov_len - skip;
+		skip = 0;
+		n++;
+	}
+	return n;
+}
+
+/* EPIPE the way the kernel gives it: with SIGPIPE to this thread unless
+ * MSG_NOSIGNAL. */
+static ssize_t xway_epipe(int flags)
+{
+	if (!(flags & MSG_NOSIGNAL))
+		raise(SIGPIPE);
+	return -EPIPE;
+}
+
+/* What the TCP socket says while the ring has nothing: 0 EOF, -ECONNRESET
+ * (or another pending error, reported once by the kernel), -EAGAIN
+ * nothing.  Payload on the TCP socket of an accelerated connection cannot
+ * happen (neither end writes it); it is treated as "nothing". */
+static long xway_tcp_peek(struct xway_conn *c)
+{
+	char b;
+	long r = XWAY_SYS(real.recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT));
+
+	if (r > 0)
+		return -EAGAIN;
+	if (r == 0)
+		atomic_store_explicit(&c->tcp_eof, 1, memory_order_relaxed);
+	return r;
+}
+
+static ssize_t xway_chan_in(struct xway_conn *c, const struct iovec *iov,
+			    int iovcnt, size_t want, int flags)
+{
+	unsigned f = (flags & MSG_PEEK) ? XWAY_RECV_PEEK : 0;
+
+	if (flags & MSG_TRUNC)
+		return xway_chan_recv(c->chan, NULL, want, f);
+	return xway_chan_recvv(c->chan, iov, iovcnt, f);
+}
+
+/* PENDING reader: returns 1 when the state changed (caller loops), or a
+ * result to return. */
+static long xway_pending_read_wait(struct xway_conn *c, int nb, long deadline)
+{
+	struct pollfd pf = { .fd = c->fd, .events = POLLIN | POLLRDHUP };
+
+	if (xway_pending_resolve(c, 0) != XWAY_ST_PENDING)
+		return 1;
+	/* poll, not a peek: a failed connect's error must stay for SO_ERROR. */
+	if (real.poll(&pf, 1, 0) > 0 && pf.revents) {
+		xway_pending_resolve(c, 1);
+		return 1;
+	}
+	if (atomic_load_explicit(&c->rd_shut, memory_order_relaxed))
+		return 0;
+	if (nb)
+		return -EAGAIN;
+	int left = xway_left(deadline);
+	if (left == 0)
+		return -EAGAIN;
+	int w = xway_chan_wait(c->chan, XWAY_EV_IN, c->fd,
+			       left < 0 || left > XWAY_PENDING_SLICE_MS
+			       ? XWAY_PENDING_SLICE_MS : left);
+	if (w == -EINTR)
+		return xway_restart_ok(c->rcvtimeo_ms) ? 1 : -EINTR;
+	return w < 0 ? w : 1;
+}
+
+ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
+		     int flags)
+{
+	size_t want = xway_iov_len(iov, iovcnt), copied = 0;
+	int nb = (flags & MSG_DONTWAIT) ||
+		 atomic_load_explicit(&c->nonblock, memory_order_relaxed);
+	int waitall = (flags & MSG_WAITALL) && !(flags & MSG_PEEK) && !nb;
+	long deadline = c->rcvtimeo_ms > 0 ? xway_ms_now() + c->rcvtimeo_ms : -1;
+	int extra_seen = nb;
+	struct iovec sub[XWAY_IOV_MAX];
+
+	if (flags & MSG_OOB)
+		return -EINVAL;      /* no urgent data on the channel (kernel: EINVAL when none) */
+	for (int rounds = 0;; rounds++) {
+		int st = atomic_load_explicit(&c->state, memory_order_acquire);
+		ssize_t r;
+
+		if (st == XWAY_ST_CLOSED)
+			return copied ? (ssize_t)copied : -EBADF;
+		if (st == XWAY_ST_FLUSH) {
+			struct msghdr m = { .msg_iov = (struct iovec *)iov,
+					    .msg_iovlen = (size_t)iovcnt };
+			if (copied)
+				return (ssize_t)copied;
+			return XWAY_SYS(real.recvmsg(c->fd, &m, flags));
+		}
+		if (st == XWAY_ST_PENDING) {
+			long p = xway_pending_read_wait(c, nb, deadline);
+			if (p != 1)
+				return p;
+			continue;
+		}
+		/* ACCEL */
+		if (atomic_load_explicit(&c->rst_state, memory_order_relaxed) == 2)
+			return (ssize_t)copied;
+		if (copied) {
+			int n = xway_iov_skip(iov, iovcnt, copied, sub);
+			r = xway_chan_in(c, sub, n, want - copied, flags);
+		} else {
+			r = xway_chan_in(c, iov, iovcnt, want, flags);
+		}
+		if (r > 0) {
+			copied += (size_t)r;
+			if (!waitall || copied >= want)
+				return (ssize_t)copied;
+			continue;
+		}
+		if (r == 0 && want > 0)
+			return (ssize_t)copied;                     /* EOF */
+		if (r == -ECONNRESET || r == -EPROTO) {
+			if (copied)
+				return (ssize_t)copied;
+			int prev = atomic_exchange_explicit(&c->rst_state, 2,
+							    memory_order_relaxed);
+			return prev == 2 ? 0 : -ECONNRESET;
+		}
+		if (r < 0 && r != -EAGAIN)
+			return copied ? (ssize_t)copied : r;
+		if (r == 0) {
+			/* want == 0: recv(fd, buf, 0, 0) returns 0 once data,
+			 * EOF or reset is there; blocks (or EAGAIN) before. */
+			if (xway_chan_poll(c->chan) & (XWAY_EV_IN | XWAY_EV_RST |
+						       XWAY_EV_RDHUP))
+				return 0;
+		}
+		/* The ring is empty.  A dead or closed peer shows on TCP. */
+		if (extra_seen || atomic_load_explicit(&c->tcp_eof, memory_order_relaxed)) {
+			long t = atomic_load_explicit(&c->tcp_eof, memory_order_relaxed)
+				 ? 0 : xway_tcp_peek(c);
+			if (t != -EAGAIN) {
+				/* FIN/RST went out after the peer's last
+				 * publish: look at the ring once more. */
+				atomic_thread_fence(memory_order_acquire);
+				r = copied ? 0 : xway_chan_in(c, iov, iovcnt, want, flags);
+				if (r > 0 && want > 0)
+					return (ssize_t)r;
+				if (copied)
+					return (ssize_t)copied;
+				if (t == 0 ||
+				    atomic_load_explicit(&c->rst_state, memory_order_relaxed) == 2)
+					return 0;
+				atomic_store_explicit(&c->rst_state, 2, memory_order_relaxed);
+				return t;
+			}
+		}
+		if (atomic_load_explicit(&c->rd_shut, memory_order_relaxed))
+			return (ssize_t)copied;
+		if (nb)
+			return copied ? (ssize_t)copied : -EAGAIN;
+		int left = xway_left(deadline);
+		if (left == 0)
+			return copied ? (ssize_t)copied : -EAGAIN;
+		int w = xway_chan_wait(c->chan, XWAY_EV_IN, c->fd, left);
+		if (w == 0)
+			return copied ? (ssize_t)copied : -EAGAIN;   /* SO_RCVTIMEO */
+		if (w == -EINTR) {
+			if (copied)
+				return (ssize_t)copied;
+			if (!xway_restart_ok(c->rcvtimeo_ms))
+				return -EINTR;
+			continue;
+		}
+		if (w < 0)
+			return copied ? (ssize_t)copied : w;
+		extra_seen = (w & XWAY_EV_EXTRA) != 0;
+	}
+}
+
+/* Writer whose ring is full and whose wait saw the TCP socket: is the peer
+ * gone?  A FIN explained by the peer's own SHUT_WR (EOF in our incoming
+ * ring) is not; the peer may still read. */
+static int xway_peer_gone(struct xway_conn *c)
+{
+	if (xway_chan_poll(c->chan) & XWAY_EV_RDHUP)
+		return 0;
+	return xway_tcp_peek(c) != -EAGAIN;
+}
+
+static ssize_t xway_pending_send(struct xway_conn *c, const struct iovec *iov,
+				 int iovcnt)
+{
+	ssize_t r;
+
+	pthread_mutex_lock(&c->lock);
+	if (atomic_load_explicit(&c->state, memory_order_acquire) != XWAY_ST_PENDING)
+		r = -EAGAIN - 100000;                       /* state moved: retry */
+	else
+		r = xway_chan_sendv(c->chan, iov, iovcnt);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
+		     int flags)
+{
+	size_t total = xway_iov_len(iov, iovcnt), sent = 0;
+	int nb = (flags & MSG_DONTWAIT) ||
+		 atomic_load_explicit(&c->nonblock, memory_order_relaxed);
+	long deadline = c->sndtimeo_ms > 0 ? xway_ms_now() + c->sndtimeo_ms : -1;
+	struct iovec sub[XWAY_IOV_MAX];
+
+	if (flags & MSG_OOB)
+		return -EOPNOTSUPP;
+	for (int rounds = 0;; rounds++) {
+		int st = atomic_load_explicit(&c->state, memory_order_acquire);
+		const struct iovec *v = iov;
+		int vn = iovcnt;
+		ssize_t r;
+
+		if (st == XWAY_ST_CLOSED)
+			return sent ? (ssize_t)sent : -EBADF;
+		if (st == XWAY_ST_FLUSH) {
+			if (sent)
+				return (ssize_t)sent;
+			r = xway_flush_owed(c, nb);
+			if (r < 0)
+				return r == -EPIPE ? xway_epipe(flags) : r;
+			struct msghdr m = { .msg_iov = (struct iovec *)iov,
+					    .msg_iovlen = (size_t)iovcnt };
+			r = XWAY_SYS(real.sendmsg(c->fd, &m, flags));
+			if (c->flush_len == 0)
+				xway_fd_drop_conn(c);     /* plain TCP from now on */
+			return r;
+		}
+		if (atomic_load_explicit(&c->wr_shut, memory_order_relaxed))
+			return sent ? (ssize_t)sent : xway_epipe(flags);
+		if (sent) {
+			vn = xway_iov_skip(iov, iovcnt, sent, sub);
+			v = sub;
+		}
+		if (st == XWAY_ST_PENDING) {
+			r = xway_pending_send(c, v, vn);
+			if (r == -EAGAIN - 100000)
+				continue;
+		} else {
+			r = xway_chan_sendv(c->chan, v, vn);
+		}
+		if (r > 0 || (r == 0 && total == 0)) {
+			sent += (size_t)r;
+			if (sent >= total)
+				return (ssize_t)sent;
+			continue;
+		}
+		if (r == -EPIPE)
+			return sent ? (ssize_t)sent : xway_epipe(flags);
+		if (r == -ECONNRESET || r == -EPROTO) {
+			if (sent)
+				return (ssize_t)sent;
+			/* First write after a reset: ECONNRESET, no signal. */
+			if (atomic_exchange_explicit(&c->epipe_state, 1,
+						     memory_order_relaxed) == 0)
+				return -ECONNRESET;
+			return xway_epipe(flags);
+		}
+		if (r < 0 && r != -EAGAIN)
+			return sent ? (ssize_t)sent : r;
+		/* The ring is full. */
+		if (st == XWAY_ST_PENDING && xway_pending_resolve(c, 0) != XWAY_ST_PENDING)
+			continue;
+		if (nb) {
+			if (!sent && st == XWAY_ST_ACCEL && xway_peer_gone(c))
+				return xway_epipe(flags);
+			return sent ? (ssize_t)sent : -EAGAIN;
+		}
+		int left = xway_left(deadline);
+		if (left == 0)
+			return sent ? (ssize_t)sent : -EAGAIN;
+		if (st == XWAY_ST_PENDING && (left < 0 || left > XWAY_PENDING_SLICE_MS))
+			left = XWAY_PENDING_SLICE_MS;
+		int tcp_fd = (xway_chan_poll(c->chan) & XWAY_EV_RDHUP) ? -1 : c->fd;
+		int w = xway_chan_wait(c->chan, XWAY_EV_OUT, tcp_fd, left);
+		if (w == 0 && st == XWAY_ST_ACCEL)
+			return sent ? (ssize_t)sent : -EAGAIN;      /* SO_SNDTIMEO */
+		if (w == -EINTR) {
+			if (sent)
+				return (ssize_t)sent;
+			if (!xway_restart_ok(c->sndtimeo_ms))
+				return -EINTR;
+			continue;
+		}
+		if (w < 0)
+			return sent ? (ssize_t)sent : w;
+		if ((w & XWAY_EV_EXTRA) && !(w & XWAY_EV_OUT)) {
+			if (st == XWAY_ST_PENDING) {
+				xway_pending_resolve(c, 1);
+			} else if (xway_peer_gone(c)) {
+				return sent ? (ssize_t)sent : xway_epipe(flags);
+			}
+		}
+	}
+}
+
+ssize_t xway_io_sendfile(struct xway_conn *c, int in_fd, off_t *offset,
+			 size_t count)
+{
+	char buf[32768];
+	size_t done = 0;
+	off_t pos = offset ? *offset : 0;
+
+	while (done < count) {
+		size_t want = count - done < sizeof(buf) ? count - done : sizeof(buf);
+		long n = offset ? XWAY_SYS(pread(in_fd, buf, want, pos))
+				: XWAY_SYS(real.read(in_fd, buf, want));
+		if (n < 0)
+			return done ? (ssize_t)done : n;
+		if (n == 0)
+			break;
+		struct iovec iov = { buf, (size_t)n };
+		ssize_t s = xway_io_send(c, &iov, 1, 0);
+		if (s < 0) {
+			if (!offset)
+				lseek(in_fd, -n, SEEK_CUR);   /* un-read what was not sent */
+			if (done == 0)
+				return s;
+			break;
+		}
+		if (s < n && !offset)
+			lseek(in_fd, -(n - s), SEEK_CUR);
+		done += (size_t)s;
+		pos += s;
+		if (s < n)
+			break;
+	}
+	if (offset)
+		*offset = pos;
+	return (ssize_t)done;
+}
+
+int xway_io_shutdown(struct xway_conn *c, int how)
+{
+	int st = atomic_load_explicit(&c->state, memory_order_acquire);
+
+	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+		return -EINVAL;
+	if (st == XWAY_ST_PENDING && (how == SHUT_WR || how == SHUT_RDWR)) {
+		/* The EOF goes into ring 0 as well: it travels with the bytes
+		 * wherever the broker's decision sends them. */
+		pthread_mutex_lock(&c->lock);
+		if (atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_PENDING)
+			xway_chan_shutdown_wr(c->chan);
+		pthread_mutex_unlock(&c->lock);
+		st = atomic_load_explicit(&c->state, memory_order_acquire);
+	}
+	if (st == XWAY_ST_FLUSH && (how == SHUT_WR || how == SHUT_RDWR) &&
+	    c->flush_len > c->flush_off) {
+		/* Owed bytes first; the FIN follows them (xway_flush_owed). */
+		atomic_store_explicit(&c->wr_shut, 2, memory_order_relaxed);
+		int r = xway_flush_owed(c, 0);
+		return r == -EAGAIN ? 0 : r;
+	}
+	if (st == XWAY_ST_ACCEL && (how == SHUT_WR || how == SHUT_RDWR)) {
+		/* Ring EOF before the TCP FIN: the peer drains the ring
+		 * after it sees the FIN. */
+		xway_chan_shutdown_wr(c->chan);
+		atomic_store_explicit(&c->wr_shut, 1, memory_order_relaxed);
+	}
+	if (how == SHUT_RD || how == SHUT_RDWR)
+		atomic_store_explicit(&c->rd_shut, 1, memory_order_relaxed);
+	return (int)XWAY_SYS(real.shutdown(c->fd, how));
+}
+
+int xway_io_ioctl(struct xway_conn *c, unsigned long req, void *arg)
+{
+	int st = atomic_load_explicit(&c->state, memory_order_acquire);
+
+	if (req == FIONBIO) {
+		long r = XWAY_SYS(real.ioctl(c->fd, req, arg));
+		if (r == 0 && arg)
+			atomic_store_explicit(&c->nonblock, *(int *)arg != 0,
+					      memory_order_relaxed);
+		return (int)r;
+	}
+	if (st == XWAY_ST_ACCEL && (req == FIONREAD || req == SIOCOUTQ) && arg) {
+		size_t n = req == FIONREAD ? xway_chan_readable(c->chan)
+					   : xway_chan_unsent(c->chan);
+		*(int *)arg = n > INT_MAX ? INT_MAX : (int)n;
+		return 0;
+	}
+	return (int)XWAY_SYS(real.ioctl(c->fd, req, arg));
+}
+
+short xway_io_poll_mask(struct xway_conn *c, short events)
+{
+	int st = atomic_load_explicit(&c->state, memory_order_acquire);
+	struct pollfd pf = { .fd = c->fd, .events = events | POLLRDHUP };
+	short m = 0;
+
+	if (st == XWAY_ST_PENDING) {
+		if (real.poll(&pf, 1, 0) > 0 && (pf.revents & (POLLIN | POLLRDHUP |
+							       POLLERR | POLLHUP)))
+			st = xway_pending_resolve(c, 1);
+		else
+			st = xway_pending_resolve(c, 0);
+		if (st == XWAY_ST_PENDING) {
+			unsigned e = xway_chan_poll(c->chan);
+			m = (short)(pf.revents & (POLLERR | POLLHUP));
+			/* Writable once TCP is connected and the ring has room. */
+			if ((pf.revents & POLLOUT) && (e & XWAY_EV_OUT))
+				m |= POLLOUT;
+			return m & (short)(events | POLLERR | POLLHUP);
+		}
+	}
+	if (st != XWAY_ST_ACCEL) {
+		pf.events = events;
+		real.poll(&pf, 1, 0);
+		return pf.revents;
+	}
+	unsigned e = xway_chan_poll(c->chan);
+	if (e & (XWAY_EV_IN | XWAY_EV_RST))
+		m |= POLLIN;
+	if ((e & XWAY_EV_OUT) || atomic_load_explicit(&c->wr_shut, memory_order_relaxed))
+		m |= POLLOUT;
+	if (e & XWAY_EV_RDHUP)
+		m |= POLLRDHUP | POLLIN;
+	if (e & (XWAY_EV_RST | XWAY_EV_ERR))
+		m |= POLLERR | POLLHUP | POLLRDHUP | POLLIN | POLLOUT;
+	if (!(m & POLLIN)) {
+		/* Ring quiet: a dead peer shows on the TCP socket. */
+		pf.events = POLLIN | POLLRDHUP;
+		if (real.poll(&pf, 1, 0) > 0) {
+			if (pf.revents & (POLLIN | POLLRDHUP))
+				m |= POLLIN | POLLRDHUP;
+			if (pf.revents & POLLERR)
+				m |= POLLERR;
+			if (pf.revents & POLLHUP)
+				m |= POLLHUP;
+		}
+	}
+	if ((m & POLLRDHUP) && atomic_load_explicit(&c->wr_shut, memory_order_relaxed))
+		m |= POLLHUP;
+	return m & (short)(events | POLLERR | POLLHUP);
+}

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Logging of the shim's decisions (connect/accept outcome with its reason,
+ * fallbacks, teardown counters).  Off below the configured level; never on
+ * the pass-through path.  One formatted line per write(2), so concurrent
+ * processes' lines do not interleave.  A process whose RLIMIT_FSIZE would
+ * kill it for writing a regular file (sshd's pre-auth sandbox sets 0) gets
+ * no log line at all rather than SIGXFSZ.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+static const char *const xway_reason_names[XWAY_R__MAX] = {
+	[XWAY_R_NONE] = "",
+	[XWAY_R_DISABLED] = "disabled",
+	[XWAY_R_EXCLUDED] = "excluded",
+	[XWAY_R_BROKER_DOWN] = "broker-down",
+	[XWAY_R_NO_LISTENER] = "no-listener",
+	[XWAY_R_NOT_CORESIDENT] = "not-coresident",
+	[XWAY_R_WITHDRAWN] = "withdrawn",
+	[XWAY_R_PEER_TCP] = "peer-tcp",
+	[XWAY_R_SETUP_BIND] = "setup-bind",
+	[XWAY_R_SETUP_CHAN] = "setup-chan",
+	[XWAY_R_SETUP_PROTO] = "setup-proto",
+	[XWAY_R_UNSUPPORTED] = "unsupported",
+	[XWAY_R_NO_OFFER] = "no-offer",
+};
+
+const char *xway_reason_name(unsigned reason)
+{
+	if (reason >= XWAY_R__MAX || !xway_reason_names[reason])
+		return "unknown";
+	return xway_reason_names[reason];
+}
+
+/* Writing to fd would raise SIGXFSZ: a regular file and a file-size limit
+ * that leaves no room. */
+static int xway_log_forbidden(int fd)
+{
+	struct stat st;
+	struct rlimit rl;
+
+	if (fstat(fd, &st) < 0)
+		return 1;
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	if (getrlimit(RLIMIT_FSIZE, &rl) < 0)
+		return 1;
+	return rl.rlim_cur != RLIM_INFINITY &&
+	       (rl.rlim_cur == 0 || (rlim_t)st.st_size + 512 > rl.rlim_cur);
+}
+
+void xway_log(int level, const char *fmt, ...)
+{
+	static const char *const lv[] = { "error", "warn", "info", "debug" };
+	int saved = errno;
+	char line[512];
+	int fd = xway_cfg.log_fd >= 0 ? xway_cfg.log_fd : 2;
+	va_list ap;
+	int n;
+
+	xway_depth++;
+	n = snprintf(line, sizeof(line), "xway[%d] %s: ", (int)getpid(),
+		     lv[level < 0 ? 0 : level > 3 ? 3 : level]);
+	va_start(ap, fmt);
+	if (n > 0 && (size_t)n < sizeof(line))
+		n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
+	if (n > 0 && !xway_log_forbidden(fd)) {
+		line[n++] = '\n';
+		ssize_t w = real.write(fd, line, (size_t)n);
+		(void)w;
+	}
+	xway_depth--;
+	errno = saved;
+}

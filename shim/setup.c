@@ -1,0 +1,657 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Connection set-up and teardown (docs/DESIGN.md §2, §5): registering
+ * listeners, the client's OFFER / PENDING / WITHDRAW path with the flush of
+ * ring 0 onto TCP when the broker withdraws, the server's CLAIM at accept,
+ * and the kernel-like teardown when the last descriptor of a connection in
+ * this process tree is closed.  This is the slow path: system calls and
+ * broker round trips are fine here, never on the data path (io.c).
+ *
+ * The channel layer may not be linked in (early in the project): its entry
+ * points are weak (shim.h), and a missing xway_chan_local_create means
+ * "set-up failed: setup-chan", plain TCP.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "errno.h"
+#include "shim.h"
+
+
+int xway_sockaddr_to_addr(const struct sockaddr *sa, socklen_t len,
+			  struct xway_addr *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!sa)
+		return -EINVAL;
+	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *s4 = (const void *)sa;
+		out->ip[10] = out->ip[11] = 0xff;
+		memcpy(out->ip + 12, &s4->sin_addr, 4);
+		out->port = s4->sin_port;
+		out->family = AF_INET;
+		return 0;
+	}
+	if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+		memcpy(out->ip, &s6->sin6_addr, 16);
+		out->port = s6->sin6_port;
+		out->family = AF_INET6;
+		return 0;
+	}
+	return -EAFNOSUPPORT;
+}
+
+static int xway_sock_name(int fd, int peer, struct xway_addr *out)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	long r = peer ? XWAY_SYS(real.getpeername(fd, (struct sockaddr *)&ss, &sl))
+		      : XWAY_SYS(real.getsockname(fd, (struct sockaddr *)&ss, &sl));
+
+	if (r < 0)
+		return (int)r;
+	return xway_sockaddr_to_addr((struct sockaddr *)&ss, sl, out);
+}
+
+/* An AF_INET/AF_INET6 SOCK_STREAM (TCP) socket? */
+static int xway_is_tcp(int fd, int *family)
+{
+	int v = 0;
+	socklen_t l = sizeof(v);
+
+	if (XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &l)) < 0 ||
+	    v != SOCK_STREAM)
+		return 0;
+	l = sizeof(v);
+	if (XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &l)) < 0 ||
+	    (v != AF_INET && v != AF_INET6))
+		return 0;
+	*family = v;
+	l = sizeof(v);
+	if (XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &l)) < 0 ||
+	    v != IPPROTO_TCP)
+		return 0;
+	return 1;
+}
+
+static int xway_timeo_ms(int fd, int name)
+{
+	struct timeval tv = { 0, 0 };
+	socklen_t l = sizeof(tv);
+
+	if (XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, name, &tv, &l)) < 0)
+		return 0;
+	long ms = tv.tv_sec * 1000L + (tv.tv_usec + 999) / 1000;
+	return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+/* Socket state set before the connection became ours. */
+static void xway_snapshot_opts(struct xway_conn *c, int fd)
+{
+	struct linger lg = { 0, 0 };
+	socklen_t l = sizeof(lg);
+	long fl = XWAY_SYS(real.fcntl(fd, F_GETFL, 0));
+
+	atomic_store_explicit(&c->nonblock, fl >= 0 && (fl & O_NONBLOCK),
+			      memory_order_relaxed);
+	c->rcvtimeo_ms = xway_timeo_ms(fd, SO_RCVTIMEO);
+	c->sndtimeo_ms = xway_timeo_ms(fd, SO_SNDTIMEO);
+	if (XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &l)) == 0) {
+		c->linger_on = lg.l_onoff;
+		c->linger_s = lg.l_linger;
+	}
+}
+
+static struct xway_chan_params xway_params(void)
+{
+	struct xway_chan_params p = { .ring_order = xway_cfg.ring_order,
+				      .spin_ns = xway_cfg.spin_ns };
+	return p;
+}
+
+static void xway_tcp_counters(int fd, int64_t *sent, int64_t *rcvd)
+{
+	struct tcp_info ti;
+	socklen_t l = sizeof(ti);
+
+	*sent = *rcvd = -1;
+	memset(&ti, 0, sizeof(ti));
+	if (XWAY_SYS(real.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l)) == 0 &&
+	    l >= offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received)) {
+		*sent = (int64_t)ti.tcpi_bytes_acked;
+		*rcvd = (int64_t)ti.tcpi_bytes_received;
+	}
+}
+
+void xway_report_fallback(const struct xway_conn *c, int side, unsigned reason,
+			  const char *text)
+{
+	struct xway_report rep;
+
+	memset(&rep, 0, sizeof(rep));
+	rep.kind = XWAY_REP_FALLBACK;
+	rep.reason = reason;
+	rep.side = side;
+	if (c) {
+		rep.local = c->local;
+		rep.peer = c->peer;
+		rep.cookie = c->cookie;
+	}
+	rep.chan_tx_bytes = rep.chan_rx_bytes = -1;
+	rep.tcp_bytes_sent = rep.tcp_bytes_received = -1;
+	snprintf(rep.text, sizeof(rep.text), "%s", text ? text : "");
+	xway_broker_send(XWAY_MSG_REPORT, &rep, sizeof(rep));
+}
+
+static void xway_report_closed(struct xway_conn *c)
+{
+	struct xway_report rep;
+	struct xway_chan_stats st;
+
+	memset(&rep, 0, sizeof(rep));
+	memset(&st, 0, sizeof(st));
+	rep.kind = XWAY_REP_CLOSED;
+	rep.side = c->side;
+	rep.local = c->local;
+	rep.peer = c->peer;
+	rep.cookie = c->cookie;
+	xway_chan_get_stats(c->chan, &st);
+	rep.chan_tx_bytes = (int64_t)st.tx_bytes;
+	rep.chan_rx_bytes = (int64_t)st.rx_bytes;
+	xway_tcp_counters(c->fd, &rep.tcp_bytes_sent, &rep.tcp_bytes_received);
+	XDBG("close fd %d cookie %016llx side %d: channel tx %llu rx %llu, "
+	     "kernel TCP sent %lld received %lld", c->fd,
+	     (unsigned long long)c->cookie, c->side,
+	     (unsigned long long)st.tx_bytes, (unsigned long long)st.rx_bytes,
+	     (long long)rep.tcp_bytes_sent, (long long)rep.tcp_bytes_received);
+	xway_broker_send(XWAY_MSG_REPORT, &rep, sizeof(rep));
+}
+
+/* ---- listeners ------------------------------------------------------- */
+
+int xway_setup_listen(int fd, int backlog)
+{
+	struct xway_listen body;
+	struct xway_result res;
+	struct xway_conn *c;
+	int family, defer = 0;
+	socklen_t l = sizeof(defer);
+	long r;
+
+	r = XWAY_SYS(real.listen(fd, backlog));
+	if (r < 0 || xway_cfg.disabled || xway_fd_is_ours(fd) || !xway_is_tcp(fd, &family))
+		return (int)r;
+	if (xway_sock_name(fd, 0, &body.addr) < 0)
+		return 0;
+	if (!xway_config_allows(&xway_cfg, &body.addr)) {
+		XDBG("listen fd %d: port/address excluded by config", fd);
+		return 0;
+	}
+	memset(&res, 0, sizeof(res));
+	r = xway_broker_call(XWAY_MSG_LISTEN_ADD, &body, sizeof(body), &fd, 1,
+			     XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
+	if (r != XWAY_MSG_RESULT || res.status < 0) {
+		XDBG("listen fd %d: not registered (%s%s%s)", fd,
+		     r < 0 ? "broker-down" : "refused", res.text[0] ? ": " : "",
+		     res.text);
+		return 0;
+	}
+	c = xway_conn_new(fd, -1);
+	if (!c)
+		return 0;
+	c->family = family;
+	c->local = body.addr;
+	atomic_store_explicit(&c->state, XWAY_ST_LISTENER, memory_order_relaxed);
+	/* TCP_DEFER_ACCEPT set before listen(): keep it from the kernel (the
+	 * payload of an accelerated connection never arrives on TCP). */
+	if (XWAY_SYS(real.getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, &l)) == 0
+	    && defer > 0) {
+		int zero = 0;
+		c->defer_accept = defer;
+		real.setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &zero, sizeof(zero));
+	}
+	if (xway_fd_set(fd, c) < 0) {
+		xway_conn_put(c);
+		return 0;
+	}
+	xway_conn_put(c);            /* the slot holds it now */
+	XDBG("listen fd %d: registered with the broker", fd);
+	return 0;
+}
+
+/* ---- server: accept -------------------------------------------------- */
+
+void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
+{
+	struct xway_claim body;
+	struct xway_claimed cl;
+	struct xway_chan_params p = xway_params();
+	struct xway_chan *chan = NULL;
+	struct xway_conn *c;
+	int fds[3] = { -1, -1, -1 }, nf = 3;
+	long r;
+
+	(void)flags;
+	if (xway_sock_name(nfd, 0, &body.local) < 0 ||
+	    xway_sock_name(nfd, 1, &body.peer) < 0)
+		return;
+	memset(&cl, 0, sizeof(cl));
+	r = xway_broker_call(XWAY_MSG_CLAIM, &body, sizeof(body), &nfd, 1,
+			     XWAY_MSG_CLAIMED, &cl, sizeof(cl), fds, &nf);
+	if (r != XWAY_MSG_CLAIMED) {
+		const struct xway_result *res = (const void *)&cl;
+		(void)res;
+		XDBG("accept fd %d on listener %d: plain TCP (%s)", nfd, lc->fd,
+		     r < 0 ? "broker-down" : "no-offer");
+		for (int i = 0; i < nf; i++)
+			real.close(fds[i]);
+		return;
+	}
+	if (nf != 3 || !xway_chan_local_attach) {
+		r = -EPROTO;
+	} else {
+		r = xway_chan_local_attach(fds, 1, cl.cookie, &p, &chan);
+	}
+	if (r < 0) {
+		/* Claimed, but the channel is unusable: the client writes into
+		 * a ring nobody will read.  End the connection the way a
+		 * server that closes at once would (the client sees EOF). */
+		for (int i = 0; i < nf; i++)
+			real.close(fds[i]);
+		XWARN("accept fd %d: claimed but attach failed (%s); shutting "
+		      "the connection down", nfd, strerror((int)-r));
+		real.shutdown(nfd, SHUT_RDWR);
+		return;
+	}
+	c = xway_conn_new(nfd, 1);
+	if (!c) {
+		xway_chan_close(chan);
+		real.shutdown(nfd, SHUT_RDWR);
+		return;
+	}
+	c->chan = chan;
+	c->cookie = cl.cookie;
+	c->family = lc->family;
+	c->local = body.local;
+	c->peer = body.peer;
+	xway_snapshot_opts(c, nfd);
+	atomic_store_explicit(&c->state, XWAY_ST_ACCEL, memory_order_relaxed);
+	if (xway_fd_set(nfd, c) < 0) {
+		real.shutdown(nfd, SHUT_RDWR);
+	} else {
+		XDBG("accept fd %d: accelerated (cookie %016llx, peer pid %d)",
+		     nfd, (unsigned long long)cl.cookie, cl.peer_pid);
+	}
+	xway_conn_put(c);
+}
+
+/* ---- client: connect ------------------------------------------------- */
+
+static int xway_bind_wildcard(int fd, int family)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+
+	memset(&ss, 0, sizeof(ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *s4 = (void *)&ss;
+		s4->sin_family = AF_INET;
+		sl = sizeof(*s4);
+	} else {
+		struct sockaddr_in6 *s6 = (void *)&ss;
+		s6->sin6_family = AF_INET6;
+		sl = sizeof(*s6);
+	}
+	return (int)XWAY_SYS(real.bind(fd, (struct sockaddr *)&ss, sl));
+}
+
+/* Returns 1 when the caller should do a plain connect itself, else the
+ * real connect's result as 0 or -errno. */
+int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct xway_addr dst, src;
+	struct xway_offer off;
+	struct xway_result res;
+	struct xway_chan_params p = xway_params();
+	struct xway_chan *chan = NULL;
+	struct xway_conn *c;
+	struct stat st;
+	int family, cfds[3], nf;
+	void *map;
+	long r;
+
+	if (xway_cfg.disabled || xway_sockaddr_to_addr(sa, len, &dst) < 0 ||
+	    !xway_is_tcp(fd, &family))
+		return 1;
+	if (xway_sock_name(fd, 1, &src) == 0)     /* already connected */
+		return 1;
+	if (!xway_config_allows(&xway_cfg, &dst)) {
+		XDBG("connect fd %d: plain TCP (excluded)", fd);
+		return 1;
+	}
+	if (xway_broker_neg_cached(&dst)) {
+		XDBG("connect fd %d: plain TCP (no-listener, cached)", fd);
+		return 1;
+	}
+	if (xway_sock_name(fd, 0, &src) < 0)
+		return 1;
+	if (src.port == 0) {
+		r = xway_bind_wildcard(fd, family);
+		if (r < 0 || xway_sock_name(fd, 0, &src) < 0) {
+			XDBG("connect fd %d: plain TCP (setup-bind: %s)", fd,
+			     strerror((int)-r));
+			xway_report_fallback(NULL, 0, XWAY_R_SETUP_BIND, "bind failed");
+			return 1;
+		}
+	}
+	memset(&off, 0, sizeof(off));
+	off.dst = dst;
+	off.src = src;
+	if (getrandom(&off.cookie, sizeof(off.cookie), GRND_NONBLOCK) != sizeof(off.cookie))
+		off.cookie = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^
+			     (uint64_t)(uintptr_t)&off;
+	off.ring_order = xway_cfg.ring_order;
+	off.backend = XWAY_BACKEND_LOCAL;
+	r = xway_chan_local_create ? xway_chan_local_create(&p, off.cookie, &chan, cfds)
+				   : -ENOSYS;
+	if (r < 0) {
+		XDBG("connect fd %d: plain TCP (setup-chan: %s)", fd, strerror((int)-r));
+		xway_report_fallback(NULL, 0, XWAY_R_SETUP_CHAN, strerror((int)-r));
+		return 1;
+	}
+	int ofds[4] = { fd, cfds[0], cfds[1], cfds[2] };
+	memset(&res, 0, sizeof(res));
+	nf = 0;
+	r = xway_broker_call(XWAY_MSG_OFFER, &off, sizeof(off), ofds, 4,
+			     XWAY_MSG_RESULT, &res, sizeof(res), NULL, &nf);
+	if (r != XWAY_MSG_RESULT || res.status != 1) {
+		xway_chan_close(chan);
+		if (r == XWAY_MSG_RESULT && res.reason == XWAY_R_NO_LISTENER)
+			xway_broker_neg_add(&dst);
+		XDBG("connect fd %d: plain TCP (%s%s%s)", fd,
+		     r < 0 ? "broker-down" : r == XWAY_MSG_RESULT ?
+		     xway_reason_name(res.reason) : "setup-proto",
+		     res.text[0] ? ": " : "", res.text);
+		return 1;
+	}
+	/* Our own read-only view of the header (the broker's decision word)
+	 * and of ring 0 (to move it onto TCP if the offer is withdrawn). */
+	if (fstat(cfds[0], &st) < 0 || st.st_size < (off_t)XWAY_CHAN_HDR_SIZE ||
+	    (map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, cfds[0], 0))
+	    == MAP_FAILED) {
+		map = NULL;
+	}
+	c = map ? xway_conn_new(fd, 0) : NULL;
+	if (!c) {
+		struct xway_withdraw w = { .offer_id = res.offer_id };
+		xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
+				 XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
+		if (map)
+			munmap(map, (size_t)st.st_size);
+		xway_chan_close(chan);
+		return 1;
+	}
+	c->chan = chan;
+	c->family = family;
+	c->cookie = off.cookie;
+	c->offer_id = res.offer_id;
+	c->hdr = map;
+	c->hdr_len = (size_t)st.st_size;
+	c->local = src;
+	c->peer = dst;
+	xway_snapshot_opts(c, fd);
+	atomic_store_explicit(&c->state, XWAY_ST_PENDING, memory_order_relaxed);
+	if (xway_fd_set(fd, c) < 0) {
+		xway_conn_put(c);
+		return 1;
+	}
+	r = XWAY_SYS(real.connect(fd, sa, len));
+	if (r < 0 && r != -EINPROGRESS && r != -EINTR) {
+		/* No TCP connection: nothing can be claimed; withdraw and
+		 * give the app exactly the kernel's answer. */
+		struct xway_withdraw w = { .offer_id = c->offer_id };
+		xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
+				 XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
+		atomic_store_explicit(&c->state, XWAY_ST_FLUSH, memory_order_release);
+		xway_fd_drop_conn(c);
+		xway_conn_put(c);
+		XDBG("connect fd %d: %s; offer withdrawn", fd, strerror((int)-r));
+		return (int)r;
+	}
+	XDBG("connect fd %d: pending (offer %llu, cookie %016llx)", fd,
+	     (unsigned long long)c->offer_id, (unsigned long long)c->cookie);
+	xway_conn_put(c);
+	return (int)r;
+}
+
+/* Under c->lock, state PENDING, the broker decided "withdrawn": copy what
+ * we wrote into ring 0 (never consumed: the server never attached) into
+ * flush_buf; io.c writes it to TCP before anything else. */
+static void xway_go_tcp(struct xway_conn *c)
+{
+	const struct xway_chan_shm *h = c->hdr;
+	uint32_t order, prod, cons, flags, size, n, off;
+
+	order = h->ring_order[0];
+	if (order < XWAY_RING_ORDER_MIN || order > XWAY_RING_ORDER_MAX ||
+	    XWAY_CHAN_HDR_SIZE + ((size_t)1 << order) > c->hdr_len)
+		goto out;
+	size = 1u << order;
+	/* Acquire: the bytes of ring 0 before its producer index (we wrote
+	 * both; other threads of ours may have). */
+	prod = __atomic_load_n(&h->ring[0].prod, __ATOMIC_ACQUIRE);
+	cons = __atomic_load_n(&h->ring[0].cons, __ATOMIC_ACQUIRE);
+	flags = __atomic_load_n(&h->ring[0].prod_flags, __ATOMIC_ACQUIRE);
+	n = prod - cons;
+	if (n > size)
+		goto out;
+	if (n) {
+		c->flush_buf = malloc(n);
+		if (!c->flush_buf)
+			goto out;
+		off = cons & (size - 1);
+		const char *data = (const char *)h + XWAY_CHAN_HDR_SIZE;
+		uint32_t first = size - off < n ? size - off : n;
+		memcpy(c->flush_buf, data + off, first);
+		memcpy(c->flush_buf + first, data, n - first);
+		c->flush_len = n;
+		c->flush_off = 0;
+	}
+	if (flags & XWAY_RING_F_EOF)
+		atomic_store_explicit(&c->wr_shut, 2, memory_order_relaxed); /* owed */
+out:
+	XDBG("fd %d: offer withdrawn; %zu bytes move to TCP", c->fd, c->flush_len);
+	atomic_store_explicit(&c->state, XWAY_ST_FLUSH, memory_order_release);
+}
+
+int xway_pending_resolve(struct xway_conn *c, int tcp_ready)
+{
+	int st = atomic_load_explicit(&c->state, memory_order_acquire);
+	uint32_t a;
+
+	if (st != XWAY_ST_PENDING)
+		return st;
+	pthread_mutex_lock(&c->lock);
+	st = atomic_load_explicit(&c->state, memory_order_acquire);
+	if (st != XWAY_ST_PENDING)
+		goto out;
+	/* Acquire: the broker's decision before anything it implies. */
+	a = __atomic_load_n(&c->hdr->attached, __ATOMIC_ACQUIRE);
+	if (a == XWAY_ATTACH_PENDING && tcp_ready) {
+		/* The server answered on TCP (or closed): it is not on the
+		 * channel.  Only "already claimed" keeps us on it. */
+		struct xway_withdraw w = { .offer_id = c->offer_id };
+		struct xway_result res;
+		memset(&res, 0, sizeof(res));
+		long r = xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
+					  XWAY_MSG_RESULT, &res, sizeof(res),
+					  NULL, NULL);
+		a = (r == XWAY_MSG_RESULT && res.status == -EALREADY)
+		    ? XWAY_ATTACH_CLAIMED : XWAY_ATTACH_WITHDRAWN;
+	}
+	if (a == XWAY_ATTACH_CLAIMED) {
+		atomic_store_explicit(&c->state, XWAY_ST_ACCEL, memory_order_release);
+		XDBG("fd %d: claimed, accelerated", c->fd);
+	} else if (a != XWAY_ATTACH_PENDING) {
+		xway_go_tcp(c);
+	}
+	st = atomic_load_explicit(&c->state, memory_order_acquire);
+out:
+	pthread_mutex_unlock(&c->lock);
+	return st;
+}
+
+int xway_flush_owed(struct xway_conn *c, int nonblock)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (int spins = 0; c->flush_off < c->flush_len && spins < 1000000; spins++) {
+		long n = XWAY_SYS(real.send(c->fd, c->flush_buf + c->flush_off,
+					    c->flush_len - c->flush_off,
+					    MSG_NOSIGNAL | (nonblock ? MSG_DONTWAIT : 0)));
+		if (n == -EINTR)
+			continue;
+		if (n < 0) {
+			r = (int)n;
+			break;
+		}
+		c->flush_off += (size_t)n;
+	}
+	if (c->flush_off >= c->flush_len) {
+		free(c->flush_buf);
+		c->flush_buf = NULL;
+		c->flush_len = c->flush_off = 0;
+		if (atomic_load_explicit(&c->wr_shut, memory_order_relaxed) == 2) {
+			real.shutdown(c->fd, SHUT_WR);
+			atomic_store_explicit(&c->wr_shut, 1, memory_order_relaxed);
+		}
+		r = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* ---- teardown -------------------------------------------------------- */
+
+static void xway_linger_wait(struct xway_conn *c)
+{
+	/* SO_LINGER {1,N}: until the peer consumed what we wrote, or N s. */
+	struct timespec t0, now;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < 100000 && xway_chan_unsent(c->chan) > 0; i++) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long left = (long)c->linger_s * 1000 -
+			    ((now.tv_sec - t0.tv_sec) * 1000 +
+			     (now.tv_nsec - t0.tv_nsec) / 1000000);
+		if (left <= 0)
+			break;
+		int r = xway_chan_wait(c->chan, XWAY_EV_OUT, c->fd,
+				       left < 50 ? (int)left : 50);
+		if (r > 0 && (r & (XWAY_EV_EXTRA | XWAY_EV_RST | XWAY_EV_ERR | XWAY_EV_HUP))
+		    && !(r & XWAY_EV_OUT)) {
+			/* The peer's end is gone (FIN/RST on TCP): nobody will
+			 * consume; stop waiting. */
+			char b;
+			long pk = XWAY_SYS(real.recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT));
+			if (pk != -EAGAIN)
+				break;
+		}
+	}
+}
+
+void xway_conn_last_close(struct xway_conn *c)
+{
+	int st = atomic_load_explicit(&c->state, memory_order_acquire);
+	int last;
+
+	if (st == XWAY_ST_PENDING) {
+		st = xway_pending_resolve(c, 1);
+	}
+	last = atomic_fetch_sub_explicit(&c->shared->holders, 1,
+					 memory_order_acq_rel) == 1;
+	switch (st) {
+	case XWAY_ST_LISTENER:
+		if (last) {
+			struct xway_listen body = { .addr = c->local };
+			struct xway_result res;
+			xway_broker_call(XWAY_MSG_LISTEN_DEL, &body, sizeof(body),
+					 &c->fd, 1, XWAY_MSG_RESULT, &res,
+					 sizeof(res), NULL, NULL);
+		}
+		break;
+	case XWAY_ST_FLUSH:
+		if (c->flush_len > c->flush_off) {
+			/* Deliver what the app wrote before it closed, as the
+			 * kernel would from its send buffer (bounded). */
+			struct pollfd pf = { .fd = c->fd, .events = POLLOUT };
+			for (int i = 0; i < 100 && c->flush_off < c->flush_len; i++) {
+				if (xway_flush_owed(c, 1) != -EAGAIN)
+					break;
+				real.poll(&pf, 1, 50);
+			}
+		}
+		break;
+	case XWAY_ST_ACCEL:
+		if (!last)
+			break;
+		if ((c->linger_on && c->linger_s == 0) ||
+		    xway_chan_readable(c->chan) > 0) {
+			/* Abortive close, as the kernel does with unread data
+			 * or SO_LINGER {1,0}: RST on both paths. */
+			struct linger lg = { 1, 0 };
+			xway_chan_reset(c->chan);
+			real.setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		} else {
+			if (c->linger_on && c->linger_s > 0)
+				xway_linger_wait(c);
+			xway_chan_close_rd(c->chan);
+		}
+		xway_report_closed(c);
+		break;
+	default:
+		break;
+	}
+	atomic_store_explicit(&c->state, XWAY_ST_CLOSED, memory_order_release);
+}
+
+int xway_close_fd(int fd)
+{
+	struct xway_conn *c = xway_fd_take(fd);
+	long r;
+
+	if (!c)
+		return 1;
+	if (atomic_load_explicit(&c->slots, memory_order_acquire) == 0)
+		xway_conn_last_close(c);
+	else if (c->fd == fd)
+		c->fd = xway_fd_other(c, fd);
+	r = XWAY_SYS(real.close(fd));
+	xway_conn_put(c);
+	return (int)r;
+}
+
+void xway_conn_free(struct xway_conn *c)
+{
+	if (c->chan && xway_chan_close)
+		xway_chan_close(c->chan);
+	c->chan = NULL;
+	if (c->hdr)
+		munmap((void *)c->hdr, c->hdr_len);
+	c->hdr = NULL;
+	free(c->flush_buf);
+	c->flush_buf = NULL;
+}

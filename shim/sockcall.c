@@ -1,0 +1,623 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The interposed socket calls (calls.def, XWAY_CALL): each looks the fd up
+ * and either goes straight to libc (not ours: one atomic load, no
+ * allocation, no logging, errno untouched) or to the set-up code
+ * (setup.c) or the data path (io.c), converting the internal -errno result
+ * with xway_ret() on the way out.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "errno.h"
+#include "shim.h"
+
+#define XWAY_EXPORT __attribute__((visibility("default")))
+
+extern void __chk_fail(void) __attribute__((noreturn));
+XWAY_EXPORT ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen);
+XWAY_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags);
+XWAY_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen,
+				   int flags, struct sockaddr *sa, socklen_t *salen);
+
+/* The fd's connection, or NULL for pass-through (also while starting). */
+static inline struct xway_conn *xway_lookup_fd(int fd)
+{
+	if (__builtin_expect(!xway_ready(), 0))
+		return NULL;
+	return xway_fd_get(fd);
+}
+
+/* ---- set-up ---------------------------------------------------------- */
+
+XWAY_EXPORT int socket(int domain, int type, int protocol)
+{
+	int fd = real.socket(domain, type, protocol);
+
+	/* The broker link is opened at the first TCP socket, so it exists
+	 * before a sandbox that would forbid connecting to it goes up. */
+	if (fd >= 0 && (domain == AF_INET || domain == AF_INET6) &&
+	    (type & 0xf) == SOCK_STREAM && xway_ready() && !xway_cfg.disabled &&
+	    xway_broker_fd() < 0) {
+		int saved = errno;
+		xway_broker_prepare();
+		errno = saved;
+	}
+	return fd;
+}
+
+XWAY_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	int r;
+
+	if (c) {
+		/* Second connect on a connection of ours: the real socket
+		 * answers (0 after EINPROGRESS completed, EISCONN, EALREADY). */
+		xway_conn_put(c);
+		return real.connect(fd, sa, len);
+	}
+	if (!xway_ready() || xway_cfg.disabled)
+		return real.connect(fd, sa, len);
+	r = xway_setup_connect(fd, sa, len);
+	if (r == 1)
+		return real.connect(fd, sa, len);
+	return (int)xway_ret(r);
+}
+
+XWAY_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	return real.bind(fd, sa, len);
+}
+
+XWAY_EXPORT int listen(int fd, int backlog)
+{
+	if (!xway_ready() || xway_cfg.disabled)
+		return real.listen(fd, backlog);
+	return (int)xway_ret(xway_setup_listen(fd, backlog));
+}
+
+XWAY_EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
+{
+	struct xway_conn *lc = xway_lookup_fd(fd);
+	int nfd;
+
+	if (!lc)
+		return real.accept4(fd, sa, len, flags);
+	nfd = real.accept4(fd, sa, len, flags);
+	if (nfd >= 0 && atomic_load_explicit(&lc->state, memory_order_acquire)
+			== XWAY_ST_LISTENER) {
+		int saved = errno;
+		xway_setup_accepted(lc, nfd, flags);
+		errno = saved;
+	}
+	xway_conn_put(lc);
+	return nfd;
+}
+
+XWAY_EXPORT int accept(int fd, struct sockaddr *sa, socklen_t *len)
+{
+	return accept4(fd, sa, len, 0);
+}
+
+XWAY_EXPORT int close(int fd)
+{
+	if (__builtin_expect(!xway_ready(), 0))
+		return real.close(fd);
+	if (__builtin_expect(fd >= 0 && fd == xway_broker_fd(), 0))
+		xway_broker_forget();
+	if (!xway_fd_is_ours(fd))
+		return real.close(fd);
+	int r = xway_close_fd(fd);
+	if (r == 1)
+		return real.close(fd);
+	return (int)xway_ret(r);
+}
+
+XWAY_EXPORT int shutdown(int fd, int how)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	long r;
+
+	if (!c)
+		return real.shutdown(fd, how);
+	r = xway_io_shutdown(c, how);
+	xway_conn_put(c);
+	return (int)xway_ret(r);
+}
+
+/* ---- data path ------------------------------------------------------- */
+
+static ssize_t xway_recv1(struct xway_conn *c, void *buf, size_t len, int flags)
+{
+	struct iovec iov = { buf, len };
+	ssize_t r = xway_io_recv(c, &iov, 1, flags);
+
+	xway_conn_put(c);
+	return xway_ret(r);
+}
+
+static ssize_t xway_send1(struct xway_conn *c, const void *buf, size_t len, int flags)
+{
+	struct iovec iov = { (void *)buf, len };
+	ssize_t r = xway_io_send(c, &iov, 1, flags);
+
+	xway_conn_put(c);
+	return xway_ret(r);
+}
+
+XWAY_EXPORT ssize_t read(int fd, void *buf, size_t len)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+
+	if (__builtin_expect(!c, 1))
+		return real.read(fd, buf, len);
+	if (len == 0) {                 /* read(fd, buf, 0) returns 0 at once */
+		xway_conn_put(c);
+		return 0;
+	}
+	return xway_recv1(c, buf, len, 0);
+}
+
+XWAY_EXPORT ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+	if (len > buflen)
+		__chk_fail();
+	return read(fd, buf, len);
+}
+
+XWAY_EXPORT ssize_t write(int fd, const void *buf, size_t len)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+
+	if (__builtin_expect(!c, 1))
+		return real.write(fd, buf, len);
+	return xway_send1(c, buf, len, 0);
+}
+
+static int xway_bad_iov(const struct iovec *iov, int iovcnt)
+{
+	if (iovcnt < 0 || iovcnt > 1024)
+		return 1;
+	size_t sum = 0;
+	for (int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len > (size_t)SSIZE_MAX - sum)
+			return 1;
+		sum += iov[i].iov_len;
+	}
+	return 0;
+}
+
+XWAY_EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	ssize_t r;
+
+	if (__builtin_expect(!c, 1))
+		return real.readv(fd, iov, iovcnt);
+	if (xway_bad_iov(iov, iovcnt))
+		r = -EINVAL;
+	else
+		r = iovcnt == 0 ? 0 : xway_io_recv(c, iov, iovcnt, 0);
+	xway_conn_put(c);
+	return xway_ret(r);
+}
+
+XWAY_EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	ssize_t r;
+
+	if (__builtin_expect(!c, 1))
+		return real.writev(fd, iov, iovcnt);
+	r = xway_bad_iov(iov, iovcnt) ? -EINVAL : xway_io_send(c, iov, iovcnt, 0);
+	xway_conn_put(c);
+	return xway_ret(r);
+}
+
+XWAY_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+
+	if (__builtin_expect(!c, 1))
+		return real.recv(fd, buf, len, flags);
+	return xway_recv1(c, buf, len, flags);
+}
+
+XWAY_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+	if (len > buflen)
+		__chk_fail();
+	return recv(fd, buf, len, flags);
+}
+
+XWAY_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags,
+			     struct sockaddr *sa, socklen_t *salen)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+
+	if (__builtin_expect(!c, 1))
+		return real.recvfrom(fd, buf, len, flags, sa, salen);
+	/* TCP: the address length becomes 0, the buffer is left alone. */
+	if (salen)
+		*salen = 0;
+	return xway_recv1(c, buf, len, flags);
+}
+
+XWAY_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen,
+				   int flags, struct sockaddr *sa, socklen_t *salen)
+{
+	if (len > buflen)
+		__chk_fail();
+	return recvfrom(fd, buf, len, flags, sa, salen);
+}
+
+XWAY_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	ssize_t r;
+
+	if (__builtin_expect(!c, 1))
+		return real.recvmsg(fd, msg, flags);
+	if (!msg || xway_bad_iov(msg->msg_iov, (int)msg->msg_iovlen) ||
+	    msg->msg_iovlen > 1024) {
+		r = -EINVAL;
+	} else {
+		r = xway_io_recv(c, msg->msg_iov, (int)msg->msg_iovlen, flags);
+		if (r >= 0) {
+			msg->msg_namelen = 0;
+			msg->msg_controllen = 0;
+			msg->msg_flags = 0;
+		}
+	}
+	xway_conn_put(c);
+	return xway_ret(r);
+}
+
+XWAY_EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags,
+			 struct timespec *tmo)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	unsigned int i;
+	ssize_t r = 0;
+
+	if (__builtin_expect(!c, 1))
+		return real.recvmmsg(fd, vec, vlen, flags, tmo);
+	/* The timeout is checked between messages by the kernel; on a
+	 * stream, messages after the first are taken only if already there. */
+	for (i = 0; i < vlen; i++) {
+		struct msghdr *m = &vec[i].msg_hdr;
+		int f = flags & ~MSG_WAITFORONE;
+		if (i > 0)
+			f |= MSG_DONTWAIT;
+		r = xway_io_recv(c, m->msg_iov, (int)m->msg_iovlen, f);
+		if (r < 0)
+			break;
+		m->msg_namelen = 0;
+		m->msg_controllen = 0;
+		m->msg_flags = 0;
+		vec[i].msg_len = (unsigned int)r;
+		if (r == 0) {
+			i++;
+			break;
+		}
+	}
+	xway_conn_put(c);
+	if (i == 0)
+		return (int)xway_ret(r);
+	return (int)i;
+}
+
+XWAY_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+
+	if (__builtin_expect(!c, 1))
+		return real.send(fd, buf, len, flags);
+	return xway_send1(c, buf, len, flags);
+}
+
+XWAY_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags,
+			   const struct sockaddr *sa, socklen_t salen)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+
+	if (__builtin_expect(!c, 1))
+		return real.sendto(fd, buf, len, flags, sa, salen);
+	/* A connected TCP socket ignores the address. */
+	return xway_send1(c, buf, len, flags);
+}
+
+XWAY_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	ssize_t r;
+
+	if (__builtin_expect(!c, 1))
+		return real.sendmsg(fd, msg, flags);
+	if (!msg || msg->msg_iovlen > 1024 ||
+	    xway_bad_iov(msg->msg_iov, (int)msg->msg_iovlen))
+		r = -EINVAL;
+	else
+		r = xway_io_send(c, msg->msg_iov, (int)msg->msg_iovlen, flags);
+	xway_conn_put(c);
+	return xway_ret(r);
+}
+
+XWAY_EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	unsigned int i;
+	ssize_t r = 0;
+
+	if (__builtin_expect(!c, 1))
+		return real.sendmmsg(fd, vec, vlen, flags);
+	for (i = 0; i < vlen && i < 1024; i++) {
+		struct msghdr *m = &vec[i].msg_hdr;
+		r = xway_io_send(c, m->msg_iov, (int)m->msg_iovlen, flags);
+		if (r < 0)
+			break;
+		vec[i].msg_len = (unsigned int)r;
+	}
+	xway_conn_put(c);
+	if (i == 0 && vlen > 0)
+		return (int)xway_ret(r);
+	return (int)i;
+}
+
+XWAY_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+	struct xway_conn *c = xway_lookup_fd(out_fd);
+	ssize_t r;
+
+	if (__builtin_expect(!c, 1))
+		return real.sendfile(out_fd, in_fd, offset, count);
+	r = xway_io_sendfile(c, in_fd, offset, count);
+	xway_conn_put(c);
+	return xway_ret(r);
+}
+
+XWAY_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t *offset, size_t count)
+{
+	struct xway_conn *c = xway_lookup_fd(out_fd);
+	ssize_t r;
+
+	if (__builtin_expect(!c, 1))
+		return real.sendfile64(out_fd, in_fd, offset, count);
+	off_t o = offset ? (off_t)*offset : 0;
+	r = xway_io_sendfile(c, in_fd, offset ? &o : NULL, count);
+	if (offset)
+		*offset = o;
+	xway_conn_put(c);
+	return xway_ret(r);
+}
+
+XWAY_EXPORT ssize_t splice(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out,
+			   size_t len, unsigned int flags)
+{
+	/* The channel is not a pipe or a socket the kernel can splice:
+	 * documented as unsupported on accelerated fds (no application in
+	 * HAZARDS.md uses it). */
+	if (xway_ready() && (xway_fd_is_ours(fd_in) || xway_fd_is_ours(fd_out))) {
+		errno = EINVAL;
+		return -1;
+	}
+	return real.splice(fd_in, off_in, fd_out, off_out, len, flags);
+}
+
+/* ---- options, flags ---------------------------------------------------- */
+
+static int xway_tv_ms(const void *val, socklen_t len)
+{
+	struct timeval tv;
+
+	if (!val || len < sizeof(tv))
+		return -1;
+	memcpy(&tv, val, sizeof(tv));
+	long ms = tv.tv_sec * 1000L + (tv.tv_usec + 999) / 1000;
+	return ms < 0 ? -1 : ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+XWAY_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	int r;
+
+	if (__builtin_expect(!c, 1))
+		return real.setsockopt(fd, level, name, val, len);
+	if (level == IPPROTO_TCP && name == TCP_DEFER_ACCEPT &&
+	    atomic_load_explicit(&c->state, memory_order_relaxed) == XWAY_ST_LISTENER) {
+		/* Kept from the kernel: channel payload never arrives on TCP,
+		 * so the kernel would hold every accelerated connection. */
+		int v;
+		if (!val || len < sizeof(int)) {
+			r = (int)xway_ret(-EINVAL);
+		} else {
+			memcpy(&v, val, sizeof(v));
+			c->defer_accept = v < 0 ? 0 : v;
+			r = 0;
+		}
+		xway_conn_put(c);
+		return r;
+	}
+	r = real.setsockopt(fd, level, name, val, len);
+	if (r == 0 && level == SOL_SOCKET) {
+		if (name == SO_RCVTIMEO)
+			c->rcvtimeo_ms = xway_tv_ms(val, len);
+		else if (name == SO_SNDTIMEO)
+			c->sndtimeo_ms = xway_tv_ms(val, len);
+		else if (name == SO_LINGER && val && len >= sizeof(struct linger)) {
+			struct linger lg;
+			memcpy(&lg, val, sizeof(lg));
+			c->linger_on = lg.l_onoff;
+			c->linger_s = lg.l_linger;
+		}
+	}
+	xway_conn_put(c);
+	return r;
+}
+
+XWAY_EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	int r;
+
+	if (__builtin_expect(!c, 1))
+		return real.getsockopt(fd, level, name, val, len);
+	if (level == IPPROTO_TCP && name == TCP_DEFER_ACCEPT &&
+	    atomic_load_explicit(&c->state, memory_order_relaxed) == XWAY_ST_LISTENER &&
+	    val && len && *len >= sizeof(int)) {
+		memcpy(val, &c->defer_accept, sizeof(int));
+		*len = sizeof(int);
+		xway_conn_put(c);
+		return 0;
+	}
+	/* Everything else, TCP_INFO included, from the real socket: it is
+	 * the connection's kernel state (idle: sane values for iperf3), and
+	 * its byte counters staying ~0 show the payload took the channel. */
+	r = real.getsockopt(fd, level, name, val, len);
+	xway_conn_put(c);
+	return r;
+}
+
+static int xway_fcntl(int fd, int cmd, long arg, int (*fn)(int, int, long))
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	int r;
+
+	if (__builtin_expect(!c, 1))
+		return fn(fd, cmd, arg);
+	r = fn(fd, cmd, arg);
+	if (r >= 0 && cmd == F_SETFL)
+		atomic_store_explicit(&c->nonblock, (arg & O_NONBLOCK) != 0,
+				      memory_order_relaxed);
+	if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
+		int saved = errno;
+		xway_fd_set(r, c);
+		errno = saved;
+	}
+	xway_conn_put(c);
+	return r;
+}
+
+XWAY_EXPORT int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	long arg;
+
+	/* Every fcntl argument is an int, a long or a pointer: one register
+	 * on the ABIs we build for. */
+	va_start(ap, cmd);
+	arg = va_arg(ap, long);
+	va_end(ap);
+	return xway_fcntl(fd, cmd, arg, real.fcntl);
+}
+
+XWAY_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+	va_list ap;
+	long arg;
+
+	va_start(ap, cmd);
+	arg = va_arg(ap, long);
+	va_end(ap);
+	return xway_fcntl(fd, cmd, arg, real.fcntl64);
+}
+
+XWAY_EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	struct xway_conn *c;
+	va_list ap;
+	void *arg;
+	int r;
+
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	c = xway_lookup_fd(fd);
+	if (__builtin_expect(!c, 1))
+		return real.ioctl(fd, req, arg);
+	r = xway_io_ioctl(c, req, arg);
+	xway_conn_put(c);
+	return (int)xway_ret(r);
+}
+
+/* ---- descriptors ------------------------------------------------------- */
+
+XWAY_EXPORT int dup(int fd)
+{
+	struct xway_conn *c = xway_lookup_fd(fd);
+	int nfd;
+
+	if (__builtin_expect(!c, 1))
+		return real.dup(fd);
+	nfd = real.dup(fd);
+	if (nfd >= 0) {
+		int saved = errno;
+		xway_fd_set(nfd, c);
+		errno = saved;
+	}
+	xway_conn_put(c);
+	return nfd;
+}
+
+/* dup2/dup3 onto fd2: the kernel closes fd2 first; if it was ours, do our
+ * close (teardown before the real socket goes). */
+static int xway_dup_onto(int fd, int fd2, int flags, int is3)
+{
+	struct xway_conn *c, *old = NULL;
+	int r;
+
+	if (!xway_ready())
+		return is3 ? real.dup3(fd, fd2, flags) : real.dup2(fd, fd2);
+	c = xway_fd_get(fd);
+	if (!c && !xway_fd_is_ours(fd2))
+		return is3 ? real.dup3(fd, fd2, flags) : real.dup2(fd, fd2);
+	if (fd == fd2) {
+		if (c)
+			xway_conn_put(c);
+		return is3 ? real.dup3(fd, fd2, flags) : real.dup2(fd, fd2);
+	}
+	if (fcntl(fd, F_GETFD, 0) < 0) {          /* EBADF: fd2 untouched */
+		if (c)
+			xway_conn_put(c);
+		return -1;
+	}
+	int saved = errno;
+	old = xway_fd_take(fd2);
+	if (old && atomic_load_explicit(&old->slots, memory_order_acquire) == 0)
+		xway_conn_last_close(old);
+	else if (old && old->fd == fd2)
+		old->fd = xway_fd_other(old, fd2);
+	errno = saved;
+	r = is3 ? real.dup3(fd, fd2, flags) : real.dup2(fd, fd2);
+	saved = errno;
+	if (r >= 0 && c)
+		xway_fd_set(fd2, c);
+	if (old)
+		xway_conn_put(old);
+	if (c)
+		xway_conn_put(c);
+	errno = saved;
+	return r;
+}
+
+XWAY_EXPORT int dup2(int fd, int fd2)
+{
+	return xway_dup_onto(fd, fd2, 0, 0);
+}
+
+XWAY_EXPORT int dup3(int fd, int fd2, int flags)
+{
+	return xway_dup_onto(fd, fd2, flags, 1);
+}
