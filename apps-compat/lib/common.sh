@@ -176,7 +176,9 @@ xw() { "${XW[@]}" "$@"; }
 # pid (also in BG_PID: not echoed, since $(...) would lose COMPAT_PIDS).
 compat_bg() {
 	local name=$1; shift
-	xw "$@" >"$T/log/$name" 2>&1 &
+	# A simple command, not the xw function: bash then forks once and env
+	# execs the program, so BG_PID is the server itself.
+	"${XW[@]}" "$@" >"$T/log/$name" 2>&1 &
 	BG_PID=$!
 	COMPAT_PIDS+=($BG_PID)
 }
