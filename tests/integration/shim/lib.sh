@@ -1,0 +1,68 @@
+# SPDX-License-Identifier: MIT
+# Shared by the shim's integration scripts: runs xway-tcpsem cases as a
+# server process and a client process (only those get LD_PRELOAD, never a
+# test runner), with every wait bounded, and cleans up by pid.
+B=${B:-build}
+TCPSEM=$B/tests/shim/xway-tcpsem
+LIB=$(readlink -f "$B/libxway.so" 2>/dev/null || true)
+CASE_TIMEOUT=${CASE_TIMEOUT:-150}
+fails=0; passes=0
+failed_list=()
+
+# The preload value for the shim: an ASan build needs the ASan runtime
+# first in LD_PRELOAD.
+shim_preload() {
+	if nm -D "$LIB" 2>/dev/null | grep -q '__asan_init'; then
+		echo "$(${CC:-cc} -print-file-name=libasan.so) $LIB"
+	else
+		echo "$LIB"
+	fi
+}
+
+# run_case MODE CASE FAMILY [env...]: one server + one client process.
+run_case() {
+	local mode=$1 tc=$2 fam=$3; shift 3
+	local tmp; tmp=$(mktemp -d /tmp/xway-shimtest.XXXXXX)
+	mkfifo "$tmp/port"
+	env "$@" timeout -s KILL "$CASE_TIMEOUT" "$TCPSEM" server "$tc" "$fam" \
+		>"$tmp/port" 2>"$tmp/server.err" &
+	local spid=$!
+	local line=""
+	read -r -t 30 line <"$tmp/port" || true
+	local port=${line%% *} tpid=${line##* }
+	local rc_c=1 rc_s=1
+	if [ -n "$port" ]; then
+		env "$@" timeout -s KILL "$CASE_TIMEOUT" "$TCPSEM" client "$tc" "$fam" \
+			"$port" "$tpid" 2>"$tmp/client.err"
+		rc_c=$?
+	fi
+	{ wait "$spid"; rc_s=$?; } 2>/dev/null
+	# The kill case kills its server on purpose.
+	if [ "$tc" = kill ] && [ $rc_s -eq 137 ]; then rc_s=0; fi
+	if [ $rc_c -eq 0 ] && [ $rc_s -eq 0 ]; then
+		passes=$((passes + 1))
+		echo "  ok   $mode $tc ipv$fam"
+	else
+		fails=$((fails + 1))
+		failed_list+=("$mode/$tc/ipv$fam")
+		echo "  FAIL $mode $tc ipv$fam (client $rc_c, server $rc_s)"
+		sed 's/^/       client: /' "$tmp/client.err" | head -20
+		sed 's/^/       server: /' "$tmp/server.err" | head -20
+	fi
+	rm -rf "$tmp"
+}
+
+# run_suite MODE [env...]: every case on 127.0.0.1 and ::1.
+run_suite() {
+	local mode=$1; shift
+	local cases; cases=$("$TCPSEM" list)
+	for fam in 4 6; do
+		for tc in $cases; do
+			run_case "$mode" "$tc" "$fam" "$@"
+		done
+	done
+}
+
+have_ipv6_lo() {
+	ip -6 addr show dev lo 2>/dev/null | grep -q '::1'
+}

@@ -1,0 +1,723 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * xway-tcpsem: the two ends of one TCP connection per test case, as
+ * separate processes, asserting Linux TCP's exact results and errno.  The
+ * same program passes on plain kernel TCP and under libxway.so (the cases
+ * test TCP semantics, not the shim); with XWAY_TEST_EXPECT=accel each
+ * bulk case also checks that the kernel TCP socket carried ~no payload
+ * (TCP_INFO tcpi_bytes_acked/received on the real socket, which is the
+ * app's fd), and with XWAY_TEST_EXPECT=tcp that it carried all of it.
+ *
+ *   xway-tcpsem server CASE 4|6         prints "PORT PID", serves once
+ *   xway-tcpsem client CASE 4|6 PORT SERVERPID
+ *   xway-tcpsem list                    the case names
+ *
+ * Exit 0 = pass; a failed check prints "FAIL case: what" and exits 1.
+ * Run by run.sh; never needs root.  Bounded: every process arms alarm().
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *tcase = "?";
+static int family = AF_INET;
+
+#define CHECK(cond, ...) do { if (!(cond)) { \
+	fprintf(stderr, "FAIL %s (%s:%d): ", tcase, __FILE__, __LINE__); \
+	fprintf(stderr, __VA_ARGS__); fprintf(stderr, " [errno %d %s]\n", \
+	errno, strerror(errno)); exit(1); } } while (0)
+#define CHECK_ERR(expr, want) do { errno = 0; long r_ = (long)(expr); \
+	CHECK(r_ == -1 && errno == (want), "%s: got %ld errno %s, want -1 %s", \
+	      #expr, r_, strerror(errno), strerror(want)); } while (0)
+
+static volatile sig_atomic_t sigpipes, sigalrms;
+static void on_pipe(int s) { (void)s; sigpipes++; }
+static void on_alrm(int s) { (void)s; sigalrms++; }
+
+static uint64_t rng_state;
+static uint32_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (uint32_t)rng_state;
+}
+
+static void write_all(int fd, const void *b, size_t n)
+{
+	const char *p = b;
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		CHECK(w > 0, "write_all %zd", w);
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void read_exact(int fd, void *b, size_t n)
+{
+	char *p = b;
+	while (n) {
+		ssize_t r = read(fd, p, n);
+		CHECK(r > 0, "read_exact: %zd with %zu left", r, n);
+		p += r;
+		n -= (size_t)r;
+	}
+}
+
+static void sync_recv(int fd, char want)
+{
+	char c = 0;
+	CHECK(recv(fd, &c, 1, MSG_WAITALL) == 1 && c == want, "sync '%c' got '%c'", want, c);
+}
+
+static void sync_send(int fd, char c)
+{
+	CHECK(send(fd, &c, 1, MSG_NOSIGNAL) == 1, "sync send '%c'", c);
+}
+
+/* Kernel TCP payload counters of the socket vs the payload moved. */
+static void check_path(int fd, uint64_t payload)
+{
+	const char *e = getenv("XWAY_TEST_EXPECT");
+	struct tcp_info ti;
+	socklen_t l = sizeof(ti);
+
+	if (!e || !*e || payload == 0)
+		return;
+	memset(&ti, 0, sizeof(ti));
+	CHECK(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0, "TCP_INFO");
+	uint64_t k = ti.tcpi_bytes_acked + ti.tcpi_bytes_received;
+	if (!strcmp(e, "accel"))
+		CHECK(k < 4096 && k < payload / 8, "accelerated: kernel TCP carried %llu "
+		      "of %llu payload bytes", (unsigned long long)k,
+		      (unsigned long long)payload);
+	else if (!strcmp(e, "tcp"))
+		CHECK(k >= payload, "plain TCP: kernel carried only %llu of %llu",
+		      (unsigned long long)k, (unsigned long long)payload);
+}
+
+static int listener(int *port)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int fd = socket(family, SOCK_STREAM, 0), one = 1;
+
+	CHECK(fd >= 0, "socket");
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	memset(&ss, 0, sizeof(ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *s = (void *)&ss;
+		s->sin_family = AF_INET;
+		s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sl = sizeof(*s);
+	} else {
+		struct sockaddr_in6 *s = (void *)&ss;
+		s->sin6_family = AF_INET6;
+		s->sin6_addr = in6addr_loopback;
+		sl = sizeof(*s);
+	}
+	const char *bind_ip = getenv("XWAY_TEST_BIND");
+	if (bind_ip && *bind_ip) {
+		if (family == AF_INET)
+			inet_pton(AF_INET, bind_ip, &((struct sockaddr_in *)&ss)->sin_addr);
+		else
+			inet_pton(AF_INET6, bind_ip, &((struct sockaddr_in6 *)&ss)->sin6_addr);
+	}
+	CHECK(bind(fd, (void *)&ss, sl) == 0, "bind");
+	CHECK(listen(fd, 16) == 0, "listen");
+	sl = sizeof(ss);
+	CHECK(getsockname(fd, (void *)&ss, &sl) == 0, "getsockname");
+	*port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+					: ((struct sockaddr_in6 *)&ss)->sin6_port);
+	return fd;
+}
+
+static int dial(const char *host, int port, int nonblock)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int fd = socket(family, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0);
+
+	CHECK(fd >= 0, "socket");
+	memset(&ss, 0, sizeof(ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *s = (void *)&ss;
+		s->sin_family = AF_INET;
+		s->sin_port = htons((uint16_t)port);
+		CHECK(inet_pton(AF_INET, host, &s->sin_addr) == 1, "addr %s", host);
+		sl = sizeof(*s);
+	} else {
+		struct sockaddr_in6 *s = (void *)&ss;
+		s->sin6_family = AF_INET6;
+		s->sin6_port = htons((uint16_t)port);
+		CHECK(inet_pton(AF_INET6, host, &s->sin6_addr) == 1, "addr %s", host);
+		sl = sizeof(*s);
+	}
+	int r = connect(fd, (void *)&ss, sl);
+	if (nonblock) {
+		CHECK(r == -1 && errno == EINPROGRESS, "nonblocking connect: EINPROGRESS");
+		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		CHECK(poll(&p, 1, 10000) == 1 && (p.revents & POLLOUT), "POLLOUT after connect");
+		int err = -1;
+		socklen_t el = sizeof(err);
+		CHECK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0, "SO_ERROR 0");
+		CHECK(connect(fd, (void *)&ss, sl) == 0 || errno == EISCONN, "connect after POLLOUT");
+		CHECK_ERR(connect(fd, (void *)&ss, sl), EISCONN);
+		CHECK(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0, "blocking");
+	} else {
+		CHECK(r == 0, "connect to %s:%d", host, port);
+	}
+	return fd;
+}
+
+static uint64_t fnv(uint64_t h, const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	return h;
+}
+
+/* ---- bulk: 64 MiB (XWAY_TEST_MB) each way at once, random sizes ------- */
+
+struct bulk { int fd; uint64_t seed, bytes, sum; };
+
+static void *bulk_writer(void *arg)
+{
+	struct bulk *b = arg;
+	uint64_t st = b->seed, left = b->bytes, h = 1469598103934665603ull;
+	static _Thread_local unsigned char buf[256 * 1024];
+
+	while (left) {
+		st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+		size_t n = 1 + (size_t)(st % sizeof(buf));
+		if (n > left)
+			n = (size_t)left;
+		for (size_t i = 0; i < n; i++)
+			buf[i] = (unsigned char)((st >> (i & 31)) + i);
+		h = fnv(h, buf, n);
+		write_all(b->fd, buf, n);
+		left -= n;
+	}
+	b->sum = h;
+	return NULL;
+}
+
+static uint64_t bulk_read(int fd, uint64_t bytes, uint64_t seed)
+{
+	static unsigned char buf[256 * 1024];
+	uint64_t h = 1469598103934665603ull, got = 0, st = seed;
+
+	while (got < bytes) {
+		st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+		size_t n = 1 + (size_t)(st % sizeof(buf));
+		if (n > bytes - got)
+			n = (size_t)(bytes - got);
+		ssize_t r = read(fd, buf, n);
+		CHECK(r > 0, "bulk read at %llu of %llu", (unsigned long long)got,
+		      (unsigned long long)bytes);
+		h = fnv(h, buf, (size_t)r);
+		got += (uint64_t)r;
+	}
+	return h;
+}
+
+static uint64_t bulk_bytes(void)
+{
+	const char *m = getenv("XWAY_TEST_MB");
+	return (uint64_t)(m ? atoi(m) : 64) << 20;
+}
+
+static void bulk_side(int fd, int is_client)
+{
+	uint64_t seed = getenv("XWAY_TEST_SEED") ? strtoull(getenv("XWAY_TEST_SEED"), 0, 0)
+						 : 0x1234567ull;
+	struct bulk w = { .fd = fd, .seed = seed + (uint64_t)is_client, .bytes = bulk_bytes() };
+	pthread_t t;
+
+	CHECK(pthread_create(&t, NULL, bulk_writer, &w) == 0, "thread");
+	uint64_t h = bulk_read(fd, w.bytes, seed + 7);
+	pthread_join(t, NULL);
+	/* Exchange checksums: each side checks what it received. */
+	uint64_t peer;
+	write_all(fd, &w.sum, sizeof(w.sum));
+	read_exact(fd, &peer, sizeof(peer));
+	CHECK(peer == h, "checksum mismatch (seed %llu)", (unsigned long long)seed);
+	check_path(fd, 2 * w.bytes);
+}
+
+/* ---- cases ------------------------------------------------------------ */
+
+/* Check that data flows both ways and the payload took the expected path. */
+static void echo_server(int fd)
+{
+	static char buf[1 << 20];
+	read_exact(fd, buf, sizeof(buf));
+	write_all(fd, buf, sizeof(buf));
+	sync_recv(fd, 'q');
+	check_path(fd, 2 * sizeof(buf));
+}
+static void echo_client(int fd, pid_t sp)
+{
+	static char a[1 << 20], b[1 << 20];
+	(void)sp;
+	for (size_t i = 0; i < sizeof(a); i++)
+		a[i] = (char)rnd();
+	write_all(fd, a, sizeof(a));
+	read_exact(fd, b, sizeof(b));
+	CHECK(!memcmp(a, b, sizeof(a)), "echo data differs");
+	check_path(fd, 2 * sizeof(a));
+	sync_send(fd, 'q');
+}
+
+static void bulk_server(int fd) { bulk_side(fd, 0); }
+static void bulk_client(int fd, pid_t sp) { (void)sp; bulk_side(fd, 1); }
+
+/* Check: peer close -> queued data, then 0; first write succeeds, later
+ * EPIPE with SIGPIPE (none with MSG_NOSIGNAL). */
+static void eof_server(int fd)
+{
+	write_all(fd, "bye", 3);
+	sync_recv(fd, 'c');
+}
+static void eof_client(int fd, pid_t sp)
+{
+	char b[8];
+	(void)sp;
+	sync_send(fd, 'c');
+	read_exact(fd, b, 3);
+	CHECK(!memcmp(b, "bye", 3), "data before EOF");
+	CHECK(read(fd, b, sizeof(b)) == 0, "EOF after peer close");
+	CHECK(read(fd, b, sizeof(b)) == 0, "EOF again");
+	CHECK(send(fd, "x", 1, MSG_NOSIGNAL) == 1, "first write after peer close succeeds");
+	int got = 0;
+	for (int i = 0; i < 200 && !got; i++) {
+		errno = 0;
+		ssize_t r = send(fd, "x", 1, MSG_NOSIGNAL);
+		if (r < 0) {
+			CHECK(errno == EPIPE || errno == ECONNRESET, "later write: EPIPE");
+			got = errno;
+		} else {
+			usleep(10000);
+		}
+	}
+	CHECK(got, "a later write fails");
+	CHECK(sigpipes == 0, "no SIGPIPE with MSG_NOSIGNAL");
+	CHECK_ERR(write(fd, "x", 1), EPIPE);
+	CHECK(sigpipes == 1, "SIGPIPE on write after close (got %d)", (int)sigpipes);
+}
+
+/* Check: abortive close (SO_LINGER {1,0}) -> queued data first, then
+ * ECONNRESET once, then 0. */
+static void rst_server(int fd)
+{
+	struct linger lg = { 1, 0 };
+	write_all(fd, "data", 4);
+	sync_recv(fd, 'r');
+	CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0, "SO_LINGER");
+	close(fd);
+	exit(0);
+}
+static void rst_client(int fd, pid_t sp)
+{
+	char b[16];
+	(void)sp;
+	sync_send(fd, 'r');
+	/* The data was queued before the reset. */
+	read_exact(fd, b, 4);
+	CHECK(!memcmp(b, "data", 4), "queued data");
+	CHECK_ERR(read(fd, b, sizeof(b)), ECONNRESET);
+	CHECK(read(fd, b, sizeof(b)) == 0, "0 after ECONNRESET");
+}
+
+/* Check: close with unread incoming data resets the connection; the
+ * writer sees ECONNRESET on its next read. */
+static void unread_server(int fd)
+{
+	char b[4];
+	read_exact(fd, b, 1);          /* "a": more follows, never read */
+	usleep(100000);
+	close(fd);
+	exit(0);
+}
+static void unread_client(int fd, pid_t sp)
+{
+	char b[4];
+	(void)sp;
+	write_all(fd, "abcdef", 6);
+	errno = 0;
+	ssize_t r = read(fd, b, sizeof(b));
+	CHECK(r == -1 && errno == ECONNRESET, "close with unread data resets: got %zd", r);
+}
+
+/* Check: SHUT_WR -> peer reads everything then 0 and can still send back;
+ * our writes after SHUT_WR get EPIPE + SIGPIPE. */
+static void shut_server(int fd)
+{
+	static char b[100000];
+	read_exact(fd, b, sizeof(b));
+	CHECK(read(fd, b, 1) == 0, "EOF after SHUT_WR");
+	write_all(fd, "reply", 5);
+	close(fd);
+}
+static void shut_client(int fd, pid_t sp)
+{
+	static char b[100000];
+	(void)sp;
+	memset(b, 'z', sizeof(b));
+	write_all(fd, b, sizeof(b));
+	CHECK(shutdown(fd, SHUT_WR) == 0, "shutdown SHUT_WR");
+	CHECK_ERR(send(fd, "x", 1, 0), EPIPE);
+	CHECK(sigpipes == 1, "SIGPIPE after own SHUT_WR");
+	read_exact(fd, b, 5);
+	CHECK(!memcmp(b, "reply", 5), "reply after SHUT_WR");
+	CHECK(read(fd, b, 1) == 0, "EOF");
+}
+
+/* Check: MSG_PEEK, MSG_DONTWAIT, zero-length reads, MSG_TRUNC, MSG_WAITALL,
+ * recvfrom/recvmsg address lengths, FIONREAD. */
+static void flags_server(int fd)
+{
+	sync_recv(fd, '1');
+	write_all(fd, "hello world", 11);
+	sync_recv(fd, '2');
+	for (int i = 0; i < 10; i++) {
+		char b[100];
+		memset(b, 'a' + i, sizeof(b));
+		write_all(fd, b, sizeof(b));
+		usleep(2000);
+	}
+	sync_recv(fd, '3');
+}
+static void flags_client(int fd, pid_t sp)
+{
+	char b[2000];
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	(void)sp;
+	CHECK_ERR(recv(fd, b, sizeof(b), MSG_DONTWAIT), EAGAIN);
+	CHECK_ERR(recv(fd, b, 0, MSG_DONTWAIT), EAGAIN);
+	CHECK(read(fd, b, 0) == 0, "read of 0 bytes returns 0 at once");
+	sync_send(fd, '1');
+	CHECK(recv(fd, b, 0, 0) == 0, "recv(0) blocks until data, then 0");
+	/* All 11 bytes may take a moment to be there: peek until they are. */
+	ssize_t n = 0;
+	for (int i = 0; i < 500 && n < 11; i++) {
+		n = recv(fd, b, 11, MSG_PEEK);
+		if (n < 11)
+			usleep(1000);
+	}
+	CHECK(n == 11 && !memcmp(b, "hello world", 11), "peek");
+	int avail = -1;
+	CHECK(ioctl(fd, FIONREAD, &avail) == 0 && avail == 11, "FIONREAD %d", avail);
+	CHECK(recv(fd, NULL, 6, MSG_TRUNC) == 6, "MSG_TRUNC discards");
+	memset(&ss, 0x5a, sizeof(ss));
+	CHECK(recvfrom(fd, b, sizeof(b), 0, (void *)&ss, &sl) == 5, "recvfrom");
+	CHECK(sl == 0 && ((unsigned char *)&ss)[0] == 0x5a, "recvfrom: addrlen 0, addr untouched");
+	CHECK(!memcmp(b, "world", 5), "data after trunc");
+	sync_send(fd, '2');
+	CHECK(recv(fd, b, 1000, MSG_WAITALL) == 1000, "MSG_WAITALL gets all");
+	for (int i = 0; i < 10; i++)
+		CHECK(b[i * 100] == 'a' + i && b[i * 100 + 99] == 'a' + i, "waitall order");
+	struct iovec iov = { b, 10 };
+	struct msghdr m = { .msg_name = &ss, .msg_namelen = sizeof(ss), .msg_iov = &iov,
+			    .msg_iovlen = 1 };
+	CHECK_ERR(recvmsg(fd, &m, MSG_DONTWAIT), EAGAIN);
+	sync_send(fd, '3');
+}
+
+/* Check: O_NONBLOCK by fcntl and FIONBIO; SO_RCVTIMEO gives EAGAIN;
+ * SO_SNDTIMEO on a full pipe gives a partial count or EAGAIN. */
+static volatile sig_atomic_t usr1;
+static void on_usr1(int s) { (void)s; usr1 = 1; }
+
+static void nb_server(int fd)
+{
+	struct sigaction sa = { .sa_handler = on_usr1 };
+	sigset_t none, usr;
+
+	sigemptyset(&usr);
+	sigaddset(&usr, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &usr, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	sync_recv(fd, 'n');
+	write_all(fd, "x", 1);
+	/* Read nothing more: the client fills the pipe and tells us (SIGUSR1)
+	 * when it is done; alarm() bounds the wait. */
+	sigemptyset(&none);
+	while (!usr1)
+		sigsuspend(&none);
+	exit(0);
+}
+static void nb_client(int fd, pid_t sp)
+{
+	char b[16];
+	int fl = fcntl(fd, F_GETFL);
+	CHECK(fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0, "F_SETFL");
+	CHECK_ERR(read(fd, b, sizeof(b)), EAGAIN);
+	CHECK(fcntl(fd, F_SETFL, fl) == 0, "F_SETFL back");
+	int on = 1;
+	CHECK(ioctl(fd, FIONBIO, &on) == 0, "FIONBIO");
+	CHECK_ERR(recv(fd, b, sizeof(b), 0), EAGAIN);
+	on = 0;
+	CHECK(ioctl(fd, FIONBIO, &on) == 0, "FIONBIO off");
+	struct timeval tv = { 0, 200000 };
+	CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0, "SO_RCVTIMEO");
+	CHECK_ERR(recv(fd, b, sizeof(b), 0), EAGAIN);
+	tv.tv_usec = 0;
+	CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0, "SO_RCVTIMEO off");
+	sync_send(fd, 'n');
+	CHECK(read(fd, b, 1) == 1 && b[0] == 'x', "blocking read again");
+	/* A non-blocking writer fills the pipe: short count, then EAGAIN. */
+	static char big[1 << 16];
+	CHECK(fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0, "F_SETFL");
+	long total = 0;
+	int eagain = 0;
+	for (int i = 0; i < 100000 && !eagain; i++) {
+		ssize_t w = send(fd, big, sizeof(big), 0);
+		if (w < 0) {
+			CHECK(errno == EAGAIN, "non-blocking full: EAGAIN");
+			eagain = 1;
+		} else {
+			total += w;
+		}
+	}
+	CHECK(eagain && total > 0, "filled %ld bytes then EAGAIN", total);
+	CHECK(fcntl(fd, F_SETFL, fl) == 0, "F_SETFL back");
+	tv.tv_usec = 200000;
+	CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == 0, "SO_SNDTIMEO");
+	CHECK_ERR(send(fd, big, sizeof(big), 0), EAGAIN);
+	CHECK(kill(sp, SIGUSR1) == 0, "tell the server we are done");
+	exit(0);   /* unread data at both ends: no orderly close to check */
+}
+
+/* Check: a blocking recv interrupted by a signal without SA_RESTART gives
+ * EINTR; with SA_RESTART it restarts and returns the data. */
+static void intr_server(int fd)
+{
+	sync_recv(fd, 'i');
+	sync_recv(fd, 'j');
+	usleep(300000);
+	write_all(fd, "late", 4);
+	sync_recv(fd, 'k');
+}
+static void intr_client(int fd, pid_t sp)
+{
+	char b[8];
+	struct sigaction sa = { .sa_handler = on_alrm };
+	struct itimerval it = { { 0, 0 }, { 0, 100000 } };
+	(void)sp;
+	sigaction(SIGALRM, &sa, NULL);
+	sync_send(fd, 'i');
+	setitimer(ITIMER_REAL, &it, NULL);
+	CHECK_ERR(recv(fd, b, sizeof(b), 0), EINTR);
+	CHECK(sigalrms == 1, "handler ran");
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+	sync_send(fd, 'j');
+	setitimer(ITIMER_REAL, &it, NULL);
+	CHECK(recv(fd, b, 4, MSG_WAITALL) == 4 && !memcmp(b, "late", 4), "restarted recv");
+	sync_send(fd, 'k');
+	alarm(60);
+}
+
+/* Check: the peer killed by SIGKILL mid-transfer -> EOF or ECONNRESET
+ * (bounded by alarm, no timing assertion). */
+static void kill_server(int fd)
+{
+	static char b[65536];
+	memset(b, 'k', sizeof(b));
+	for (long i = 0; i < 1000000; i++)
+		if (write(fd, b, sizeof(b)) < 0)
+			break;
+}
+static void kill_client(int fd, pid_t sp)
+{
+	static char b[65536];
+	long got = 0;
+	read_exact(fd, b, 1 << 16);
+	CHECK(kill(sp, SIGKILL) == 0, "kill server");
+	for (long i = 0; i < 100000000; i++) {
+		ssize_t r = read(fd, b, sizeof(b));
+		if (r == 0)
+			return;
+		if (r < 0) {
+			CHECK(errno == ECONNRESET, "after SIGKILL: EOF or ECONNRESET");
+			return;
+		}
+		got += r;
+	}
+	CHECK(0, "no EOF after kill (%ld bytes)", got);
+}
+
+/* Check: SO_LINGER {1,N}: close returns 0 and everything is delivered. */
+static void linger_server(int fd)
+{
+	static char b[200000];
+	struct linger lg = { 1, 5 };
+	memset(b, 'L', sizeof(b));
+	CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0, "SO_LINGER");
+	write_all(fd, b, sizeof(b));
+	CHECK(close(fd) == 0, "linger close returns 0");
+	exit(0);
+}
+static void linger_client(int fd, pid_t sp)
+{
+	static char b[200000];
+	(void)sp;
+	usleep(200000);
+	read_exact(fd, b, sizeof(b));
+	CHECK(b[0] == 'L' && b[sizeof(b) - 1] == 'L', "data");
+	CHECK(read(fd, b, 1) == 0, "EOF after linger close");
+}
+
+/* Check: dup'ed descriptors share the connection; closing one keeps it. */
+static void dup_server(int fd)
+{
+	char b[8];
+	int d = dup(fd);
+	CHECK(d >= 0, "dup");
+	CHECK(close(fd) == 0, "close original");
+	read_exact(d, b, 4);
+	CHECK(!memcmp(b, "dup!", 4), "data via dup");
+	int d2 = fcntl(d, F_DUPFD_CLOEXEC, 100);
+	CHECK(d2 >= 100, "F_DUPFD_CLOEXEC");
+	CHECK(dup2(d2, d) == d, "dup2 onto itself's twin");
+	write_all(d2, "ok", 2);
+	close(d);
+	sync_recv(d2, 'd');
+	close(d2);
+}
+static void dup_client(int fd, pid_t sp)
+{
+	char b[4];
+	(void)sp;
+	write_all(fd, "dup!", 4);
+	read_exact(fd, b, 2);
+	CHECK(!memcmp(b, "ok", 2), "reply");
+	sync_send(fd, 'd');
+	CHECK(read(fd, b, 1) == 0, "EOF");
+}
+
+/* Check: writev/readv/sendmsg/sendmmsg/recvmmsg move iovecs in order. */
+static void vec_server(int fd)
+{
+	char b[64];
+	struct iovec iov[3] = { { b, 3 }, { b + 3, 5 }, { b + 8, 56 } };
+	size_t got = 0;
+	while (got < 26) {
+		ssize_t r = readv(fd, iov, 3);
+		CHECK(r > 0, "readv");
+		got += (size_t)r;
+		iov[0].iov_base = b + got; iov[0].iov_len = 1;
+		iov[1].iov_base = b + got + 1; iov[1].iov_len = 1;
+		iov[2].iov_base = b + got + 2; iov[2].iov_len = 60 - got;
+	}
+	CHECK(!memcmp(b, "abcdefghijklmnopqrstuvwxyz", 26), "vector data %.26s", b);
+	struct iovec o[2] = { { "12", 2 }, { "345", 3 } };
+	struct msghdr m = { .msg_iov = o, .msg_iovlen = 2 };
+	CHECK(sendmsg(fd, &m, 0) == 5, "sendmsg");
+	struct mmsghdr mm[2];
+	memset(mm, 0, sizeof(mm));
+	mm[0].msg_hdr.msg_iov = &o[0]; mm[0].msg_hdr.msg_iovlen = 1;
+	mm[1].msg_hdr.msg_iov = &o[1]; mm[1].msg_hdr.msg_iovlen = 1;
+	CHECK(sendmmsg(fd, mm, 2, 0) == 2, "sendmmsg");
+	sync_recv(fd, 'v');
+}
+static void vec_client(int fd, pid_t sp)
+{
+	struct iovec iov[3] = { { "abcdefgh", 8 }, { "ijklm", 5 }, { "nopqrstuvwxyz", 13 } };
+	char b[16];
+	(void)sp;
+	CHECK(writev(fd, iov, 3) == 26, "writev");
+	read_exact(fd, b, 10);
+	CHECK(!memcmp(b, "1234512345", 10), "sendmsg+sendmmsg data");
+	sync_send(fd, 'v');
+}
+
+struct tcase { const char *name; void (*srv)(int); void (*cli)(int, pid_t); };
+static const struct tcase cases[] = {
+	{ "echo", echo_server, echo_client },
+	{ "bulk", bulk_server, bulk_client },
+	{ "eof", eof_server, eof_client },
+	{ "rst", rst_server, rst_client },
+	{ "unread", unread_server, unread_client },
+	{ "shut", shut_server, shut_client },
+	{ "flags", flags_server, flags_client },
+	{ "nonblock", nb_server, nb_client },
+	{ "intr", intr_server, intr_client },
+	{ "kill", kill_server, kill_client },
+	{ "linger", linger_server, linger_client },
+	{ "dup", dup_server, dup_client },
+	{ "vec", vec_server, vec_client },
+};
+
+int main(int argc, char **argv)
+{
+	const struct tcase *tc = NULL;
+	struct sigaction sa = { .sa_handler = on_pipe };
+
+	if (argc == 2 && !strcmp(argv[1], "list")) {
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+			printf("%s\n", cases[i].name);
+		return 0;
+	}
+	if (argc < 4) {
+		fprintf(stderr, "usage: %s server CASE 4|6 | client CASE 4|6 PORT SERVERPID | list\n",
+			argv[0]);
+		return 2;
+	}
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (!strcmp(cases[i].name, argv[2]))
+			tc = &cases[i];
+	if (!tc) {
+		fprintf(stderr, "unknown case %s\n", argv[2]);
+		return 2;
+	}
+	tcase = tc->name;
+	family = argv[3][0] == '6' ? AF_INET6 : AF_INET;
+	sigaction(SIGPIPE, &sa, NULL);
+	rng_state = 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+	alarm(120);          /* bound every case; a hang fails */
+	if (!strcmp(argv[1], "server")) {
+		int port, lfd = listener(&port);
+		printf("%d %d\n", port, (int)getpid());
+		fflush(stdout);
+		int fd = accept(lfd, NULL, NULL);
+		CHECK(fd >= 0, "accept");
+		close(lfd);
+		tc->srv(fd);
+		close(fd);
+		return 0;
+	}
+	if (!strcmp(argv[1], "client") && argc >= 6) {
+		const char *host = getenv("XWAY_TEST_HOST");
+		if (!host || !*host)
+			host = family == AF_INET ? "127.0.0.1" : "::1";
+		int fd = dial(host, atoi(argv[4]), !strcmp(tc->name, "echo"));
+		tc->cli(fd, (pid_t)atoi(argv[5]));
+		close(fd);
+		return 0;
+	}
+	fprintf(stderr, "bad arguments\n");
+	return 2;
+}

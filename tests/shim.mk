@@ -1,0 +1,19 @@
+# SPDX-License-Identifier: MIT
+# The shim's tests: a Criterion unit test of the configuration parser, the
+# export-list check, and the TCP-semantics integration scripts (plain /
+# broker down / accelerated) driving the xway-tcpsem helper.
+SHIMT := tests/integration/shim
+
+$(B)/tests/shim/xway-tcpsem: $(B)/$(SHIMT)/tcpsem.o
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(XLDFLAGS) -o $@ $^ -lpthread
+
+$(B)/tests/shim/test_shim_config: $(B)/$(SHIMT)/test_config.o $(SHIM_CORE_OBJS) $(CHAN_OBJS)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(XLDFLAGS) -o $@ $^ $(CRIT_LIBS) -ldl -lpthread
+
+$(B)/$(SHIMT)/test_config.o: OBJ_CFLAGS += $(CRIT_CFLAGS) -iquote shim
+
+ALL_BINS += $(B)/tests/shim/xway-tcpsem
+TEST_BINS += $(B)/tests/shim/test_shim_config
+TEST_SCRIPTS += $(SHIMT)/exports.sh $(SHIMT)/plain.sh $(SHIMT)/accel.sh
