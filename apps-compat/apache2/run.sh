@@ -73,6 +73,7 @@ CFG
 		|| fail "apache2 -k start ($mpm): $(cat "$T/log/apache-$mpm-start")"
 	wait_file "$dir/apache2.pid" 15
 	wait_port "$port" 15
+	preloaded "$(cat "$dir/apache2.pid")" "apache2 $mpm+"
 	url="http://127.0.0.1:$port"
 
 	# Big download, then upload with PUT and read it back.

@@ -7,7 +7,10 @@
 # and removes the temp directory.  Modes (XWAY_COMPAT_MODE):
 #   plain  no shim, no broker: proves the harness, the app config and the checks;
 #   shim   (default) servers and clients under LD_PRELOAD=build/libxway.so with
-#          a private xwayd; every connection must end up accelerated.
+#          a private xwayd; every connection must end up accelerated;
+#   nobroker  the shim loaded but its broker socket absent: every app must
+#          still work on plain TCP (the "broker down" promise); no
+#          acceleration check.
 # Exit codes of a case: 0 PASS, 1 FAIL, 77 SKIP.
 
 set -u -o pipefail
@@ -109,8 +112,8 @@ compat_dump_logs() {
 compat_init() {
 	COMPAT_NAME=$1
 	COMPAT_T0=$(date +%s)
-	case "$MODE" in plain|shim) ;; *)
-		echo "XWAY_COMPAT_MODE must be 'plain' or 'shim', not '$MODE'" >&2; exit 2 ;;
+	case "$MODE" in plain|shim|nobroker) ;; *)
+		echo "XWAY_COMPAT_MODE must be 'plain', 'shim' or 'nobroker', not '$MODE'" >&2; exit 2 ;;
 	esac
 	[ "$(id -u)" = 0 ] || { COMPAT_DONE=1; compat_verdict_line SKIP "needs root (daemons, privilege drop)"; exit 77; }
 	T=$(mktemp -d "/tmp/xway-compat-$COMPAT_NAME.XXXXXX")
@@ -123,6 +126,7 @@ compat_init() {
 	trap 'exit 143' TERM
 	export XWAY_COMPAT_TAG="$T"
 	[ "$MODE" = shim ] && compat_start_broker
+	[ "$MODE" = nobroker ] && compat_use_shim_without_broker
 	return 0
 }
 
@@ -140,18 +144,30 @@ compat_need() {
 	[ ${#missing[@]} -eq 0 ] || skip "not installed: ${missing[*]}"
 }
 
-compat_start_broker() {
-	local i
-	for f in "$B/libxway.so" "$B/xwayd" "$B/xwayctl"; do
-		[ -e "$f" ] || fail "shim mode needs $f (run 'make'; or XWAY_COMPAT_MODE=plain)"
-	done
+# The library must be readable by the unprivileged users daemons switch to;
+# if the build tree is not, use a world-readable copy.
+compat_find_lib() {
+	[ -e "$B/libxway.so" ] || fail "$MODE mode needs $B/libxway.so (run 'make'; or XWAY_COMPAT_MODE=plain)"
 	XWAY_LIB="$B/libxway.so"
-	# The library must be readable by the unprivileged users daemons switch
-	# to; if the build tree is not, use a world-readable copy.
 	if ! runuser -u nobody -- test -r "$XWAY_LIB" 2>/dev/null; then
 		cp "$XWAY_LIB" "$T/libxway.so"; chmod 0644 "$T/libxway.so"
 		XWAY_LIB="$T/libxway.so"
 	fi
+}
+
+compat_use_shim_without_broker() {
+	compat_find_lib
+	SOCK="$T/no-broker.sock"   # never created
+	XW=(env LD_PRELOAD="$XWAY_LIB${LD_PRELOAD:+:$LD_PRELOAD}" XWAY_BROKER_SOCK="$SOCK")
+	log "shim $XWAY_LIB loaded, broker socket $SOCK absent"
+}
+
+compat_start_broker() {
+	local i
+	for f in "$B/xwayd" "$B/xwayctl"; do
+		[ -e "$f" ] || fail "shim mode needs $f (run 'make'; or XWAY_COMPAT_MODE=plain)"
+	done
+	compat_find_lib
 	SOCK="$T/xwayd.sock"
 	"$B/xwayd" --foreground --socket "$SOCK" >"$T/log/xwayd" 2>&1 &
 	COMPAT_PIDS+=($!)
@@ -181,6 +197,25 @@ compat_bg() {
 	"${XW[@]}" "$@" >"$T/log/$name" 2>&1 &
 	BG_PID=$!
 	COMPAT_PIDS+=($BG_PID)
+}
+
+# preloaded PID WHAT: with the shim on, PID must have libxway.so mapped (the
+# preload really reached this server through its daemonizing, re-exec or
+# privilege drop).  Also checks PID's children when WHAT ends in '+'.
+preloaded() {
+	local pid=$1 what=$2 c n=""
+	[ "$MODE" = plain ] && return 0
+	[ -n "$pid" ] && [ -r "/proc/$pid/maps" ] || fail "$what: no process $pid to check"
+	grep -q 'libxway\.so' "/proc/$pid/maps" || fail "$what (pid $pid) runs without libxway.so: LD_PRELOAD was lost"
+	if [ "${what%+}" != "$what" ]; then
+		n=0
+		for c in $(ps -o pid= --ppid "$pid"); do
+			grep -q 'libxway\.so' "/proc/$c/maps" 2>/dev/null \
+				|| fail "$what child $c runs without libxway.so"
+			n=$((n + 1))
+		done
+	fi
+	log "$what (pid $pid${n:+, $n children}) has libxway.so mapped"
 }
 
 # free_port: a TCP port on 127.0.0.1 free right now (the kernel picks it).

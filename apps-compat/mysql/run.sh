@@ -23,6 +23,7 @@ compat_bg mariadbd /usr/sbin/mariadbd --no-defaults --datadir="$T/data" --user=m
 	--pid-file="$T/run/mariadbd.pid" --skip-name-resolve --log-error="$T/log/mariadbd-error" \
 	--innodb-buffer-pool-size=64M --max-allowed-packet=64M --skip-log-bin
 wait_port "$port" 60 "$BG_PID"
+preloaded "$BG_PID" mariadbd
 
 DB=(--no-defaults --protocol=tcp -h 127.0.0.1 -P "$port" -u root)
 sql() {  # sql OUT QUERY-FILE-or-'-e QUERY': run the client under the shim

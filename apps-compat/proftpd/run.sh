@@ -88,6 +88,7 @@ COMPAT_PIDFILES+=("$T/proftpd.pid")
 xw "$PROFTPD" -c "$T/proftpd.conf" >"$T/log/proftpd-start" 2>&1 || fail "proftpd did not start: $(tail -n 3 "$T/log/proftpd-start")"
 wait_file "$T/proftpd.pid" 15
 wait_port "$port" 15
+preloaded "$(cat "$T/proftpd.pid")" proftpd
 url="ftp://127.0.0.1:$port/pub"
 
 ftp() {  # what curl-args...

@@ -54,6 +54,7 @@ printf '%s\n%s\n' "$pw" "$pw" | smbpasswd -c "$T/smb.conf" -a -s root >"$T/log/s
 # whole process group when it stops, which would include this script.
 compat_bg smbd setsid smbd --foreground --no-process-group -s "$T/smb.conf"
 wait_port "$port" 30 "$BG_PID"
+preloaded "$BG_PID" "smbd+"
 
 mkdata "$T/up.bin" $MB
 mkdata "$T/share/down.bin" $MB

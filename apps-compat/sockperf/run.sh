@@ -20,6 +20,7 @@ run_client() {  # name args...: run a client, keep its output in $T/log/name
 p1=$(free_port)
 compat_bg server sockperf server --tcp -i 127.0.0.1 -p "$p1"
 wait_port "$p1" 15 "$BG_PID"
+preloaded "$BG_PID" "sockperf server"
 
 run_client pp ping-pong -p "$p1"
 run_client tp throughput -p "$p1"

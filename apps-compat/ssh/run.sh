@@ -45,6 +45,7 @@ xw /usr/sbin/sshd -f "$T/sshd_config" -p "$port" -E "$T/log/sshd" \
 	|| fail "sshd did not start"
 wait_file "$T/sshd.pid" 15
 wait_port "$port" 15
+preloaded "$(cat "$T/sshd.pid")" sshd
 
 SSH_OPTS=(-F /dev/null -i "$T/client_key" -o UserKnownHostsFile="$T/known_hosts"
 	-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=20

@@ -54,6 +54,7 @@ syslog_enable=NO
 CFG
 compat_bg vsftpd vsftpd "$T/vsftpd.conf"
 wait_port "$port" 15 "$BG_PID"
+preloaded "$BG_PID" vsftpd
 url="ftp://127.0.0.1:$port/pub"
 
 ftp() {  # what curl-args...
