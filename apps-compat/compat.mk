@@ -10,3 +10,6 @@ COMPAT_APPS ?=
 compat: build-all
 	$(Q)./tools/install-deps.sh compat
 	$(Q)B=$(B) apps-compat/run-all.sh $(COMPAT_APPS)
+
+# The acceleration checker's own test (fixtures, no root, no network).
+TEST_SCRIPTS += apps-compat/lib/test-check-accel.sh
