@@ -5,7 +5,9 @@
 # the socket to fd 0 and 12-14, chroots into the <Anonymous> root and
 # switches uid many times; data with sendfile (UseSendfile on), TCP_CORK,
 # SO_OOBINLINE + F_SETOWN.  curl moves 64 MiB up and down over passive and
-# active data connections; every file sha256-checked.
+# active data connections, then lftp (a second client: non-blocking
+# connects and poll) puts over active and gets over passive data
+# connections; every file sha256-checked.
 # Debian's proftpd-core conflicts with vsftpd (both are ftp-server), so when
 # it is not installed this case unpacks the proftpd-core .deb fetched with
 # `apt-get download` into a cache directory and runs the binary from there
@@ -13,7 +15,7 @@
 # loaded, so the unpacked module directory is never used.
 . "$(dirname "$0")/../lib/common.sh"
 compat_init proftpd
-compat_need curl
+compat_need curl lftp
 
 if [ -x /usr/sbin/proftpd ]; then
 	PROFTPD=/usr/sbin/proftpd
@@ -109,6 +111,16 @@ for f in down.bin up-epsv.bin up-port.bin; do
 done
 log "listing ok"
 
-# 5 control + 5 data connections; 2 uploads, 2 downloads.
-check_accel $((2 * size)) $((2 * size)) 10
+# lftp: one control connection, one data connection per transfer.
+timeout 120 "${XW[@]}" lftp -c "debug 5; set net:max-retries 1; set net:timeout 30; set xfer:clobber on;
+	open -u anonymous,xway -p $port 127.0.0.1; cd pub;
+	set ftp:passive-mode off; put $T/up.bin -o up-lftp.bin;
+	set ftp:passive-mode on; get down.bin -o $T/down-lftp.bin" >"$T/log/lftp" 2>&1 \
+	|| fail "lftp: $(tail -n 3 "$T/log/lftp")"
+same "$T/up.bin" "$T/ftp/pub/up-lftp.bin" "lftp active upload"
+same "$T/ftp/pub/down.bin" "$T/down-lftp.bin" "lftp passive download"
+
+# curl: 5 control + 5 data connections; lftp: 1 control + at least 2 data
+# (it may list too).  3 uploads, 3 downloads.
+check_accel $((3 * size)) $((3 * size)) 13
 pass "proftpd $version"
