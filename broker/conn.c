@@ -1,0 +1,671 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Offers, claims, withdrawals, expiry and connection records.  This is the
+ * one place where a connection's fate is decided: the broker runs on one
+ * thread, so an OFFER is PENDING until exactly one of CLAIM (-> claimed,
+ * attached = 1), WITHDRAW / claim timeout / offering client gone
+ * (-> withdrawn, attached = 2) happens first; whatever comes later sees the
+ * decision.  Live accelerated connections keep a read-only mapping of the
+ * channel header for their byte counters until both ends reported CLOSED or
+ * both processes are gone; then the record joins the last
+ * XWAYD_FINISHED_MAX finished ones shown by `xwayctl connections`.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "xwayd.h"
+
+#define LIVENESS_MS 2000
+
+static guint liveness_timer;
+
+static void conn_release_fds(struct xwayd_conn *k)
+{
+	int *fds[3] = { &k->memfd, &k->efd0, &k->efd1 };
+
+	for (int i = 0; i < 3; i++)
+		if (*fds[i] >= 0) {
+			close(*fds[i]);
+			*fds[i] = -1;
+		}
+}
+
+static void conn_unmap(struct xwayd_conn *k)
+{
+	if (k->hdr) {
+		munmap(k->hdr, k->map_len);
+		k->hdr = NULL;
+	}
+}
+
+static void conn_free(gpointer p)
+{
+	struct xwayd_conn *k = p;
+
+	if (k->timer)
+		g_source_remove(k->timer);
+	conn_release_fds(k);
+	conn_unmap(k);
+	g_free(k);
+}
+
+static struct xwayd_conn *conn_new(uint64_t cookie)
+{
+	struct xwayd_conn *k = g_new0(struct xwayd_conn, 1);
+
+	k->cookie = cookie;
+	k->memfd = k->efd0 = k->efd1 = -1;
+	k->started = xwayd_now();
+	k->ended = -1;
+	for (int i = 0; i < 2; i++)
+		k->side[i].tcp_sent = k->side[i].tcp_received = -1;
+	return k;
+}
+
+/* Move k (already out of xd->offers / xd->live) to the finished list. */
+static void conn_finish(struct xwayd_conn *k)
+{
+	if (k->ended < 0)
+		k->ended = xwayd_now();
+	if (k->timer) {
+		g_source_remove(k->timer);
+		k->timer = 0;
+	}
+	conn_release_fds(k);
+	conn_unmap(k);
+	g_queue_push_tail(&xd->finished, k);
+	while (g_queue_get_length(&xd->finished) > XWAYD_FINISHED_MAX)
+		conn_free(g_queue_pop_head(&xd->finished));
+}
+
+static void record_fallback(uint64_t cookie, uint32_t reason,
+			    const struct xwayd_side *client,
+			    const struct xwayd_side *server, const char *detail)
+{
+	struct xwayd_conn *k = conn_new(cookie);
+
+	k->state = XC_FALLBACK;
+	k->reason = reason;
+	g_strlcpy(k->detail, detail, sizeof(k->detail));
+	k->side[0] = *client;
+	k->side[1] = *server;
+	k->ended = k->started;
+	xd->st.fallbacks++;
+	xd->st.by_reason[reason < XWAY_R__MAX ? reason : 0]++;
+	conn_finish(k);
+}
+
+void xwayd_conn_refresh(struct xwayd_conn *k)
+{
+	if (!k->hdr)
+		return;
+	/* Statistics only, from memory the applications can scribble on:
+	 * relaxed loads, and the numbers are only displayed. */
+	k->bytes_c2s = __atomic_load_n(&k->hdr->ring[0].tx_bytes, __ATOMIC_RELAXED);
+	k->bytes_s2c = __atomic_load_n(&k->hdr->ring[1].tx_bytes, __ATOMIC_RELAXED);
+}
+
+/* Wake the client sleeping on efd0.  An eventfd write blocks only when
+ * the counter would overflow; check for room first so a hostile client
+ * cannot stall the broker (it could still race us by filling the counter
+ * between poll and write, which only it can do to its own eventfd, and then
+ * we skip the wake-up it sabotaged). */
+static void owner_offer_done(struct xwayd_conn *k)
+{
+	struct xwayd_client *owner = g_hash_table_lookup(xd->clients, &k->client_id);
+
+	if (owner && owner->noffers)
+		owner->noffers--;
+}
+
+static void wake_efd0(struct xwayd_conn *k)
+{
+	struct pollfd p = { .fd = k->efd0, .events = POLLOUT };
+	uint64_t one = 1;
+
+	if (poll(&p, 1, 0) == 1 && (p.revents & POLLOUT)) {
+		if (write(k->efd0, &one, sizeof(one)) != sizeof(one))
+			XLOG_DEBUG("offer %llu: efd0 write: %s",
+				   (unsigned long long)k->offer_id, g_strerror(errno));
+	}
+}
+
+/* The withdraw decision.  k is PENDING and in xd->offers / xd->live. */
+static void decide_withdrawn(struct xwayd_conn *k, const char *detail)
+{
+	/* Release: publish the decision before the wake-up below; the client
+	 * reads attached (acquire) after waking or before sleeping. */
+	__atomic_store_n(&k->hdr->attached, XWAY_ATTACH_WITHDRAWN, __ATOMIC_RELEASE);
+	wake_efd0(k);
+	owner_offer_done(k);
+	k->state = XC_FALLBACK;
+	k->reason = XWAY_R_WITHDRAWN;
+	k->backend = 0;
+	g_strlcpy(k->detail, detail, sizeof(k->detail));
+	xd->st.withdrawals++;
+	xd->st.fallbacks++;
+	xd->st.by_reason[XWAY_R_WITHDRAWN]++;
+	XLOG_DEBUG("offer %llu withdrawn: %s", (unsigned long long)k->offer_id, detail);
+	g_hash_table_steal(xd->live, &k->cookie);
+	g_hash_table_steal(xd->offers, &k->offer_id);
+	conn_finish(k);
+}
+
+static gboolean offer_expired(gpointer p)
+{
+	struct xwayd_conn *k = p;
+	char detail[64];
+
+	k->timer = 0;
+	snprintf(detail, sizeof(detail), "not claimed within %u ms",
+		 xd->cfg.claim_timeout_ms);
+	xd->st.expiries++;
+	decide_withdrawn(k, detail);
+	return G_SOURCE_REMOVE;
+}
+
+/* ---- OFFER ---------------------------------------------------------------- */
+
+/* Map and check the channel header the client made: sealed against
+ * shrinking (so the mapping cannot SIGBUS us), right magic, version,
+ * geometry and cookie, still PENDING. */
+static int map_header(struct xwayd_conn *k, int memfd, const struct xway_offer *o,
+		      const char **why)
+{
+	struct xway_chan_shm *h;
+	struct stat st;
+	int seals;
+	uint64_t need;
+
+	if (fstat(memfd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		*why = "channel descriptor is not a memfd";
+		return -EINVAL;
+	}
+	seals = fcntl(memfd, F_GET_SEALS);
+	if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+		*why = "channel memfd is not sealed against shrinking";
+		return -EINVAL;
+	}
+	if (st.st_size < (off_t)XWAY_CHAN_HDR_SIZE) {
+		*why = "channel memfd is smaller than its header";
+		return -EINVAL;
+	}
+	h = mmap(NULL, XWAY_CHAN_HDR_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (h == MAP_FAILED) {
+		*why = "cannot map the channel header read-write";
+		return -errno;
+	}
+	k->hdr = h;
+	k->map_len = XWAY_CHAN_HDR_SIZE;
+	if (h->magic != XWAY_CHAN_MAGIC || h->version != XWAY_CHAN_VERSION ||
+	    h->hdr_size != XWAY_CHAN_HDR_SIZE) {
+		*why = "channel header has a bad magic, version or size";
+		return -EINVAL;
+	}
+	if (h->cookie != o->cookie) {
+		*why = "channel cookie differs from the offer's";
+		return -EINVAL;
+	}
+	for (int i = 0; i < 2; i++)
+		if (h->ring_order[i] < XWAY_RING_ORDER_MIN ||
+		    h->ring_order[i] > XWAY_RING_ORDER_MAX) {
+			*why = "channel ring order out of range";
+			return -EINVAL;
+		}
+	need = XWAY_CHAN_HDR_SIZE + (1ull << h->ring_order[0]) + (1ull << h->ring_order[1]);
+	if ((uint64_t)st.st_size < need) {
+		*why = "channel memfd is smaller than its rings";
+		return -EINVAL;
+	}
+	if (__atomic_load_n(&h->attached, __ATOMIC_ACQUIRE) != XWAY_ATTACH_PENDING) {
+		*why = "channel header is not pending";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
+{
+	const struct xway_offer *o = &r->u.offer;
+	struct xwayd_side cl = { .pid = c->pid, .uid = c->uid, .tcp_sent = -1,
+				 .tcp_received = -1 };
+	struct xwayd_side sv = { .addr = o->dst, .uid = (uid_t)-1, .tcp_sent = -1,
+				 .tcp_received = -1 };
+	struct xwayd_listener *l;
+	struct xwayd_conn *k = NULL;
+	struct xway_addr peer;
+	const char *why = NULL;
+	char detail[160];
+	xwayd_netns ns;
+	uint32_t reason = 0;
+	bool listening;
+	int e, dom;
+
+	xd->st.offers++;
+	cl.addr = o->src;
+	/* The socket proves the client holds a bound, unconnected TCP socket
+	 * with the offered source port. */
+	dom = xwayd_sock_check_tcp(fds[0], &listening);
+	if (dom < 0 || listening) {
+		why = "OFFER: descriptor is not an unconnected TCP socket";
+		e = dom < 0 ? dom : -EINVAL;
+		goto reject;
+	}
+	e = xwayd_sock_addr(fds[0], true, &peer);
+	if (e != -ENOTCONN) {
+		why = "OFFER: socket is already connected";
+		e = -EISCONN;
+		goto reject;
+	}
+	if ((e = xwayd_sock_addr(fds[0], false, &cl.addr)) ||
+	    cl.addr.port != o->src.port) {
+		why = "OFFER: socket's bound port differs from the offer's";
+		e = e ? e : -EINVAL;
+		goto reject;
+	}
+	if ((e = xwayd_sock_netns(fds[0], c->pid, &ns))) {
+		why = "OFFER: cannot tell the socket's network namespace";
+		goto reject;
+	}
+	close(fds[0]);
+	fds[0] = -1;
+
+	if (xway_rules_exclude(xd->cfg.allow, xd->cfg.nallow, xd->cfg.deny,
+			       xd->cfg.ndeny, &o->dst, c->uid)) {
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -EACCES,
+				  XWAY_R_EXCLUDED, 0, "excluded by xwayd.conf rules");
+		record_fallback(o->cookie, XWAY_R_EXCLUDED, &cl, &sv,
+				"excluded by xwayd.conf rules");
+		goto out;
+	}
+	l = xwayd_dir_lookup(&o->dst, ns, c->pid, &reason);
+	if (!l) {
+		const char *t = reason == XWAY_R_NO_LISTENER
+			? "no xway listener at the destination"
+			: "destination is not on this host";
+
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -ENOENT,
+				  reason, 0, "%s", t);
+		record_fallback(o->cookie, reason, &cl, &sv, t);
+		goto out;
+	}
+	if (g_hash_table_contains(xd->live, &o->cookie)) {
+		why = "OFFER: cookie already in use";
+		e = -EEXIST;
+		goto reject;
+	}
+	if (c->noffers >= XWAYD_OFFERS_MAX ||
+	    g_hash_table_size(xd->live) >= XWAYD_ACTIVE_MAX) {
+		why = "OFFER: too many pending offers";
+		e = -ENOBUFS;
+		goto reject;
+	}
+	if ((e = xwayd_fd_is_eventfd(fds[2])) || (e = xwayd_fd_is_eventfd(fds[3]))) {
+		why = "OFFER: efd0/efd1 are not eventfds";
+		goto reject;
+	}
+	k = conn_new(o->cookie);
+	if ((e = map_header(k, fds[1], o, &why)))
+		goto reject;
+
+	k->offer_id = ++xd->next_offer_id;
+	k->state = XC_PENDING;
+	k->backend = XWAY_BACKEND_LOCAL;
+	k->ring_order = o->ring_order;
+	k->client_id = c->id;
+	k->netns_client = ns;
+	k->netns_server = l->netns;
+	k->side[0] = cl;
+	k->side[1] = sv;
+	k->side[1].uid = l->uid;
+	k->memfd = fds[1];
+	k->efd0 = fds[2];
+	k->efd1 = fds[3];
+	fds[1] = fds[2] = fds[3] = -1;
+	k->timer = g_timeout_add(xd->cfg.claim_timeout_ms, offer_expired, k);
+	g_hash_table_insert(xd->offers, &k->offer_id, k);
+	g_hash_table_insert(xd->live, &k->cookie, k);
+	c->noffers++;
+	xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, 1, 0, k->offer_id, "pending");
+	goto out;
+
+reject:
+	if (k)
+		conn_free(k);
+	xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_CHAN, 0,
+			  "%s", why);
+	snprintf(detail, sizeof(detail), "%s (%s)", why, g_strerror(-e));
+	record_fallback(o->cookie, XWAY_R_SETUP_CHAN, &cl, &sv, detail);
+out:
+	for (int i = 0; i < 4; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/* ---- CLAIM ----------------------------------------------------------------- */
+
+static bool claim_matches(const struct xwayd_conn *k, const struct xway_claim *cl,
+			  xwayd_netns ns)
+{
+	return k->state == XC_PENDING &&
+	       k->side[0].addr.port == cl->peer.port &&
+	       k->side[1].addr.port == cl->local.port &&
+	       xway_ip_equal(k->side[1].addr.ip, cl->local.ip) &&
+	       (xway_addr_is_wildcard(&k->side[0].addr) ||
+		xway_ip_equal(k->side[0].addr.ip, cl->peer.ip)) &&
+	       k->netns_server == ns;
+}
+
+void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
+{
+	const struct xway_claim *cl = &r->u.claim;
+	struct xwayd_side srv = { .addr = cl->local, .pid = c->pid, .uid = c->uid,
+				  .tcp_sent = -1, .tcp_received = -1 };
+	struct xwayd_side cli = { .addr = cl->peer, .uid = (uid_t)-1, .tcp_sent = -1,
+				  .tcp_received = -1 };
+	struct xway_addr name, peer;
+	struct xwayd_conn *k = NULL;
+	struct xway_claimed out;
+	GHashTableIter it;
+	gpointer key, v;
+	xwayd_netns ns;
+	bool listening;
+	int e, dom;
+
+	dom = xwayd_sock_check_tcp(fd, &listening);
+	e = dom < 0 ? dom : listening ? -EINVAL : 0;
+	if (!e)
+		e = xwayd_sock_addr(fd, false, &name);
+	if (!e)
+		e = xwayd_sock_addr(fd, true, &peer);
+	if (!e)
+		e = xwayd_sock_netns(fd, c->pid, &ns);
+	close(fd);
+	if (e) {
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_PROTO, 0,
+				  "CLAIM: descriptor is not a connected TCP socket: %s",
+				  g_strerror(-e));
+		return;
+	}
+	if (!xway_ip_equal(name.ip, cl->local.ip) || name.port != cl->local.port ||
+	    !xway_ip_equal(peer.ip, cl->peer.ip) || peer.port != cl->peer.port) {
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -EINVAL,
+				  XWAY_R_SETUP_PROTO, 0,
+				  "CLAIM: socket names differ from the message");
+		return;
+	}
+	g_hash_table_iter_init(&it, xd->offers);
+	while (g_hash_table_iter_next(&it, &key, &v))
+		if (claim_matches(v, cl, ns)) {
+			k = v;
+			break;
+		}
+	if (!k) {
+		xd->st.claim_misses++;
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -ENOENT,
+				  XWAY_R_NO_OFFER, 0, "no pending offer for this connection");
+		record_fallback(0, XWAY_R_NO_OFFER, &cli, &srv,
+				"client made no offer (not shimmed, or already decided)");
+		return;
+	}
+
+	/* The claim decision.  Release: the client, which reads attached
+	 * with acquire after its efd0 wake-up, sees the decision. */
+	__atomic_store_n(&k->hdr->attached, XWAY_ATTACH_CLAIMED, __ATOMIC_RELEASE);
+	out = (struct xway_claimed){
+		.offer_id = k->offer_id, .cookie = k->cookie,
+		.ring_order = k->ring_order, .backend = XWAY_BACKEND_LOCAL,
+		.peer_pid = k->side[0].pid,
+	};
+	{
+		int sfds[3] = { k->memfd, k->efd0, k->efd1 };
+
+		xwayd_send(c, XWAY_MSG_CLAIMED, r->hdr.seq, 0, &out, sizeof(out), sfds, 3);
+	}
+	wake_efd0(k);
+	owner_offer_done(k);
+	if (k->timer) {
+		g_source_remove(k->timer);
+		k->timer = 0;
+	}
+	conn_release_fds(k);
+	/* Only the counters are read from now on. */
+	mprotect(k->hdr, k->map_len, PROT_READ);
+	k->state = XC_ACCELERATED;
+	k->side[1] = srv;
+	xd->st.claims++;
+	XLOG_DEBUG("offer %llu claimed by pid %d", (unsigned long long)k->offer_id,
+		   (int)c->pid);
+}
+
+/* ---- WITHDRAW ------------------------------------------------------------- */
+
+void xwayd_withdraw(struct xwayd_client *c, const struct xway_req *r)
+{
+	struct xwayd_conn *k = g_hash_table_lookup(xd->offers, &r->u.withdraw.offer_id);
+
+	if (!k) {
+		/* Unknown or already expired: it is withdrawn. */
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, 0, XWAY_R_WITHDRAWN,
+				  r->u.withdraw.offer_id, "not pending (withdrawn)");
+		return;
+	}
+	if (k->client_id != c->id && k->side[0].uid != c->uid) {
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -EPERM, 0,
+				  r->u.withdraw.offer_id,
+				  "WITHDRAW: offer belongs to another user");
+		return;
+	}
+	if (k->state != XC_PENDING) {
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -EALREADY, 0,
+				  k->offer_id, "already claimed");
+		return;
+	}
+	decide_withdrawn(k, "withdrawn by the client");
+	xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, 0, XWAY_R_WITHDRAWN,
+			  r->u.withdraw.offer_id, "withdrawn");
+}
+
+/* ---- REPORT ----------------------------------------------------------------- */
+
+static struct xwayd_conn *find_finished(uint64_t cookie)
+{
+	for (GList *n = xd->finished.tail; n && cookie; n = n->prev) {
+		struct xwayd_conn *k = n->data;
+
+		if (k->cookie == cookie)
+			return k;
+	}
+	return NULL;
+}
+
+static bool addr_eq(const struct xway_addr *a, const struct xway_addr *b)
+{
+	return a->port == b->port && xway_ip_equal(a->ip, b->ip);
+}
+
+/* The broker's own fallback record for the connection a cookie-less
+ * REPORT describes (e.g. its no-offer answer to the server's claim), among
+ * the most recent ones. */
+static struct xwayd_conn *find_fallback(const struct xway_report *p)
+{
+	int n = 0;
+
+	for (GList *i = xd->finished.tail; i && n < 256; i = i->prev, n++) {
+		struct xwayd_conn *k = i->data;
+
+		if (k->state == XC_FALLBACK && k->reason == p->reason &&
+		    addr_eq(&k->side[p->side].addr, &p->local) &&
+		    addr_eq(&k->side[!p->side].addr, &p->peer))
+			return k;
+	}
+	return NULL;
+}
+
+/* An accelerated connection is over: take it out of the live tables. */
+static void conn_close(struct xwayd_conn *k, const char *detail)
+{
+	xwayd_conn_refresh(k);
+	g_hash_table_steal(xd->live, &k->cookie);
+	g_hash_table_steal(xd->offers, &k->offer_id);
+	k->state = XC_CLOSED;
+	if (detail && !k->detail[0])
+		g_strlcpy(k->detail, detail, sizeof(k->detail));
+	conn_finish(k);
+}
+
+void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
+{
+	const struct xway_report *p = &r->u.report;
+	struct xwayd_conn *k;
+	struct xwayd_side *s;
+
+	xd->st.reports++;
+	k = p->cookie ? g_hash_table_lookup(xd->live, &p->cookie) : NULL;
+	if (!k)
+		k = find_finished(p->cookie);
+	/* Only the endpoint's own user (or root) may annotate a record. */
+	if (k && c->uid != 0 && k->side[p->side].uid != c->uid &&
+	    k->side[0].uid != c->uid) {
+		XLOG_INFO("REPORT from pid %d uid %d for another user's connection ignored",
+			  (int)c->pid, (int)c->uid);
+		return;
+	}
+	if (p->kind == XWAY_REP_FALLBACK) {
+		struct xwayd_side me = { .addr = p->local, .pid = c->pid, .uid = c->uid,
+					 .tcp_sent = -1, .tcp_received = -1 };
+		struct xwayd_side other = { .addr = p->peer, .uid = (uid_t)-1, .tcp_sent = -1,
+					    .tcp_received = -1 };
+
+		if (!k && !p->cookie)
+			k = find_fallback(p);
+		if (k) {
+			/* The broker's own record of this connection: add the
+			 * shim's words if it has none (never rewrite the
+			 * fate of a pending or accelerated record). */
+			if (k->state == XC_FALLBACK && p->text[0] && !k->detail[0])
+				g_strlcpy(k->detail, p->text, sizeof(k->detail));
+			return;
+		}
+		if (p->side == 0)
+			record_fallback(p->cookie, p->reason, &me, &other, p->text);
+		else
+			record_fallback(p->cookie, p->reason, &other, &me, p->text);
+		return;
+	}
+	/* CLOSED */
+	if (!k || (k->state != XC_ACCELERATED && k->state != XC_CLOSED))
+		return;
+	s = &k->side[p->side];
+	s->closed = true;
+	s->tcp_sent = p->tcp_bytes_sent;
+	s->tcp_received = p->tcp_bytes_received;
+	if (p->chan_tx_bytes >= 0) {
+		if (p->side == 0)
+			k->bytes_c2s = (uint64_t)p->chan_tx_bytes;
+		else
+			k->bytes_s2c = (uint64_t)p->chan_tx_bytes;
+	}
+	if (k->state == XC_ACCELERATED && k->side[0].closed && k->side[1].closed) {
+		/* Keep the reported finals: drop the mapping first so the
+		 * refresh in conn_close does not overwrite them. */
+		conn_unmap(k);
+		conn_close(k, NULL);
+	}
+}
+
+/* ---- liveness, disconnects, shutdown -------------------------------------- */
+
+static bool pid_gone(pid_t pid)
+{
+	return pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH);
+}
+
+static gboolean liveness_check(gpointer unused)
+{
+	GHashTableIter it;
+	gpointer key, v;
+	GPtrArray *done = g_ptr_array_new();
+
+	(void)unused;
+	g_hash_table_iter_init(&it, xd->live);
+	while (g_hash_table_iter_next(&it, &key, &v)) {
+		struct xwayd_conn *k = v;
+
+		if (k->state != XC_ACCELERATED)
+			continue;
+		xwayd_conn_refresh(k);
+		if ((k->side[0].closed || pid_gone(k->side[0].pid)) &&
+		    (k->side[1].closed || pid_gone(k->side[1].pid)))
+			g_ptr_array_add(done, k);
+	}
+	for (guint i = 0; i < done->len; i++)
+		conn_close(done->pdata[i], "endpoint processes exited");
+	g_ptr_array_free(done, TRUE);
+	return G_SOURCE_CONTINUE;
+}
+
+void xwayd_conn_client_gone(struct xwayd_client *c)
+{
+	GHashTableIter it;
+	gpointer key, v;
+	GPtrArray *mine = g_ptr_array_new();
+
+	g_hash_table_iter_init(&it, xd->offers);
+	while (g_hash_table_iter_next(&it, &key, &v)) {
+		struct xwayd_conn *k = v;
+
+		if (k->state == XC_PENDING && k->client_id == c->id)
+			g_ptr_array_add(mine, k);
+	}
+	for (guint i = 0; i < mine->len; i++)
+		decide_withdrawn(mine->pdata[i], "offering client disconnected");
+	g_ptr_array_free(mine, TRUE);
+}
+
+void xwayd_conn_init(void)
+{
+	xd->offers = g_hash_table_new(g_int64_hash, g_int64_equal);
+	xd->live = g_hash_table_new(g_int64_hash, g_int64_equal);
+	g_queue_init(&xd->finished);
+	liveness_timer = g_timeout_add(LIVENESS_MS, liveness_check, NULL);
+}
+
+void xwayd_conn_shutdown(void)
+{
+	GHashTableIter it;
+	gpointer key, v;
+	GPtrArray *all = g_ptr_array_new();
+
+	/* Pending clients must not wait for a decision that never comes:
+	 * withdraw them; accelerated channels do not need the broker. */
+	g_hash_table_iter_init(&it, xd->offers);
+	while (g_hash_table_iter_next(&it, &key, &v))
+		if (((struct xwayd_conn *)v)->state == XC_PENDING)
+			g_ptr_array_add(all, v);
+	for (guint i = 0; i < all->len; i++)
+		decide_withdrawn(all->pdata[i], "broker shut down");
+	g_ptr_array_set_size(all, 0);
+	g_hash_table_iter_init(&it, xd->live);
+	while (g_hash_table_iter_next(&it, &key, &v))
+		g_ptr_array_add(all, v);
+	g_hash_table_steal_all(xd->live);
+	g_hash_table_steal_all(xd->offers);
+	for (guint i = 0; i < all->len; i++)
+		conn_free(all->pdata[i]);
+	g_ptr_array_free(all, TRUE);
+	while (!g_queue_is_empty(&xd->finished))
+		conn_free(g_queue_pop_head(&xd->finished));
+	if (liveness_timer)
+		g_source_remove(liveness_timer);
+	liveness_timer = 0;
+	g_hash_table_destroy(xd->live);
+	g_hash_table_destroy(xd->offers);
+}

@@ -1,0 +1,413 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The broker's pure functions: the message parser every packet goes through
+ * before anything else looks at it, the reason-name table (1:1 with enum
+ * xway_reason; the JSON of `xwayctl connections` uses these names), address
+ * formatting, the allow/deny rule language and JSON string escaping.  No
+ * glib, no system calls, no global state: tests/fuzz/fuzz_proto.c includes
+ * this file into a libFuzzer harness.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <xway/ring.h>
+
+#include "proto.h"
+
+static const char *const reason_names[XWAY_R__MAX] = {
+	[XWAY_R_NONE]           = "",
+	[XWAY_R_DISABLED]       = "disabled",
+	[XWAY_R_EXCLUDED]       = "excluded",
+	[XWAY_R_BROKER_DOWN]    = "broker-down",
+	[XWAY_R_NO_LISTENER]    = "no-listener",
+	[XWAY_R_NOT_CORESIDENT] = "not-coresident",
+	[XWAY_R_WITHDRAWN]      = "withdrawn",
+	[XWAY_R_PEER_TCP]       = "peer-tcp",
+	[XWAY_R_SETUP_BIND]     = "setup-bind",
+	[XWAY_R_SETUP_CHAN]     = "setup-chan",
+	[XWAY_R_SETUP_PROTO]    = "setup-proto",
+	[XWAY_R_UNSUPPORTED]    = "unsupported",
+	[XWAY_R_NO_OFFER]       = "no-offer",
+};
+
+const char *xway_reason_name(uint32_t reason)
+{
+	return reason < XWAY_R__MAX ? reason_names[reason] : "unknown";
+}
+
+static const uint8_t v4mapped_prefix[12] = { 0,0,0,0, 0,0,0,0, 0,0,0xff,0xff };
+
+bool xway_addr_is_v4(const struct xway_addr *a)
+{
+	return memcmp(a->ip, v4mapped_prefix, 12) == 0;
+}
+
+bool xway_ip_equal(const uint8_t a[16], const uint8_t b[16])
+{
+	return memcmp(a, b, 16) == 0;
+}
+
+bool xway_addr_is_wildcard(const struct xway_addr *a)
+{
+	static const uint8_t zero[16];
+
+	if (xway_addr_is_v4(a))
+		return memcmp(a->ip + 12, zero, 4) == 0;
+	return memcmp(a->ip, zero, 16) == 0;
+}
+
+bool xway_addr_is_loopback(const struct xway_addr *a)
+{
+	static const uint8_t v6lo[16] = { [15] = 1 };
+
+	if (xway_addr_is_v4(a))
+		return a->ip[12] == 127;
+	return memcmp(a->ip, v6lo, 16) == 0;
+}
+
+char *xway_addr_format(const struct xway_addr *a, char *buf, size_t size)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+
+	if (xway_addr_is_v4(a)) {
+		inet_ntop(AF_INET, a->ip + 12, ip, sizeof(ip));
+		snprintf(buf, size, "%s:%u", ip, ntohs(a->port));
+	} else {
+		inet_ntop(AF_INET6, a->ip, ip, sizeof(ip));
+		snprintf(buf, size, "[%s]:%u", ip, ntohs(a->port));
+	}
+	return buf;
+}
+
+/* ---- the parser ------------------------------------------------------ */
+
+/* An endpoint must say which family the app used, and an AF_INET endpoint
+ * must be stored v4-mapped (the broker compares the 16 bytes). */
+static int check_addr(const struct xway_addr *a, const char **why)
+{
+	if (a->family != AF_INET && a->family != AF_INET6) {
+		*why = "address family is neither AF_INET nor AF_INET6";
+		return -EBADMSG;
+	}
+	if (a->family == AF_INET && !xway_addr_is_v4(a)) {
+		*why = "AF_INET address not stored v4-mapped";
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+struct msg_shape {
+	uint32_t body;          /* exact body size */
+	uint8_t  fds_min, fds_max;
+};
+
+static const struct msg_shape shapes[] = {
+	[XWAY_MSG_HELLO]      = { sizeof(struct xway_hello), 0, 0 },
+	[XWAY_MSG_LISTEN_ADD] = { sizeof(struct xway_listen), 1, 1 },
+	[XWAY_MSG_LISTEN_DEL] = { sizeof(struct xway_listen), 0, 1 },
+	[XWAY_MSG_OFFER]      = { sizeof(struct xway_offer), 4, 4 },
+	[XWAY_MSG_CLAIM]      = { sizeof(struct xway_claim), 1, 1 },
+	[XWAY_MSG_WITHDRAW]   = { sizeof(struct xway_withdraw), 0, 0 },
+	[XWAY_MSG_REPORT]     = { sizeof(struct xway_report), 0, 0 },
+	[XWAY_MSG_QUERY]      = { sizeof(struct xway_query), 0, 0 },
+};
+
+int xway_msg_parse(const void *buf, size_t len, unsigned nfds,
+		   struct xway_req *req, const char **why)
+{
+	const struct msg_shape *s;
+	const uint8_t *body;
+	size_t blen;
+	int r;
+
+	memset(req, 0, sizeof(*req));
+	req->nfds = nfds;
+	if (len > XWAY_MSG_MAX) {
+		*why = "packet larger than XWAY_MSG_MAX";
+		return -EMSGSIZE;
+	}
+	if (len < sizeof(struct xway_msg_hdr)) {
+		*why = "packet shorter than the message header";
+		return -EPROTO;
+	}
+	memcpy(&req->hdr, buf, sizeof(req->hdr));
+	if (req->hdr.magic != XWAY_PROTO_MAGIC) {
+		*why = "bad magic (not an xway protocol message)";
+		return -EPROTO;
+	}
+	if (req->hdr.version != XWAY_PROTO_VERSION) {
+		*why = "unsupported protocol version";
+		return -EPROTO;
+	}
+	if (req->hdr.len != len) {
+		*why = "header length does not match the packet length";
+		return -EPROTO;
+	}
+	if (req->hdr.type >= sizeof(shapes) / sizeof(shapes[0]) ||
+	    shapes[req->hdr.type].body == 0) {
+		*why = "unknown message type";
+		return -EOPNOTSUPP;
+	}
+	s = &shapes[req->hdr.type];
+	body = (const uint8_t *)buf + sizeof(struct xway_msg_hdr);
+	blen = len - sizeof(struct xway_msg_hdr);
+	if (blen != s->body) {
+		*why = blen < s->body ? "message body truncated"
+				      : "message body longer than its type";
+		return -EBADMSG;
+	}
+	if (nfds < s->fds_min || nfds > s->fds_max) {
+		*why = "wrong number of descriptors for this message type";
+		return -EBADF;
+	}
+	memcpy(&req->u, body, blen);
+
+	switch (req->hdr.type) {
+	case XWAY_MSG_LISTEN_ADD:
+	case XWAY_MSG_LISTEN_DEL:
+		return check_addr(&req->u.listen.addr, why);
+	case XWAY_MSG_OFFER:
+		if ((r = check_addr(&req->u.offer.dst, why)) ||
+		    (r = check_addr(&req->u.offer.src, why)))
+			return r;
+		if (xway_addr_is_wildcard(&req->u.offer.dst) ||
+		    req->u.offer.dst.port == 0 || req->u.offer.src.port == 0) {
+			*why = "offer needs a destination address and both ports";
+			return -EBADMSG;
+		}
+		if (req->u.offer.cookie == 0) {
+			*why = "offer cookie is zero";
+			return -EBADMSG;
+		}
+		if (req->u.offer.ring_order < XWAY_RING_ORDER_MIN ||
+		    req->u.offer.ring_order > XWAY_RING_ORDER_MAX) {
+			*why = "offer ring_order out of range";
+			return -EBADMSG;
+		}
+		if (req->u.offer.backend != 1 && req->u.offer.backend != 2) {
+			*why = "offer backend is neither local nor xen";
+			return -EBADMSG;
+		}
+		return 0;
+	case XWAY_MSG_CLAIM:
+		if ((r = check_addr(&req->u.claim.local, why)) ||
+		    (r = check_addr(&req->u.claim.peer, why)))
+			return r;
+		return 0;
+	case XWAY_MSG_REPORT: {
+		struct xway_report *p = &req->u.report;
+
+		if (p->kind != XWAY_REP_FALLBACK && p->kind != XWAY_REP_CLOSED) {
+			*why = "unknown report kind";
+			return -EBADMSG;
+		}
+		if (p->reason >= XWAY_R__MAX || p->side < 0 || p->side > 1) {
+			*why = "report reason or side out of range";
+			return -EBADMSG;
+		}
+		if ((r = check_addr(&p->local, why)) ||
+		    (r = check_addr(&p->peer, why)))
+			return r;
+		/* Text is free-form from an untrusted sender: terminate it
+		 * rather than reject a report for a missing NUL. */
+		p->text[sizeof(p->text) - 1] = 0;
+		return 0;
+	}
+	case XWAY_MSG_QUERY:
+		if (req->u.query.what < XWAY_Q_STATUS ||
+		    req->u.query.what > XWAY_Q_STATS) {
+			*why = "unknown query";
+			return -EBADMSG;
+		}
+		if (req->u.query.json > 1) {
+			*why = "query json flag is neither 0 nor 1";
+			return -EBADMSG;
+		}
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* ---- rules ----------------------------------------------------------- */
+
+/* Parse "N" or "N-M" of unsigned numbers up to max. */
+static int parse_range(const char *s, uint32_t max, uint32_t *lo, uint32_t *hi)
+{
+	char *end;
+	unsigned long a, b;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	a = strtoul(s, &end, 10);
+	if (errno || a > max)
+		return -EINVAL;
+	b = a;
+	if (*end == '-') {
+		s = end + 1;
+		if (*s < '0' || *s > '9')
+			return -EINVAL;
+		b = strtoul(s, &end, 10);
+		if (errno || b > max || b < a)
+			return -EINVAL;
+	}
+	if (*end)
+		return -EINVAL;
+	*lo = a;
+	*hi = b;
+	return 0;
+}
+
+static int parse_net(const char *s, uint8_t net[16], uint32_t *prefix)
+{
+	char ip[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	uint32_t pl, ph, max;
+	bool v4;
+
+	if (n == 0 || n >= sizeof(ip))
+		return -EINVAL;
+	memcpy(ip, s, n);
+	ip[n] = 0;
+	memset(net, 0, 16);
+	if (inet_pton(AF_INET, ip, net + 12) == 1) {
+		memcpy(net, v4mapped_prefix, 12);
+		v4 = true;
+		max = 32;
+	} else if (inet_pton(AF_INET6, ip, net) == 1) {
+		v4 = false;
+		max = 128;
+	} else {
+		return -EINVAL;
+	}
+	pl = max;
+	if (slash && (parse_range(slash + 1, max, &pl, &ph) || ph != pl))
+		return -EINVAL;
+	*prefix = v4 ? 96 + pl : pl;
+	return 0;
+}
+
+int xway_rule_parse(const char *text, struct xway_rule *r,
+		    char *errbuf, size_t errlen)
+{
+	char term[128];
+	const char *p = text;
+	int nterms = 0;
+
+	*r = (struct xway_rule){ .port_lo = 0, .port_hi = 65535,
+				 .prefix = 0, .uid_lo = 0, .uid_hi = UINT32_MAX };
+	for (;;) {
+		size_t n;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!*p)
+			break;
+		n = strcspn(p, " \t");
+		if (n >= sizeof(term)) {
+			snprintf(errbuf, errlen, "rule term too long in '%s'", text);
+			return -EINVAL;
+		}
+		memcpy(term, p, n);
+		term[n] = 0;
+		p += n;
+		nterms++;
+		if (!strncmp(term, "port=", 5)) {
+			if (parse_range(term + 5, 65535, &r->port_lo, &r->port_hi))
+				goto bad;
+		} else if (!strncmp(term, "uid=", 4)) {
+			if (parse_range(term + 4, UINT32_MAX - 1, &r->uid_lo, &r->uid_hi))
+				goto bad;
+		} else if (!strncmp(term, "addr=", 5)) {
+			if (parse_net(term + 5, r->net, &r->prefix))
+				goto bad;
+		} else {
+			snprintf(errbuf, errlen,
+				 "unknown rule term '%s' (want port=, addr= or uid=)",
+				 term);
+			return -EINVAL;
+		}
+	}
+	if (nterms == 0) {
+		snprintf(errbuf, errlen, "empty rule");
+		return -EINVAL;
+	}
+	return 0;
+bad:
+	snprintf(errbuf, errlen, "bad value in rule term '%s'", term);
+	return -EINVAL;
+}
+
+bool xway_rule_match(const struct xway_rule *r, const struct xway_addr *dst,
+		     uint32_t uid)
+{
+	uint32_t port = ntohs(dst->port), bits = r->prefix, i;
+
+	if (port < r->port_lo || port > r->port_hi)
+		return false;
+	if (uid < r->uid_lo || uid > r->uid_hi)
+		return false;
+	for (i = 0; i < 16 && bits; i++) {
+		uint8_t mask = bits >= 8 ? 0xff : (uint8_t)(0xff << (8 - bits));
+
+		if ((dst->ip[i] ^ r->net[i]) & mask)
+			return false;
+		bits = bits >= 8 ? bits - 8 : 0;
+	}
+	return true;
+}
+
+bool xway_rules_exclude(const struct xway_rule *allow, size_t nallow,
+			const struct xway_rule *deny, size_t ndeny,
+			const struct xway_addr *dst, uint32_t uid)
+{
+	size_t i;
+
+	for (i = 0; i < ndeny; i++)
+		if (xway_rule_match(&deny[i], dst, uid))
+			return true;
+	if (nallow == 0)
+		return false;
+	for (i = 0; i < nallow; i++)
+		if (xway_rule_match(&allow[i], dst, uid))
+			return false;
+	return true;
+}
+
+size_t xway_json_escape(const char *s, char *out, size_t size)
+{
+	size_t n = 0;
+
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		char tmp[8];
+		size_t k;
+
+		if (c == '"' || c == '\\') {
+			tmp[0] = '\\'; tmp[1] = (char)c; k = 2;
+		} else if (c < 0x20 || c >= 0x7f) {
+			/* Bytes >= 0x7f are shown as Latin-1 code points so
+			 * any input yields valid JSON. */
+			k = (size_t)snprintf(tmp, sizeof(tmp), "\\u%04x", c);
+		} else {
+			tmp[0] = (char)c; k = 1;
+		}
+		if (n + k < size)
+			memcpy(out + n, tmp, k);
+		else if (n < size)
+			out[n] = 0;
+		n += k;
+	}
+	if (n < size)
+		out[n] = 0;
+	else if (size)
+		out[size - 1] = 0;
+	return n;
+}

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * xwayd's internal state, shared by its files: the configuration, the
+ * connected clients, the listener directory, offers and connection records.
+ * Everything runs on the one GMainLoop thread, which is what makes every
+ * claim/withdraw decision atomic: no locks anywhere in the broker.
+ */
+#ifndef XWAY_BROKER_XWAYD_H
+#define XWAY_BROKER_XWAYD_H
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <xway/proto.h>
+#include <xway/ring.h>
+#include <xway/chan.h>
+
+#include "proto.h"
+
+#define XWAYD_VERSION 1u
+#define XWAYD_MODE_LOCAL 1u
+#define XWAYD_MODE_XEN   2u
+
+/* Limits that keep one client from exhausting the broker. */
+#define XWAYD_OUTQ_MAX         512   /* queued reply packets per client */
+#define XWAYD_OFFERS_MAX       4096  /* pending offers per client */
+#define XWAYD_LISTENERS_MAX    4096  /* listener registrations per client */
+#define XWAYD_ERRORS_MAX       64    /* protocol errors before disconnect */
+#define XWAYD_MSGS_PER_WAKEUP  64    /* fairness between clients */
+#define XWAYD_FINISHED_MAX     4096  /* finished connection records kept */
+#define XWAYD_ACTIVE_MAX       65536 /* live + pending connection records */
+
+struct xwayd_config {
+	char *socket_path;
+	uint32_t mode;                 /* XWAYD_MODE_* */
+	uint32_t claim_timeout_ms;
+	int log_level;                 /* syslog priority: 3 err .. 7 debug */
+	struct xway_rule *allow, *deny;
+	size_t nallow, ndeny;
+};
+
+struct xwayd_outpkt {
+	void *buf;
+	size_t len;
+	int fds[XWAY_BROKER_MAX_FDS];
+	unsigned nfds;
+};
+
+struct xwayd_client {
+	uint64_t id;
+	int fd;
+	guint watch;
+	guint out_watch;               /* G_IO_OUT watch while outq is non-empty */
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	char comm[32];
+	GQueue outq;                   /* struct xwayd_outpkt * */
+	unsigned errors;
+	unsigned noffers, nlisten;
+	bool dead;                     /* disconnect once the stack unwinds */
+	guint reap;                    /* idle source that frees a dead client */
+};
+
+/* A network namespace: SO_NETNS_COOKIE, or the ns inode with bit 63 set
+ * when the kernel lacks the cookie. */
+typedef uint64_t xwayd_netns;
+
+struct xwayd_listener {
+	struct xway_addr addr;
+	xwayd_netns netns;
+	bool v6only;
+	pid_t pid;                     /* first registrant */
+	uid_t uid;
+	GHashTable *refs;              /* client id -> refcount (GUINT_TO_POINTER) */
+	double since;
+};
+
+enum xwayd_conn_state {
+	XC_PENDING, XC_ACCELERATED, XC_CLOSED, XC_FALLBACK,
+};
+
+struct xwayd_side {
+	struct xway_addr addr;
+	pid_t pid;
+	uid_t uid;
+	int64_t tcp_sent, tcp_received;   /* -1 unknown */
+	bool closed;                      /* REPORT CLOSED seen */
+};
+
+struct xwayd_conn {
+	uint64_t cookie;
+	uint64_t offer_id;                /* 0 for fallback-only records */
+	enum xwayd_conn_state state;
+	uint32_t backend;                 /* XWAY_BACKEND_*, 0 = tcp */
+	uint32_t reason;
+	char detail[160];
+	struct xwayd_side side[2];        /* 0 client, 1 server */
+	uint64_t client_id;               /* offering broker connection */
+	xwayd_netns netns_client, netns_server;
+	uint32_t ring_order;
+	uint64_t bytes_c2s, bytes_s2c;    /* final, or last read from shm */
+	double started, ended;            /* ended < 0: still live */
+	/* PENDING: all four; ACCELERATED: only hdr (PROT_READ). */
+	int memfd, efd0, efd1;
+	struct xway_chan_shm *hdr;
+	size_t map_len;
+	guint timer;                      /* PENDING: claim-timeout source */
+};
+
+struct xwayd_stats {
+	uint64_t clients_total, offers, claims, claim_misses, withdrawals,
+		 expiries, fallbacks, reports, proto_errors, queries,
+		 listener_adds, listener_dels, disconnects_forced;
+	uint64_t by_reason[XWAY_R__MAX];
+};
+
+struct xwayd {
+	struct xwayd_config cfg;
+	GMainLoop *loop;
+	int lfd;                          /* listening socket */
+	uint64_t instance;
+	double started;
+	uint64_t next_client_id, next_offer_id;
+	GHashTable *clients;              /* id -> client */
+	GHashTable *listeners;            /* key string -> listener */
+	GHashTable *offers;               /* offer_id -> conn (PENDING) */
+	GHashTable *live;                 /* cookie -> conn (PENDING/ACCELERATED) */
+	GQueue finished;                  /* conn, newest at tail */
+	GHashTable *netns_addrs;          /* netns -> struct netns_cache */
+	int gen_fd;                       /* memfd with struct xway_gen_page */
+	struct xway_gen_page *gen;
+	struct xwayd_stats st;
+};
+
+extern struct xwayd *xd;
+
+/* log.c */
+void xwayd_log_init(int level);
+void xwayd_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define XLOG_ERR(...)   xwayd_log(3, __VA_ARGS__)
+#define XLOG_WARN(...)  xwayd_log(4, __VA_ARGS__)
+#define XLOG_INFO(...)  xwayd_log(6, __VA_ARGS__)
+#define XLOG_DEBUG(...) xwayd_log(7, __VA_ARGS__)
+
+/* config.c: 0, or -EINVAL with a message in *err (g_free it). */
+int xwayd_config_load(struct xwayd_config *cfg, const char *path,
+		      bool must_exist, char **err);
+void xwayd_config_free(struct xwayd_config *cfg);
+
+/* notify.c: sd_notify(3) protocol without libsystemd; 0 when unset. */
+int xwayd_notify(const char *state);
+
+/* xwayd.c: reply helpers. */
+void xwayd_send(struct xwayd_client *c, uint16_t type, uint32_t seq,
+		uint32_t flags, const void *body, size_t len,
+		const int *fds, unsigned nfds);
+void xwayd_send_result(struct xwayd_client *c, uint16_t type, uint32_t seq,
+		       int32_t status, uint32_t reason, uint64_t offer_id,
+		       const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+double xwayd_now(void);
+
+/* sock.c: inspection of descriptors received from clients. */
+int xwayd_sock_netns(int fd, pid_t pid, xwayd_netns *out);
+int xwayd_sock_addr(int fd, bool peer, struct xway_addr *out);
+int xwayd_sock_check_tcp(int fd, bool *listening);
+int xwayd_fd_is_eventfd(int fd);
+
+/* dir.c: the listener directory and per-netns local addresses. */
+void xwayd_dir_init(void);
+void xwayd_listen_add(struct xwayd_client *c, const struct xway_req *r, int fd);
+void xwayd_listen_del(struct xwayd_client *c, const struct xway_req *r, int fd);
+void xwayd_dir_client_gone(struct xwayd_client *c);
+/* Find the listener for dst as seen from netns; returns it or NULL and a
+ * reason (NO_LISTENER or NOT_CORESIDENT). */
+struct xwayd_listener *xwayd_dir_lookup(const struct xway_addr *dst,
+					xwayd_netns from, pid_t from_pid,
+					uint32_t *reason);
+void xwayd_gen_bump(void);
+
+/* conn.c: offers, claims, withdrawals, expiry, reports, records. */
+void xwayd_conn_init(void);
+void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4]);
+void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd);
+void xwayd_withdraw(struct xwayd_client *c, const struct xway_req *r);
+void xwayd_report(struct xwayd_client *c, const struct xway_req *r);
+void xwayd_conn_client_gone(struct xwayd_client *c);
+void xwayd_conn_refresh(struct xwayd_conn *k);   /* live byte counters */
+void xwayd_conn_shutdown(void);
+
+/* query.c */
+void xwayd_query(struct xwayd_client *c, const struct xway_req *r);
+
+#endif /* XWAY_BROKER_XWAYD_H */
