@@ -55,7 +55,8 @@ compat_tagged_pids() {
 	for e in /proc/[0-9]*/environ; do
 		pid=${e#/proc/}; pid=${pid%/environ}
 		[ "$pid" = $$ ] && continue
-		tr '\0' '\n' 2>/dev/null < "$e" | grep -qxF "XWAY_COMPAT_TAG=$T" && echo "$pid"
+		# grep without -q reads to the end: no SIGPIPE for tr under pipefail.
+		tr '\0' '\n' 2>/dev/null < "$e" | grep -xF "XWAY_COMPAT_TAG=$T" >/dev/null && echo "$pid"
 	done
 	return 0
 }
