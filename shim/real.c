@@ -19,6 +19,7 @@
 #include <sys/prctl.h>
 
 #include "shim.h"
+#include "lifecycle.h"
 
 static long xway_enosys(void)
 {
@@ -113,6 +114,9 @@ int xway_ready(void)
 		return atomic_load_explicit(&xway_state, memory_order_acquire) == 2
 		       && xway_depth == 0;
 	}
+	/* lifecycle.c: a child made by raw clone() (no atfork handler) is
+	 * noticed at its first call into the shim; one load otherwise. */
+	xway_lc_check();
 	return 1;
 }
 

@@ -4,9 +4,13 @@
 SHIM_SRCS := shim/real.c shim/config.c shim/log.c shim/fdtable.c \
              shim/broker_link.c shim/setup.c shim/io.c shim/sockcall.c
 SHIM_OBJS := $(SHIM_SRCS:%.c=$(B)/%.o)
+SHIM_LC_SRCS := shim/poll.c shim/epoll.c shim/lifecycle.c
 # Everything but the interposed entry points: for unit tests that link the
 # internals into an ordinary program.
 SHIM_CORE_OBJS := $(filter-out $(B)/shim/sockcall.o,$(SHIM_OBJS))
+# Readiness and process lifecycle (poll, epoll, fork/exec/close_range,
+# SCM_RIGHTS): interposed entry points too, so not in SHIM_CORE_OBJS.
+SHIM_OBJS += $(patsubst %.c,$(B)/%.o,$(SHIM_LC_SRCS))
 
 $(SHIM_OBJS): OBJ_CFLAGS += -fPIC -fvisibility=hidden
 

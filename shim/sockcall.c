@@ -21,6 +21,7 @@
 
 #include "errno.h"
 #include "shim.h"
+#include "lifecycle.h"
 
 #define XWAY_EXPORT __attribute__((visibility("default")))
 
@@ -114,6 +115,10 @@ XWAY_EXPORT int close(int fd)
 {
 	if (__builtin_expect(!xway_ready(), 0))
 		return real.close(fd);
+	/* lifecycle.c: the shim's own fds (broker link, channel fds) are
+	 * not the app's: EBADF as if not open, and they stay. */
+	if (__builtin_expect(xway_lc_close_guard(fd), 0))
+		return (int)xway_ret(-EBADF);
 	if (__builtin_expect(fd >= 0 && fd == xway_broker_fd(), 0))
 		xway_broker_forget();
 	if (!xway_fd_is_ours(fd))
@@ -614,10 +619,15 @@ static int xway_dup_onto(int fd, int fd2, int flags, int is3)
 
 XWAY_EXPORT int dup2(int fd, int fd2)
 {
+	/* lifecycle.c: never replace the shim's own fds (see README). */
+	if (xway_ready() && fd != fd2 && xway_lc_close_guard(fd2))
+		return (int)xway_ret(-EBUSY);
 	return xway_dup_onto(fd, fd2, 0, 0);
 }
 
 XWAY_EXPORT int dup3(int fd, int fd2, int flags)
 {
+	if (xway_ready() && fd != fd2 && xway_lc_close_guard(fd2))
+		return (int)xway_ret(-EBUSY);
 	return xway_dup_onto(fd, fd2, flags, 1);
 }

@@ -1,0 +1,916 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The process lifecycle of accelerated connections: fork (atfork handlers,
+ * and a MADV_WIPEONFORK page for children made without them: raw clone(),
+ * _Fork), vfork (run as fork), execve/execveat/fexecve (hand-over of the
+ * connections whose fd survives the exec, re-attached by the constructor
+ * of the new image), close_range/closefrom and close() of the shim's own
+ * descriptors, _exit and exit (the last holder's kernel-like teardown), and
+ * the calls that announce a sandbox, chroot or a uid change (the broker
+ * link is opened before them).  See shim/README.md, "Readiness and
+ * process lifecycle".
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include "errno.h"
+#include "lifecycle.h"
+
+XWAY_EXPORT pid_t vfork(void);
+XWAY_EXPORT pid_t fork(void);
+XWAY_EXPORT int execve(const char *path, char *const argv[], char *const envp[]);
+XWAY_EXPORT int execveat(int dirfd, const char *path, char *const argv[],
+			 char *const envp[], int flags);
+XWAY_EXPORT int fexecve(int fd, char *const argv[], char *const envp[]);
+XWAY_EXPORT int close_range(unsigned int lo, unsigned int hi, int flags);
+XWAY_EXPORT void closefrom(int lo);
+XWAY_EXPORT void _exit(int status) __attribute__((noreturn));
+XWAY_EXPORT int prctl(int option, ...);
+XWAY_EXPORT int chroot(const char *path);
+
+#define XWAY_EXEC_ENV    "XWAY_EXEC_STATE"
+#define XWAY_EXEC_VER    "1"
+#define XWAY_MAX_OWN     65536
+#define XWAY_MAX_EXEC_FD 16      /* fd numbers of one connection handed over */
+
+volatile unsigned char *xway_lc_page;
+int xway_lc_own_floor = INT_MAX;      /* no own fds until set up */
+static pid_t xway_lc_pid;
+static _Thread_local int xway_fork_counted;
+
+/* ---- holders: one count per process holding a connection ------------- */
+
+/* One visit per connection: only at its first fd number (c->fd). */
+static void xway_hold_one(int fd, struct xway_conn *c, void *arg)
+{
+	int delta = *(int *)arg;
+
+	if (fd != c->fd || !c->shared)
+		return;
+	atomic_fetch_add_explicit(&c->shared->holders, delta, memory_order_acq_rel);
+}
+
+static void xway_holders_add(int delta)
+{
+	xway_fd_foreach(xway_hold_one, &delta);
+}
+
+/* ---- fork ------------------------------------------------------------ */
+
+static void xway_atfork_prepare(void)
+{
+	if (!xway_ready())
+		return;
+	/* Before the child exists: the child's holding is counted when the
+	 * parent could close its copy right after fork returns. */
+	xway_holders_add(1);
+	xway_fork_counted = 1;
+}
+
+static void xway_atfork_parent(void)
+{
+	/* fork() (ours) undoes the count if the fork failed. */
+}
+
+static void xway_atfork_child(void)
+{
+	xway_fork_counted = 0;
+	if (!xway_lc_page)
+		return;
+	xway_lc_pid = getpid();
+	xway_lc_page[0] = 1;
+	xway_broker_after_fork();
+}
+
+/*
+ * A child that ran no atfork handler (raw clone(), _Fork): it shares our
+ * connections, count it now (late: see shim/README.md) and give it its own
+ * broker link.  Called at the first shim call in the child.
+ */
+void xway_lc_new_process(void)
+{
+	if (!xway_lc_page || xway_lc_page[0])
+		return;
+	xway_lc_page[0] = 1;
+	xway_lc_pid = getpid();
+	xway_broker_after_fork();
+	xway_holders_add(1);
+	XDBG("pid %d: new process without fork handlers (clone): connections "
+	     "counted", (int)xway_lc_pid);
+}
+
+XWAY_EXPORT pid_t fork(void)
+{
+	pid_t pid;
+	int saved;
+
+	xway_fork_counted = 0;
+	pid = real.fork();
+	if (pid < 0 && xway_fork_counted) {
+		saved = errno;
+		xway_holders_add(-1);
+		errno = saved;
+	}
+	if (pid != 0)
+		xway_fork_counted = 0;
+	return pid;
+}
+
+/*
+ * vfork cannot be wrapped (the child would return through our frame and
+ * clobber the parent's stack), and a vfork child that touches the shim's
+ * state would touch the parent's.  POSIX allows vfork to be fork: it is.
+ */
+XWAY_EXPORT pid_t vfork(void)
+{
+	return fork();
+}
+
+/* ---- the shim's own descriptors ---------------------------------------- */
+
+struct xway_own_acc {
+	int *fds;
+	int n, max;
+};
+
+static void xway_own_one(int fd, struct xway_conn *c, void *arg)
+{
+	struct xway_own_acc *a = arg;
+	int st = atomic_load_explicit(&c->state, memory_order_relaxed);
+
+	if (fd != c->fd || !c->chan || st == XWAY_ST_CLOSED)
+		return;
+	if (a->n + 3 <= a->max)
+		a->n += xway_chan_fds(c->chan, a->fds + a->n, 3);
+}
+
+static int xway_int_cmp(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int xway_lc_own_fds(int *fds, int max)
+{
+	struct xway_own_acc a = { fds, 0, max };
+	int b = xway_broker_fd();
+
+	if (b >= 0 && a.n < max)
+		fds[a.n++] = b;
+	if (xway_chan_fds)
+		xway_fd_foreach(xway_own_one, &a);
+	a.n += xway_epoll_own_fds(fds + a.n, max - a.n);
+	qsort(fds, (size_t)a.n, sizeof(int), xway_int_cmp);
+	return a.n;
+}
+
+int xway_lc_is_own_fd(int fd)
+{
+	int buf[256], *fds = buf, n, found = 0;
+
+	if (!xway_ready())
+		return 0;
+	n = xway_lc_own_fds(fds, 256);
+	if (n == 256) {
+		fds = malloc(sizeof(int) * XWAY_MAX_OWN);
+		if (!fds)
+			return 0;
+		n = xway_lc_own_fds(fds, XWAY_MAX_OWN);
+	}
+	for (int i = 0; i < n && !found; i++)
+		found = fds[i] == fd;
+	if (fds != buf)
+		free(fds);
+	return found;
+}
+
+/* close the range [lo, hi] of fds that are not ours (the shim's own fds
+ * in it survive); fds of our connections get the shim's close. */
+struct xway_cr {
+	unsigned lo, hi;
+	int *fds;
+	int n, max;
+};
+
+static void xway_cr_collect(int fd, struct xway_conn *c, void *arg)
+{
+	struct xway_cr *r = arg;
+
+	(void)c;
+	if ((unsigned)fd >= r->lo && (unsigned)fd <= r->hi && r->n < r->max)
+		r->fds[r->n++] = fd;
+}
+
+static int xway_close_range(unsigned lo, unsigned hi, int flags)
+{
+	int own_buf[256], *own = own_buf, n_own;
+	int conn_buf[256], *conn = conn_buf;
+	struct xway_cr cr;
+	long r = 0;
+
+	if (lo > hi)
+		return -EINVAL;
+	if (flags & CLOSE_RANGE_CLOEXEC)
+		/* Only the flag changes: our fds are CLOEXEC already, and an
+		 * exec hand-over clears it on the channel fds it needs. */
+		return (int)XWAY_SYS(real.close_range(lo, hi, flags));
+	if (flags & CLOSE_RANGE_UNSHARE) {
+		/* Unshare first (nothing closed), then work on our copy. */
+		r = XWAY_SYS(real.close_range(~0U, ~0U, CLOSE_RANGE_UNSHARE));
+		if (r < 0)
+			return (int)r;
+		flags &= ~CLOSE_RANGE_UNSHARE;
+	}
+	n_own = xway_lc_own_fds(own, 256);
+	if (n_own == 256) {
+		own = malloc(sizeof(int) * XWAY_MAX_OWN);
+		if (!own)
+			return -ENOMEM;
+		n_own = xway_lc_own_fds(own, XWAY_MAX_OWN);
+	}
+	/* Our connections' fds in the range: the shim's close (teardown when
+	 * it is the last), one by one. */
+	cr.lo = lo;
+	cr.hi = hi;
+	cr.fds = conn;
+	cr.n = 0;
+	cr.max = 256;
+	xway_fd_foreach(xway_cr_collect, &cr);
+	if (cr.n == cr.max) {
+		conn = malloc(sizeof(int) * XWAY_MAX_OWN);
+		if (conn) {
+			cr.fds = conn;
+			cr.n = 0;
+			cr.max = XWAY_MAX_OWN;
+			xway_fd_foreach(xway_cr_collect, &cr);
+		} else {
+			conn = conn_buf;
+		}
+	}
+	for (int i = 0; i < cr.n; i++)
+		xway_close_fd(cr.fds[i]);
+	/* The rest in sub-ranges around our own fds. */
+	unsigned cur = lo;
+	for (int i = 0; i < n_own && r == 0; i++) {
+		unsigned o = (unsigned)own[i];
+		if (o < cur || o > hi)
+			continue;
+		if (o > cur)
+			r = XWAY_SYS(real.close_range(cur, o - 1, flags));
+		cur = o + 1;
+		if (cur == 0)
+			break;            /* o was ~0U */
+	}
+	if (r == 0 && cur <= hi && cur != 0)
+		r = XWAY_SYS(real.close_range(cur, hi, flags));
+	if (own != own_buf)
+		free(own);
+	if (conn != conn_buf)
+		free(conn);
+	return (int)r;
+}
+
+XWAY_EXPORT int close_range(unsigned int lo, unsigned int hi, int flags)
+{
+	if (!xway_ready())
+		return real.close_range(lo, hi, flags);
+	xway_lc_check();
+	return (int)xway_ret(xway_close_range(lo, hi, flags));
+}
+
+XWAY_EXPORT void closefrom(int lo)
+{
+	if (!xway_ready() || lo < 0) {
+		real.closefrom(lo);
+		return;
+	}
+	xway_lc_check();
+	if (xway_close_range((unsigned)lo, ~0U, 0) < 0) {
+		/* glibc's closefrom falls back to closing one by one. */
+		int saved = errno;
+		struct rlimit rl;
+		long max = getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+			   rl.rlim_cur != RLIM_INFINITY ? (long)rl.rlim_cur : 65536;
+		for (long fd = lo; fd < max && fd < (1 << 20); fd++)
+			if (!xway_lc_close_guard((int)fd))
+				real.close((int)fd);
+		errno = saved;
+	}
+}
+
+/* ---- exec hand-over --------------------------------------------------- */
+
+/*
+ * State handed to the new image, one record per connection whose fds
+ * survive the exec (some fd number without FD_CLOEXEC):
+ *   XWAY_EXEC_STATE=1;<fd>[,<fd>...]:<side>:<cookie>:<memfd>:<efd0>:<efd1>:<local>:<peer>;...
+ * cookie in hex, local/peer the struct xway_addr bytes in hex.  The new
+ * image trusts nothing in it: every fd is checked (socket is TCP with that
+ * 4-tuple, memfd is sealed with that cookie in its header) before use.
+ */
+struct xway_exec_acc {
+	char *buf;
+	size_t len, cap;
+	int *restore;             /* channel fds whose CLOEXEC we cleared */
+	int nrestore, maxrestore;
+	int ncon;
+	struct xway_conn *seen[64];
+	int nseen;
+};
+
+static void xway_hex(char *out, const void *p, size_t n)
+{
+	static const char h[] = "0123456789abcdef";
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = h[b[i] >> 4];
+		out[2 * i + 1] = h[b[i] & 15];
+	}
+	out[2 * n] = 0;
+}
+
+static int xway_unhex(const char *s, size_t slen, void *p, size_t n)
+{
+	unsigned char *b = p;
+
+	if (slen != 2 * n)
+		return -EINVAL;
+	for (size_t i = 0; i < 2 * n; i++) {
+		int v = s[i] >= '0' && s[i] <= '9' ? s[i] - '0'
+		      : s[i] >= 'a' && s[i] <= 'f' ? s[i] - 'a' + 10 : -1;
+		if (v < 0)
+			return -EINVAL;
+		if (i % 2 == 0)
+			b[i / 2] = (unsigned char)(v << 4);
+		else
+			b[i / 2] |= (unsigned char)v;
+	}
+	return 0;
+}
+
+static int xway_exec_append(struct xway_exec_acc *a, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (a->len + n + 1 > a->cap) {
+		size_t cap = (a->cap + n + 1) * 2;
+		char *nb = realloc(a->buf, cap);
+		if (!nb)
+			return -ENOMEM;
+		a->buf = nb;
+		a->cap = cap;
+	}
+	memcpy(a->buf + a->len, s, n + 1);
+	a->len += n;
+	return 0;
+}
+
+/* Fds naming c that survive the exec (no FD_CLOEXEC). */
+struct xway_fdlist { struct xway_conn *c; int fds[XWAY_MAX_EXEC_FD]; int n; };
+
+static void xway_exec_fds_of(int fd, struct xway_conn *c, void *arg)
+{
+	struct xway_fdlist *l = arg;
+
+	if (c != l->c || l->n >= XWAY_MAX_EXEC_FD)
+		return;
+	int fl = real.fcntl(fd, F_GETFD, 0);
+	if (fl >= 0 && !(fl & FD_CLOEXEC))
+		l->fds[l->n++] = fd;
+}
+
+static void xway_exec_collect(int fd, struct xway_conn *c, void *arg)
+{
+	struct xway_exec_acc *a = arg;
+
+	if (fd != c->fd || a->nseen >= 64)
+		return;
+	a->seen[a->nseen++] = c;
+	xway_conn_hold(c);
+}
+
+/* Before the exec: PENDING/FLUSH connections go to plain TCP with every
+ * owed byte written (the new image cannot finish them); ACCEL ones with a
+ * surviving fd are written into the state. */
+static int xway_exec_prepare(struct xway_exec_acc *a)
+{
+	char rec[512], hex1[64], hex2[64];
+	int first = 1;
+
+	xway_fd_foreach(xway_exec_collect, a);
+	for (int i = 0; i < a->nseen; i++) {
+		struct xway_conn *c = a->seen[i];
+		struct xway_fdlist l = { .c = c };
+		int st = atomic_load_explicit(&c->state, memory_order_acquire), cf[3];
+
+		if (st == XWAY_ST_PENDING)
+			st = xway_pending_resolve(c, 1);
+		if (st == XWAY_ST_FLUSH) {
+			xway_flush_owed(c, 0);
+			continue;
+		}
+		if (st != XWAY_ST_ACCEL || !c->chan || !xway_chan_fds)
+			continue;
+		/* Foreach holds the table lock: the fd list is taken apart. */
+		xway_fd_foreach(xway_exec_fds_of, &l);
+		if (l.n == 0)
+			continue;                    /* CLOEXEC everywhere: gone */
+		if (xway_chan_fds(c->chan, cf, 3) != 3)
+			continue;
+		if (a->nrestore + 3 > a->maxrestore)
+			continue;
+		for (int k = 0; k < 3; k++) {
+			int fl = real.fcntl(cf[k], F_GETFD, 0);
+			if (fl >= 0 && (fl & FD_CLOEXEC) &&
+			    real.fcntl(cf[k], F_SETFD, fl & ~FD_CLOEXEC) == 0)
+				a->restore[a->nrestore++] = cf[k];
+		}
+		if (first && xway_exec_append(a, XWAY_EXEC_ENV "=" XWAY_EXEC_VER) < 0)
+			return -ENOMEM;
+		first = 0;
+		xway_exec_append(a, ";");
+		for (int k = 0; k < l.n; k++) {
+			snprintf(rec, sizeof(rec), k ? ",%d" : "%d", l.fds[k]);
+			xway_exec_append(a, rec);
+		}
+		xway_hex(hex1, &c->local, sizeof(c->local));
+		xway_hex(hex2, &c->peer, sizeof(c->peer));
+		snprintf(rec, sizeof(rec), ":%d:%016llx:%d:%d:%d:%s:%s", c->side,
+			 (unsigned long long)c->cookie, cf[0], cf[1], cf[2], hex1, hex2);
+		if (xway_exec_append(a, rec) < 0)
+			return -ENOMEM;
+		a->ncon++;
+	}
+	return 0;
+}
+
+static void xway_exec_undo(struct xway_exec_acc *a)
+{
+	for (int i = 0; i < a->nrestore; i++) {
+		int fl = real.fcntl(a->restore[i], F_GETFD, 0);
+		if (fl >= 0)
+			real.fcntl(a->restore[i], F_SETFD, fl | FD_CLOEXEC);
+	}
+}
+
+static void xway_exec_release(struct xway_exec_acc *a)
+{
+	for (int i = 0; i < a->nseen; i++)
+		xway_conn_put(a->seen[i]);
+	free(a->buf);
+	free(a->restore);
+}
+
+/* The envp for the real exec: the caller's minus any XWAY_EXEC_STATE, plus
+ * ours (the caller's array is not modified). */
+static char **xway_exec_envp(char *const envp[], char *state)
+{
+	size_t n = 0, k = 0;
+	char **out;
+
+	while (envp && envp[n])
+		n++;
+	out = malloc(sizeof(char *) * (n + 2));
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(envp[i], XWAY_EXEC_ENV "=", sizeof(XWAY_EXEC_ENV)) != 0)
+			out[k++] = envp[i];
+	if (state)
+		out[k++] = state;
+	out[k] = NULL;
+	return out;
+}
+
+typedef int (*xway_exec_fn)(const void *ctx, char *const envp[]);
+
+static int xway_exec_common(char *const envp[], xway_exec_fn fn, const void *ctx)
+{
+	struct xway_exec_acc a;
+	char **nenv;
+	int r, saved;
+
+	if (!xway_ready() || xway_cfg.disabled)
+		return fn(ctx, envp);
+	xway_lc_check();
+	memset(&a, 0, sizeof(a));
+	a.maxrestore = 3 * 64;
+	a.restore = malloc(sizeof(int) * (size_t)a.maxrestore);
+	if (!a.restore || xway_exec_prepare(&a) < 0) {
+		xway_exec_undo(&a);
+		xway_exec_release(&a);
+		return fn(ctx, envp);
+	}
+	nenv = xway_exec_envp(envp, a.ncon ? a.buf : NULL);
+	if (!nenv) {
+		xway_exec_undo(&a);
+		xway_exec_release(&a);
+		return fn(ctx, envp);
+	}
+	if (a.ncon)
+		XDBG("exec: handing %d accelerated connection(s) over", a.ncon);
+	r = fn(ctx, nenv);
+	/* Only reached when the exec failed: put everything back. */
+	saved = errno;
+	xway_exec_undo(&a);
+	xway_exec_release(&a);
+	free(nenv);
+	errno = saved;
+	return r;
+}
+
+struct xway_execve_ctx { const char *path; char *const *argv; int dirfd, flags, fd; };
+
+static int xway_do_execve(const void *ctx, char *const envp[])
+{
+	const struct xway_execve_ctx *x = ctx;
+
+	return real.execve(x->path, x->argv, envp);
+}
+
+static int xway_do_execveat(const void *ctx, char *const envp[])
+{
+	const struct xway_execve_ctx *x = ctx;
+
+	return real.execveat(x->dirfd, x->path, x->argv, envp, x->flags);
+}
+
+static int xway_do_fexecve(const void *ctx, char *const envp[])
+{
+	const struct xway_execve_ctx *x = ctx;
+
+	return real.fexecve(x->fd, x->argv, envp);
+}
+
+XWAY_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+	struct xway_execve_ctx x = { .path = path, .argv = argv };
+
+	return xway_exec_common(envp, xway_do_execve, &x);
+}
+
+XWAY_EXPORT int execveat(int dirfd, const char *path, char *const argv[],
+			 char *const envp[], int flags)
+{
+	struct xway_execve_ctx x = { .path = path, .argv = argv, .dirfd = dirfd,
+				     .flags = flags };
+
+	return xway_exec_common(envp, xway_do_execveat, &x);
+}
+
+XWAY_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	struct xway_execve_ctx x = { .argv = argv, .fd = fd };
+
+	return xway_exec_common(envp, xway_do_fexecve, &x);
+}
+
+/* ---- re-attach in the new image ---------------------------------------- */
+
+static int xway_same_addr(int fd, int peer, const struct xway_addr *want)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	struct xway_addr got;
+	long r;
+
+	r = peer ? XWAY_SYS(real.getpeername(fd, (struct sockaddr *)&ss, &len))
+		 : XWAY_SYS(real.getsockname(fd, (struct sockaddr *)&ss, &len));
+	if (r < 0 || xway_sockaddr_to_addr((struct sockaddr *)&ss, len, &got) < 0)
+		return 0;
+	return memcmp(got.ip, want->ip, 16) == 0 && got.port == want->port;
+}
+
+static int xway_is_tcp_fd(int fd, int *family)
+{
+	int v;
+	socklen_t len = sizeof(v);
+
+	if (real.getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) < 0 || v != SOCK_STREAM)
+		return 0;
+	len = sizeof(v);
+	if (real.getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &len) < 0 || v != IPPROTO_TCP)
+		return 0;
+	len = sizeof(v);
+	if (real.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) < 0)
+		return 0;
+	*family = v;
+	return 1;
+}
+
+/* Are a and b the same open file?  (Two numbers of one socket.) */
+static int xway_same_file(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 &&
+	       sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* An eventfd?  (/proc may be missing, e.g. chrooted: then the attach's
+ * own checks and the cookie are what protects.) */
+static int xway_is_eventfd(int fd)
+{
+	char p[64], l[64];
+	ssize_t n;
+
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+	n = readlink(p, l, sizeof(l) - 1);
+	if (n < 0)
+		return errno == ENOENT && access("/proc/self", F_OK) != 0;
+	l[n] = 0;
+	return strcmp(l, "anon_inode:[eventfd]") == 0;
+}
+
+/* One record of the state; returns 0 when re-attached, -errno if refused
+ * (the fds then stay as the kernel left them: plain TCP). */
+static int xway_reattach_one(char *rec)
+{
+	char *f[9], *save = NULL, *tok;
+	int nf = 0, fds[XWAY_MAX_EXEC_FD], nfds = 0, side, cf[3], family;
+	unsigned long long cookie;
+	struct xway_addr local, peer;
+	struct xway_chan_params p = { xway_cfg.ring_order, xway_cfg.spin_ns };
+	struct xway_chan *chan = NULL;
+	struct xway_conn *c;
+	char *end;
+	int r;
+
+	for (tok = strtok_r(rec, ":", &save); tok && nf < 9; tok = strtok_r(NULL, ":", &save))
+		f[nf++] = tok;
+	if (nf != 8 || tok)
+		return -EINVAL;
+	for (tok = strtok_r(f[0], ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		long v = strtol(tok, &end, 10);
+		if (*end || v < 0 || v > INT_MAX || nfds >= XWAY_MAX_EXEC_FD)
+			return -EINVAL;
+		fds[nfds++] = (int)v;
+	}
+	side = (int)strtol(f[1], &end, 10);
+	if (*end || (side != 0 && side != 1) || nfds == 0)
+		return -EINVAL;
+	cookie = strtoull(f[2], &end, 16);
+	if (*end)
+		return -EINVAL;
+	for (int k = 0; k < 3; k++) {
+		long v = strtol(f[3 + k], &end, 10);
+		if (*end || v < 0 || v > INT_MAX)
+			return -EINVAL;
+		cf[k] = (int)v;
+	}
+	if (xway_unhex(f[6], strlen(f[6]), &local, sizeof(local)) < 0 ||
+	    xway_unhex(f[7], strlen(f[7]), &peer, sizeof(peer)) < 0)
+		return -EINVAL;
+	/* Every fd is what the state says, in this process, now. */
+	for (int k = 0; k < nfds; k++) {
+		if (!xway_is_tcp_fd(fds[k], &family) ||
+		    !xway_same_addr(fds[k], 0, &local) || !xway_same_addr(fds[k], 1, &peer) ||
+		    (k > 0 && !xway_same_file(fds[0], fds[k])) || xway_fd_is_ours(fds[k]))
+			return -EBADF;
+	}
+	if (!xway_is_eventfd(cf[1]) || !xway_is_eventfd(cf[2]) || !xway_chan_local_attach)
+		return -EBADF;
+	/* The attach checks the memfd: sealed, geometry, magic, cookie. */
+	r = xway_chan_local_attach(cf, side, (uint64_t)cookie, &p, &chan);
+	if (r < 0)
+		return r;
+	/* Channel fds are CLOEXEC again (they were cleared for this exec). */
+	{
+		int own[3], n = xway_chan_fds(chan, own, 3);
+		for (int k = 0; k < n; k++) {
+			int fl = real.fcntl(own[k], F_GETFD, 0);
+			if (fl >= 0)
+				real.fcntl(own[k], F_SETFD, fl | FD_CLOEXEC);
+		}
+	}
+	c = xway_conn_new(fds[0], side);
+	if (!c) {
+		xway_chan_close(chan);
+		return -ENOMEM;
+	}
+	c->chan = chan;
+	c->cookie = cookie;
+	c->family = family;
+	c->local = local;
+	c->peer = peer;
+	{
+		int fl = real.fcntl(fds[0], F_GETFL, 0);
+		atomic_store_explicit(&c->nonblock, fl >= 0 && (fl & O_NONBLOCK),
+				      memory_order_relaxed);
+		struct timeval tv;
+		socklen_t len = sizeof(tv);
+		if (real.getsockopt(fds[0], SOL_SOCKET, SO_RCVTIMEO, &tv, &len) == 0)
+			c->rcvtimeo_ms = (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
+		len = sizeof(tv);
+		if (real.getsockopt(fds[0], SOL_SOCKET, SO_SNDTIMEO, &tv, &len) == 0)
+			c->sndtimeo_ms = (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
+		struct linger lg;
+		len = sizeof(lg);
+		if (real.getsockopt(fds[0], SOL_SOCKET, SO_LINGER, &lg, &len) == 0) {
+			c->linger_on = lg.l_onoff;
+			c->linger_s = lg.l_linger;
+		}
+	}
+	atomic_store_explicit(&c->state, XWAY_ST_ACCEL, memory_order_release);
+	for (int k = 0; k < nfds; k++)
+		xway_fd_set(fds[k], c);
+	xway_conn_put(c);                 /* the slots hold it now */
+	XDBG("exec: fd %d re-attached to its channel (cookie %016llx)", fds[0], cookie);
+	return 0;
+}
+
+static void xway_reattach_all(void)
+{
+	const char *env = getenv(XWAY_EXEC_ENV);
+	char *copy, *save = NULL, *rec;
+	int n = 0;
+
+	if (!env)
+		return;
+	copy = strdup(env);
+	/* The app must not see it (nor pass it on by accident). */
+	unsetenv(XWAY_EXEC_ENV);
+	if (!copy)
+		return;
+	rec = strtok_r(copy, ";", &save);
+	if (!rec || strcmp(rec, XWAY_EXEC_VER) != 0) {
+		XWARN("exec: ignoring %s of another version", XWAY_EXEC_ENV);
+		free(copy);
+		return;
+	}
+	while ((rec = strtok_r(NULL, ";", &save))) {
+		/* strtok_r inside the record needs its own copy of the rest. */
+		char one[1024];
+		snprintf(one, sizeof(one), "%s", rec);
+		int r = xway_reattach_one(one);
+		if (r < 0)
+			XWARN("exec: a handed-over connection was refused (%s); it "
+			      "stays plain TCP", strerror(-r));
+		else
+			n++;
+	}
+	free(copy);
+	/* The link now, before a sandbox (sshd -R chroots and filters). */
+	if (n)
+		xway_broker_prepare();
+}
+
+/* ---- exit -------------------------------------------------------------- */
+
+static void xway_exit_collect(int fd, struct xway_conn *c, void *arg)
+{
+	struct xway_exec_acc *a = arg;
+
+	if (fd != c->fd || a->nseen >= 64)
+		return;
+	a->seen[a->nseen++] = c;
+	xway_conn_hold(c);
+}
+
+/* This process lets go of every connection as the kernel's exit would
+ * close its fds: the last holder does the teardown (reset with unread
+ * data, else reading side closed).  Batches of 64 until none is left. */
+static void xway_exit_teardown(void)
+{
+	static _Atomic int done;
+
+	if (!xway_ready() || atomic_exchange(&done, 1))
+		return;
+	xway_lc_check();
+	for (int round = 0; round < 1 << 16; round++) {
+		struct xway_exec_acc a;
+		memset(&a, 0, sizeof(a));
+		xway_fd_foreach(xway_exit_collect, &a);
+		if (a.nseen == 0)
+			break;
+		for (int i = 0; i < a.nseen; i++) {
+			struct xway_conn *c = a.seen[i];
+			/* Off the table first: no later call finds it. */
+			xway_fd_drop_conn(c);
+			if (atomic_load_explicit(&c->state, memory_order_acquire)
+			    != XWAY_ST_CLOSED)
+				xway_conn_last_close(c);
+			xway_conn_put(c);
+		}
+	}
+}
+
+XWAY_EXPORT void _exit(int status)
+{
+	int saved = errno;
+
+	xway_exit_teardown();
+	errno = saved;
+	real._exit(status);
+	__builtin_unreachable();
+}
+
+__attribute__((destructor)) static void xway_lc_dtor(void)
+{
+	int saved = errno;
+
+	xway_exit_teardown();
+	errno = saved;
+}
+
+/* ---- sandboxes, chroot ------------------------------------------------- */
+
+static void xway_any_conn(int fd, struct xway_conn *c, void *arg)
+{
+	(void)fd;
+	(void)c;
+	*(int *)arg = 1;
+}
+
+void xway_lc_prepare_sandbox(void)
+{
+	int any = 0;
+
+	if (!xway_ready() || xway_cfg.disabled)
+		return;
+	xway_lc_check();
+	if (xway_broker_fd() >= 0)
+		return;
+	xway_fd_foreach(xway_any_conn, &any);
+	if (any)
+		xway_broker_prepare();
+}
+
+XWAY_EXPORT int prctl(int option, ...)
+{
+	va_list ap;
+	unsigned long a2, a3, a4, a5;
+
+	va_start(ap, option);
+	a2 = va_arg(ap, unsigned long);
+	a3 = va_arg(ap, unsigned long);
+	a4 = va_arg(ap, unsigned long);
+	a5 = va_arg(ap, unsigned long);
+	va_end(ap);
+	/* A seccomp filter or no-new-privs announce a sandbox: whatever
+	 * needs socket/connect happens now (HAZARDS.md). */
+	if (option == PR_SET_SECCOMP || option == PR_SET_NO_NEW_PRIVS) {
+		int saved = errno;
+		xway_lc_prepare_sandbox();
+		errno = saved;
+	}
+	return real.prctl(option, a2, a3, a4, a5);
+}
+
+XWAY_EXPORT int chroot(const char *path)
+{
+	int saved = errno;
+
+	/* After chroot the broker's socket path may not exist. */
+	xway_lc_prepare_sandbox();
+	errno = saved;
+	return real.chroot(path);
+}
+
+/* ---- start-up ---------------------------------------------------------- */
+
+__attribute__((constructor)) static void xway_lc_ctor(void)
+{
+	void *pg;
+
+	if (!xway_ready())
+		return;
+	pg = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (pg != MAP_FAILED) {
+		/* Zero in every child that ran no atfork handler (Linux >= 4.14;
+		 * without it the raw-clone detection is off). */
+		if (madvise(pg, 4096, MADV_WIPEONFORK) == 0) {
+			((unsigned char *)pg)[0] = 1;
+			xway_lc_pid = getpid();
+			xway_lc_page = pg;
+		} else {
+			munmap(pg, 4096);
+		}
+	}
+	pthread_atfork(xway_atfork_prepare, xway_atfork_parent, xway_atfork_child);
+	/* Own fds live at high numbers: anything below the base is not ours
+	 * (the close guard's fast test).  Half the base leaves room for a
+	 * later lower RLIMIT_NOFILE. */
+	xway_lc_own_floor = xway_high_fd_base() / 2;
+	if (xway_lc_own_floor < 3)
+		xway_lc_own_floor = 3;
+	if (!xway_cfg.disabled)
+		xway_reattach_all();
+	else
+		unsetenv(XWAY_EXEC_ENV);
+}

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared declarations of the readiness (poll.c, epoll.c) and process
+ * lifecycle (lifecycle.c, scm.c) parts of libxway.so.  Kept apart from
+ * shim.h so that the core files only need the two hooks at the bottom:
+ * xway_lc_check() (pid change: raw clone() and fork without atfork
+ * handlers) and xway_lc_close_guard() (a daemon closing the shim's own
+ * descriptors).  Internal functions return -errno like the rest of the
+ * shim.
+ */
+#ifndef XWAY_SHIM_LIFECYCLE_H
+#define XWAY_SHIM_LIFECYCLE_H
+
+#include "shim.h"
+
+#define XWAY_EXPORT __attribute__((visibility("default")))
+
+/* ---- readiness (poll.c) --------------------------------------------- */
+
+/*
+ * The level of an fd of ours as kernel TCP would show it to poll(): the
+ * mask from xway_io_poll_mask() with the RDNORM/WRNORM aliases added, cut
+ * to what `events` asks for plus POLLERR/POLLHUP.
+ */
+short xway_poll_level(struct xway_conn *c, short events);
+
+/* Does the connection need the channel to be watched (ACCEL, PENDING)?
+ * Other states (listener, FLUSH) are watched on the real socket only. */
+int xway_poll_on_chan(struct xway_conn *c);
+
+/* Wait of one call: deadline helpers (CLOCK_MONOTONIC ns; -1 forever). */
+int64_t xway_now_ns(void);
+int64_t xway_deadline_ns(const struct timespec *rel);
+/* Remaining time to the deadline as a timespec for ppoll (NULL: forever). */
+const struct timespec *xway_left_ts(int64_t deadline, struct timespec *buf);
+
+/* ---- process lifecycle (lifecycle.c) -------------------------------- */
+
+/*
+ * A page mapped MADV_WIPEONFORK: its first byte is 1 in the process that
+ * set it up and reads 0 in any child made without our atfork handlers
+ * (raw clone(), _Fork).  xway_lc_check() is the test: one load.
+ */
+extern volatile unsigned char *xway_lc_page;
+void xway_lc_new_process(void);
+
+static inline void xway_lc_check(void)
+{
+	if (__builtin_expect(xway_lc_page != NULL && xway_lc_page[0] == 0, 0))
+		xway_lc_new_process();
+}
+
+/*
+ * close(fd) of a descriptor the shim owns (broker link, a live channel's
+ * memfd/eventfds, epoll helpers): returns 1 and the caller fails the close
+ * with EBADF as if the number were not open (a daemon closing every fd it
+ * does not know never opened it).  0: not ours, close normally.
+ */
+extern int xway_lc_own_floor;        /* own fds are never below this */
+int xway_lc_is_own_fd(int fd);
+static inline int xway_lc_close_guard(int fd)
+{
+	if (__builtin_expect(fd < xway_lc_own_floor, 1))
+		return 0;
+	return xway_lc_is_own_fd(fd);
+}
+/* Every own descriptor, sorted ascending; returns the count (<= max). */
+int xway_lc_own_fds(int *fds, int max);
+
+/* Open the broker link now if this process holds connections (before a
+ * sandbox, chroot or uid change could forbid it). */
+void xway_lc_prepare_sandbox(void);
+
+/* ---- epoll.c -------------------------------------------------------- */
+
+/* Own descriptors of the epoll emulation (for the close guard). */
+int xway_epoll_own_fds(int *fds, int max);
+/* In a child after fork: nothing to redo (kept for symmetry, documented). */
+
+/* ---- SCM_RIGHTS (scm.c) --------------------------------------------- */
+
+/* sendmsg/recvmsg with control data on a socket that is not ours (the
+ * AF_UNIX socket the fds travel on): hand over accelerated fds. */
+ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags);
+ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags);
+
+#endif /* XWAY_SHIM_LIFECYCLE_H */
