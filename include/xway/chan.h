@@ -79,8 +79,28 @@ int xway_chan_local_attach(const int fds[3], int side, uint64_t cookie,
 			   const struct xway_chan_params *p,
 			   struct xway_chan **out);
 
-/* Mark side 1 as attached (the client polls this to learn "claimed"). */
+/* The broker's decision word of a local channel: XWAY_ATTACH_PENDING,
+ * _CLAIMED or _WITHDRAWN (the client polls this to learn "claimed"), or
+ * -EPROTO for a value out of range.  Xen channels always say CLAIMED. */
 int xway_chan_attached(const struct xway_chan *c);
+
+/*
+ * A withdrawn offer (attached == XWAY_ATTACH_WITHDRAWN: the peer never
+ * attached and never will): take back up to len bytes this endpoint wrote
+ * into its ring and nobody consumed, oldest first, so they can go onto TCP
+ * in order.  Returns the count (0 when none are left), -EBUSY unless
+ * withdrawn, -EOPNOTSUPP for Xen, -EPROTO on corruption.
+ */
+ssize_t xway_chan_take_unsent(struct xway_chan *c, void *buf, size_t len);
+
+/* Where the channel layer logs its few set-up failures (default: one line
+ * on stderr).  The shim installs its own sink. */
+void xway_chan_set_logger(void (*fn)(const char *line));
+
+/* Move fd to a high descriptor number (the channel's own policy, see
+ * shim/chan/local.c), closing the original; returns the fd to use (the
+ * original if no high number was free). */
+int xway_chan_fd_to_high(int fd);
 
 /*
  * Xen backend (libxenvchan, loaded with dlopen so that libxway.so runs on a
@@ -100,7 +120,8 @@ enum xway_backend xway_chan_backend(const struct xway_chan *c);
 int  xway_chan_side(const struct xway_chan *c);
 
 /* Release this endpoint (unmap, close its fds).  Does not signal the peer:
- * call xway_chan_shutdown/xway_chan_reset first for that. */
+ * call xway_chan_shutdown/xway_chan_reset first for that.  After fork, each
+ * process closes its own copy; the other keeps working. */
 void xway_chan_close(struct xway_chan *c);
 
 /* ---- data path (shim/chan/io.c) ------------------------------------- */

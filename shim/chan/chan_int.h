@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private to the channel layer: the endpoint object behind the opaque
+ * struct xway_chan, the backend ops table, and helpers shared by set-up
+ * (local.c, xen.c) and the data path (io.c).
+ *
+ * The endpoint lives in MAP_SHARED|MAP_ANONYMOUS memory of its own, so that
+ * after fork() parent and child share the private indices, the locks and
+ * the statistics (but never with the peer, which only sees the memfd).
+ *
+ * Lock order: tx_lock and rx_lock are independent and never held together;
+ * no other lock of ours is taken while one is held.  They are process-
+ * shared robust pthread mutexes: a holder killed mid-operation leaves the
+ * index it had not yet published unpublished (the private copy is written
+ * just before the shared one), so the next owner marks the mutex consistent
+ * and continues.  Nobody sleeps while holding one.
+ */
+#ifndef XWAY_CHAN_INT_H
+#define XWAY_CHAN_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "xway/chan.h"
+#include "ring.h"
+
+#define XW_DEFAULT_ORDER   20u        /* 1 MiB per direction */
+#define XW_DEFAULT_SPIN_NS 30000u     /* see docs/BENCHMARKS.md */
+
+struct xway_chan_ops {
+	ssize_t  (*sendv)(struct xway_chan *c, const struct iovec *iov, int iovcnt);
+	ssize_t  (*recvv)(struct xway_chan *c, const struct iovec *iov, int iovcnt,
+			  unsigned flags);
+	size_t   (*readable)(struct xway_chan *c);
+	size_t   (*unsent)(struct xway_chan *c);
+	unsigned (*poll)(struct xway_chan *c);
+	int      (*shutdown_wr)(struct xway_chan *c);
+	int      (*close_rd)(struct xway_chan *c);
+	int      (*reset)(struct xway_chan *c);
+	int      (*wait)(struct xway_chan *c, unsigned events, int extra_fd,
+			 int timeout_ms);
+	unsigned (*arm)(struct xway_chan *c, unsigned events);
+	void     (*ack)(struct xway_chan *c);
+	void     (*close)(struct xway_chan *c);
+};
+
+struct xw_xen;                         /* xen.c */
+
+struct xway_chan {
+	const struct xway_chan_ops *ops;
+	enum xway_backend backend;
+	int      side;                     /* 0 creator/client, 1 acceptor */
+	uint32_t spin_ns;                  /* 0: never spin */
+	int      ncpu;                     /* usable CPUs at set-up */
+	int      pollfd;                   /* what this side sleeps on */
+
+	/* ---- local backend ---- */
+	struct xway_chan_shm *shm;
+	size_t   shm_len;
+	int      fds[3];                   /* memfd, efd0, efd1 */
+	int      peer_efd;
+	struct xw_ring tx, rx;             /* private geometry copies */
+	uint32_t *my_hint, *peer_hint;     /* ring[side].spinning words */
+
+	/* tx_lock protects tx_prod and wr_shut's transition. */
+	pthread_mutex_t tx_lock;
+	uint32_t tx_prod;                  /* trusted producer index */
+	/* rx_lock protects rx_cons. */
+	pthread_mutex_t rx_lock;
+	uint32_t rx_cons;                  /* trusted consumer index */
+
+	_Atomic int failed;                /* peer corrupted the ring: -EPROTO */
+	_Atomic int wr_shut;               /* our SHUT_WR (or reset) done */
+	_Atomic int reset_done;            /* we reset */
+	_Atomic int rst_reported;          /* peer's RST returned once */
+	/* Sleepers of our process tree inside xway_chan_wait, per interest:
+	 * a waiter that drains the shared eventfd re-arms for the others
+	 * (see io.c "Several sleepers"). */
+	_Atomic int sleep_in, sleep_out;
+	_Atomic int spin_budget_ns;        /* adaptive: shrinks when spins fail */
+	_Atomic int just_notified;         /* our last send woke the peer */
+
+	/* Trusted statistics (the ctl copies are for display only). */
+	_Atomic uint64_t st_tx, st_rx, st_wakeups, st_sleeps;
+
+	/* ---- xen backend ---- */
+	struct xw_xen *xen;
+};
+
+/* local.c */
+extern const struct xway_chan_ops xw_local_ops;
+struct xway_chan *xw_chan_alloc(void);
+void xw_chan_free(struct xway_chan *c);
+int  xw_fd_to_high(int fd);
+int  xw_usable_cpus(void);
+uint32_t xw_spin_param(const struct xway_chan_params *p);
+
+/* io.c: local data path */
+ssize_t  xw_local_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt);
+ssize_t  xw_local_recvv(struct xway_chan *c, const struct iovec *iov, int iovcnt,
+			unsigned flags);
+size_t   xw_local_readable(struct xway_chan *c);
+size_t   xw_local_unsent(struct xway_chan *c);
+unsigned xw_local_poll(struct xway_chan *c);
+int      xw_local_shutdown_wr(struct xway_chan *c);
+int      xw_local_close_rd(struct xway_chan *c);
+int      xw_local_reset(struct xway_chan *c);
+int      xw_local_wait(struct xway_chan *c, unsigned events, int extra_fd,
+		       int timeout_ms);
+unsigned xw_local_arm(struct xway_chan *c, unsigned events);
+void     xw_local_ack(struct xway_chan *c);
+
+/* Robust process-shared lock: 0 or -errno; EOWNERDEAD is repaired. */
+int  xw_lock(pthread_mutex_t *m);
+void xw_unlock(pthread_mutex_t *m);
+int  xw_lock_init(pthread_mutex_t *m);
+
+/* Optional log sink (xway_chan_set_logger). */
+void xw_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif /* XWAY_CHAN_INT_H */

@@ -1,0 +1,467 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Set-up of the local backend: the sealed memfd holding the header and both
+ * rings, the two eventfds, attaching to a peer's memfd (validated against
+ * its real size, its seals and the cookie), and the endpoint object in
+ * MAP_SHARED anonymous memory (shared with our own children after fork,
+ * never with the peer).  Also the pieces both backends share: the robust
+ * locks, the high-fd placement, the usable-CPU count and the log sink.
+ *
+ * High descriptors: the endpoint's fds are moved with F_DUPFD_CLOEXEC to
+ * the lowest free number >= base, where base = 1024 when RLIMIT_NOFILE's
+ * soft limit is above 1280 (above select()'s FD_SETSIZE, so select-based
+ * applications keep all of 0..1023, and the kernel fd table stays small
+ * even when the limit is 1M), else max(limit - 256, limit / 2).  If that
+ * fails (everything above base used) the fd stays where it was: correct,
+ * only less discreet.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "barrier.h"
+#include "chan_int.h"
+#include "sys.h"
+
+static void (*log_sink)(const char *line);
+
+void xway_chan_set_logger(void (*fn)(const char *line))
+{
+	log_sink = fn;
+}
+
+void xw_log(const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (log_sink) {
+		log_sink(line);
+		return;
+	}
+	if ((size_t)n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	/* stderr by default; the shim installs its own sink (which knows
+	 * about RLIMIT_FSIZE sandboxes). */
+	if (xw_sys_write(2, "xway: ", 6) == 6)
+		(void)xw_sys_write(2, line, n);
+}
+
+int xw_lock_init(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t a;
+	int r;
+
+	if ((r = pthread_mutexattr_init(&a)))
+		return -r;
+	r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	if (!r)
+		r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+	if (!r)
+		r = pthread_mutex_init(m, &a);
+	pthread_mutexattr_destroy(&a);
+	return -r;
+}
+
+int xw_lock(pthread_mutex_t *m)
+{
+	int r = pthread_mutex_lock(m);
+
+	if (r == EOWNERDEAD) {
+		/* The holder died.  Our state is consistent at every point
+		 * (private index written just before the shared one), so
+		 * the lock can simply be declared consistent. */
+		pthread_mutex_consistent(m);
+		return 0;
+	}
+	return -r;
+}
+
+void xw_unlock(pthread_mutex_t *m)
+{
+	pthread_mutex_unlock(m);
+}
+
+static int high_fd_base(void)
+{
+	struct rlimit rl;
+	rlim_t lim = 1024;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		lim = rl.rlim_cur;
+	if (lim > 1280)
+		return 1024;
+	if (lim < 16)
+		return 0;
+	return (int)(lim - 256 > lim / 2 ? lim - 256 : lim / 2);
+}
+
+int xw_fd_to_high(int fd)
+{
+	int base = high_fd_base();
+	int nfd;
+
+	if (fd < 0 || fd >= base)
+		return fd;
+	nfd = xw_sys_fcntl(fd, F_DUPFD_CLOEXEC, base);
+	if (nfd < 0)
+		return fd;
+	xw_sys_close(fd);
+	return nfd;
+}
+
+int xway_chan_fd_to_high(int fd)
+{
+	return xw_fd_to_high(fd);
+}
+
+int xw_usable_cpus(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) != 0)
+		return 1;
+	return CPU_COUNT(&set);
+}
+
+uint32_t xw_spin_param(const struct xway_chan_params *p)
+{
+	if (!p || p->spin_ns == 0)
+		return XW_DEFAULT_SPIN_NS;
+	if (p->spin_ns == UINT32_MAX)
+		return 0;
+	return p->spin_ns;
+}
+
+struct xway_chan *xw_chan_alloc(void)
+{
+	/* MAP_SHARED so fork()ed children share indices, locks and stats. */
+	void *m = mmap(NULL, sizeof(struct xway_chan), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct xway_chan *c;
+
+	if (m == MAP_FAILED)
+		return NULL;
+	c = m;
+	c->fds[0] = c->fds[1] = c->fds[2] = -1;
+	c->pollfd = c->peer_efd = -1;
+	if (xw_lock_init(&c->tx_lock) || xw_lock_init(&c->rx_lock)) {
+		munmap(m, sizeof(*c));
+		return NULL;
+	}
+	return c;
+}
+
+void xw_chan_free(struct xway_chan *c)
+{
+	/* The mutexes are not destroyed: after fork another process may
+	 * still use this memory, and a robust pshared mutex holds nothing
+	 * outside it. */
+	munmap(c, sizeof(*c));
+}
+
+static size_t shm_size(uint32_t o0, uint32_t o1)
+{
+	return (size_t)XWAY_CHAN_HDR_SIZE + ((size_t)1 << o0) + ((size_t)1 << o1);
+}
+
+static int order_ok(uint32_t o)
+{
+	return o >= XWAY_RING_ORDER_MIN && o <= XWAY_RING_ORDER_MAX;
+}
+
+static void close_fds(const int fds[3])
+{
+	for (int i = 0; i < 3; i++)
+		if (fds[i] >= 0)
+			xw_sys_close(fds[i]);
+}
+
+/* Common tail of create and attach: private copies of the geometry, our
+ * trusted indices, the hints.  o0/o1 are validated local copies. */
+static int local_setup(struct xway_chan *c, struct xway_chan_shm *shm,
+		       size_t len, uint32_t o0, uint32_t o1, int side,
+		       const int fds[3], const struct xway_chan_params *p)
+{
+	uint8_t *base = (uint8_t *)shm + XWAY_CHAN_HDR_SIZE;
+	uint8_t *data[2] = { base, base + ((size_t)1 << o0) };
+	uint32_t order[2] = { o0, o1 };
+	int peer = 1 - side;
+	int cpu = sched_getcpu();
+
+	c->ops = &xw_local_ops;
+	c->backend = XWAY_BACKEND_LOCAL;
+	c->side = side;
+	c->shm = shm;
+	c->shm_len = len;
+	for (int i = 0; i < 3; i++)
+		c->fds[i] = fds[i];
+	c->pollfd = fds[1 + side];
+	c->peer_efd = fds[1 + peer];
+	xw_ring_init(&c->tx, &shm->ring[side], data[side], order[side]);
+	xw_ring_init(&c->rx, &shm->ring[peer], data[peer], order[peer]);
+
+	/* Our own indices, read once from the shared page: zero for a new
+	 * channel, the state left by our previous image after exec.  They
+	 * become trusted only if consistent with the peer's. */
+	c->tx_prod = xw_load_acquire(&c->tx.ctl->prod);
+	c->rx_cons = xw_load_acquire(&c->rx.ctl->cons);
+	if (xw_ring_space(&c->tx, c->tx_prod) < 0 ||
+	    xw_ring_avail(&c->rx, c->rx_cons) < 0)
+		return -EPROTO;
+
+	c->spin_ns = xw_spin_param(p);
+	c->ncpu = xw_usable_cpus();
+	if (c->ncpu < 2)
+		c->spin_ns = 0;     /* the peer can never run beside us */
+	atomic_store(&c->spin_budget_ns, (int)c->spin_ns);
+	c->my_hint = &shm->ring[side].spinning;
+	c->peer_hint = &shm->ring[peer].spinning;
+	xw_store_relaxed(c->my_hint, XW_HINT_AWAKE | (uint32_t)(cpu + 1));
+	return 0;
+}
+
+int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
+			   struct xway_chan **out, int fds[3])
+{
+	uint32_t order = p && p->ring_order ? p->ring_order : XW_DEFAULT_ORDER;
+	int f[3] = { -1, -1, -1 };
+	struct xway_chan_shm *shm;
+	struct xway_chan *c;
+	size_t len;
+	int r;
+
+	if (!out || !fds)
+		return -EINVAL;
+	if (!order_ok(order))
+		return -EINVAL;
+	len = shm_size(order, order);
+	f[0] = memfd_create("xway-chan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (f[0] < 0)
+		return -errno;
+	if (ftruncate(f[0], len) != 0) {
+		r = -errno;
+		goto out_close;
+	}
+	/* Sealed before anyone else sees it: the size can never change, so
+	 * no mapping of it can ever SIGBUS. */
+	if (xw_sys_fcntl(f[0], F_ADD_SEALS,
+			 F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+		r = -errno;
+		goto out_close;
+	}
+	for (int i = 1; i < 3; i++) {
+		f[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (f[i] < 0) {
+			r = -errno;
+			goto out_close;
+		}
+	}
+	for (int i = 0; i < 3; i++)
+		f[i] = xw_fd_to_high(f[i]);
+	shm = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f[0], 0);
+	if (shm == MAP_FAILED) {
+		r = -errno;
+		goto out_close;
+	}
+	shm->magic = XWAY_CHAN_MAGIC;
+	shm->version = XWAY_CHAN_VERSION;
+	shm->hdr_size = XWAY_CHAN_HDR_SIZE;
+	shm->ring_order[0] = order;
+	shm->ring_order[1] = order;
+	shm->attached = XWAY_ATTACH_PENDING;
+	shm->cookie = cookie;
+	c = xw_chan_alloc();
+	if (!c) {
+		r = -ENOMEM;
+		goto out_unmap;
+	}
+	r = local_setup(c, shm, len, order, order, 0, f, p);
+	if (r)
+		goto out_free;
+	for (int i = 0; i < 3; i++)
+		fds[i] = f[i];
+	*out = c;
+	return 0;
+
+out_free:
+	xw_chan_free(c);
+out_unmap:
+	munmap(shm, len);
+out_close:
+	close_fds(f);
+	return r;
+}
+
+int xway_chan_local_attach(const int fds[3], int side, uint64_t cookie,
+			   const struct xway_chan_params *p,
+			   struct xway_chan **out)
+{
+	const volatile struct xway_chan_shm *h;
+	struct xway_chan_shm *shm;
+	struct xway_chan *c;
+	struct stat st;
+	uint32_t o0, o1;
+	int f[3];
+	size_t len;
+	int seals, r;
+
+	if (!fds || !out || (side != 0 && side != 1))
+		return -EINVAL;
+	for (int i = 0; i < 3; i++)
+		if (fds[i] < 0)
+			return -EBADF;
+	if (fstat(fds[0], &st) != 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_size < (off_t)XWAY_CHAN_HDR_SIZE)
+		return -EINVAL;
+	/* Unsealed, the creator could shrink the file under our mapping and
+	 * turn every ring access into SIGBUS. */
+	seals = xw_sys_fcntl(fds[0], F_GET_SEALS, 0);
+	if (seals < 0 || !(seals & F_SEAL_SHRINK))
+		return -EINVAL;
+
+	h = mmap(NULL, XWAY_CHAN_HDR_SIZE, PROT_READ, MAP_SHARED, fds[0], 0);
+	if (h == MAP_FAILED)
+		return -errno;
+	/* Each field read once into a local; only the locals are used. */
+	o0 = h->ring_order[0];
+	o1 = h->ring_order[1];
+	r = 0;
+	if (h->magic != XWAY_CHAN_MAGIC || h->version != XWAY_CHAN_VERSION ||
+	    h->hdr_size != XWAY_CHAN_HDR_SIZE || !order_ok(o0) || !order_ok(o1))
+		r = -EINVAL;
+	else if (h->cookie != cookie)
+		r = -EPERM;
+	munmap((void *)h, XWAY_CHAN_HDR_SIZE);
+	if (r)
+		return r;
+	len = shm_size(o0, o1);
+	if ((uint64_t)st.st_size < len)
+		return -EINVAL;
+	shm = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	if (shm == MAP_FAILED)
+		return -errno;
+	c = xw_chan_alloc();
+	if (!c) {
+		munmap(shm, len);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < 3; i++)
+		f[i] = fds[i];
+	r = local_setup(c, shm, len, o0, o1, side, f, p);
+	if (r) {
+		xw_chan_free(c);
+		munmap(shm, len);
+		return r;
+	}
+	/* Ownership is ours now: move to high numbers. */
+	for (int i = 0; i < 3; i++)
+		c->fds[i] = xw_fd_to_high(f[i]);
+	c->pollfd = c->fds[1 + side];
+	c->peer_efd = c->fds[2 - side];
+	*out = c;
+	return 0;
+}
+
+int xway_chan_attached(const struct xway_chan *c)
+{
+	uint32_t a;
+
+	if (!c || c->backend != XWAY_BACKEND_LOCAL)
+		return XWAY_ATTACH_CLAIMED;
+	/* Acquire: the broker's decision before anything it implies. */
+	a = xw_load_acquire(&c->shm->attached);
+	if (a > XWAY_ATTACH_WITHDRAWN)
+		return -EPROTO;
+	return (int)a;
+}
+
+static void local_close(struct xway_chan *c)
+{
+	munmap(c->shm, c->shm_len);
+	close_fds(c->fds);
+	xw_chan_free(c);
+}
+
+const struct xway_chan_ops xw_local_ops = {
+	.sendv = xw_local_sendv,
+	.recvv = xw_local_recvv,
+	.readable = xw_local_readable,
+	.unsent = xw_local_unsent,
+	.poll = xw_local_poll,
+	.shutdown_wr = xw_local_shutdown_wr,
+	.close_rd = xw_local_close_rd,
+	.reset = xw_local_reset,
+	.wait = xw_local_wait,
+	.arm = xw_local_arm,
+	.ack = xw_local_ack,
+	.close = local_close,
+};
+
+enum xway_backend xway_chan_backend(const struct xway_chan *c)
+{
+	return c->backend;
+}
+
+int xway_chan_side(const struct xway_chan *c)
+{
+	return c->side;
+}
+
+void xway_chan_close(struct xway_chan *c)
+{
+	if (c)
+		c->ops->close(c);
+}
+
+int xway_chan_pollfd(const struct xway_chan *c)
+{
+	return c->pollfd;
+}
+
+size_t xway_chan_capacity(const struct xway_chan *c)
+{
+	if (c->backend == XWAY_BACKEND_LOCAL)
+		return c->tx.size;
+	return c->tx.size;      /* xen.c fills tx.size with its write ring */
+}
+
+int xway_chan_fds(const struct xway_chan *c, int *fds, int max)
+{
+	int n = 0;
+
+	if (c->backend == XWAY_BACKEND_LOCAL) {
+		for (int i = 0; i < 3 && n < max; i++)
+			fds[n++] = c->fds[i];
+	} else if (max > 0 && c->pollfd >= 0) {
+		fds[n++] = c->pollfd;
+	}
+	return n;
+}
+
+void xway_chan_get_stats(const struct xway_chan *c, struct xway_chan_stats *st)
+{
+	struct xway_chan *m = (struct xway_chan *)c;
+
+	st->tx_bytes = atomic_load_explicit(&m->st_tx, memory_order_relaxed);
+	st->rx_bytes = atomic_load_explicit(&m->st_rx, memory_order_relaxed);
+	st->wakeups_sent = atomic_load_explicit(&m->st_wakeups, memory_order_relaxed);
+	st->sleeps = atomic_load_explicit(&m->st_sleeps, memory_order_relaxed);
+}

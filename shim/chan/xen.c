@@ -1,0 +1,436 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The Xen backend: the channel API over libxenvchan between two domains.
+ * libxenvchan is loaded with dlopen ("libxenvchan.so.4.17", then the
+ * unversioned name) so that libxway.so loads and runs on hosts without Xen
+ * or its libraries; without them, or without /dev/xen/{evtchn,gntalloc,
+ * gntdev}, set-up fails with -ENOSYS and a line saying why.
+ *
+ * libxenvchan's ring carries bytes only: it has no EOF, reset or "reader
+ * gone" flags of ours.  For this backend the shim signals FIN and RST on the
+ * dual-channel TCP socket (shutdown(SHUT_WR), abortive close); the receiver
+ * drains the vchan before reporting them, which is safe because the bytes
+ * were published in shared memory before the system call that sent the FIN.
+ * So xway_chan_shutdown_wr/close_rd/reset return -EOPNOTSUPP here, and
+ * readiness comes from libxenvchan (data_ready / buffer_space / is_open).
+ * MSG_PEEK is emulated with a private stash of bytes already read out of
+ * the vchan.  The endpoint is not shared across fork (libxenvchan's state is
+ * process-private); the locks still serialise threads.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libxenvchan.h>
+
+#include "chan_int.h"
+#include "sys.h"
+
+#define XW_XEN_STASH_MAX (64u * 1024u)
+
+struct xw_vchan_lib {
+	void *dl;
+	struct libxenvchan *(*server_init)(struct xentoollog_logger *, int,
+					   const char *, size_t, size_t);
+	struct libxenvchan *(*client_init)(struct xentoollog_logger *, int,
+					   const char *);
+	int  (*read)(struct libxenvchan *, void *, size_t);
+	int  (*write)(struct libxenvchan *, const void *, size_t);
+	int  (*wait)(struct libxenvchan *);
+	int  (*fd_for_select)(struct libxenvchan *);
+	int  (*is_open)(struct libxenvchan *);
+	int  (*data_ready)(struct libxenvchan *);
+	int  (*buffer_space)(struct libxenvchan *);
+	void (*close)(struct libxenvchan *);
+};
+
+struct xw_xen {
+	struct libxenvchan *v;
+	uint8_t *stash;                 /* peeked bytes, already out of the vchan */
+	size_t   stash_len, stash_off;
+};
+
+static struct xw_vchan_lib lib;
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static const char *lib_why;
+
+static void lib_load(void)
+{
+	static const char *const names[] = { "libxenvchan.so.4.17", "libxenvchan.so" };
+	struct { const char *sym; void **slot; } syms[] = {
+		{ "libxenvchan_server_init", (void **)&lib.server_init },
+		{ "libxenvchan_client_init", (void **)&lib.client_init },
+		{ "libxenvchan_read", (void **)&lib.read },
+		{ "libxenvchan_write", (void **)&lib.write },
+		{ "libxenvchan_wait", (void **)&lib.wait },
+		{ "libxenvchan_fd_for_select", (void **)&lib.fd_for_select },
+		{ "libxenvchan_is_open", (void **)&lib.is_open },
+		{ "libxenvchan_data_ready", (void **)&lib.data_ready },
+		{ "libxenvchan_buffer_space", (void **)&lib.buffer_space },
+		{ "libxenvchan_close", (void **)&lib.close },
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !lib.dl; i++)
+		lib.dl = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+	if (!lib.dl) {
+		lib_why = "libxenvchan.so.4.17 not found (install libxenvchan4.17)";
+		return;
+	}
+	for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
+		*syms[i].slot = dlsym(lib.dl, syms[i].sym);
+		if (!*syms[i].slot) {
+			lib_why = "libxenvchan lacks a needed symbol";
+			dlclose(lib.dl);
+			lib.dl = NULL;
+			return;
+		}
+	}
+}
+
+int xway_chan_xen_available(const char **why)
+{
+	static const char *const devs[] = {
+		"/dev/xen/evtchn", "/dev/xen/gntalloc", "/dev/xen/gntdev",
+	};
+	const char *w = NULL;
+
+	for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]) && !w; i++)
+		if (access(devs[i], R_OK | W_OK) != 0)
+			w = errno == ENOENT
+				? "/dev/xen/evtchn, gntalloc or gntdev absent: not a Xen domain (or xen-evtchn/xen-gntdev/xen-gntalloc not loaded)"
+				: "no access to /dev/xen/evtchn, gntalloc or gntdev";
+	if (!w) {
+		pthread_once(&lib_once, lib_load);
+		w = lib_why;
+	}
+	if (why)
+		*why = w ? w : "available";
+	return w == NULL;
+}
+
+/* ---- data path ----------------------------------------------------------- */
+
+static ssize_t xen_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt)
+{
+	struct libxenvchan *v = c->xen->v;
+	ssize_t done = 0;
+	int r;
+
+	if ((r = xw_lock(&c->tx_lock)))
+		return r;
+	if (!lib.is_open(v)) {
+		xw_unlock(&c->tx_lock);
+		return -EPIPE;
+	}
+	for (int i = 0; i < iovcnt; i++) {
+		const uint8_t *p = iov[i].iov_base;
+		size_t left = iov[i].iov_len;
+
+		while (left) {
+			size_t k = left > INT32_MAX ? INT32_MAX : left;
+			int n = lib.write(v, p, k);
+
+			if (n < 0) {
+				if (!done)
+					done = errno == EPIPE ? -EPIPE : -EIO;
+				goto out;
+			}
+			if (n == 0)
+				goto out;
+			done += n; p += n; left -= n;
+		}
+	}
+out:
+	xw_unlock(&c->tx_lock);
+	if (done > 0)
+		atomic_fetch_add(&c->st_tx, done);
+	else if (done == 0 && iovcnt && iov[0].iov_len)
+		done = -EAGAIN;
+	return done;
+}
+
+/* Make the stash hold at least `want` bytes if the vchan has them. */
+static int stash_fill(struct xway_chan *c, size_t want)
+{
+	struct xw_xen *x = c->xen;
+	int n;
+
+	if (want > XW_XEN_STASH_MAX)
+		want = XW_XEN_STASH_MAX;
+	if (x->stash_off) {
+		memmove(x->stash, x->stash + x->stash_off, x->stash_len - x->stash_off);
+		x->stash_len -= x->stash_off;
+		x->stash_off = 0;
+	}
+	if (x->stash_len >= want)
+		return 0;
+	n = lib.read(x->v, x->stash + x->stash_len, want - x->stash_len);
+	if (n < 0)
+		return -EIO;
+	x->stash_len += n;
+	return 0;
+}
+
+static ssize_t xen_recvv(struct xway_chan *c, const struct iovec *iov, int iovcnt,
+			 unsigned flags)
+{
+	struct xw_xen *x = c->xen;
+	ssize_t done = 0;
+	size_t want = 0;
+	int r;
+
+	for (int i = 0; i < iovcnt; i++)
+		want += iov[i].iov_len;
+	if (!want)
+		return 0;
+	if ((r = xw_lock(&c->rx_lock)))
+		return r;
+	if (flags & XWAY_RECV_PEEK) {
+		r = stash_fill(c, want);
+		if (r) {
+			done = r;
+			goto out;
+		}
+	}
+	size_t off = x->stash_off;      /* peek walks the stash, never eats */
+
+	for (int i = 0; i < iovcnt; i++) {
+		uint8_t *p = iov[i].iov_base;
+		size_t left = iov[i].iov_len;
+
+		while (left) {
+			size_t have = x->stash_len - off;
+			int n;
+
+			if (have) {
+				size_t k = have < left ? have : left;
+
+				if (p)
+					memcpy(p, x->stash + off, k);
+				off += k;
+				if (!(flags & XWAY_RECV_PEEK))
+					x->stash_off = off;
+				n = k;
+			} else if (flags & XWAY_RECV_PEEK) {
+				goto out;
+			} else {
+				uint8_t tmp[4096];
+				size_t k = left > INT32_MAX ? INT32_MAX : left;
+
+				if (!p && k > sizeof(tmp))
+					k = sizeof(tmp);
+				n = lib.read(x->v, p ? (void *)p : tmp, k);
+				if (n < 0) {
+					if (!done)
+						done = -EIO;
+					goto out;
+				}
+				if (n == 0)
+					goto out;
+			}
+			done += n; left -= n;
+			if (p)
+				p += n;
+		}
+	}
+out:
+	if (x->stash_off == x->stash_len)
+		x->stash_off = x->stash_len = 0;
+	xw_unlock(&c->rx_lock);
+	if (done > 0 && !(flags & XWAY_RECV_PEEK))
+		atomic_fetch_add(&c->st_rx, done);
+	if (done == 0)
+		return lib.is_open(x->v) ? -EAGAIN : 0;   /* peer gone: EOF */
+	return done;
+}
+
+static size_t xen_readable(struct xway_chan *c)
+{
+	int n = lib.data_ready(c->xen->v);
+
+	return (n > 0 ? (size_t)n : 0) + c->xen->stash_len - c->xen->stash_off;
+}
+
+static size_t xen_unsent(struct xway_chan *c)
+{
+	int n = lib.buffer_space(c->xen->v);
+
+	return n >= 0 && (size_t)n < c->tx.size ? c->tx.size - n : 0;
+}
+
+static unsigned xen_poll(struct xway_chan *c)
+{
+	unsigned m = 0;
+
+	/* data_ready and buffer_space also ask the peer to notify us. */
+	if (xen_readable(c) > 0)
+		m |= XWAY_EV_IN;
+	if (lib.buffer_space(c->xen->v) > 0)
+		m |= XWAY_EV_OUT;
+	if (!lib.is_open(c->xen->v))
+		m |= XWAY_EV_IN | XWAY_EV_RDHUP | XWAY_EV_OUT | XWAY_EV_HUP;
+	return m;
+}
+
+static int xen_unsupported(struct xway_chan *c)
+{
+	(void)c;
+	return -EOPNOTSUPP;
+}
+
+/* Consume a pending event-channel notification, without blocking. */
+static void xen_ack(struct xway_chan *c)
+{
+	struct pollfd p = { .fd = c->pollfd, .events = POLLIN };
+
+	if (xw_sys_ppoll(&p, 1, &(struct timespec){ 0, 0 }) > 0)
+		lib.wait(c->xen->v);
+}
+
+static unsigned xen_arm(struct xway_chan *c, unsigned events)
+{
+	return xen_poll(c) & (events | XWAY_EV_ERR);
+}
+
+static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
+		    int timeout_ms)
+{
+	unsigned want = events | XWAY_EV_ERR;
+	struct timespec t0, t;
+	unsigned m;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = c->pollfd, .events = POLLIN },
+			{ .fd = extra_fd, .events = POLLIN | POLLRDHUP },
+		};
+		struct timespec ts, *tsp = NULL;
+		long r;
+
+		m = xen_poll(c);     /* re-checks after asking for notification */
+		if (m & want)
+			return m;
+		if (timeout_ms >= 0) {
+			int64_t left;
+
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			left = (int64_t)timeout_ms * 1000000 -
+			       ((t.tv_sec - t0.tv_sec) * 1000000000LL +
+				(t.tv_nsec - t0.tv_nsec));
+			if (left <= 0)
+				return 0;
+			ts.tv_sec = left / 1000000000LL;
+			ts.tv_nsec = left % 1000000000LL;
+			tsp = &ts;
+		}
+		r = xw_sys_ppoll(p, extra_fd >= 0 ? 2 : 1, tsp);
+		if (r < 0)
+			return (int)r;
+		atomic_fetch_add(&c->st_sleeps, 1);
+		if (r > 0 && (p[0].revents & POLLIN))
+			lib.wait(c->xen->v);
+		if (extra_fd >= 0 && p[1].revents)
+			return xen_poll(c) | XWAY_EV_EXTRA;
+	}
+}
+
+static void xen_close(struct xway_chan *c)
+{
+	lib.close(c->xen->v);
+	free(c->xen->stash);
+	free(c->xen);
+	xw_chan_free(c);
+}
+
+static const struct xway_chan_ops xen_ops = {
+	.sendv = xen_sendv,
+	.recvv = xen_recvv,
+	.readable = xen_readable,
+	.unsent = xen_unsent,
+	.poll = xen_poll,
+	.shutdown_wr = xen_unsupported,
+	.close_rd = xen_unsupported,
+	.reset = xen_unsupported,
+	.wait = xen_wait,
+	.arm = xen_arm,
+	.ack = xen_ack,
+	.close = xen_close,
+};
+
+/* ---- set-up -------------------------------------------------------------- */
+
+static int xen_init(int server, int peer_domid, const char *xs_path,
+		    const struct xway_chan_params *p, struct xway_chan **out)
+{
+	uint32_t order = p && p->ring_order ? p->ring_order : XW_DEFAULT_ORDER;
+	const char *why;
+	struct xway_chan *c;
+	struct xw_xen *x;
+
+	if (!out || !xs_path || !*xs_path || peer_domid < 0)
+		return -EINVAL;
+	if (order < XWAY_RING_ORDER_MIN || order > XWAY_RING_ORDER_MAX)
+		return -EINVAL;
+	if (!xway_chan_xen_available(&why)) {
+		xw_log("xen backend unavailable: %s", why);
+		return -ENOSYS;
+	}
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	x->stash = malloc(XW_XEN_STASH_MAX);
+	c = xw_chan_alloc();
+	if (!x->stash || !c) {
+		free(x->stash);
+		free(x);
+		if (c)
+			xw_chan_free(c);
+		return -ENOMEM;
+	}
+	errno = 0;
+	if (server)
+		x->v = lib.server_init(NULL, peer_domid, xs_path,
+				       (size_t)1 << order, (size_t)1 << order);
+	else
+		x->v = lib.client_init(NULL, peer_domid, xs_path);
+	if (!x->v) {
+		int e = errno ? errno : EIO;
+
+		xw_log("libxenvchan_%s_init(domid %d, %s) failed: %s",
+		       server ? "server" : "client", peer_domid, xs_path,
+		       strerror(e));
+		free(x->stash);
+		free(x);
+		xw_chan_free(c);
+		return -e;
+	}
+	x->v->blocking = 0;        /* our calls never block */
+	c->ops = &xen_ops;
+	c->backend = XWAY_BACKEND_XEN;
+	c->side = server ? 1 : 0;
+	c->xen = x;
+	c->pollfd = lib.fd_for_select(x->v);
+	c->tx.size = 1u << x->v->write.order;   /* for capacity/unsent */
+	c->spin_ns = 0;
+	*out = c;
+	return 0;
+}
+
+int xway_chan_xen_server(int peer_domid, const char *xs_path,
+			 const struct xway_chan_params *p,
+			 struct xway_chan **out)
+{
+	return xen_init(1, peer_domid, xs_path, p, out);
+}
+
+int xway_chan_xen_client(int peer_domid, const char *xs_path,
+			 const struct xway_chan_params *p,
+			 struct xway_chan **out)
+{
+	return xen_init(0, peer_domid, xs_path, p, out);
+}

@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Unit tests of the local backend in one process: set-up and validation of
+ * the memfd (hostile headers), the EOF/RST/CLOSED states, readiness bits,
+ * hostile indices and flags in the shared page, waits (timeout, EINTR,
+ * wake-up), withdrawn-offer hand-back, and high descriptor numbers.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pair.h"
+#include "xway/ring.h"
+
+static struct xway_chan *a, *b;
+
+static void fini(void)
+{
+	xway_chan_close(a);
+	xway_chan_close(b);
+	a = b = NULL;
+}
+
+static void init(void)
+{
+	make_pair(12, UINT32_MAX, &a, &b);
+}
+
+TestSuite(local, .init = init, .fini = fini);
+
+/* Map the creator's memfd read-write, as a hostile peer would. */
+static struct xway_chan_shm *peer_view(struct xway_chan *c)
+{
+	int fds[3];
+	struct stat st;
+	void *m;
+
+	cr_assert_eq(xway_chan_fds(c, fds, 3), 3);
+	cr_assert_eq(fstat(fds[0], &st), 0);
+	m = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	cr_assert_neq(m, MAP_FAILED);
+	return m;
+}
+
+/* Check that bytes go both ways, in order. */
+Test(local, both_directions)
+{
+	char buf[16];
+
+	cr_assert_eq(xway_chan_send(a, "ping", 4), 4);
+	cr_assert_eq(xway_chan_send(b, "pong!", 5), 5);
+	cr_assert_eq(xway_chan_readable(b), 4);
+	cr_assert_eq(xway_chan_unsent(a), 4);
+	cr_assert_eq(xway_chan_recv(b, buf, sizeof(buf), 0), 4);
+	cr_assert_arr_eq(buf, "ping", 4);
+	cr_assert_eq(xway_chan_unsent(a), 0);
+	cr_assert_eq(xway_chan_recv(a, buf, sizeof(buf), 0), 5);
+	cr_assert_arr_eq(buf, "pong!", 5);
+	cr_assert_eq(xway_chan_recv(a, buf, sizeof(buf), 0), -EAGAIN);
+	cr_assert_eq(xway_chan_side(a), 0);
+	cr_assert_eq(xway_chan_side(b), 1);
+	cr_assert_eq(xway_chan_backend(a), XWAY_BACKEND_LOCAL);
+	cr_assert_eq(xway_chan_capacity(a), 4096);
+}
+
+/* Check partial writes on a full ring, -EAGAIN, and OUT readiness. */
+Test(local, full_ring)
+{
+	static char big[5000];
+
+	cr_assert_eq(xway_chan_send(a, big, sizeof(big)), 4096);
+	cr_assert_eq(xway_chan_send(a, big, 1), -EAGAIN);
+	cr_assert_eq(xway_chan_poll(a) & XWAY_EV_OUT, 0);
+	cr_assert_eq(xway_chan_recv(b, NULL, 100, 0), 100);   /* discard */
+	cr_assert(xway_chan_poll(a) & XWAY_EV_OUT);
+	cr_assert_eq(xway_chan_send(a, big, sizeof(big)), 100);
+}
+
+/* Check that peek leaves the data, and readiness reflects it. */
+Test(local, peek)
+{
+	char buf[8];
+
+	cr_assert_eq(xway_chan_poll(b) & XWAY_EV_IN, 0);
+	cr_assert_eq(xway_chan_send(a, "abc", 3), 3);
+	cr_assert(xway_chan_poll(b) & XWAY_EV_IN);
+	cr_assert_eq(xway_chan_recv(b, buf, 2, XWAY_RECV_PEEK), 2);
+	cr_assert_eq(xway_chan_recv(b, buf, 8, 0), 3);
+	cr_assert_arr_eq(buf, "abc", 3);
+}
+
+/* Check EOF: queued data first, then 0 for ever; the writer gets EPIPE. */
+Test(local, eof)
+{
+	char buf[8];
+
+	cr_assert_eq(xway_chan_send(a, "tail", 4), 4);
+	cr_assert_eq(xway_chan_shutdown_wr(a), 0);
+	cr_assert_eq(xway_chan_send(a, "x", 1), -EPIPE);
+	cr_assert(xway_chan_poll(b) & XWAY_EV_RDHUP);
+	cr_assert_eq(xway_chan_recv(b, buf, sizeof(buf), 0), 4);
+	cr_assert_eq(xway_chan_recv(b, buf, sizeof(buf), 0), 0);
+	cr_assert_eq(xway_chan_recv(b, buf, sizeof(buf), 0), 0);
+	/* The other direction still works (half-close). */
+	cr_assert_eq(xway_chan_send(b, "ok", 2), 2);
+	cr_assert_eq(xway_chan_recv(a, buf, sizeof(buf), 0), 2);
+}
+
+/* Check RST: queued data first, then -ECONNRESET once, then 0; the
+ * reset side's peer also cannot write any more. */
+Test(local, reset)
+{
+	char buf[8];
+
+	cr_assert_eq(xway_chan_send(a, "data", 4), 4);
+	cr_assert_eq(xway_chan_reset(a), 0);
+	cr_assert(xway_chan_poll(b) & XWAY_EV_RST);
+	cr_assert_eq(xway_chan_recv(b, buf, sizeof(buf), 0), 4);
+	cr_assert_eq(xway_chan_recv(b, buf, sizeof(buf), 0), -ECONNRESET);
+	cr_assert_eq(xway_chan_recv(b, buf, sizeof(buf), 0), 0);
+	cr_assert_eq(xway_chan_send(b, "x", 1), -ECONNRESET);
+	cr_assert_eq(xway_chan_send(a, "x", 1), -ECONNRESET);
+}
+
+/* Check CLOSED: after the reader closed its side, writes get -EPIPE and
+ * the writer sees HUP. */
+Test(local, reader_closed)
+{
+	cr_assert_eq(xway_chan_send(a, "x", 1), 1);
+	cr_assert_eq(xway_chan_close_rd(b), 0);
+	cr_assert(xway_chan_poll(a) & XWAY_EV_HUP);
+	cr_assert_eq(xway_chan_send(a, "x", 1), -EPIPE);
+}
+
+/* Check that a peer writing prod far ahead fails the channel with -EPROTO
+ * (and ERR readiness), never a crash or an overrun. */
+Test(local, hostile_prod)
+{
+	struct xway_chan_shm *h = peer_view(a);
+	char buf[64];
+
+	h->ring[0].prod = 0x7fffffff;
+	cr_assert_eq(xway_chan_recv(b, buf, sizeof(buf), 0), -EPROTO);
+	cr_assert(xway_chan_poll(b) & XWAY_EV_ERR);
+	cr_assert_eq(xway_chan_send(b, "x", 1), -EPROTO);
+	cr_assert_eq(xway_chan_wait(b, XWAY_EV_IN, -1, 1000) & XWAY_EV_ERR,
+		     XWAY_EV_ERR);
+}
+
+/* Check that a consumer index beyond the producer's fails the writer. */
+Test(local, hostile_cons)
+{
+	struct xway_chan_shm *h = peer_view(a);
+
+	cr_assert_eq(xway_chan_send(a, "abc", 3), 3);
+	h->ring[0].cons = 100;
+	cr_assert_eq(xway_chan_send(a, "x", 1), -EPROTO);
+}
+
+/* Check that unknown flag bits are treated as corruption. */
+Test(local, hostile_flags)
+{
+	struct xway_chan_shm *h = peer_view(a);
+	char buf[4];
+
+	h->ring[0].prod_flags = 0xdead0000;
+	cr_assert_eq(xway_chan_recv(b, buf, sizeof(buf), 0), -EPROTO);
+	h = peer_view(b);
+	h->ring[0].cons_flags = 0x40;
+	cr_assert_eq(xway_chan_send(a, "x", 1), -EPROTO);
+}
+
+/* Check that the peer overwriting our own shared index does not move our
+ * trusted one: our next write still lands where it should. */
+Test(local, own_index_private)
+{
+	struct xway_chan_shm *h = peer_view(b);
+	char buf[8];
+
+	cr_assert_eq(xway_chan_send(a, "ab", 2), 2);
+	h->ring[0].prod = 1;          /* peer rewinds our index */
+	cr_assert_eq(xway_chan_send(a, "cd", 2), 2);
+	cr_assert_eq(xway_chan_recv(b, buf, sizeof(buf), 0), 4);
+	cr_assert_arr_eq(buf, "abcd", 4);
+}
+
+/* Check that the wait times out with 0 and returns readiness at once. */
+Test(local, wait_timeout_and_ready)
+{
+	cr_assert_eq(xway_chan_wait(b, XWAY_EV_IN, -1, 20), 0);
+	cr_assert_eq(xway_chan_wait(b, XWAY_EV_IN, -1, 0), 0);
+	cr_assert(xway_chan_wait(a, XWAY_EV_OUT, -1, -1) & XWAY_EV_OUT);
+	cr_assert_eq(xway_chan_send(a, "x", 1), 1);
+	cr_assert(xway_chan_wait(b, XWAY_EV_IN, -1, -1) & XWAY_EV_IN);
+}
+
+/* Check that the extra fd wakes the wait with XWAY_EV_EXTRA. */
+Test(local, wait_extra_fd)
+{
+	int p[2];
+
+	cr_assert_eq(pipe(p), 0);
+	cr_assert_eq(write(p[1], "x", 1), 1);
+	cr_assert(xway_chan_wait(b, XWAY_EV_IN, p[0], 5000) & XWAY_EV_EXTRA);
+	close(p[0]);
+	close(p[1]);
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/* Check that a signal interrupts a blocking wait with -EINTR, even with
+ * SA_RESTART (the shim decides about restarting). */
+Test(local, wait_eintr)
+{
+	struct sigaction sa = { .sa_handler = on_alarm, .sa_flags = SA_RESTART };
+
+	sigaction(SIGALRM, &sa, NULL);
+	alarm(1);
+	cr_assert_eq(xway_chan_wait(b, XWAY_EV_IN, -1, 20000), -EINTR);
+}
+
+/* Check arm/pollfd/ack: after arming, a send makes the pollfd readable. */
+Test(local, arm_and_pollfd)
+{
+	struct pollfd p = { .fd = xway_chan_pollfd(b), .events = POLLIN };
+
+	cr_assert_eq(xway_chan_arm(b, XWAY_EV_IN), 0);
+	cr_assert_eq(poll(&p, 1, 0), 0);
+	cr_assert_eq(xway_chan_send(a, "x", 1), 1);
+	cr_assert_eq(poll(&p, 1, 1000), 1);
+	xway_chan_ack(b);
+	cr_assert_eq(poll(&p, 1, 0), 0);
+	/* Not armed: a send sends no wake-up. */
+	cr_assert_eq(xway_chan_send(a, "y", 1), 1);
+	cr_assert_eq(poll(&p, 1, 0), 0);
+	struct xway_chan_stats st;
+	xway_chan_get_stats(a, &st);
+	cr_assert_eq(st.wakeups_sent, 1);
+	cr_assert_eq(st.tx_bytes, 2);
+}
+
+/* Check that the endpoint's descriptors sit at high numbers, are
+ * close-on-exec, and the application still gets low ones. */
+Test(local, high_fds)
+{
+	int fds[3], lo;
+
+	cr_assert_eq(xway_chan_fds(a, fds, 3), 3);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_geq(fds[i], 512, "fd %d", fds[i]);
+		cr_assert(fcntl(fds[i], F_GETFD) & FD_CLOEXEC);
+	}
+	lo = open("/dev/null", O_RDONLY);
+	cr_assert_lt(lo, 64);
+	close(lo);
+}
+
+/* Check that bytes written while the offer was pending come back in order
+ * once the broker withdrew it, and not before. */
+Test(local, take_unsent_after_withdraw)
+{
+	struct xway_chan_shm *h = peer_view(a);
+	char buf[16];
+
+	cr_assert_eq(xway_chan_attached(a), XWAY_ATTACH_PENDING);
+	cr_assert_eq(xway_chan_send(a, "hello world", 11), 11);
+	cr_assert_eq(xway_chan_take_unsent(a, buf, sizeof(buf)), -EBUSY);
+	h->attached = XWAY_ATTACH_WITHDRAWN;
+	cr_assert_eq(xway_chan_take_unsent(a, buf, 5), 5);
+	cr_assert_arr_eq(buf, "hello", 5);
+	cr_assert_eq(xway_chan_take_unsent(a, buf, sizeof(buf)), 6);
+	cr_assert_arr_eq(buf, " world", 6);
+	cr_assert_eq(xway_chan_take_unsent(a, buf, sizeof(buf)), 0);
+	h->attached = 77;
+	cr_assert_eq(xway_chan_attached(a), -EPROTO);
+}
+
+/* ---- attach validation (no pair needed) ---------------------------------- */
+
+static int make_memfd(size_t len, int seal)
+{
+	int fd = memfd_create("t", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ftruncate(fd, len), 0);
+	if (seal)
+		cr_assert_eq(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+	return fd;
+}
+
+static int try_attach(int memfd)
+{
+	int fds[3] = { memfd, eventfd(0, EFD_CLOEXEC), eventfd(0, EFD_CLOEXEC) };
+	struct xway_chan *c = NULL;
+	int r = xway_chan_local_attach(fds, 1, TEST_COOKIE, NULL, &c);
+
+	if (r == 0)
+		xway_chan_close(c);
+	else
+		for (int i = 0; i < 3; i++)
+			close(fds[i]);
+	return r;
+}
+
+static void write_hdr(int fd, uint32_t o0, uint32_t o1, uint64_t cookie)
+{
+	struct xway_chan_shm h = {
+		.magic = XWAY_CHAN_MAGIC, .version = XWAY_CHAN_VERSION,
+		.hdr_size = XWAY_CHAN_HDR_SIZE, .ring_order = { o0, o1 },
+		.cookie = cookie,
+	};
+
+	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+}
+
+TestSuite(attach);
+
+/* Check that a well-formed memfd attaches (the control case). */
+Test(attach, good)
+{
+	int fd = make_memfd(4096 + 2 * 4096, 1);
+
+	write_hdr(fd, 12, 12, TEST_COOKIE);
+	cr_assert_eq(try_attach(fd), 0);
+}
+
+/* Check that ring orders out of range are refused with -EINVAL. */
+Test(attach, order_out_of_range)
+{
+	int fd = make_memfd(4096 + 2 * 4096, 1);
+
+	write_hdr(fd, 11, 12, TEST_COOKIE);
+	cr_assert_eq(try_attach(fd), -EINVAL);
+	fd = make_memfd(4096 + 2 * 4096, 1);
+	write_hdr(fd, 12, 40, TEST_COOKIE);
+	cr_assert_eq(try_attach(fd), -EINVAL);
+}
+
+/* Check that a memfd smaller than its header claims is refused. */
+Test(attach, memfd_too_small)
+{
+	int fd = make_memfd(4096 + 4096 + 100, 1);
+
+	write_hdr(fd, 12, 12, TEST_COOKIE);
+	cr_assert_eq(try_attach(fd), -EINVAL);
+	fd = make_memfd(100, 1);
+	cr_assert_eq(try_attach(fd), -EINVAL);
+}
+
+/* Check that a bad magic, version or header size is refused. */
+Test(attach, bad_magic_version)
+{
+	int fd = make_memfd(3 * 4096, 1);
+	uint32_t v = 99;
+
+	write_hdr(fd, 12, 12, TEST_COOKIE);
+	cr_assert_eq(pwrite(fd, &v, 4, 4), 4);
+	cr_assert_eq(try_attach(fd), -EINVAL);
+	fd = make_memfd(3 * 4096, 1);
+	write_hdr(fd, 12, 12, TEST_COOKIE);
+	cr_assert_eq(pwrite(fd, &v, 4, 0), 4);
+	cr_assert_eq(try_attach(fd), -EINVAL);
+}
+
+/* Check that the wrong cookie is refused with -EPERM. */
+Test(attach, wrong_cookie)
+{
+	int fd = make_memfd(3 * 4096, 1);
+
+	write_hdr(fd, 12, 12, TEST_COOKIE + 1);
+	cr_assert_eq(try_attach(fd), -EPERM);
+}
+
+/* Check that an unsealed memfd (could be shrunk under us: SIGBUS) and a
+ * non-memfd are refused. */
+Test(attach, unsealed_or_not_a_file)
+{
+	int fd = make_memfd(3 * 4096, 0);
+	int p[2];
+
+	write_hdr(fd, 12, 12, TEST_COOKIE);
+	cr_assert_eq(try_attach(fd), -EINVAL);
+	cr_assert_eq(pipe(p), 0);
+	cr_assert_eq(try_attach(p[0]), -EINVAL);
+	close(p[1]);
+}
+
+/* Check that indices already inconsistent at attach are refused. */
+Test(attach, inconsistent_indices)
+{
+	int fd = make_memfd(3 * 4096, 1);
+	struct xway_chan_shm *h;
+
+	write_hdr(fd, 12, 12, TEST_COOKIE);
+	h = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert_neq(h, MAP_FAILED);
+	h->ring[0].prod = 5000;     /* ring 0 (our rx) claims > 4096 bytes */
+	cr_assert_eq(try_attach(fd), -EPROTO);
+	munmap(h, 4096);
+}
+
+/* Check bad parameters: ring order out of range at create, bad side. */
+Test(attach, bad_params)
+{
+	struct xway_chan_params p = { .ring_order = 27 };
+	struct xway_chan *c;
+	int fds[3] = { -1, -1, -1 };
+
+	cr_assert_eq(xway_chan_local_create(&p, 1, &c, fds), -EINVAL);
+	p.ring_order = 11;
+	cr_assert_eq(xway_chan_local_create(&p, 1, &c, fds), -EINVAL);
+	cr_assert_eq(xway_chan_local_attach(fds, 1, 1, NULL, &c), -EBADF);
+	cr_assert_eq(xway_chan_local_attach(fds, 2, 1, NULL, &c), -EINVAL);
+}

@@ -1,0 +1,395 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Multi-process tests of the local channel: a checksummed 256 MiB stream
+ * with random write/read sizes (seed printed, XWAY_TEST_SEED replays it),
+ * 10^6 blocking ping-pongs (the wake-up protocol: a lost wake-up hangs and
+ * the alarm fails the test), an echo with two sleepers on one endpoint,
+ * and two processes sharing one endpoint after fork (framed records never
+ * interleave).  Children report through their exit status; every wait is
+ * bounded by an alarm.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pair.h"
+
+#define ALARM_S 300
+
+#ifdef XWAY_SANITIZED
+#define PINGPONGS     200000    /* ASan+UBSan: ~5x slower per round trip */
+#define STREAM_BYTES  (64ull << 20)
+#else
+#define PINGPONGS     1000000
+#define STREAM_BYTES  (256ull << 20)
+#endif
+
+static void die_child(const char *what, long a, long b)
+{
+	fprintf(stderr, "child: %s (%ld, %ld)\n", what, a, b);
+	_exit(1);
+}
+
+/* Blocking send of all of buf (as a blocking socket would). */
+static void send_all(struct xway_chan *c, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = xway_chan_send(c, p, len);
+
+		if (n == -EAGAIN) {
+			int m = xway_chan_wait(c, XWAY_EV_OUT, -1, -1);
+			if (m < 0 || (m & XWAY_EV_ERR))
+				die_child("wait out", m, 0);
+			continue;
+		}
+		if (n <= 0)
+			die_child("send", n, len);
+		p += n;
+		len -= n;
+	}
+}
+
+/* Blocking receive of exactly len bytes; 0 at EOF before any. */
+static size_t recv_some(struct xway_chan *c, void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = xway_chan_recv(c, buf, len, 0);
+
+		if (n == -EAGAIN) {
+			int m = xway_chan_wait(c, XWAY_EV_IN, -1, -1);
+			if (m < 0 || (m & XWAY_EV_ERR))
+				die_child("wait in", m, 0);
+			continue;
+		}
+		if (n < 0)
+			die_child("recv", n, len);
+		return n;
+	}
+}
+
+static void recv_all(struct xway_chan *c, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		size_t n = recv_some(c, p, len);
+
+		if (!n)
+			die_child("early EOF", len, 0);
+		p += n;
+		len -= n;
+	}
+}
+
+static int wait_child(pid_t pid)
+{
+	int st;
+
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	if (WIFSIGNALED(st))
+		return 128 + WTERMSIG(st);
+	return WEXITSTATUS(st);
+}
+
+/* Check a 256 MiB stream with random write and read sizes, random iovec
+ * splits and random peeks: every byte arrives once, in order. */
+Test(stress, random_stream, .timeout = ALARM_S)
+{
+	uint64_t seed = test_seed("random_stream");
+	struct xway_chan *a, *b;
+	pid_t pid;
+
+	make_pair(16, 0, &a, &b);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		static uint8_t buf[300000];
+		uint64_t s = seed ^ 1, pos = 0;
+
+		alarm(ALARM_S);
+		xway_chan_close(b);
+		while (pos < STREAM_BYTES) {
+			size_t n = rnd(&s) % sizeof(buf) + 1;
+			if (rnd(&s) % 4 == 0)
+				n = n % 64 + 1;
+			if (n > STREAM_BYTES - pos)
+				n = STREAM_BYTES - pos;
+			for (size_t i = 0; i < n; i++)
+				buf[i] = stream_byte(pos + i);
+			size_t cut = rnd(&s) % (n + 1);
+			struct iovec v[2] = { { buf, cut }, { buf + cut, n - cut } };
+			size_t done = 0;
+			while (done < n) {
+				ssize_t k;
+				if (done == 0)
+					k = xway_chan_sendv(a, v, 2);
+				else
+					k = xway_chan_send(a, buf + done, n - done);
+				if (k == -EAGAIN) {
+					xway_chan_wait(a, XWAY_EV_OUT, -1, -1);
+					continue;
+				}
+				if (k <= 0)
+					die_child("send", k, n);
+				done += k;
+			}
+			pos += n;
+		}
+		xway_chan_shutdown_wr(a);
+		_exit(0);
+	}
+	xway_chan_close(a);
+	static uint8_t buf[300000];
+	uint64_t s = seed ^ 2, pos = 0;
+	for (;;) {
+		size_t n = rnd(&s) % sizeof(buf) + 1;
+		if (rnd(&s) % 3 == 0)
+			n = n % 100 + 1;
+		if (rnd(&s) % 16 == 0) {
+			ssize_t k = xway_chan_recv(b, buf, n, XWAY_RECV_PEEK);
+			for (ssize_t i = 0; i < k; i++)
+				cr_assert_eq(buf[i], stream_byte(pos + i),
+					     "peek byte %llu", (unsigned long long)(pos + i));
+		}
+		size_t k = recv_some(b, buf, n);
+		if (!k)
+			break;
+		for (size_t i = 0; i < k; i++)
+			if (buf[i] != stream_byte(pos + i))
+				cr_assert_fail("byte %llu wrong (seed %llu)",
+					       (unsigned long long)(pos + i),
+					       (unsigned long long)seed);
+		pos += k;
+	}
+	cr_assert_eq(pos, STREAM_BYTES);
+	cr_assert_eq(wait_child(pid), 0);
+	struct xway_chan_stats st;
+	xway_chan_get_stats(b, &st);
+	cr_assert_eq(st.rx_bytes, STREAM_BYTES);
+	xway_chan_close(b);
+}
+
+/* Ping-pong of 8-byte counters between two processes, blocking waits. */
+static void pingpong(uint32_t spin_ns, long rounds)
+{
+	struct xway_chan *a, *b;
+	pid_t pid;
+
+	make_pair(12, spin_ns, &a, &b);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		uint64_t v;
+
+		alarm(ALARM_S);
+		xway_chan_close(a);
+		for (long i = 0; i < rounds; i++) {
+			recv_all(b, &v, sizeof(v));
+			if (v != (uint64_t)i)
+				die_child("sequence", v, i);
+			v++;
+			send_all(b, &v, sizeof(v));
+		}
+		_exit(0);
+	}
+	xway_chan_close(b);
+	for (long i = 0; i < rounds; i++) {
+		uint64_t v = i;
+
+		send_all(a, &v, sizeof(v));
+		recv_all(a, &v, sizeof(v));
+		cr_assert_eq(v, (uint64_t)i + 1);
+	}
+	cr_assert_eq(wait_child(pid), 0);
+	struct xway_chan_stats st;
+	xway_chan_get_stats(a, &st);
+	fprintf(stderr, "pingpong spin=%u: %ld rounds, %llu sleeps, %llu wake-ups sent\n",
+		spin_ns, rounds, (unsigned long long)st.sleeps,
+		(unsigned long long)st.wakeups_sent);
+	xway_chan_close(a);
+}
+
+/* Check 10^6 round trips with the default adaptive spin: no hang. */
+Test(stress, pingpong_default, .timeout = ALARM_S)
+{
+	pingpong(0, PINGPONGS);
+}
+
+/* Check round trips that always sleep (spin off): every round trip goes
+ * through the notify-if-waiting handshake; a lost wake-up hangs. */
+Test(stress, pingpong_sleeping, .timeout = ALARM_S)
+{
+	pingpong(UINT32_MAX, PINGPONGS / 10);
+}
+
+struct echo_arg {
+	struct xway_chan *c;
+	uint64_t bytes;
+	uint64_t seed;
+};
+
+static void *echo_reader(void *p)
+{
+	struct echo_arg *e = p;
+	static uint8_t buf[70000];
+	uint64_t pos = 0;
+
+	while (pos < e->bytes) {
+		size_t k = recv_some(e->c, buf, sizeof(buf));
+		if (!k)
+			die_child("echo EOF", pos, 0);
+		for (size_t i = 0; i < k; i++)
+			if (buf[i] != stream_byte(pos + i))
+				die_child("echo byte", pos + i, buf[i]);
+		pos += k;
+	}
+	return NULL;
+}
+
+/* Check two sleepers on one endpoint: a writer thread blocked for room and
+ * a reader thread blocked for data share one eventfd; the echo peer's
+ * wake-ups must reach both (a lost one hangs). */
+Test(stress, echo_two_sleepers, .timeout = ALARM_S)
+{
+	const uint64_t total = STREAM_BYTES / 4;
+	uint64_t seed = test_seed("echo_two_sleepers");
+	struct xway_chan *a, *b;
+	pthread_t th;
+	pid_t pid;
+
+	make_pair(12, UINT32_MAX, &a, &b);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		static uint8_t buf[5000];
+		uint64_t s = seed, pos = 0;
+
+		alarm(ALARM_S);
+		xway_chan_close(a);
+		while (pos < total) {
+			size_t k = recv_some(b, buf, rnd(&s) % sizeof(buf) + 1);
+			if (!k)
+				die_child("EOF", pos, 0);
+			send_all(b, buf, k);
+			pos += k;
+		}
+		_exit(0);
+	}
+	xway_chan_close(b);
+	struct echo_arg e = { .c = a, .bytes = total, .seed = seed };
+	cr_assert_eq(pthread_create(&th, NULL, echo_reader, &e), 0);
+	static uint8_t buf[10000];
+	uint64_t s = seed ^ 7, pos = 0;
+	while (pos < total) {
+		size_t n = rnd(&s) % sizeof(buf) + 1;
+		if (n > total - pos)
+			n = total - pos;
+		for (size_t i = 0; i < n; i++)
+			buf[i] = stream_byte(pos + i);
+		send_all(a, buf, n);
+		pos += n;
+	}
+	pthread_join(th, NULL);
+	cr_assert_eq(wait_child(pid), 0);
+	xway_chan_close(a);
+}
+
+struct rec {
+	uint32_t magic;
+	uint32_t writer;
+	uint64_t seq;
+	uint64_t payload[6];
+};
+_Static_assert(sizeof(struct rec) == 64, "records are 64 bytes");
+
+#define REC_MAGIC 0x52454331u
+#define RECS      200000
+
+static void fill_rec(struct rec *r, uint32_t w, uint64_t seq)
+{
+	r->magic = REC_MAGIC;
+	r->writer = w;
+	r->seq = seq;
+	for (int i = 0; i < 6; i++)
+		r->payload[i] = (seq * 6 + i) ^ ((uint64_t)w << 40);
+}
+
+static void send_recs(struct xway_chan *c, uint32_t w, uint64_t from, uint64_t n)
+{
+	struct rec r;
+
+	for (uint64_t i = from; i < from + n; i++) {
+		fill_rec(&r, w, i);
+		/* Every write and read is a multiple of 64 bytes in a ring
+		 * of 64 KiB, so free space is too: a record is never split,
+		 * and only the per-direction lock keeps two writers' copies
+		 * from landing on the same bytes. */
+		send_all(c, &r, sizeof(r));
+	}
+}
+
+/* Check that after fork parent and child both send on one endpoint and
+ * the stream stays consistent: whole records, each writer's in order;
+ * after the child closed its copy the parent still sends. */
+Test(stress, fork_shared_sender, .timeout = ALARM_S)
+{
+	struct xway_chan *a, *b;
+	pid_t reader, child;
+	int st[2];
+
+	make_pair(16, 0, &a, &b);
+	reader = fork();
+	cr_assert_geq(reader, 0);
+	if (reader == 0) {
+		static struct rec recs[64];
+		uint64_t next[2] = { 0, 0 }, total = 0;
+
+		alarm(ALARM_S);
+		xway_chan_close(a);
+		for (;;) {
+			size_t k = recv_some(b, recs, sizeof(recs));
+			if (!k)
+				break;
+			if (k % sizeof(struct rec))
+				die_child("partial record", k, 0);
+			for (size_t i = 0; i < k / sizeof(struct rec); i++) {
+				struct rec want, *r = &recs[i];
+				if (r->magic != REC_MAGIC || r->writer > 1)
+					die_child("bad record", r->magic, r->writer);
+				fill_rec(&want, r->writer, next[r->writer]);
+				if (memcmp(&want, r, sizeof(want)))
+					die_child("record out of order", r->writer, r->seq);
+				next[r->writer]++;
+				total++;
+			}
+		}
+		if (next[0] != RECS + 1000 || next[1] != RECS)
+			die_child("record count", next[0], next[1]);
+		_exit(0);
+	}
+	xway_chan_close(b);
+	child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		alarm(ALARM_S);
+		send_recs(a, 1, 0, RECS);
+		xway_chan_close(a);      /* only the child's copy */
+		_exit(0);
+	}
+	send_recs(a, 0, 0, RECS);
+	st[0] = wait_child(child);
+	cr_assert_eq(st[0], 0);
+	send_recs(a, 0, RECS, 1000); /* the child's close left ours working */
+	cr_assert_eq(xway_chan_shutdown_wr(a), 0);
+	st[1] = wait_child(reader);
+	cr_assert_eq(st[1], 0);
+	xway_chan_close(a);
+}
