@@ -77,24 +77,24 @@ CFG
 	url="http://127.0.0.1:$port"
 
 	# Big download, then upload with PUT and read it back.
-	timeout 120 "${XW[@]}" curl -sSf -o "$T/big-$mpm.bin" "$url/big.bin" 2>>"$T/log/curl" \
+	bounded 120 curl -sSf -o "$T/big-$mpm.bin" "$url/big.bin" 2>>"$T/log/curl" \
 		|| fail "$mpm: GET big.bin: $(tail -n1 "$T/log/curl")"
 	same "$T/www/big.bin" "$T/big-$mpm.bin" "$mpm: GET 64 MiB"
-	timeout 120 "${XW[@]}" curl -sSf -T "$T/up.bin" "$url/up/up-$mpm.bin" -o /dev/null 2>>"$T/log/curl" \
+	bounded 120 curl -sSf -T "$T/up.bin" "$url/up/up-$mpm.bin" -o /dev/null 2>>"$T/log/curl" \
 		|| fail "$mpm: PUT: $(tail -n1 "$T/log/curl")"
 	same "$T/up.bin" "$T/www/up/up-$mpm.bin" "$mpm: PUT 64 MiB (as stored by apache)"
-	timeout 120 "${XW[@]}" curl -sSf -o "$T/back-$mpm.bin" "$url/up/up-$mpm.bin" 2>>"$T/log/curl" \
+	bounded 120 curl -sSf -o "$T/back-$mpm.bin" "$url/up/up-$mpm.bin" 2>>"$T/log/curl" \
 		|| fail "$mpm: GET uploaded file: $(tail -n1 "$T/log/curl")"
 	same "$T/up.bin" "$T/back-$mpm.bin" "$mpm: GET of the uploaded file"
 
 	# Twenty small pages on one keep-alive connection, then one per
 	# connection (curl -H 'Connection: close').
 	for i in $(seq 1 20); do urls+=("$url/page$i.html"); outs+=(-o "$T/ka-$mpm-$i"); done
-	timeout 60 "${XW[@]}" curl -sSf "${outs[@]}" "${urls[@]}" 2>>"$T/log/curl" \
+	bounded 60 curl -sSf "${outs[@]}" "${urls[@]}" 2>>"$T/log/curl" \
 		|| fail "$mpm: keep-alive pages: $(tail -n1 "$T/log/curl")"
 	for i in $(seq 1 20); do
 		cmp -s "$T/www/page$i.html" "$T/ka-$mpm-$i" || fail "$mpm: keep-alive page$i differs"
-		timeout 30 "${XW[@]}" curl -sSf -H 'Connection: close' -o "$T/nk-$mpm-$i" "$url/page$i.html" 2>>"$T/log/curl" \
+		bounded 30 curl -sSf -H 'Connection: close' -o "$T/nk-$mpm-$i" "$url/page$i.html" 2>>"$T/log/curl" \
 			|| fail "$mpm: page$i without keep-alive: $(tail -n1 "$T/log/curl")"
 		cmp -s "$T/www/page$i.html" "$T/nk-$mpm-$i" || fail "$mpm: page$i (no keep-alive) differs"
 	done
@@ -103,7 +103,7 @@ CFG
 	# ab: 400 requests, 4 concurrent, with and without keep-alive.
 	local n=400 ka
 	for ka in "" -k; do
-		timeout 120 "${XW[@]}" ab -q $ka -n $n -c 4 "$url/page7.html" >"$T/log/ab-$mpm$ka" 2>&1 \
+		bounded 120 ab -q $ka -n $n -c 4 "$url/page7.html" >"$T/log/ab-$mpm$ka" 2>&1 \
 			|| fail "$mpm: ab $ka failed: $(tail -n 3 "$T/log/ab-$mpm$ka")"
 		grep -q '^Non-2xx responses' "$T/log/ab-$mpm$ka" && fail "$mpm: ab $ka: non-2xx responses"
 		grep -q "^Complete requests: *$n\$" "$T/log/ab-$mpm$ka" \

@@ -28,7 +28,7 @@ one_test() {  # name client-args...
 	wait_file "$T/srv-$name.pid" 15
 	wait_port "$port" 15
 	preloaded "$(cat "$T/srv-$name.pid")" "iperf3 server"
-	timeout 120 "${XW[@]}" iperf3 -c 127.0.0.1 -p "$port" -n "$size" -J "$@" \
+	bounded 120 iperf3 -c 127.0.0.1 -p "$port" -n "$size" -J "$@" \
 		>"$T/log/client-$name.json" 2>&1 \
 		|| fail "iperf3 client ($name) failed: $(head -c 300 "$T/log/client-$name.json")"
 }

@@ -106,7 +106,7 @@ compat_dump_logs() {
 	for f in "$T"/log/*; do
 		[ -s "$f" ] || continue
 		echo "----- tail of ${f#$T/}" >&2
-		tail -n 25 "$f" >&2
+		if [ "${f##*/}" = diagnosis ]; then tail -n 150 "$f" >&2; else tail -n 25 "$f" >&2; fi
 	done
 }
 
@@ -189,6 +189,48 @@ compat_start_broker() {
 # XW is the same as a command prefix, for `timeout 60 "${XW[@]}" CMD`.
 XW=(env)
 xw() { "${XW[@]}" "$@"; }
+
+# bounded SECS CMD...: run CMD under xw, at most SECS seconds.  On a hang it
+# first records what every process of the case is doing (compat_diagnose,
+# into $T/log/diagnosis: the evidence the shim engineers need), then stops
+# CMD and returns 124.  Redirections given to `bounded` apply to CMD.
+bounded() {
+	local secs=$1 pid i; shift
+	# <&0: a background job would otherwise get /dev/null as its stdin.
+	"${XW[@]}" "$@" <&0 &
+	pid=$!
+	for ((i = 0; i < secs * 10; i++)); do
+		kill -0 "$pid" 2>/dev/null || { wait "$pid"; return $?; }
+		sleep 0.1
+	done
+	log "'$1' still running after ${secs}s: recording what each process does"
+	compat_diagnose "$*" >>"$T/log/diagnosis" 2>&1
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	return 124
+}
+
+# compat_diagnose WHAT: for every process of this case: command, state,
+# kernel wait channel, current system call, its descriptors (sockets,
+# memfds, eventfds), and one second of strace for those using CPU.
+compat_diagnose() {
+	local pid fds
+	echo "=== $(date +%T) hang in: $1"
+	for pid in $(compat_tagged_pids); do
+		[ -r "/proc/$pid/stat" ] || continue
+		echo "--- pid $pid ppid $(awk '{print $4}' "/proc/$pid/stat") state $(awk '{print $3}' "/proc/$pid/stat")" \
+			"cpu(utime+stime) $(awk '{print $14 + $15}' "/proc/$pid/stat")" \
+			"wchan $(cat "/proc/$pid/wchan" 2>/dev/null) :: $(tr '\0' ' ' < "/proc/$pid/cmdline" | cut -c1-200)"
+		echo "    syscall: $(cat "/proc/$pid/syscall" 2>/dev/null | cut -c1-120)"
+		fds=$(for f in /proc/$pid/fd/*; do printf '%s->%s ' "${f##*/}" "$(readlink "$f" 2>/dev/null)"; done)
+		echo "    fds: $fds" | cut -c1-1500
+		if [ "$(awk '{print $3}' "/proc/$pid/stat")" = R ] && command -v strace >/dev/null; then
+			timeout 1 strace -p "$pid" 2>&1 | head -n 12 | sed 's/^/    strace: /'
+		fi
+	done
+}
 
 # compat_bg LOGNAME CMD...: start CMD under xw in the background, record its
 # pid (also in BG_PID: not echoed, since $(...) would lose COMPAT_PIDS).

@@ -28,7 +28,7 @@ preloaded "$BG_PID" mariadbd
 DB=(--no-defaults --protocol=tcp -h 127.0.0.1 -P "$port" -u root)
 sql() {  # sql OUT QUERY-FILE-or-'-e QUERY': run the client under the shim
 	local out=$1; shift
-	timeout 120 "${XW[@]}" mariadb "${DB[@]}" --max-allowed-packet=64M -N -B "$@" \
+	bounded 120 mariadb "${DB[@]}" --max-allowed-packet=64M -N -B "$@" \
 		>"$out" 2>>"$T/log/client" || fail "mariadb client failed: $(tail -n 3 "$T/log/client")"
 }
 
@@ -70,7 +70,7 @@ sql "$T/blob.sha" -e 'SELECT SHA2(b, 256) FROM xc.blobs WHERE id = 1'
 [ "$(cat "$T/blob.sha")" = "$(sha "$T/blob.bin")" ] || fail "server-side SHA2 of the blob differs"
 
 # Load: mysqlslap, 4 clients, auto-generated mixed queries.
-timeout 120 "${XW[@]}" mysqlslap "${DB[@]}" --concurrency=4 --iterations=2 \
+bounded 120 mysqlslap "${DB[@]}" --concurrency=4 --iterations=2 \
 	--number-of-queries=400 --auto-generate-sql --auto-generate-sql-load-type=mixed \
 	>"$T/log/mysqlslap" 2>&1 || fail "mysqlslap failed: $(tail -n 3 "$T/log/mysqlslap")"
 grep -q 'Average number of seconds to run all queries' "$T/log/mysqlslap" || fail "mysqlslap printed no result"

@@ -95,7 +95,7 @@ url="ftp://127.0.0.1:$port/pub"
 
 ftp() {  # what curl-args...
 	local what=$1; shift
-	timeout 120 "${XW[@]}" curl -sS "$@" 2>>"$T/log/curl" || fail "$what: $(tail -n1 "$T/log/curl")"
+	bounded 120 curl -sS "$@" 2>>"$T/log/curl" || fail "$what: $(tail -n1 "$T/log/curl")"
 }
 ftp "passive EPSV upload" -T "$T/up.bin" "$url/up-epsv.bin"
 same "$T/up.bin" "$T/ftp/pub/up-epsv.bin" "passive (EPSV) upload"
@@ -112,7 +112,7 @@ done
 log "listing ok"
 
 # lftp: one control connection, one data connection per transfer.
-timeout 120 "${XW[@]}" lftp -c "debug 5; set net:max-retries 1; set net:timeout 30; set xfer:clobber on;
+bounded 120 lftp -c "debug 5; set net:max-retries 1; set net:timeout 30; set xfer:clobber on;
 	open -u anonymous,xway -p $port 127.0.0.1; cd pub;
 	set ftp:passive-mode off; put $T/up.bin -o up-lftp.bin;
 	set ftp:passive-mode on; get down.bin -o $T/down-lftp.bin" >"$T/log/lftp" 2>&1 \

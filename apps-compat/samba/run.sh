@@ -61,19 +61,19 @@ mkdata "$T/share/down.bin" $MB
 size=$(stat -c%s "$T/up.bin")
 printf 'username = root\npassword = %s\n' "$pw" > "$T/auth"; chmod 0600 "$T/auth"
 smb() {  # what commands
-	timeout 120 "${XW[@]}" smbclient -s "$T/smb.conf" "//127.0.0.1/share" -p "$port" \
+	bounded 120 smbclient -s "$T/smb.conf" "//127.0.0.1/share" -p "$port" \
 		-A "$T/auth" -c "$2" >>"$T/log/smbclient" 2>&1 || fail "smbclient $1: $(tail -n 3 "$T/log/smbclient")"
 }
 smb put "lcd $T; put up.bin up.bin"
 same "$T/up.bin" "$T/share/up.bin" "smbclient put"
 smb get "lcd $T; get down.bin down-got.bin"
 same "$T/share/down.bin" "$T/down-got.bin" "smbclient get"
-timeout 60 "${XW[@]}" smbclient -s "$T/smb.conf" "//127.0.0.1/share" -p "$port" -A "$T/auth" -c ls \
+bounded 60 smbclient -s "$T/smb.conf" "//127.0.0.1/share" -p "$port" -A "$T/auth" -c ls \
 	>"$T/ls" 2>>"$T/log/smbclient" || fail "smbclient ls failed"
 grep -q ' up.bin ' "$T/ls" && grep -q ' down.bin ' "$T/ls" || fail "listing lacks files: $(cat "$T/ls")"
 log "listing ok"
 # Wrong password must be refused (the server really checks).
-timeout 60 "${XW[@]}" smbclient -s "$T/smb.conf" "//127.0.0.1/share" -p "$port" -U "root%wrong" -c ls \
+bounded 60 smbclient -s "$T/smb.conf" "//127.0.0.1/share" -p "$port" -U "root%wrong" -c ls \
 	>"$T/log/smbclient-bad" 2>&1 && fail "smbclient with a wrong password succeeded"
 grep -q NT_STATUS_LOGON_FAILURE "$T/log/smbclient-bad" || fail "wrong password: $(tail -n1 "$T/log/smbclient-bad")"
 log "wrong password refused"

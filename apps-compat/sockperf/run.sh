@@ -13,7 +13,7 @@ compat_need sockperf
 MSG=60000
 run_client() {  # name args...: run a client, keep its output in $T/log/name
 	local name=$1; shift
-	timeout 60 "${XW[@]}" sockperf "$@" --tcp -i 127.0.0.1 -m $MSG -t 3 \
+	bounded 60 sockperf "$@" --tcp -i 127.0.0.1 -m $MSG -t 3 \
 		>"$T/log/$name" 2>&1 || fail "sockperf $name exited $? ($(tail -n 3 "$T/log/$name" | tr '\n' ' '))"
 }
 

@@ -52,7 +52,7 @@ SSH_OPTS=(-F /dev/null -i "$T/client_key" -o UserKnownHostsFile="$T/known_hosts"
 	-o Compression=no)
 run() {  # what command...: run a client under the shim, bounded in time
 	local what=$1; shift
-	timeout 120 "${XW[@]}" "$@" 2>>"$T/log/client" || fail "$what failed (exit $?): $(tail -n 3 "$T/log/client")"
+	bounded 120 "$@" 2>>"$T/log/client" || fail "$what failed (exit $?): $(tail -n 3 "$T/log/client")"
 }
 
 mkdata "$T/up.bin" $MB

@@ -29,7 +29,7 @@ compat_bg inetd inetd -d -i -E "$T/inetd.conf"
 wait_port "$port" 15 "$BG_PID"
 preloaded "$BG_PID" inetd
 
-timeout 120 "${XW[@]}" python3 "$here/drive.py" "$T/up.bin" "$T/down.got" "$(sha "$T/down.bin")" 90 \
+bounded 120 python3 "$here/drive.py" "$T/up.bin" "$T/down.got" "$(sha "$T/down.bin")" 90 \
 	-- telnet 127.0.0.1 "$port" 2>"$T/log/drive" || fail "$(tail -n 1 "$T/log/drive")"
 log "$(tail -n 1 "$T/log/drive")"
 same "$T/down.bin" "$T/down.got" "telnet download"

@@ -59,7 +59,7 @@ url="ftp://127.0.0.1:$port/pub"
 
 ftp() {  # what curl-args...
 	local what=$1; shift
-	timeout 120 "${XW[@]}" curl -sS "$@" 2>>"$T/log/curl" || fail "$what: $(tail -n1 "$T/log/curl")"
+	bounded 120 curl -sS "$@" 2>>"$T/log/curl" || fail "$what: $(tail -n1 "$T/log/curl")"
 }
 ftp "passive EPSV upload" -T "$T/up.bin" "$url/up-epsv.bin"
 same "$T/up.bin" "$T/ftp/pub/up-epsv.bin" "passive (EPSV) upload"
