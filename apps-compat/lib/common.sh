@@ -27,7 +27,7 @@ T=""
 SOCK=""
 XWAY_LIB=""
 
-log()  { printf '[%s %s] %s\n' "$COMPAT_NAME" "$(date +%T)" "$*" >&2; }
+log()  { printf '[%s %s] %s\n' "$COMPAT_NAME" "$(date +%T)" "$*" >&"${COMPAT_ERR:-2}"; }
 
 # Stop one pid: TERM, wait up to 10 s, then KILL.  Only pids we recorded or
 # that carry our tag reach here.
@@ -89,9 +89,11 @@ compat_cleanup() {
 	exit $rc
 }
 
+# Verdicts and log dumps go to the case's own stdout/stderr, saved at init,
+# even when fail is called inside a function whose output is redirected.
 compat_verdict_line() {
 	local dt=$(( $(date +%s) - COMPAT_T0 ))
-	echo "compat-$COMPAT_NAME: $1 [$MODE] (${dt}s)${2:+ - $2}"
+	echo "compat-$COMPAT_NAME: $1 [$MODE] (${dt}s)${2:+ - $2}" >&"${COMPAT_OUT:-1}"
 }
 
 COMPAT_NOTE=""
@@ -103,6 +105,7 @@ skip() { COMPAT_DONE=1; compat_verdict_line SKIP "$*"; exit 77; }
 compat_dump_logs() {
 	local f
 	[ -d "$T/log" ] || return 0
+	exec 2>&"${COMPAT_ERR:-2}"
 	for f in "$T"/log/*; do
 		[ -s "$f" ] || continue
 		echo "----- tail of ${f#$T/}" >&2
@@ -114,6 +117,7 @@ compat_dump_logs() {
 compat_init() {
 	COMPAT_NAME=$1
 	COMPAT_T0=$(date +%s)
+	exec {COMPAT_OUT}>&1 {COMPAT_ERR}>&2
 	case "$MODE" in plain|shim|nobroker) ;; *)
 		echo "XWAY_COMPAT_MODE must be 'plain', 'shim' or 'nobroker', not '$MODE'" >&2; exit 2 ;;
 	esac
