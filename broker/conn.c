@@ -65,7 +65,8 @@ static struct xwayd_conn *conn_new(uint64_t cookie)
 	k->started = xwayd_now();
 	k->ended = -1;
 	for (int i = 0; i < 2; i++)
-		k->side[i].tcp_sent = k->side[i].tcp_received = -1;
+		k->side[i].tcp_sent = k->side[i].tcp_received =
+			k->side[i].chan_tx = k->side[i].chan_rx = -1;
 	return k;
 }
 
@@ -234,9 +235,9 @@ static int map_header(struct xwayd_conn *k, int memfd, const struct xway_offer *
 void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
 {
 	const struct xway_offer *o = &r->u.offer;
-	struct xwayd_side cl = { .pid = c->pid, .uid = c->uid, .tcp_sent = -1,
+	struct xwayd_side cl = { .chan_tx = -1, .chan_rx = -1, .pid = c->pid, .uid = c->uid, .tcp_sent = -1,
 				 .tcp_received = -1 };
-	struct xwayd_side sv = { .addr = o->dst, .uid = (uid_t)-1, .tcp_sent = -1,
+	struct xwayd_side sv = { .chan_tx = -1, .chan_rx = -1, .addr = o->dst, .uid = (uid_t)-1, .tcp_sent = -1,
 				 .tcp_received = -1 };
 	struct xwayd_listener *l;
 	struct xwayd_conn *k = NULL;
@@ -366,9 +367,9 @@ static bool claim_matches(const struct xwayd_conn *k, const struct xway_claim *c
 void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 {
 	const struct xway_claim *cl = &r->u.claim;
-	struct xwayd_side srv = { .addr = cl->local, .pid = c->pid, .uid = c->uid,
+	struct xwayd_side srv = { .chan_tx = -1, .chan_rx = -1, .addr = cl->local, .pid = c->pid, .uid = c->uid,
 				  .tcp_sent = -1, .tcp_received = -1 };
-	struct xwayd_side cli = { .addr = cl->peer, .uid = (uid_t)-1, .tcp_sent = -1,
+	struct xwayd_side cli = { .chan_tx = -1, .chan_rx = -1, .addr = cl->peer, .uid = (uid_t)-1, .tcp_sent = -1,
 				  .tcp_received = -1 };
 	struct xway_addr name, peer;
 	struct xwayd_conn *k = NULL;
@@ -509,10 +510,24 @@ static struct xwayd_conn *find_fallback(const struct xway_report *p)
 	return NULL;
 }
 
+/* Final byte counts: what the endpoints reported (the sender's tx, else
+ * the receiver's rx), else the last live reading of the header. */
+static void conn_finals(struct xwayd_conn *k)
+{
+	const struct xwayd_side *c = &k->side[0], *s = &k->side[1];
+
+	if (c->chan_tx >= 0 || s->chan_rx >= 0)
+		k->bytes_c2s = (uint64_t)(c->chan_tx >= 0 ? c->chan_tx : s->chan_rx);
+	if (s->chan_tx >= 0 || c->chan_rx >= 0)
+		k->bytes_s2c = (uint64_t)(s->chan_tx >= 0 ? s->chan_tx : c->chan_rx);
+}
+
 /* An accelerated connection is over: take it out of the live tables. */
 static void conn_close(struct xwayd_conn *k, const char *detail)
 {
 	xwayd_conn_refresh(k);
+	conn_unmap(k);
+	conn_finals(k);
 	g_hash_table_steal(xd->live, &k->cookie);
 	g_hash_table_steal(xd->offers, &k->offer_id);
 	k->state = XC_CLOSED;
@@ -539,9 +554,9 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 		return;
 	}
 	if (p->kind == XWAY_REP_FALLBACK) {
-		struct xwayd_side me = { .addr = p->local, .pid = c->pid, .uid = c->uid,
+		struct xwayd_side me = { .chan_tx = -1, .chan_rx = -1, .addr = p->local, .pid = c->pid, .uid = c->uid,
 					 .tcp_sent = -1, .tcp_received = -1 };
-		struct xwayd_side other = { .addr = p->peer, .uid = (uid_t)-1, .tcp_sent = -1,
+		struct xwayd_side other = { .chan_tx = -1, .chan_rx = -1, .addr = p->peer, .uid = (uid_t)-1, .tcp_sent = -1,
 					    .tcp_received = -1 };
 
 		if (!k && !p->cookie)
@@ -567,18 +582,12 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 	s->closed = true;
 	s->tcp_sent = p->tcp_bytes_sent;
 	s->tcp_received = p->tcp_bytes_received;
-	if (p->chan_tx_bytes >= 0) {
-		if (p->side == 0)
-			k->bytes_c2s = (uint64_t)p->chan_tx_bytes;
-		else
-			k->bytes_s2c = (uint64_t)p->chan_tx_bytes;
-	}
-	if (k->state == XC_ACCELERATED && k->side[0].closed && k->side[1].closed) {
-		/* Keep the reported finals: drop the mapping first so the
-		 * refresh in conn_close does not overwrite them. */
-		conn_unmap(k);
+	s->chan_tx = p->chan_tx_bytes;
+	s->chan_rx = p->chan_rx_bytes;
+	if (k->state == XC_ACCELERATED && k->side[0].closed && k->side[1].closed)
 		conn_close(k, NULL);
-	}
+	else if (k->state == XC_CLOSED)
+		conn_finals(k);
 }
 
 /* ---- liveness, disconnects, shutdown -------------------------------------- */

@@ -87,6 +87,7 @@ struct xwayd_side {
 	pid_t pid;
 	uid_t uid;
 	int64_t tcp_sent, tcp_received;   /* -1 unknown */
+	int64_t chan_tx, chan_rx;         /* REPORT CLOSED finals; -1 unknown */
 	bool closed;                      /* REPORT CLOSED seen */
 };
 

@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of broker/proto.c, the pure functions: the message parser
+ * (valid, malformed, truncated, oversized, wrong descriptor counts), the
+ * reason-name table, address helpers, the rule language and its
+ * precedence, and JSON escaping.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "../../../broker/proto.h"
+
+static size_t mk(uint8_t *buf, uint16_t type, const void *body, size_t len)
+{
+	struct xway_msg_hdr h = { .magic = XWAY_PROTO_MAGIC, .version = XWAY_PROTO_VERSION,
+				  .type = type, .len = (uint32_t)(sizeof(h) + len), .seq = 9 };
+
+	memcpy(buf, &h, sizeof(h));
+	memcpy(buf + sizeof(h), body, len);
+	return sizeof(h) + len;
+}
+
+static void v4(struct xway_addr *a, const char *ip, uint16_t port)
+{
+	memset(a, 0, sizeof(*a));
+	a->ip[10] = a->ip[11] = 0xff;
+	inet_pton(AF_INET, ip, a->ip + 12);
+	a->port = htons(port);
+	a->family = AF_INET;
+}
+
+static struct xway_offer good_offer(void)
+{
+	struct xway_offer o = { .cookie = 42, .ring_order = 20, .backend = 1 };
+
+	v4(&o.dst, "127.0.0.1", 5000);
+	v4(&o.src, "0.0.0.0", 40000);
+	return o;
+}
+
+Test(parse, valid_messages)
+{
+	/* Check that each well-formed request parses with its body and seq. */
+	uint8_t buf[1024];
+	struct xway_req r;
+	const char *why = NULL;
+	struct xway_hello hello = { .shim_version = 1 };
+	struct xway_offer o = good_offer();
+	struct xway_query q = { .what = XWAY_Q_CONNECTIONS, .json = 1 };
+	struct xway_withdraw w = { .offer_id = 7 };
+	struct xway_listen l;
+
+	v4(&l.addr, "0.0.0.0", 80);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_HELLO, &hello, sizeof(hello)), 0, &r, &why), 0);
+	cr_assert_eq(r.hdr.seq, 9);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_OFFER, &o, sizeof(o)), 4, &r, &why), 0);
+	cr_assert_eq(r.u.offer.cookie, 42);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_QUERY, &q, sizeof(q)), 0, &r, &why), 0);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_WITHDRAW, &w, sizeof(w)), 0, &r, &why), 0);
+	cr_assert_eq(r.u.withdraw.offer_id, 7);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_LISTEN_ADD, &l, sizeof(l)), 1, &r, &why), 0);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_LISTEN_DEL, &l, sizeof(l)), 0, &r, &why), 0);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_LISTEN_DEL, &l, sizeof(l)), 1, &r, &why), 0);
+}
+
+Test(parse, malformed_header)
+{
+	/* Check that bad magic, version, length and short packets are
+	 * refused with -EPROTO and a reason, and oversized with -EMSGSIZE. */
+	uint8_t buf[1024];
+	struct xway_hello hello = { 0 };
+	struct xway_msg_hdr *h = (void *)buf;
+	struct xway_req r;
+	const char *why = NULL;
+	size_t n = mk(buf, XWAY_MSG_HELLO, &hello, sizeof(hello));
+
+	h->magic ^= 1;
+	cr_assert_eq(xway_msg_parse(buf, n, 0, &r, &why), -EPROTO);
+	cr_assert(strstr(why, "magic"));
+	h->magic ^= 1;
+	h->version = 2;
+	cr_assert_eq(xway_msg_parse(buf, n, 0, &r, &why), -EPROTO);
+	h->version = XWAY_PROTO_VERSION;
+	h->len = (uint32_t)n + 1;
+	cr_assert_eq(xway_msg_parse(buf, n, 0, &r, &why), -EPROTO);
+	h->len = (uint32_t)n;
+	cr_assert_eq(xway_msg_parse(buf, 3, 0, &r, &why), -EPROTO);
+	cr_assert_eq(xway_msg_parse(buf, XWAY_MSG_MAX + 1, 0, &r, &why), -EMSGSIZE);
+	cr_assert_eq(xway_msg_parse(buf, n, 0, &r, &why), 0);
+}
+
+Test(parse, unknown_and_reply_types)
+{
+	/* Check that unknown types and broker-to-client types are refused. */
+	uint8_t buf[1024];
+	struct xway_result res = { 0 };
+	struct xway_req r;
+	const char *why = NULL;
+
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, 99, &res, 8), 0, &r, &why), -EOPNOTSUPP);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, 0, &res, 8), 0, &r, &why), -EOPNOTSUPP);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_RESULT, &res, sizeof(res)), 0, &r, &why),
+		     -EOPNOTSUPP);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_HELLO_OK, &res, 16), 0, &r, &why),
+		     -EOPNOTSUPP);
+	cr_assert_eq(r.hdr.seq, 9, "seq is kept for the error reply");
+}
+
+Test(parse, truncated_and_long_bodies)
+{
+	/* Check that a body one byte short or long is -EBADMSG. */
+	uint8_t buf[1024], big[sizeof(struct xway_offer) + 8] = { 0 };
+	struct xway_offer o = good_offer();
+	struct xway_req r;
+	const char *why = NULL;
+
+	memcpy(big, &o, sizeof(o));
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_OFFER, big, sizeof(o) - 1), 4, &r, &why),
+		     -EBADMSG);
+	cr_assert(strstr(why, "truncated"));
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_OFFER, big, sizeof(o) + 1), 4, &r, &why),
+		     -EBADMSG);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_HELLO, &o, 0), 0, &r, &why), -EBADMSG);
+}
+
+Test(parse, wrong_fd_counts)
+{
+	/* Check that every type insists on its descriptor count. */
+	uint8_t buf[1024];
+	struct xway_offer o = good_offer();
+	struct xway_claim c;
+	struct xway_hello hello = { 0 };
+	struct xway_req r;
+	const char *why = NULL;
+	size_t n = mk(buf, XWAY_MSG_OFFER, &o, sizeof(o));
+
+	for (unsigned k = 0; k < 8; k++)
+		cr_assert_eq(xway_msg_parse(buf, n, k, &r, &why), k == 4 ? 0 : -EBADF);
+	v4(&c.local, "127.0.0.1", 1);
+	v4(&c.peer, "127.0.0.1", 2);
+	n = mk(buf, XWAY_MSG_CLAIM, &c, sizeof(c));
+	cr_assert_eq(xway_msg_parse(buf, n, 0, &r, &why), -EBADF);
+	cr_assert_eq(xway_msg_parse(buf, n, 2, &r, &why), -EBADF);
+	cr_assert_eq(xway_msg_parse(buf, n, 1, &r, &why), 0);
+	n = mk(buf, XWAY_MSG_HELLO, &hello, sizeof(hello));
+	cr_assert_eq(xway_msg_parse(buf, n, 1, &r, &why), -EBADF);
+}
+
+Test(parse, bad_fields)
+{
+	/* Check field validation: family, v4 mapping, ports, cookie, ring
+	 * order, backend, report kind/side/reason, query what/json. */
+	uint8_t buf[1024];
+	struct xway_req r;
+	const char *why = NULL;
+	struct xway_offer o;
+	struct xway_report rep;
+	struct xway_query q;
+
+	o = good_offer(); o.dst.family = AF_UNIX;
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_OFFER, &o, sizeof(o)), 4, &r, &why), -EBADMSG);
+	o = good_offer(); o.dst.ip[10] = 0;
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_OFFER, &o, sizeof(o)), 4, &r, &why), -EBADMSG);
+	o = good_offer(); o.src.port = 0;
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_OFFER, &o, sizeof(o)), 4, &r, &why), -EBADMSG);
+	o = good_offer(); v4(&o.dst, "0.0.0.0", 5000);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_OFFER, &o, sizeof(o)), 4, &r, &why), -EBADMSG);
+	o = good_offer(); o.cookie = 0;
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_OFFER, &o, sizeof(o)), 4, &r, &why), -EBADMSG);
+	o = good_offer(); o.ring_order = 40;
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_OFFER, &o, sizeof(o)), 4, &r, &why), -EBADMSG);
+	o = good_offer(); o.backend = 7;
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_OFFER, &o, sizeof(o)), 4, &r, &why), -EBADMSG);
+
+	memset(&rep, 0, sizeof(rep));
+	rep.kind = XWAY_REP_FALLBACK;
+	v4(&rep.local, "127.0.0.1", 1);
+	v4(&rep.peer, "127.0.0.1", 2);
+	memset(rep.text, 'x', sizeof(rep.text));   /* no NUL: terminated, not refused */
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_REPORT, &rep, sizeof(rep)), 0, &r, &why), 0);
+	cr_assert_eq(r.u.report.text[sizeof(rep.text) - 1], 0);
+	rep.kind = 9;
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_REPORT, &rep, sizeof(rep)), 0, &r, &why), -EBADMSG);
+	rep.kind = XWAY_REP_CLOSED; rep.side = 2;
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_REPORT, &rep, sizeof(rep)), 0, &r, &why), -EBADMSG);
+	rep.side = 1; rep.reason = XWAY_R__MAX;
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_REPORT, &rep, sizeof(rep)), 0, &r, &why), -EBADMSG);
+
+	q = (struct xway_query){ .what = 0 };
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_QUERY, &q, sizeof(q)), 0, &r, &why), -EBADMSG);
+	q = (struct xway_query){ .what = XWAY_Q_STATS, .json = 2 };
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_QUERY, &q, sizeof(q)), 0, &r, &why), -EBADMSG);
+}
+
+Test(names, reasons_match_schema)
+{
+	/* Check the reason table against the strings of the JSON schema. */
+	static const char *const want[] = {
+		"", "disabled", "excluded", "broker-down", "no-listener",
+		"not-coresident", "withdrawn", "peer-tcp", "setup-bind",
+		"setup-chan", "setup-proto", "unsupported", "no-offer",
+	};
+
+	cr_assert_eq(sizeof(want) / sizeof(want[0]), XWAY_R__MAX);
+	for (unsigned i = 0; i < XWAY_R__MAX; i++)
+		cr_assert_str_eq(xway_reason_name(i), want[i]);
+	cr_assert_str_eq(xway_reason_name(1000), "unknown");
+}
+
+Test(addr, format_and_classes)
+{
+	/* Check formatting and the wildcard/loopback classes, v4 and v6. */
+	struct xway_addr a;
+	char buf[80];
+
+	v4(&a, "127.0.0.1", 5000);
+	cr_assert_str_eq(xway_addr_format(&a, buf, sizeof(buf)), "127.0.0.1:5000");
+	cr_assert(xway_addr_is_loopback(&a) && !xway_addr_is_wildcard(&a));
+	v4(&a, "127.9.9.9", 1);
+	cr_assert(xway_addr_is_loopback(&a));
+	v4(&a, "0.0.0.0", 1);
+	cr_assert(xway_addr_is_wildcard(&a) && xway_addr_is_v4(&a));
+	memset(&a, 0, sizeof(a));
+	a.ip[15] = 1;
+	a.port = htons(5000);
+	a.family = AF_INET6;
+	cr_assert_str_eq(xway_addr_format(&a, buf, sizeof(buf)), "[::1]:5000");
+	cr_assert(xway_addr_is_loopback(&a) && !xway_addr_is_v4(&a));
+	a.ip[15] = 0;
+	cr_assert(xway_addr_is_wildcard(&a));
+}
+
+Test(rules, parse_errors)
+{
+	/* Check that bad rules are refused with a message naming the term. */
+	struct xway_rule r;
+	char err[160];
+
+	cr_assert_eq(xway_rule_parse("port=5000-6000", &r, err, sizeof(err)), 0);
+	cr_assert_eq(xway_rule_parse("port=6000-5000", &r, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "port=6000-5000"));
+	cr_assert_eq(xway_rule_parse("port=70000", &r, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(xway_rule_parse("port=", &r, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(xway_rule_parse("addr=10.0.0.0/33", &r, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(xway_rule_parse("addr=nonsense", &r, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(xway_rule_parse("host=foo", &r, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "unknown rule term"));
+	cr_assert_eq(xway_rule_parse("   ", &r, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(xway_rule_parse("uid=-1", &r, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(xway_rule_parse("addr=fd00::/8 port=1 uid=33", &r, err, sizeof(err)), 0);
+}
+
+Test(rules, matching_and_precedence)
+{
+	/* Check term matching, AND within a rule, and deny-before-allow. */
+	struct xway_rule allow[2], deny[1];
+	struct xway_addr a;
+	char err[160];
+
+	cr_assert_eq(xway_rule_parse("port=5000-6000", &allow[0], err, sizeof(err)), 0);
+	cr_assert_eq(xway_rule_parse("addr=10.0.0.0/8", &allow[1], err, sizeof(err)), 0);
+	cr_assert_eq(xway_rule_parse("uid=33 port=5500", &deny[0], err, sizeof(err)), 0);
+	v4(&a, "127.0.0.1", 5500);
+	cr_assert(!xway_rules_exclude(allow, 2, deny, 1, &a, 0));
+	cr_assert(xway_rules_exclude(allow, 2, deny, 1, &a, 33), "deny wins");
+	v4(&a, "127.0.0.1", 80);
+	cr_assert(xway_rules_exclude(allow, 2, deny, 1, &a, 0), "allow list set, none matches");
+	v4(&a, "10.1.2.3", 80);
+	cr_assert(!xway_rules_exclude(allow, 2, deny, 1, &a, 0));
+	v4(&a, "11.1.2.3", 80);
+	cr_assert(xway_rules_exclude(allow, 2, deny, 1, &a, 0));
+	cr_assert(!xway_rules_exclude(allow, 0, deny, 0, &a, 0), "no rules: allowed");
+	cr_assert_eq(xway_rule_parse("addr=::ffff:10.0.0.0/104", &allow[0], err, sizeof(err)), 0);
+	v4(&a, "10.9.9.9", 1);
+	cr_assert(xway_rule_match(&allow[0], &a, 0), "v4-mapped prefix matches v4");
+}
+
+Test(json, escape)
+{
+	/* Check escaping of quotes, backslashes, control and high bytes, and
+	 * truncation that still yields a terminated string. */
+	char out[64];
+
+	cr_assert_eq(xway_json_escape("a\"b\\c\n\x01\xff", out, sizeof(out)), 25);
+	cr_assert_str_eq(out, "a\\\"b\\\\c\\u000a\\u0001\\u00ff");
+	cr_assert_eq(xway_json_escape("abcdef", out, 4), 6);
+	cr_assert_eq(strlen(out), 3);
+}
