@@ -48,27 +48,11 @@ static int xway_left(long deadline)
 	return l <= 0 ? 0 : l > INT_MAX ? INT_MAX : (int)l;
 }
 
-/*
- * After the channel wait returned -EINTR: would the kernel have restarted
- * the call?  Only under SA_RESTART and without a socket timeout.  The wait
- * does not say which signal it was, so restart only if every caught
- * signal's handler has SA_RESTART (documented in shim/README.md).
- */
+/* After the channel wait returned -EINTR: would the kernel have restarted
+ * the call?  (signal.c knows which handler ran.) */
 static int xway_restart_ok(int timeo_ms)
 {
-	if (timeo_ms > 0)
-		return 0;
-	for (int sig = 1; sig < NSIG; sig++) {
-		struct sigaction old;
-		if (sig == SIGKILL || sig == SIGSTOP)
-			continue;
-		if (real.sigaction(sig, NULL, &old) < 0)
-			continue;
-		if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN &&
-		    !(old.sa_flags & SA_RESTART))
-			return 0;
-	}
-	return 1;
+	return xway_sig_restarts(timeo_ms);
 }
 
 static size_t xway_iov_len(const struct iovec *iov, int iovcnt)
@@ -154,6 +138,7 @@ static long xway_pending_read_wait(struct xway_conn *c, int nb, long deadline)
 	int left = xway_left(deadline);
 	if (left == 0)
 		return -EAGAIN;
+	xway_last_sig = 0;
 	int w = xway_chan_wait(c->chan, XWAY_EV_IN, c->fd,
 			       left < 0 || left > XWAY_PENDING_SLICE_MS
 			       ? XWAY_PENDING_SLICE_MS : left);
@@ -254,6 +239,7 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 		int left = xway_left(deadline);
 		if (left == 0)
 			return copied ? (ssize_t)copied : -EAGAIN;
+		xway_last_sig = 0;
 		int w = xway_chan_wait(c->chan, XWAY_EV_IN, c->fd, left);
 		if (w == 0)
 			return copied ? (ssize_t)copied : -EAGAIN;   /* SO_RCVTIMEO */
@@ -316,6 +302,8 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 		if (st == XWAY_ST_FLUSH) {
 			if (sent)
 				return (ssize_t)sent;
+			if (atomic_load_explicit(&c->wr_shut, memory_order_relaxed))
+				return xway_epipe(flags);
 			r = xway_flush_owed(c, nb);
 			if (r < 0)
 				return r == -EPIPE ? xway_epipe(flags) : r;
@@ -345,8 +333,18 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 				return (ssize_t)sent;
 			continue;
 		}
-		if (r == -EPIPE)
-			return sent ? (ssize_t)sent : xway_epipe(flags);
+		if (r == -EPIPE) {
+			/* The peer closed its reading side (our own SHUT_WR
+			 * was checked above).  Kernel TCP: the first write
+			 * after that still succeeds (the peer answers it with
+			 * RST); later ones fail with EPIPE. */
+			if (sent)
+				return (ssize_t)sent;
+			if (atomic_exchange_explicit(&c->epipe_state, 1,
+						     memory_order_relaxed) == 0)
+				return (ssize_t)total;
+			return xway_epipe(flags);
+		}
 		if (r == -ECONNRESET || r == -EPROTO) {
 			if (sent)
 				return (ssize_t)sent;
@@ -372,6 +370,7 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 		if (st == XWAY_ST_PENDING && (left < 0 || left > XWAY_PENDING_SLICE_MS))
 			left = XWAY_PENDING_SLICE_MS;
 		int tcp_fd = (xway_chan_poll(c->chan) & XWAY_EV_RDHUP) ? -1 : c->fd;
+		xway_last_sig = 0;
 		int w = xway_chan_wait(c->chan, XWAY_EV_OUT, tcp_fd, left);
 		if (w == 0 && st == XWAY_ST_ACCEL)
 			return sent ? (ssize_t)sent : -EAGAIN;      /* SO_SNDTIMEO */
@@ -437,12 +436,26 @@ int xway_io_shutdown(struct xway_conn *c, int how)
 	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
 		return -EINVAL;
 	if (st == XWAY_ST_PENDING && (how == SHUT_WR || how == SHUT_RDWR)) {
-		/* The EOF goes into ring 0 as well: it travels with the bytes
-		 * wherever the broker's decision sends them. */
+		/* The EOF goes into ring 0: it travels with the bytes wherever
+		 * the broker's decision sends them.  The TCP FIN waits for
+		 * that decision (wr_shut 3): sent at once if claimed, after the
+		 * owed bytes if withdrawn. */
+		int pending = 0;
 		pthread_mutex_lock(&c->lock);
-		if (atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_PENDING)
+		if (atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_PENDING) {
 			xway_chan_shutdown_wr(c->chan);
+			atomic_store_explicit(&c->wr_shut, 3, memory_order_relaxed);
+			pending = 1;
+		}
 		pthread_mutex_unlock(&c->lock);
+		if (pending) {
+			if (how == SHUT_RDWR)
+				atomic_store_explicit(&c->rd_shut, 1, memory_order_relaxed);
+			/* The kernel's answer for this socket (ENOTCONN while
+			 * not connected) without sending the FIN yet. */
+			return how == SHUT_RDWR ? (int)XWAY_SYS(real.shutdown(c->fd, SHUT_RD))
+						: 0;
+		}
 		st = atomic_load_explicit(&c->state, memory_order_acquire);
 	}
 	if (st == XWAY_ST_FLUSH && (how == SHUT_WR || how == SHUT_RDWR) &&

@@ -469,7 +469,8 @@ static void xway_go_tcp(struct xway_conn *c)
 		c->flush_len = n;
 		c->flush_off = 0;
 	}
-	if (flags & XWAY_RING_F_EOF)
+	if ((flags & XWAY_RING_F_EOF) ||
+	    atomic_load_explicit(&c->wr_shut, memory_order_relaxed) == 3)
 		atomic_store_explicit(&c->wr_shut, 2, memory_order_relaxed); /* owed */
 out:
 	XDBG("fd %d: offer withdrawn; %zu bytes move to TCP", c->fd, c->flush_len);
@@ -502,6 +503,12 @@ int xway_pending_resolve(struct xway_conn *c, int tcp_ready)
 		    ? XWAY_ATTACH_CLAIMED : XWAY_ATTACH_WITHDRAWN;
 	}
 	if (a == XWAY_ATTACH_CLAIMED) {
+		if (atomic_load_explicit(&c->wr_shut, memory_order_relaxed) == 3) {
+			/* SHUT_WR while pending: the ring has the EOF; now the
+			 * FIN (xway_io_shutdown). */
+			real.shutdown(c->fd, SHUT_WR);
+			atomic_store_explicit(&c->wr_shut, 1, memory_order_relaxed);
+		}
 		atomic_store_explicit(&c->state, XWAY_ST_ACCEL, memory_order_release);
 		XDBG("fd %d: claimed, accelerated", c->fd);
 	} else if (a != XWAY_ATTACH_PENDING) {

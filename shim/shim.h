@@ -300,6 +300,14 @@ int  xway_close_fd(int fd);
 void xway_report_fallback(const struct xway_conn *c, int side, unsigned reason,
 			  const char *text);
 
+/* ---- signals (signal.c) ------------------------------------------------- */
+
+/* Set by the wrapper of every handler installed through sigaction(); the
+ * data path clears it before a blocking wait. */
+extern _Thread_local int xway_last_sig;
+/* After an EINTR from a channel wait: would the kernel restart the call? */
+int xway_sig_restarts(int timeo_ms);
+
 /* ---- data path (io.c) ---------------------------------------------------- */
 
 /* All return a count or -errno; flags are MSG_* as the app passed them. */

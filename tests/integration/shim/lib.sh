@@ -19,12 +19,14 @@ shim_preload() {
 	fi
 }
 
-# run_case MODE CASE FAMILY [env...]: one server + one client process.
+# run_case MODE CASE FAMILY [env...]: one server + one client process,
+# both with env...; SERVER_ENV / CLIENT_ENV (arrays) add to one side only.
+SERVER_ENV=(); CLIENT_ENV=()
 run_case() {
 	local mode=$1 tc=$2 fam=$3; shift 3
 	local tmp; tmp=$(mktemp -d /tmp/xway-shimtest.XXXXXX)
 	mkfifo "$tmp/port"
-	env "$@" timeout -s KILL "$CASE_TIMEOUT" "$TCPSEM" server "$tc" "$fam" \
+	env "$@" "${SERVER_ENV[@]}" timeout -s KILL "$CASE_TIMEOUT" "$TCPSEM" server "$tc" "$fam" \
 		>"$tmp/port" 2>"$tmp/server.err" &
 	local spid=$!
 	local line=""
@@ -32,7 +34,7 @@ run_case() {
 	local port=${line%% *} tpid=${line##* }
 	local rc_c=1 rc_s=1
 	if [ -n "$port" ]; then
-		env "$@" timeout -s KILL "$CASE_TIMEOUT" "$TCPSEM" client "$tc" "$fam" \
+		env "$@" "${CLIENT_ENV[@]}" timeout -s KILL "$CASE_TIMEOUT" "$TCPSEM" client "$tc" "$fam" \
 			"$port" "$tpid" 2>"$tmp/client.err"
 		rc_c=$?
 	fi
