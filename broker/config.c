@@ -60,6 +60,26 @@ static int key_line(const char *text, const char *group, const char *key)
 	return found;
 }
 
+/* The first line GKeyFile cannot have accepted: not blank, not a comment,
+ * not a [group] and without '='; 0 if none (e.g. a bad encoding). */
+static int syntax_error_line(const char *text)
+{
+	gchar **lines = g_strsplit(text, "\n", -1);
+	int found = 0;
+
+	for (int i = 0; lines[i] && !found; i++) {
+		char *l = g_strstrip(lines[i]);
+
+		if (!*l || *l == '#')
+			continue;
+		if ((*l == '[' && l[strlen(l) - 1] == ']') || strchr(l, '='))
+			continue;
+		found = i + 1;
+	}
+	g_strfreev(lines);
+	return found;
+}
+
 #define BAD(...) do { \
 	*err = g_strdup_printf("%s:%d: [%s] %s: %s", path, \
 			       key_line(text, group, key), group, key ? key : "", \
@@ -138,8 +158,9 @@ int xwayd_config_load(struct xwayd_config *out, const char *path,
 		goto out;
 	}
 	if (!g_key_file_load_from_data(kf, text, len, G_KEY_FILE_NONE, &gerr)) {
-		/* GKeyFile's message already names the line. */
-		*err = g_strdup_printf("%s: %s", path, gerr->message);
+		/* GKeyFile names the offending text but not its line. */
+		*err = g_strdup_printf("%s:%d: %s", path, syntax_error_line(text),
+				       gerr->message);
 		goto out;
 	}
 	groups = g_key_file_get_groups(kf, NULL);
