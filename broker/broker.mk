@@ -21,7 +21,7 @@ $(B)/xwayd.service: broker/xwayd.service.in
 ALL_BINS += $(B)/xwayd $(B)/xwayd.service
 INSTALL_SBIN += $(B)/xwayd
 define INSTALL_EXTRA +=
-install -m 0644 $(B)/xwayd.service $(DESTDIR)$(UNITDIR)/xwayd.service
+sed 's|@SBINDIR@|$(SBINDIR)|g' broker/xwayd.service.in > $(DESTDIR)$(UNITDIR)/xwayd.service
 	[ -e $(DESTDIR)$(SYSCONFDIR)/xway/xwayd.conf ] || install -m 0644 broker/xwayd.conf $(DESTDIR)$(SYSCONFDIR)/xway/xwayd.conf
 
 endef

@@ -547,8 +547,7 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 	if (!k)
 		k = find_finished(p->cookie);
 	/* Only the endpoint's own user (or root) may annotate a record. */
-	if (k && c->uid != 0 && k->side[p->side].uid != c->uid &&
-	    k->side[0].uid != c->uid) {
+	if (k && c->uid != 0 && k->side[p->side].uid != c->uid) {
 		XLOG_INFO("REPORT from pid %d uid %d for another user's connection ignored",
 			  (int)c->pid, (int)c->uid);
 		return;
