@@ -441,6 +441,9 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 	mprotect(k->hdr, k->map_len, PROT_READ);
 	k->state = XC_ACCELERATED;
 	k->side[1] = srv;
+	/* The client offered before connect, maybe bound to a wildcard: its
+	 * real address is the accepted socket's peer. */
+	k->side[0].addr = cl->peer;
 	xd->st.claims++;
 	XLOG_DEBUG("offer %llu claimed by pid %d", (unsigned long long)k->offer_id,
 		   (int)c->pid);
