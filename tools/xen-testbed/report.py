@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Turn the Xen test bed's raw results into results.txt and a verdict.
+
+Reads RAW/server/* and RAW/client/* (what domu.sh wrote in each domU:
+<workload>.<role> key=value files with status and NIC/TCP counters before
+and after) and RAW/dom0.status, checks every workload passed on both sides,
+checks that the raw vchan transfer's bytes did not cross the bridge (the
+netfront NIC counters moved by less than 1% of the bytes transferred while
+the TCP comparison moved them by at least the bytes transferred), and
+writes the ratios of raw vchan against netfront TCP in the same run, marked
+as emulated.  Exit status 0 only if every check passed.
+"""
+import argparse
+import os
+import sys
+
+EMULATED = ("EMULATED: Xen 4.17 under QEMU TCG (software CPU emulation). "
+            "Figures are functional evidence; ratios are between transports "
+            "of the same run, not real Xen performance.")
+
+
+def read_kv(path):
+    kv = {}
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if "=" in line and not line.startswith("#"):
+                    k, v = line.split("=", 1)
+                    kv[k] = v
+    except OSError:
+        return None
+    return kv
+
+
+def num(kv, key):
+    try:
+        return float(kv[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def delta(kv, key):
+    a, b = num(kv, "after_" + key), num(kv, "before_" + key)
+    return None if a is None or b is None else int(a - b)
+
+
+def ratio(a, b):
+    return "n/a" if not a or not b else f"{a / b:.2f}x"
+
+
+def fmt(v, unit=""):
+    return "n/a" if v is None else f"{v:g}{unit}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("raw")
+    ap.add_argument("out")
+    ap.add_argument("--elapsed", type=int, default=None)
+    args = ap.parse_args()
+
+    lines, failures = [], []
+    say = lines.append
+
+    def fail(msg):
+        failures.append(msg)
+
+    say("xway Xen test bed results")
+    say(EMULATED)
+    if args.elapsed is not None:
+        say(f"run time: {args.elapsed} s")
+
+    dom0 = ""
+    try:
+        with open(os.path.join(args.raw, "dom0.status")) as f:
+            dom0 = f.read().split()
+    except OSError:
+        pass
+    say(f"dom0: {' '.join(dom0) or 'no status (dom0 never got to the test bed script)'}")
+    if dom0 != ["finished"]:
+        fail(f"dom0 status {' '.join(dom0) or 'missing'}")
+
+    res = {}
+    for role in ("server", "client"):
+        d = os.path.join(args.raw, role)
+        try:
+            with open(os.path.join(d, "domu.status")) as f:
+                status = f.read().strip()
+        except OSError:
+            status = "missing"
+        info = read_kv(os.path.join(d, "domu.info")) or {}
+        say(f"{role} domU: status {status}; domid {info.get('domid', '?')}, "
+            f"kernel {info.get('kernel', '?')}, Xen {info.get('xen_version', '?')}")
+        if status != "done":
+            fail(f"{role} domU status {status}")
+        names = set()
+        if os.path.isdir(d):
+            for n in os.listdir(d):
+                if n.endswith("." + role):
+                    names.add(n[: -len(role) - 1])
+        for n in names:
+            res.setdefault(n, {})[role] = read_kv(os.path.join(d, f"{n}.{role}"))
+
+    say("")
+    say(f"{'workload':<22}{'server':<10}{'client':<10}")
+    for n in sorted(res):
+        row = []
+        for role in ("server", "client"):
+            kv = res[n].get(role)
+            row.append(kv.get("status", "?") if kv else "missing")
+        say(f"{n:<22}{row[0]:<10}{row[1]:<10}")
+        if any(s not in ("pass", "skip") for s in row) or row[0] != row[1]:
+            fail(f"workload {n}: server {row[0]}, client {row[1]}")
+    if "10-vchan-raw" not in res:
+        fail("workload 10-vchan-raw did not run")
+
+    def get(wl, role):
+        return (res.get(wl) or {}).get(role) or {}
+
+    # ---- raw vchan vs netfront TCP, same program, same run --------------
+    vc, tc = get("10-vchan-raw", "client"), get("30-tcp-netfront", "client")
+    vs, ts = get("10-vchan-raw", "server"), get("30-tcp-netfront", "server")
+    say("")
+    say("raw libxenvchan vs netfront TCP (xtb-vchan, same sizes, same run):")
+    for mode in ("block", "poll"):
+        for side, kv in (("client", vc), ("server", vs)):
+            if kv.get("status") == "pass" and (kv.get(f"{mode}.xfer_ok") != "1"
+                                               or kv.get(f"{mode}.pp_ok") != "1"):
+                fail(f"10-vchan-raw {mode} {side}: transfer or ping-pong not verified")
+        vm, tm = num(vc, f"{mode}.xfer_MBps"), num(tc, f"{mode}.xfer_MBps")
+        vl, tl = num(vc, f"{mode}.pp_p50_us"), num(tc, f"{mode}.pp_p50_us")
+        vl99, tl99 = num(vc, f"{mode}.pp_p99_us"), num(tc, f"{mode}.pp_p99_us")
+        say(f"  {mode:<5} transfer  vchan {fmt(vm, ' MB/s'):>14}   tcp {fmt(tm, ' MB/s'):>14}"
+            f"   vchan/tcp {ratio(vm, tm)} (emulated)")
+        say(f"  {mode:<5} ping p50  vchan {fmt(vl, ' us'):>14}   tcp {fmt(tl, ' us'):>14}"
+            f"   tcp/vchan {ratio(tl, vl)} (emulated)")
+        say(f"  {mode:<5} ping p99  vchan {fmt(vl99, ' us'):>14}   tcp {fmt(tl99, ' us'):>14}")
+    say(f"  verified bytes: vchan {fmt(num(vc, 'block.xfer_bytes'))} + {fmt(num(vc, 'poll.xfer_bytes'))}"
+        f", checksums {vc.get('block.xfer_checksum', '?')} / {vc.get('poll.xfer_checksum', '?')}"
+        f" (server: {vs.get('block.xfer_checksum', '?')} / {vs.get('poll.xfer_checksum', '?')})")
+
+    ip = get("40-iperf3", "client")
+    if ip.get("status") == "pass":
+        mbps = num(ip, "iperf3_receiver_Mbps")
+        vm = num(vc, "block.xfer_MBps")
+        say(f"  iperf3 over netfront: {fmt(mbps, ' Mbit/s')}; raw vchan (block) "
+            f"{fmt(vm * 8 if vm else None, ' Mbit/s')}: vchan/iperf3 "
+            f"{ratio(vm * 8 if vm else None, mbps)} (emulated)")
+
+    xw = get("20-xway-vchan", "client")
+    if xw.get("status") == "pass":
+        say("  xway Xen channel backend (xway-vchan-test, client side):")
+        for k in sorted(xw):
+            if k.endswith(("MBps", "_us", "_ok", "bytes")) and not k.startswith(("before_", "after_")):
+                say(f"    {k}={xw[k]}")
+    elif "20-xway-vchan" in res:
+        say(f"  xway Xen channel backend: {xw.get('status', 'missing')} "
+            "(see raw/client/20-xway-vchan.client.log)")
+
+    # ---- did the vchan bytes cross the bridge? ---------------------------
+    say("")
+    say("netfront NIC counters (enX0) during each workload, rx+tx bytes / TCP segments:")
+    for n in sorted(res):
+        parts = []
+        for role in ("server", "client"):
+            kv = get(n, role)
+            b = [delta(kv, "rx_bytes"), delta(kv, "tx_bytes")]
+            s = [delta(kv, "tcp_InSegs"), delta(kv, "tcp_OutSegs")]
+            parts.append(f"{role} {fmt(sum(b) if None not in b else None)} B"
+                         f" / {fmt(sum(s) if None not in s else None)} segs")
+        say(f"  {n:<20} " + ";  ".join(parts))
+    moved = sum(v for v in (num(vc, "block.xfer_bytes"), num(vc, "poll.xfer_bytes")) if v)
+    if vc.get("status") == "pass":
+        crossed = False
+        for role in ("server", "client"):
+            kv = get("10-vchan-raw", role)
+            b = [delta(kv, "rx_bytes"), delta(kv, "tx_bytes")]
+            if None in b:
+                fail(f"10-vchan-raw {role}: no NIC counters")
+                continue
+            if not moved or sum(b) >= 0.01 * moved:
+                crossed = True
+                fail(f"10-vchan-raw {role}: the NIC moved {sum(b)} bytes while vchan "
+                     f"moved {int(moved)}: the bytes may have crossed the bridge")
+        say(f"  vchan moved {int(moved)} bytes; NIC traffic during it must stay under 1% of that:"
+            f" {'NOT OK' if crossed else 'OK'}")
+    tmoved = sum(v for v in (num(tc, "block.xfer_bytes"), num(tc, "poll.xfer_bytes")) if v)
+    if tc.get("status") == "pass":
+        tx = delta(tc, "tx_bytes")
+        # The counters must see TCP traffic, or the check above proves nothing.
+        ok = tx is not None and tx >= tmoved
+        say(f"  control: the TCP comparison moved {int(tmoved)} bytes; client NIC tx {fmt(tx)} B: "
+            f"{'counters see TCP traffic' if ok else 'NOT OK'}")
+        if not ok:
+            fail("30-tcp-netfront: the NIC counters did not see the TCP transfer")
+
+    say("")
+    if failures:
+        say("FAIL:")
+        for f in failures:
+            say(f"  - {f}")
+    else:
+        say("PASS: every workload passed on both domUs and the vchan bytes stayed off the bridge")
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
