@@ -493,6 +493,159 @@ Test(dir, loopback_does_not_cross_netns)
 	close(ctl[0]);
 }
 
+static int sh(const char *fmt, int arg)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), fmt, arg);
+	return system(cmd);
+}
+
+static bool step(int fd, char want)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char c = 0;
+
+	return poll(&p, 1, 10000) == 1 && read(fd, &c, 1) == 1 && c == want;
+}
+
+static void say(int fd, char c)
+{
+	if (write(fd, &c, 1) != 1)
+		_exit(99);
+}
+
+/* Namespace A: a wildcard listener on 10.77.0.1; accepts and claims. */
+static int netns_server(int ab)
+{
+	struct xway_addr la, lo;
+	struct xway_claim cl;
+	struct xway_claimed out;
+	int b, l, a, rfds[8];
+	unsigned n = 0;
+	uint16_t port;
+
+	if (unshare(CLONE_NEWNET) < 0 || sh("ip link set lo up%.0d", 0))
+		return 77;
+	say(ab, 'a');
+	if (!step(ab, 'b'))
+		return 20;
+	if (sh("ip addr add 10.77.0.1/24 dev va%.0d && ip link set va up", 0))
+		return 21;
+	b = tb_connect(B.sock);
+	l = tb_listener("0.0.0.0", &la);
+	if (b < 0 || l < 0 || tb_listen_add(b, l, &la))
+		return 22;
+	port = la.port;
+	say(ab, 'c');
+	if (write(ab, &port, sizeof(port)) != sizeof(port) || !step(ab, 'd'))
+		return 23;
+	{
+		struct pollfd p = { .fd = l, .events = POLLIN };
+
+		if (poll(&p, 1, 10000) != 1 || (a = accept(l, NULL, NULL)) < 0)
+			return 24;
+	}
+	tb_sock_name(a, false, &cl.local);
+	tb_sock_name(a, true, &cl.peer);
+	tb_addr_v4(&lo, "10.77.0.1", ntohs(port));
+	if (memcmp(cl.local.ip, lo.ip, 16))
+		return 25;
+	if (tb_call(b, XWAY_MSG_CLAIM, &cl, sizeof(cl), &a, 1, &out, sizeof(out), rfds, &n) !=
+	    XWAY_MSG_CLAIMED || n != 3)
+		return 26;
+	say(ab, 'e');
+	return step(ab, 'f') ? 0 : 27;
+}
+
+/* Namespace B: creates the veth into A, offers across, connects. */
+static int netns_client(int ab, pid_t a_pid)
+{
+	struct xway_addr src, dst;
+	struct tchan ch, ch2;
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	uint32_t reason = 0;
+	uint16_t port;
+	int b, s;
+
+	if (!step(ab, 'a'))
+		return 30;
+	if (unshare(CLONE_NEWNET) < 0 || sh("ip link set lo up%.0d", 0))
+		return 77;
+	if (sh("ip link add vb type veth peer name va netns %d", (int)a_pid) ||
+	    sh("ip addr add 10.77.0.2/24 dev vb%.0d && ip link set vb up", 0))
+		return 77;
+	say(ab, 'b');
+	if (!step(ab, 'c') || read(ab, &port, sizeof(port)) != sizeof(port))
+		return 31;
+	b = tb_connect(B.sock);
+	if (b < 0)
+		return 32;
+	/* Loopback never reaches another namespace. */
+	tb_addr_v4(&dst, "127.0.0.1", ntohs(port));
+	s = tb_bound("127.0.0.1", &src);
+	if (tb_chan(&ch2, tb_random64(), 12) ||
+	    tb_offer(b, &dst, s, &src, &ch2, NULL, &reason) != -ENOENT ||
+	    reason != XWAY_R_NO_LISTENER)
+		return 33;
+	close(s);
+	/* A's address is co-resident through A's wildcard listener. */
+	tb_addr_v4(&dst, "10.77.0.1", ntohs(port));
+	s = tb_bound("10.77.0.2", &src);
+	if (s < 0 || tb_chan(&ch, tb_random64(), 12) ||
+	    tb_offer(b, &dst, s, &src, &ch, NULL, &reason) != 1)
+		return 34;
+	say(ab, 'd');
+	inet_pton(AF_INET, "10.77.0.1", &sa.sin_addr);
+	sa.sin_port = port;
+	if (connect(s, (void *)&sa, sizeof(sa)) < 0)
+		return 35;
+	if (!step(ab, 'e'))
+		return 36;
+	if (__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE) != XWAY_ATTACH_CLAIMED)
+		return 37;
+	say(ab, 'f');
+	return 0;
+}
+
+Test(dir, other_netns_address_is_coresident, .timeout = 60)
+{
+	/* Check that a client in one network namespace offering to an
+	 * address of another namespace of this host (veth between two
+	 * namespaces this test creates) finds that namespace's wildcard
+	 * listener, and the claim from there succeeds; loopback does not
+	 * cross. */
+	int ab[2], sa_st, sb_st;
+	pid_t a, b;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to create network namespaces");
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, ab), 0);
+	a = fork();
+	cr_assert_geq(a, 0);
+	if (a == 0) {
+		close(ab[1]);
+		_exit(netns_server(ab[0]));
+	}
+	b = fork();
+	cr_assert_geq(b, 0);
+	if (b == 0) {
+		close(ab[0]);
+		_exit(netns_client(ab[1], a));
+	}
+	close(ab[0]);
+	close(ab[1]);
+	waitpid(b, &sb_st, 0);
+	waitpid(a, &sa_st, 0);
+	if ((WIFEXITED(sb_st) && WEXITSTATUS(sb_st) == 77) ||
+	    (WIFEXITED(sa_st) && WEXITSTATUS(sa_st) == 77))
+		cr_skip_test("cannot create namespaces or a veth pair here");
+	cr_assert(WIFEXITED(sb_st) && WEXITSTATUS(sb_st) == 0, "client namespace failed at %d",
+		  WIFEXITED(sb_st) ? WEXITSTATUS(sb_st) : -1);
+	cr_assert(WIFEXITED(sa_st) && WEXITSTATUS(sa_st) == 0, "server namespace failed at %d",
+		  WIFEXITED(sa_st) ? WEXITSTATUS(sa_st) : -1);
+}
+
 /* ---- offers, claims, withdrawals ------------------------------------------ */
 
 struct pair {
