@@ -171,6 +171,20 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 					    .msg_iovlen = (size_t)iovcnt };
 			if (copied)
 				return (ssize_t)copied;
+			/* Bytes we owe to TCP go out before we wait for
+			 * an answer to them. */
+			for (int i = 0; i < 100000 && xway_flush_pending(c); i++) {
+				struct pollfd pf = { .fd = c->fd, .events = POLLIN | POLLOUT };
+				long fr = xway_flush_owed(c, 1);
+				if (fr < 0 && fr != -EAGAIN)
+					break;
+				if (!xway_flush_pending(c) || nb)
+					break;
+				if (real.poll(&pf, 1, -1) > 0 && (pf.revents & ~POLLOUT))
+					break;          /* readable: read meanwhile */
+			}
+			if (!xway_flush_pending(c))
+				xway_fd_drop_conn(c);     /* plain TCP from now on */
 			return XWAY_SYS(real.recvmsg(c->fd, &m, flags));
 		}
 		if (st == XWAY_ST_PENDING) {

@@ -436,6 +436,8 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	return (int)r;
 }
 
+static int xway_flush_locked(struct xway_conn *c, int nonblock);
+
 /* Under c->lock, state PENDING, the broker decided "withdrawn": copy what
  * we wrote into ring 0 (never consumed: the server never attached) into
  * flush_buf; io.c writes it to TCP before anything else. */
@@ -475,6 +477,9 @@ static void xway_go_tcp(struct xway_conn *c)
 out:
 	XDBG("fd %d: offer withdrawn; %zu bytes move to TCP", c->fd, c->flush_len);
 	atomic_store_explicit(&c->state, XWAY_ST_FLUSH, memory_order_release);
+	/* Push at once what the socket buffer takes: the app may next wait
+	 * for an answer to those bytes without calling into us again. */
+	xway_flush_locked(c, 1);
 }
 
 int xway_pending_resolve(struct xway_conn *c, int tcp_ready)
@@ -520,11 +525,11 @@ out:
 	return st;
 }
 
-int xway_flush_owed(struct xway_conn *c, int nonblock)
+/* Under c->lock. */
+static int xway_flush_locked(struct xway_conn *c, int nonblock)
 {
 	int r = 0;
 
-	pthread_mutex_lock(&c->lock);
 	for (int spins = 0; c->flush_off < c->flush_len && spins < 1000000; spins++) {
 		long n = XWAY_SYS(real.send(c->fd, c->flush_buf + c->flush_off,
 					    c->flush_len - c->flush_off,
@@ -547,8 +552,22 @@ int xway_flush_owed(struct xway_conn *c, int nonblock)
 		}
 		r = 0;
 	}
+	return r;
+}
+
+int xway_flush_owed(struct xway_conn *c, int nonblock)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	r = xway_flush_locked(c, nonblock);
 	pthread_mutex_unlock(&c->lock);
 	return r;
+}
+
+int xway_flush_pending(struct xway_conn *c)
+{
+	return __atomic_load_n(&c->flush_len, __ATOMIC_RELAXED) > 0;
 }
 
 /* ---- teardown -------------------------------------------------------- */

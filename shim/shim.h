@@ -292,6 +292,10 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags);
 int  xway_pending_resolve(struct xway_conn *c, int tcp_ready);
 /* FLUSH: push owed ring bytes onto TCP; 0 when all are out, -EAGAIN, ... */
 int  xway_flush_owed(struct xway_conn *c, int nonblock);
+/* Bytes still owed to TCP?  Readiness code: a FLUSH connection with owed
+ * bytes must be flushed (xway_flush_owed(c, 1)) whenever its TCP socket is
+ * writable, even if the app only waits to read. */
+int  xway_flush_pending(struct xway_conn *c);
 /* The last fd of c in this process is being closed (before the real
  * close): teardown as the kernel does when this is the last holder. */
 void xway_conn_last_close(struct xway_conn *c);
