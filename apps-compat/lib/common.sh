@@ -61,19 +61,52 @@ compat_tagged_pids() {
 	return 0
 }
 
+# compat_case_pids: every process of this case: the tagged ones, the
+# recorded servers (pids and pid files) and all their descendants.  The
+# descendants matter because daemons that rewrite their process title
+# (sshd, proftpd) also overwrite the environment /proc shows, tag included.
+compat_case_pids() {
+	local roots=() f
+	roots+=("${COMPAT_PIDS[@]}")
+	for f in "${COMPAT_PIDFILES[@]}"; do
+		[ -s "$f" ] && roots+=("$(head -n1 "$f" | tr -dc 0-9)")
+	done
+	roots+=($(compat_tagged_pids))
+	ps -e -o pid=,ppid= | awk -v roots="${roots[*]}" -v self=$$ -v sub="$BASHPID" '
+		BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) if (r[i] != "") want[r[i]] = 1 }
+		{ parent[$1] = $2; pids[++m] = $1 }
+		END {
+			# Repeat until no new descendant appears (bounded by the count).
+			for (pass = 0; pass < m; pass++) {
+				added = 0
+				for (i = 1; i <= m; i++) { p = pids[i]
+					if (!(p in want) && (parent[p] in want)) { want[p] = 1; added = 1 } }
+				if (!added) break
+			}
+			for (p in want) if (p != self && p != sub && (p in parent)) print p
+		}'
+}
+
 compat_cleanup() {
-	local rc=$? i pid f
+	local rc=$? i pid f all=""
 	trap - EXIT INT TERM
 	set +e
 	[ -n "${COMPAT_PRE_CLEANUP:-}" ] && $COMPAT_PRE_CLEANUP
+	# Listed before anything stops, while the servers' children are still
+	# their children.  Order: daemons (pid files), then every other process
+	# of the case, then the recorded background pids newest first, so the
+	# broker (started first) goes last.
+	[ -n "$T" ] && all=$(compat_case_pids)
 	for f in "${COMPAT_PIDFILES[@]}"; do
 		[ -s "$f" ] && compat_stop_pid "$(head -n1 "$f" | tr -dc 0-9)"
+	done
+	for pid in $all; do
+		[[ " ${COMPAT_PIDS[*]} " == *" $pid "* ]] || compat_stop_pid "$pid"
 	done
 	for ((i = ${#COMPAT_PIDS[@]} - 1; i >= 0; i--)); do
 		compat_stop_pid "${COMPAT_PIDS[i]}"
 	done
 	if [ -n "$T" ]; then
-		for pid in $(compat_tagged_pids); do compat_stop_pid "$pid"; done
 		if [ "${XWAY_COMPAT_KEEP:-0}" = 1 ]; then
 			log "kept $T"
 		else
@@ -222,7 +255,7 @@ bounded() {
 compat_diagnose() {
 	local pid fds
 	echo "=== $(date +%T) hang in: $1"
-	for pid in $(compat_tagged_pids); do
+	for pid in $(compat_case_pids | sort -n); do
 		[ -r "/proc/$pid/stat" ] || continue
 		echo "--- pid $pid ppid $(awk '{print $4}' "/proc/$pid/stat") state $(awk '{print $3}' "/proc/$pid/stat")" \
 			"cpu(utime+stime) $(awk '{print $14 + $15}' "/proc/$pid/stat")" \
