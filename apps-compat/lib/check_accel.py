@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Acceleration check for one apps-compat case.
 
-Reads `xwayctl --socket SOCK connections --json` from the case's private
+Reads `xwayctl connections --json --socket SOCK` from the case's private
 broker (so every connection listed belongs to the case) and decides whether
 the application's traffic really moved onto shared memory: every connection
 must be accelerated (or closed after acceleration) on the local backend, the
@@ -29,7 +29,9 @@ TCP_SLACK = 4096
 
 
 def get_json(args):
-    cmd = [args.xwayctl, "--socket", args.socket, "connections", "--json"]
+    # xwayctl's usage is `xwayctl <command> [--json] [--socket PATH]`: the
+    # command comes first (options before it are rejected).
+    cmd = [args.xwayctl, "connections", "--json", "--socket", args.socket]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as e:

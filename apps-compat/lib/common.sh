@@ -72,7 +72,7 @@ compat_case_pids() {
 		[ -s "$f" ] && roots+=("$(head -n1 "$f" | tr -dc 0-9)")
 	done
 	roots+=($(compat_tagged_pids))
-	ps -e -o pid=,ppid= | awk -v roots="${roots[*]}" -v self=$$ -v sub="$BASHPID" '
+	ps -e -o pid=,ppid= | awk -v roots="${roots[*]}" -v self=$$ -v subsh="$BASHPID" '
 		BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) if (r[i] != "") want[r[i]] = 1 }
 		{ parent[$1] = $2; pids[++m] = $1 }
 		END {
@@ -83,7 +83,7 @@ compat_case_pids() {
 					if (!(p in want) && (parent[p] in want)) { want[p] = 1; added = 1 } }
 				if (!added) break
 			}
-			for (p in want) if (p != self && p != sub && (p in parent)) print p
+			for (p in want) if (p != self && p != subsh && (p in parent)) print p
 		}'
 }
 
@@ -194,10 +194,22 @@ compat_find_lib() {
 	fi
 }
 
+# The launcher users run: tools/xway-run (checks its options, appends the
+# library to LD_PRELOAD, exports XWAY_BROKER_SOCK, execs).  With
+# XWAY_COMPAT_LAUNCHER=env, or without tools/xway-run, plain env LD_PRELOAD.
+compat_set_launcher() {
+	if [ "${XWAY_COMPAT_LAUNCHER:-xway-run}" = xway-run ] && [ -x "$COMPAT_ROOT/tools/xway-run" ]; then
+		XW=("$COMPAT_ROOT/tools/xway-run" --lib "$XWAY_LIB" --broker-sock "$SOCK")
+	else
+		XW=(env LD_PRELOAD="$XWAY_LIB${LD_PRELOAD:+:$LD_PRELOAD}" XWAY_BROKER_SOCK="$SOCK")
+	fi
+	log "launcher: ${XW[*]}"
+}
+
 compat_use_shim_without_broker() {
 	compat_find_lib
 	SOCK="$T/no-broker.sock"   # never created
-	XW=(env LD_PRELOAD="$XWAY_LIB${LD_PRELOAD:+:$LD_PRELOAD}" XWAY_BROKER_SOCK="$SOCK")
+	compat_set_launcher
 	log "shim $XWAY_LIB loaded, broker socket $SOCK absent"
 }
 
@@ -219,7 +231,7 @@ compat_start_broker() {
 	# Processes that dropped privileges must be able to connect too.
 	chmod 0666 "$SOCK"
 	log "xwayd pid ${COMPAT_PIDS[-1]} on $SOCK"
-	XW=(env LD_PRELOAD="$XWAY_LIB${LD_PRELOAD:+:$LD_PRELOAD}" XWAY_BROKER_SOCK="$SOCK")
+	compat_set_launcher
 }
 
 # xw CMD...: run CMD in the mode's environment (shim: LD_PRELOAD + broker).

@@ -13,10 +13,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cat > "$tmp/xwayctl" <<'SH'
 #!/bin/sh
-# fake xwayctl: --socket FILE connections --json -> prints FILE
-[ "$1" = --socket ] && [ "$3" = connections ] && [ "$4" = --json ] || { echo "bad usage: $*" >&2; exit 2; }
-[ -f "$2" ] || { echo "cannot connect to $2" >&2; exit 1; }
-cat "$2"
+# fake xwayctl: connections --json --socket FILE -> prints FILE
+[ "$1" = connections ] && [ "$2" = --json ] && [ "$3" = --socket ] || { echo "bad usage: $*" >&2; exit 2; }
+[ -f "$4" ] || { echo "cannot connect to $4" >&2; exit 1; }
+cat "$4"
 SH
 chmod +x "$tmp/xwayctl"
 
