@@ -24,8 +24,37 @@ trap cleanup EXIT
 for i in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
 [ -S "$sock" ] || { echo "xwayd did not come up:"; cat "$tmp/xwayd.log"; exit 1; }
 export XWAY_TEST_MB=${XWAY_TEST_MB:-64}
+pre=$(shim_preload)
 echo "== shim with broker (accelerated)"
-run_suite accel XWAY_TEST_EXPECT=accel "LD_PRELOAD=$(shim_preload)" \
+run_suite accel XWAY_TEST_EXPECT=accel "LD_PRELOAD=$pre" \
 	XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0
+# The broker's view: accelerated records with channel bytes, and the
+# kernel TCP counters the shims reported at close ~0.
+if [ -x "$B/xwayctl" ]; then
+	"$B/xwayctl" connections --json --socket "$sock" >"$tmp/conns.json" 2>&1 ||
+		{ echo "xwayctl failed:"; cat "$tmp/conns.json"; fails=$((fails + 1)); failed_list+=(xwayctl); }
+	python3 - "$tmp/conns.json" <<'PY' || { fails=$((fails + 1)); failed_list+=(xwayctl-json); }
+import json, sys
+d = json.load(open(sys.argv[1]))["connections"]
+acc = [c for c in d if c["state"] in ("accelerated", "closed") and c["backend"] == "local"]
+big = [c for c in acc if c["bytes_c2s"] + c["bytes_s2c"] >= 1 << 20]
+assert big, "no accelerated connection with >= 1 MiB in xwayctl: %s" % d[:3]
+for c in big:
+    for side in ("client", "server"):
+        for k in ("tcp_bytes_sent", "tcp_bytes_received"):
+            v = c[side][k]
+            assert v is None or v < 4096, "%s %s %s = %s" % (c["id"], side, k, v)
+print("xwayctl: %d accelerated connections, %d with >= 1 MiB on the channel, "
+      "kernel TCP payload ~0" % (len(acc), len(big)))
+PY
+fi
+# One end shimmed, the other plain: both must agree on TCP (the server's
+# claim finds no offer; the client's offer is withdrawn).
+echo "== only the server shimmed"
+SERVER_ENV=("LD_PRELOAD=$pre" XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0); CLIENT_ENV=()
+run_suite srv-only XWAY_TEST_EXPECT=tcp
+echo "== only the client shimmed"
+SERVER_ENV=(); CLIENT_ENV=("LD_PRELOAD=$pre" XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0)
+run_suite cli-only XWAY_TEST_EXPECT=tcp
 echo "shim accelerated: $passes passed, $fails failed"
 [ $fails -eq 0 ] || { printf '  failed: %s\n' "${failed_list[@]}"; tail -20 "$tmp/xwayd.log"; exit 1; }
