@@ -49,6 +49,10 @@ XWAY_EXPORT int chroot(const char *path);
 volatile unsigned char *xway_lc_page;
 int xway_lc_own_floor = INT_MAX;      /* no own fds until set up */
 static pid_t xway_lc_pid;
+/* A seccomp filter may be up (prctl seen): calls beyond read/write/poll
+ * class may kill us, so exit does no teardown (the kernel's FIN/RST at
+ * exit is what the peer sees). */
+int xway_lc_sandboxed;
 static _Thread_local int xway_fork_counted;
 
 /* ---- holders: one count per process holding a connection ------------- */
@@ -789,7 +793,7 @@ static void xway_exit_teardown(void)
 {
 	static _Atomic int done;
 
-	if (!xway_ready() || atomic_exchange(&done, 1))
+	if (!xway_ready() || xway_lc_sandboxed || atomic_exchange(&done, 1))
 		return;
 	xway_lc_check();
 	for (int round = 0; round < 1 << 16; round++) {
@@ -867,6 +871,7 @@ XWAY_EXPORT int prctl(int option, ...)
 	if (option == PR_SET_SECCOMP || option == PR_SET_NO_NEW_PRIVS) {
 		int saved = errno;
 		xway_lc_prepare_sandbox();
+		xway_lc_sandboxed = 1;
 		errno = saved;
 	}
 	return real.prctl(option, a2, a3, a4, a5);

@@ -67,6 +67,11 @@ static inline int xway_lc_close_guard(int fd)
 /* Every own descriptor, sorted ascending; returns the count (<= max). */
 int xway_lc_own_fds(int *fds, int max);
 
+/* Set once prctl(PR_SET_SECCOMP/PR_SET_NO_NEW_PRIVS) was seen: a sandbox
+ * may kill any call outside read/write/poll/futex (HAZARDS.md); teardown
+ * paths that would call getsockopt/sendmsg should check it. */
+extern int xway_lc_sandboxed;
+
 /* Open the broker link now if this process holds connections (before a
  * sandbox, chroot or uid change could forbid it). */
 void xway_lc_prepare_sandbox(void);

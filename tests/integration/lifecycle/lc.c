@@ -1,0 +1,1177 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * xway-lc: readiness and process-lifecycle cases for libxway.so.  Each case
+ * asserts what kernel TCP does (TCP-SEMANTICS.md), so the same binary is
+ * run without the shim, with the shim and no broker, and with the shim and
+ * a private xwayd (then XWAY_TEST_EXPECT=accel also checks, through
+ * TCP_INFO on the real socket, that the payload did not travel on kernel
+ * TCP).  Usage: xway-lc CASE (exit 0 pass, 1 fail, 77 skip); xway-lc list.
+ * Every wait is bounded; helper processes are children of the case and
+ * are reaped by pid.  Random payloads print their seed.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static const char *tcase = "?";
+
+#define CHECK(cond, ...) do { if (!(cond)) { \
+	fprintf(stderr, "FAIL %s (%s:%d): ", tcase, __FILE__, __LINE__); \
+	fprintf(stderr, __VA_ARGS__); \
+	fprintf(stderr, " [errno %d %s]\n", errno, strerror(errno)); \
+	_exit(1); } } while (0)
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void check_path(int fd, uint64_t payload)
+{
+	const char *e = getenv("XWAY_TEST_EXPECT");
+	struct tcp_info ti;
+	socklen_t l = sizeof(ti);
+
+	if (!e || !*e || payload == 0)
+		return;
+	memset(&ti, 0, sizeof(ti));
+	CHECK(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0, "TCP_INFO");
+	uint64_t k = ti.tcpi_bytes_acked + ti.tcpi_bytes_received;
+	if (!strcmp(e, "accel"))
+		CHECK(k < 4096 && k < payload / 8, "accelerated: kernel TCP carried %llu "
+		      "of %llu payload bytes", (unsigned long long)k,
+		      (unsigned long long)payload);
+	else if (!strcmp(e, "tcp"))
+		CHECK(k >= payload, "plain TCP: kernel carried only %llu of %llu",
+		      (unsigned long long)k, (unsigned long long)payload);
+}
+
+static int listener(int *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+	CHECK(fd >= 0, "socket");
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	CHECK(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind");
+	CHECK(listen(fd, 1024) == 0, "listen");
+	CHECK(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0, "getsockname");
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static int connect_to(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	CHECK(fd >= 0, "socket");
+	CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect");
+	return fd;
+}
+
+/* A connected pair in this process: *c the client, *s the accepted end. */
+static void mkpair(int *c, int *s)
+{
+	int port, l = listener(&port);
+
+	*c = connect_to(port);
+	*s = accept(l, NULL, NULL);
+	CHECK(*s >= 0, "accept");
+	close(l);
+}
+
+static void write_all(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		CHECK(w > 0, "write");
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void read_all(int fd, void *buf, size_t n)
+{
+	char *p = buf;
+
+	while (n > 0) {
+		ssize_t r = read(fd, p, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		CHECK(r > 0, "read (got %zd, %zu left)", r, n);
+		p += r;
+		n -= (size_t)r;
+	}
+}
+
+static void fill(unsigned char *b, size_t n, unsigned seed)
+{
+	uint32_t x = seed * 2654435761u + 1;
+
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+		b[i] = (unsigned char)x;
+	}
+}
+
+static void expect_eof(int fd)
+{
+	char c;
+	ssize_t r;
+
+	do
+		r = read(fd, &c, 1);
+	while (r < 0 && errno == EINTR);
+	CHECK(r == 0, "EOF expected, got %zd", r);
+}
+
+static int reap(pid_t pid)
+{
+	int st = 0;
+
+	for (int i = 0; i < 600; i++) {           /* 60 s at most */
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		CHECK(r == 0, "waitpid");
+		usleep(100000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	return 255;
+}
+
+/* Raise the soft fd limit to n, or to the hard limit if lower; returns
+ * what it is now. */
+static rlim_t raise_nofile(rlim_t n)
+{
+	struct rlimit rl;
+
+	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit");
+	if (setrlimit(RLIMIT_NOFILE, &(struct rlimit){ n, n > rl.rlim_max ? n : rl.rlim_max }) != 0) {
+		rl.rlim_cur = rl.rlim_max < n ? rl.rlim_max : n;
+		CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit NOFILE %lu",
+		      (unsigned long)rl.rlim_cur);
+	}
+	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit");
+	return rl.rlim_cur;
+}
+
+/* Send len pattern bytes (seed) and read the same back, checking. */
+static void exchange(int fd, size_t len, unsigned seed, int sender_first)
+{
+	unsigned char *a = malloc(len), *b = malloc(len);
+
+	CHECK(a && b, "malloc");
+	fill(a, len, seed);
+	if (sender_first) {
+		write_all(fd, a, len);
+		read_all(fd, b, len);
+	} else {
+		read_all(fd, b, len);
+		write_all(fd, b, len);
+	}
+	if (sender_first)
+		CHECK(memcmp(a, b, len) == 0, "payload mismatch (seed %u)", seed);
+	free(a);
+	free(b);
+}
+
+/* Move 256 KiB from `from` to `to` in 16 KiB steps (no helper process
+ * needed) and check the path the bytes took. */
+static void bulk(int from, int to)
+{
+	static unsigned char a[16384], b[16384];
+
+	for (int i = 0; i < 16; i++) {
+		fill(a, sizeof(a), 100 + (unsigned)i);
+		write_all(from, a, sizeof(a));
+		read_all(to, b, sizeof(b));
+		CHECK(memcmp(a, b, sizeof(a)) == 0, "bulk data");
+	}
+	check_path(to, 16 * sizeof(a));
+}
+
+/* ---- poll -------------------------------------------------------------- */
+
+static short pollone(int fd, short ev, int tmo)
+{
+	struct pollfd p = { .fd = fd, .events = ev };
+	int r = poll(&p, 1, tmo);
+
+	CHECK(r >= 0, "poll");
+	return r ? p.revents : 0;
+}
+
+/* Check that poll reports levels, EOF, half-close and reset as kernel TCP. */
+static int case_poll(void)
+{
+	int c, s, pfd[2];
+	char buf[16];
+
+	mkpair(&c, &s);
+	CHECK(pollone(c, POLLIN | POLLOUT, 0) == POLLOUT, "fresh: only POLLOUT");
+	write_all(s, "hello", 5);
+	CHECK(pollone(c, POLLIN, 10000) == POLLIN, "POLLIN after data");
+	CHECK(pollone(c, POLLIN | POLLRDNORM, 0) == (POLLIN | POLLRDNORM), "RDNORM alias");
+	read_all(c, buf, 5);
+	int64_t t0 = now_ms();
+	CHECK(pollone(c, POLLIN, 150) == 0, "timeout with nothing");
+	CHECK(now_ms() - t0 >= 149, "poll returned before its timeout");
+
+	/* Mixed set: a pipe becomes readable, the socket stays quiet. */
+	CHECK(pipe(pfd) == 0, "pipe");
+	write_all(pfd[1], "x", 1);
+	struct pollfd m[2] = { { c, POLLIN, 0 }, { pfd[0], POLLIN, 0 } };
+	CHECK(poll(m, 2, 10000) == 1 && m[1].revents == POLLIN && m[0].revents == 0,
+	      "mixed set: pipe only");
+	struct pollfd neg[2] = { { -1, POLLIN, 77 }, { c, POLLOUT, 0 } };
+	CHECK(poll(neg, 2, 1000) == 1 && neg[0].revents == 0 && neg[1].revents == POLLOUT,
+	      "negative fd ignored");
+
+	/* Wake-up from another process while we sleep. */
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		close(c);
+		usleep(100000);
+		write_all(s, "late", 4);
+		_exit(0);
+	}
+	CHECK(pollone(c, POLLIN, 20000) == POLLIN, "woken by a write from a child");
+	read_all(c, buf, 4);
+	CHECK(memcmp(buf, "late", 4) == 0, "data");
+	CHECK(reap(pid) == 0, "child");
+	bulk(s, c);
+
+	/* Peer half-close: POLLIN|POLLOUT|POLLRDHUP, no POLLHUP. */
+	shutdown(s, SHUT_WR);
+	CHECK(pollone(c, POLLRDHUP, 10000) == POLLRDHUP, "RDHUP after peer SHUT_WR");
+	short all = POLLIN | POLLOUT | POLLRDHUP;
+	CHECK(pollone(c, all, 0) == all, "peer close: IN|OUT|RDHUP, got %#x",
+	      pollone(c, all, 0));
+	/* Our SHUT_WR too: POLLHUP, and still POLLOUT. */
+	shutdown(c, SHUT_WR);
+	short m2 = pollone(c, all, 0);
+	CHECK((m2 & POLLHUP) && (m2 & POLLOUT) && (m2 & POLLIN), "both shut: %#x", m2);
+	close(c);
+	close(s);
+
+	/* Reset: POLLERR|POLLHUP|POLLIN. */
+	mkpair(&c, &s);
+	write_all(c, "unread", 6);
+	CHECK(pollone(s, POLLIN, 10000) == POLLIN, "data at server");
+	close(s);                     /* unread data: RST */
+	short m3 = pollone(c, POLLIN, 10000);
+	CHECK((m3 & POLLIN) && (m3 & POLLERR) && (m3 & POLLHUP), "reset: %#x", m3);
+	CHECK(read(c, buf, 1) < 0 && errno == ECONNRESET, "ECONNRESET");
+	close(c);
+	close(pfd[0]);
+	close(pfd[1]);
+	return 0;
+}
+
+/* ---- select ------------------------------------------------------------ */
+
+/* Check select bits, the time written back, and fds above 1023 in a set
+ * larger than fd_set (the glibc way). */
+static int case_select(void)
+{
+	int c, s;
+	char buf[8];
+	fd_set r, w;
+	struct timeval tv;
+
+	mkpair(&c, &s);
+	FD_ZERO(&r); FD_ZERO(&w);
+	FD_SET(c, &r); FD_SET(c, &w);
+	tv.tv_sec = 0; tv.tv_usec = 0;
+	CHECK(select(c + 1, &r, &w, NULL, &tv) == 1 && !FD_ISSET(c, &r) && FD_ISSET(c, &w),
+	      "fresh: writable only");
+
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		usleep(100000);
+		write_all(s, "abc", 3);
+		_exit(0);
+	}
+	FD_ZERO(&r);
+	FD_SET(c, &r);
+	tv.tv_sec = 20; tv.tv_usec = 0;
+	CHECK(select(c + 1, &r, NULL, NULL, &tv) == 1 && FD_ISSET(c, &r), "readable");
+	CHECK(tv.tv_sec < 20 && (tv.tv_sec > 0 || tv.tv_usec > 0),
+	      "remaining time written back: %ld.%06ld", (long)tv.tv_sec, (long)tv.tv_usec);
+	CHECK(reap(pid) == 0, "child");
+	read_all(c, buf, 3);
+
+	/* Timeout: 0 and the time left is 0. */
+	FD_ZERO(&r);
+	FD_SET(c, &r);
+	tv.tv_sec = 0; tv.tv_usec = 100000;
+	CHECK(select(c + 1, &r, NULL, NULL, &tv) == 0 && tv.tv_sec == 0 && tv.tv_usec == 0,
+	      "timeout");
+
+	/* fd 1500 in a 2048-bit set. */
+	CHECK(raise_nofile(4096) >= 2048, "RLIMIT_NOFILE below 2048");
+	CHECK(dup2(c, 1500) == 1500, "dup2 1500");
+	__fd_mask big[2048 / (8 * sizeof(__fd_mask))];
+	memset(big, 0, sizeof(big));
+	big[1500 / (8 * sizeof(__fd_mask))] |= (__fd_mask)1 << (1500 % (8 * sizeof(__fd_mask)));
+	write_all(s, "z", 1);
+	tv.tv_sec = 20; tv.tv_usec = 0;
+	CHECK(select(1501, (fd_set *)big, NULL, NULL, &tv) == 1, "select fd 1500");
+	CHECK(big[1500 / (8 * sizeof(__fd_mask))] ==
+	      (__fd_mask)1 << (1500 % (8 * sizeof(__fd_mask))), "bit 1500");
+	read_all(1500, buf, 1);
+	bulk(s, c);
+	close(1500);
+
+	/* pselect with a mask, EOF is readable. */
+	close(s);
+	FD_ZERO(&r);
+	FD_SET(c, &r);
+	struct timespec ts = { 20, 0 };
+	sigset_t none;
+	sigemptyset(&none);
+	CHECK(pselect(c + 1, &r, NULL, NULL, &ts, &none) == 1 && FD_ISSET(c, &r), "EOF readable");
+	expect_eof(c);
+	close(c);
+	return 0;
+}
+
+/* ---- epoll ------------------------------------------------------------- */
+
+static int ewait(int ep, struct epoll_event *ev, int max, int tmo)
+{
+	int n;
+
+	do
+		n = epoll_wait(ep, ev, max, tmo);
+	while (n < 0 && errno == EINTR);
+	CHECK(n >= 0, "epoll_wait");
+	return n;
+}
+
+/* Check LT, ET (a wake per new arrival, even with old data unread),
+ * ONESHOT, RDHUP, and that a registration follows the open file. */
+static int case_epoll(void)
+{
+	int c, s, ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev, out[8];
+	char buf[64];
+
+	CHECK(ep >= 0, "epoll_create1");
+	mkpair(&c, &s);
+
+	/* LT */
+	ev.events = EPOLLIN;
+	ev.data.u64 = 0x1111;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev) == 0, "ADD");
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev) < 0 && errno == EEXIST, "EEXIST");
+	CHECK(ewait(ep, out, 8, 0) == 0, "LT: nothing yet");
+	write_all(s, "0123456789", 10);
+	CHECK(ewait(ep, out, 8, 10000) == 1 && out[0].data.u64 == 0x1111 &&
+	      out[0].events == EPOLLIN, "LT: data");
+	CHECK(ewait(ep, out, 8, 0) == 1, "LT: still level-ready");
+	read_all(c, buf, 10);
+	CHECK(ewait(ep, out, 8, 0) == 0, "LT: drained");
+
+	/* ET */
+	ev.events = EPOLLIN | EPOLLET;
+	ev.data.u64 = 0x2222;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_MOD, c, &ev) == 0, "MOD ET");
+	write_all(s, "a", 1);
+	CHECK(ewait(ep, out, 8, 10000) == 1 && out[0].data.u64 == 0x2222, "ET: first");
+	CHECK(ewait(ep, out, 8, 0) == 0, "ET: no second event without arrival");
+	write_all(s, "b", 1);           /* old data still unread */
+	CHECK(ewait(ep, out, 8, 10000) == 1, "ET: new arrival wakes again");
+	CHECK(ewait(ep, out, 8, 0) == 0, "ET: once");
+	read_all(c, buf, 2);
+	CHECK(buf[0] == 'a' && buf[1] == 'b', "ET data");
+
+	/* ONESHOT */
+	ev.events = EPOLLIN | EPOLLONESHOT;
+	ev.data.u64 = 0x3333;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_MOD, c, &ev) == 0, "MOD ONESHOT");
+	write_all(s, "c", 1);
+	CHECK(ewait(ep, out, 8, 10000) == 1 && out[0].data.u64 == 0x3333, "oneshot fires");
+	write_all(s, "d", 1);
+	CHECK(ewait(ep, out, 8, 100) == 0, "oneshot disabled");
+	CHECK(epoll_ctl(ep, EPOLL_CTL_MOD, c, &ev) == 0, "re-arm");
+	CHECK(ewait(ep, out, 8, 10000) == 1, "oneshot re-armed");
+	read_all(c, buf, 2);
+
+	/* Nested: ep inside an outer epoll; and a timerfd + pipe beside. */
+	int outer = epoll_create1(0), tfd = timerfd_create(CLOCK_MONOTONIC, 0), pfd[2];
+	CHECK(outer >= 0 && tfd >= 0 && pipe(pfd) == 0, "outer/timerfd/pipe");
+	ev.events = EPOLLIN;
+	ev.data.u64 = 0x4444;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_MOD, c, &ev) == 0, "MOD LT");
+	ev.data.u64 = 0x5555;
+	CHECK(epoll_ctl(outer, EPOLL_CTL_ADD, ep, &ev) == 0, "nest");
+	ev.data.u64 = 0x6666;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev) == 0, "timerfd");
+	ev.data.u64 = 0x7777;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, pfd[0], &ev) == 0, "pipe");
+	CHECK(ewait(outer, out, 8, 0) == 0, "outer quiet");
+	struct itimerspec its = { { 0, 0 }, { 0, 50000000 } };
+	timerfd_settime(tfd, 0, &its, NULL);
+	CHECK(ewait(ep, out, 8, 10000) == 1 && out[0].data.u64 == 0x6666, "timerfd event");
+	uint64_t ticks;
+	CHECK(read(tfd, &ticks, 8) == 8, "timerfd read");
+	write_all(s, "e", 1);
+	CHECK(ewait(outer, out, 8, 10000) == 1 && out[0].data.u64 == 0x5555, "outer wakes");
+	CHECK(ewait(outer, out, 8, 0) == 1, "outer LT while inner level-ready");
+	CHECK(ewait(ep, out, 8, 0) == 1 && out[0].data.u64 == 0x4444, "inner reports");
+	read_all(c, buf, 1);
+	CHECK(ewait(ep, out, 8, 0) == 0, "inner drained");
+	write_all(pfd[1], "p", 1);
+	CHECK(ewait(ep, out, 8, 10000) == 1 && out[0].data.u64 == 0x7777, "pipe event");
+	read_all(pfd[0], buf, 1);
+
+	/* The registration belongs to the open file: survives close(c)
+	 * while a dup exists. */
+	int d = dup(c);
+	CHECK(d >= 0, "dup");
+	close(c);
+	write_all(s, "f", 1);
+	CHECK(ewait(ep, out, 8, 10000) == 1 && out[0].data.u64 == 0x4444,
+	      "registration survives close of the original fd");
+	read_all(d, buf, 1);
+
+	/* Peer SHUT_WR: EPOLLIN|EPOLLRDHUP, not EPOLLHUP. */
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	ev.data.u64 = 0x8888;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, d, &ev) == 0, "ADD dup");
+	shutdown(s, SHUT_WR);
+	int got = 0;
+	for (int i = 0; i < 100 && !got; i++) {
+		int n = ewait(ep, out, 8, 10000);
+		for (int k = 0; k < n; k++)
+			if (out[k].data.u64 == 0x8888) {
+				CHECK(out[k].events == (EPOLLIN | EPOLLRDHUP),
+				      "peer close: %#x", out[k].events);
+				got = 1;
+			}
+	}
+	CHECK(got, "RDHUP event");
+	CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, d, NULL) == 0, "DEL");
+	CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, d, NULL) < 0 && errno == ENOENT, "ENOENT");
+	bulk(d, s);
+	close(d);
+	close(s);
+	close(ep);
+	close(outer);
+	close(tfd);
+	close(pfd[0]);
+	close(pfd[1]);
+	return 0;
+}
+
+/* ---- EINTR ------------------------------------------------------------- */
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+static int eintr_one(int what, int c, int ep)
+{
+	struct itimerval it = { { 0, 0 }, { 0, 100000 } };
+	struct pollfd p = { .fd = c, .events = POLLIN };
+	struct epoll_event out[2];
+	struct timespec ts = { 30, 0 };
+	fd_set r;
+	int rc = 0;
+
+	setitimer(ITIMER_REAL, &it, NULL);
+	errno = 0;
+	switch (what) {
+	case 0: rc = poll(&p, 1, 30000); break;
+	case 1: rc = ppoll(&p, 1, &ts, NULL); break;
+	case 2: FD_ZERO(&r); FD_SET(c, &r); rc = select(c + 1, &r, NULL, NULL, NULL); break;
+	case 3: rc = epoll_wait(ep, out, 2, 30000); break;
+	}
+	return rc == -1 && errno == EINTR;
+}
+
+/* Check that poll, ppoll, select and epoll_wait fail with EINTR even
+ * under SA_RESTART. */
+static int case_eintr_all(void)
+{
+	struct sigaction sa;
+	int c, s, ep = epoll_create1(0);
+	struct epoll_event ev = { .events = EPOLLIN };
+	static const char *names[] = { "poll", "ppoll", "select", "epoll_wait" };
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+	mkpair(&c, &s);
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev) == 0, "ADD");
+	for (int w = 0; w < 4; w++)
+		CHECK(eintr_one(w, c, ep), "%s: EINTR under SA_RESTART", names[w]);
+	close(c);
+	close(s);
+	close(ep);
+	return 0;
+}
+
+/* ---- fork, vfork, clone ------------------------------------------------ */
+
+/* Check that a forked child can use the connection after the parent closed
+ * its copy, and that the parent closing does not end it. */
+static int case_fork(void)
+{
+	int c, s;
+
+	mkpair(&c, &s);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		close(c);
+		exchange(s, 1 << 20, 7, 0);     /* echo 1 MiB back */
+		expect_eof(s);
+		close(s);
+		_exit(0);
+	}
+	close(s);                       /* the parent's copy goes at once */
+	exchange(c, 1 << 20, 7, 1);
+	check_path(c, 2 << 20);
+	shutdown(c, SHUT_WR);
+	CHECK(reap(pid) == 0, "child");
+	close(c);
+	return 0;
+}
+
+#define REC 64
+struct rec { uint32_t who, seq; unsigned char pad[REC - 12]; uint32_t sum; };
+
+static void send_recs(int fd, uint32_t who, int n)
+{
+	struct rec r;
+
+	for (int i = 0; i < n; i++) {
+		memset(&r, 0, sizeof(r));
+		r.who = who;
+		r.seq = (uint32_t)i;
+		fill(r.pad, sizeof(r.pad), who * 100000 + (unsigned)i);
+		r.sum = who * 31 + (uint32_t)i * 7 + r.pad[0];
+		CHECK(write(fd, &r, sizeof(r)) == sizeof(r), "record write");
+	}
+}
+
+/* Check that two processes writing the same connection at once never
+ * corrupt it: every 64-byte record arrives whole and in order per writer. */
+static int case_fork_both(void)
+{
+	int c, s, n = 20000;
+	uint32_t next[2] = { 0, 0 };
+
+	mkpair(&c, &s);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		close(s);
+		send_recs(c, 1, n);
+		_exit(0);
+	}
+	pid_t pid2 = fork();
+	CHECK(pid2 >= 0, "fork");
+	if (pid2 == 0) {
+		close(s);
+		send_recs(c, 0, n);
+		_exit(0);
+	}
+	close(c);
+	for (int i = 0; i < 2 * n; i++) {
+		struct rec r;
+		unsigned char pad[sizeof(r.pad)];
+		read_all(s, &r, sizeof(r));
+		CHECK(r.who < 2 && r.seq == next[r.who], "record %d: who %u seq %u", i,
+		      r.who, r.seq);
+		fill(pad, sizeof(pad), r.who * 100000 + r.seq);
+		CHECK(memcmp(pad, r.pad, sizeof(pad)) == 0 &&
+		      r.sum == r.who * 31 + r.seq * 7 + pad[0], "record %d corrupt", i);
+		next[r.who]++;
+	}
+	expect_eof(s);
+	check_path(s, (uint64_t)2 * n * REC);
+	CHECK(reap(pid) == 0 && reap(pid2) == 0, "writers");
+	close(s);
+	return 0;
+}
+
+/* Check that vfork (+_exit) and posix_spawn leave the parent's
+ * connection working. */
+static int case_vfork(void)
+{
+	int c, s;
+
+	mkpair(&c, &s);
+	pid_t pid = vfork();
+	if (pid == 0)
+		_exit(0);
+	CHECK(pid > 0, "vfork");
+	CHECK(reap(pid) == 0, "vfork child");
+	char *argv[] = { "true", NULL };
+	CHECK(posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ) == 0, "spawn");
+	CHECK(reap(pid) == 0, "spawned");
+	pid = fork();
+	if (pid == 0) {
+		close(c);
+		exchange(s, 256 << 10, 3, 0);
+		_exit(0);
+	}
+	exchange(c, 256 << 10, 3, 1);
+	check_path(c, 512 << 10);
+	CHECK(reap(pid) == 0, "echo child");
+	close(c);
+	close(s);
+	return 0;
+}
+
+static int pipefd[2];
+static int clone_s;
+
+static int clone_child(void)
+{
+	/* The first call into libc (and the shim) tells the parent. */
+	write_all(pipefd[1], "r", 1);
+	exchange(clone_s, 256 << 10, 5, 0);
+	expect_eof(clone_s);
+	return 0;
+}
+
+/* Check that a child made by a raw clone() (no atfork handler runs) can
+ * use the connection after the parent closed its copy. */
+static int case_clone(void)
+{
+	int c;
+	char b;
+
+	mkpair(&c, &clone_s);
+	CHECK(pipe(pipefd) == 0, "pipe");
+	long pid = syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+	CHECK(pid >= 0, "clone");
+	if (pid == 0)
+		_exit(clone_child());
+	read_all(pipefd[0], &b, 1);
+	close(clone_s);
+	exchange(c, 256 << 10, 5, 1);
+	check_path(c, 512 << 10);
+	shutdown(c, SHUT_WR);
+	CHECK(reap((pid_t)pid) == 0, "clone child");
+	close(c);
+	return 0;
+}
+
+/* ---- exec -------------------------------------------------------------- */
+
+#define EXEC_LEN (200 << 10)
+
+/* The new image: the connection is on fd 0 (inetd style) with data in
+ * flight; the fd named in argv[2] had CLOEXEC and must be gone. */
+static int exec_child(int argc, char **argv)
+{
+	unsigned char *b = malloc(EXEC_LEN);
+
+	CHECK(argc >= 3 && b, "exec-child args");
+	CHECK(getenv("XWAY_EXEC_STATE") == NULL, "state variable visible to the app");
+	int gone = atoi(argv[2]);
+	CHECK(fcntl(gone, F_GETFD) < 0 && errno == EBADF, "CLOEXEC fd %d survived", gone);
+	read_all(0, b, EXEC_LEN);
+	unsigned char *want = malloc(EXEC_LEN);
+	CHECK(want, "malloc");
+	fill(want, EXEC_LEN, 11);
+	CHECK(memcmp(b, want, EXEC_LEN) == 0, "in-flight data after exec");
+	write_all(1, b, EXEC_LEN);
+	check_path(0, 2 * EXEC_LEN);
+	expect_eof(0);
+	return 0;
+}
+
+/* Check that an fd without CLOEXEC stays a working connection through
+ * execve (moved to fd 0/1 like inetd), with data sent before the exec. */
+static int case_exec(void)
+{
+	int c, s, c2, s2;
+	unsigned char *a = malloc(EXEC_LEN), *b = malloc(EXEC_LEN);
+
+	CHECK(a && b, "malloc");
+	mkpair(&c, &s);
+	mkpair(&c2, &s2);
+	fill(a, EXEC_LEN, 11);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		char arg[16], self[4096];
+		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		CHECK(n > 0, "readlink");
+		self[n] = 0;
+		close(c);
+		close(c2);
+		/* A connection with CLOEXEC: must vanish. */
+		CHECK(fcntl(s2, F_SETFD, FD_CLOEXEC) == 0, "cloexec");
+		CHECK(dup2(s, 0) == 0 && dup2(s, 1) == 1, "dup2 0/1");
+		close(s);
+		snprintf(arg, sizeof(arg), "%d", s2);
+		char *argv[] = { self, "exec-child", arg, NULL };
+		/* Wait until the parent's bytes are in flight. */
+		struct pollfd p = { 0, POLLIN, 0 };
+		CHECK(poll(&p, 1, 20000) == 1, "data before exec");
+		execve(self, argv, environ);
+		CHECK(0, "execve");
+	}
+	close(s);
+	close(s2);
+	write_all(c, a, EXEC_LEN);
+	read_all(c, b, EXEC_LEN);
+	CHECK(memcmp(a, b, EXEC_LEN) == 0, "echo through the new image");
+	/* The CLOEXEC connection's only other copy is ours: EOF. */
+	close(c2);
+	shutdown(c, SHUT_WR);
+	CHECK(reap(pid) == 0, "exec child");
+	close(c);
+	free(a);
+	free(b);
+	return 0;
+}
+
+/* ---- descriptors ------------------------------------------------------- */
+
+/* Check that a daemon closing every fd it does not know (close_range,
+ * closefrom, a close loop, dup2 onto high numbers is not done) keeps
+ * its connection working. */
+static int case_closerange(void)
+{
+	int c, s;
+
+	mkpair(&c, &s);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		struct rlimit rl;
+		CHECK(dup2(s, 3) == 3, "dup2 3");
+		close(s);
+		close(c);
+		CHECK(close_range(4, ~0U, 0) == 0, "close_range");
+		closefrom(4);
+		getrlimit(RLIMIT_NOFILE, &rl);
+		for (long fd = 4; fd < (long)rl.rlim_cur && fd < 65536; fd++)
+			close((int)fd);
+		exchange(3, 512 << 10, 9, 0);
+		check_path(3, 1 << 20);
+		_exit(0);
+	}
+	close(s);
+	exchange(c, 512 << 10, 9, 1);
+	CHECK(reap(pid) == 0, "child");
+	close(c);
+	return 0;
+}
+
+/* ---- seccomp ----------------------------------------------------------- */
+
+static void on_sigsys(int sig, siginfo_t *si, void *uc)
+{
+	char m[64];
+	int n = snprintf(m, sizeof(m), "seccomp: forbidden syscall %d\n", si->si_syscall);
+
+	(void)sig;
+	(void)uc;
+	if (write(2, m, (size_t)n) < 0)
+		_exit(3);
+	_exit(3);
+}
+
+#define ALLOW(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), \
+		  BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+
+/* Check that an established connection works under a seccomp filter like
+ * sshd's pre-auth sandbox (read/write/poll/futex class; getsockname,
+ * socket, connect, eventfd, memfd_create kill the process). */
+static int case_seccomp(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(XWAY_SANITIZED)
+	fprintf(stderr, "SKIP seccomp: the sanitizer runtime needs calls the filter kills\n");
+	return 77;
+#else
+	int c, s;
+
+	mkpair(&c, &s);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		struct sock_filter f[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+			ALLOW(SYS_read), ALLOW(SYS_write), ALLOW(SYS_readv), ALLOW(SYS_writev),
+			ALLOW(SYS_close), ALLOW(SYS_exit), ALLOW(SYS_exit_group),
+			ALLOW(SYS_brk), ALLOW(SYS_mmap), ALLOW(SYS_munmap), ALLOW(SYS_mremap),
+			ALLOW(SYS_madvise), ALLOW(SYS_futex), ALLOW(SYS_poll), ALLOW(SYS_ppoll),
+			ALLOW(SYS_select), ALLOW(SYS_pselect6), ALLOW(SYS_clock_gettime),
+			ALLOW(SYS_clock_nanosleep), ALLOW(SYS_nanosleep), ALLOW(SYS_gettimeofday),
+			ALLOW(SYS_getpid), ALLOW(SYS_getrandom), ALLOW(SYS_rt_sigprocmask),
+			ALLOW(SYS_rt_sigreturn), ALLOW(SYS_shutdown), ALLOW(SYS_sched_yield),
+			ALLOW(SYS_restart_syscall), ALLOW(SYS_fstat), ALLOW(SYS_newfstatat),
+			ALLOW(SYS_getcpu),
+			BPF_STMT(BPF_RET | BPF_K, getenv("LC_SECCOMP_TRAP") ?
+				 SECCOMP_RET_TRAP : SECCOMP_RET_KILL_PROCESS),
+		};
+		if (getenv("LC_SECCOMP_TRAP")) {
+			/* Debugging aid: name the forbidden call, then die. */
+			struct sigaction sa;
+			memset(&sa, 0, sizeof(sa));
+			sa.sa_sigaction = on_sigsys;
+			sa.sa_flags = SA_SIGINFO;
+			sigaction(SIGSYS, &sa, NULL);
+		}
+		struct sock_fprog prog = { sizeof(f) / sizeof(f[0]), f };
+		close(c);
+		CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "no_new_privs");
+		CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0, "seccomp");
+		exchange(s, 1 << 20, 13, 0);
+		expect_eof(s);
+		/* Like sshd's pre-auth child: exit, no explicit close (the
+		 * shim's close-time REPORT reads TCP_INFO: see README). */
+		_exit(0);
+	}
+	close(s);
+	exchange(c, 1 << 20, 13, 1);
+	check_path(c, 2 << 20);
+	shutdown(c, SHUT_WR);
+	int rc = reap(pid);
+	CHECK(rc == 0, "sandboxed child exit %d (%d = killed by the filter)", rc,
+	      128 + SIGSYS);
+	close(c);
+	return 0;
+#endif
+}
+
+/* ---- threads ----------------------------------------------------------- */
+
+#define DUPLEX_LEN (16 << 20)
+static int duplex_fd;
+
+static void *duplex_writer(void *arg)
+{
+	unsigned char *a = malloc(1 << 16);
+
+	(void)arg;
+	for (size_t off = 0; off < DUPLEX_LEN; off += 1 << 16) {
+		fill(a, 1 << 16, (unsigned)(off >> 16));
+		write_all(duplex_fd, a, 1 << 16);
+	}
+	shutdown(duplex_fd, SHUT_WR);
+	free(a);
+	return NULL;
+}
+
+/* Check full-duplex use from two threads (a writer and a reader at once)
+ * against an echoing peer process. */
+static int case_duplex(void)
+{
+	int c, s;
+	pthread_t t;
+	unsigned char *a = malloc(1 << 16), *b = malloc(1 << 16);
+
+	mkpair(&c, &s);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		char buf[65536];
+		ssize_t n;
+		close(c);
+		while ((n = read(s, buf, sizeof(buf))) > 0)
+			write_all(s, buf, (size_t)n);
+		CHECK(n == 0, "echo read");
+		_exit(0);
+	}
+	close(s);
+	duplex_fd = c;
+	CHECK(pthread_create(&t, NULL, duplex_writer, NULL) == 0, "thread");
+	for (size_t off = 0; off < DUPLEX_LEN; off += 1 << 16) {
+		fill(a, 1 << 16, (unsigned)(off >> 16));
+		read_all(c, b, 1 << 16);
+		CHECK(memcmp(a, b, 1 << 16) == 0, "duplex data at %zu", off);
+	}
+	pthread_join(t, NULL);
+	expect_eof(c);
+	check_path(c, 2 * (uint64_t)DUPLEX_LEN);
+	CHECK(reap(pid) == 0, "echo");
+	close(c);
+	free(a);
+	free(b);
+	return 0;
+}
+
+static _Atomic int blocked_done;
+static ssize_t blocked_ret;
+static char blocked_byte;
+
+static void *blocked_reader(void *arg)
+{
+	blocked_ret = recv((int)(intptr_t)arg, &blocked_byte, 1, 0);
+	atomic_store(&blocked_done, 1);
+	return NULL;
+}
+
+/* Check that close() in another thread does not wake a blocked recv (as
+ * on Linux), and that the recv still gets what the peer sends after. */
+static int case_close_blocked(void)
+{
+	int c, s;
+	pthread_t t;
+
+	mkpair(&c, &s);
+	CHECK(pthread_create(&t, NULL, blocked_reader, (void *)(intptr_t)c) == 0, "thread");
+	usleep(100000);
+	close(c);
+	usleep(200000);
+	CHECK(!atomic_load(&blocked_done), "close() woke the blocked recv (ret %zd)",
+	      blocked_ret);
+	write_all(s, "x", 1);
+	for (int i = 0; i < 200 && !atomic_load(&blocked_done); i++)
+		usleep(50000);
+	CHECK(atomic_load(&blocked_done), "recv stays blocked after data");
+	pthread_join(t, NULL);
+	CHECK(blocked_ret == 1 && blocked_byte == 'x', "recv after close: %zd", blocked_ret);
+	close(s);
+	return 0;
+}
+
+/* ---- 1000 connections -------------------------------------------------- */
+
+#define NCONN 1000
+#define CONN_BYTES 8192
+
+/* Server: epoll (LT or ET) echo until every connection ended; the idle
+ * variant first measures its own CPU over 3 s with all connections idle. */
+static void echo_fd(int ep, int fd, int *open_conns)
+{
+	char buf[65536];
+
+	for (;;) {        /* until EAGAIN: required by ET, fine for LT */
+		ssize_t r = read(fd, buf, sizeof(buf));
+		if (r > 0) {
+			size_t off = 0;
+			while (off < (size_t)r) {
+				ssize_t w = write(fd, buf + off, (size_t)r - off);
+				if (w < 0 && errno == EAGAIN) {
+					struct pollfd p = { fd, POLLOUT, 0 };
+					CHECK(poll(&p, 1, 30000) == 1, "echo POLLOUT");
+					continue;
+				}
+				CHECK(w > 0, "echo write");
+				off += (size_t)w;
+			}
+			continue;
+		}
+		if (r == 0) {
+			CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL) == 0, "DEL");
+			close(fd);
+			(*open_conns)--;
+		} else {
+			CHECK(errno == EAGAIN, "echo read");
+		}
+		return;
+	}
+}
+
+/* Server: one epoll (LT or ET) for the listener and every connection,
+ * echo until all NCONN ended.  The idle variant first measures its own
+ * CPU over 3 s with every connection accepted and idle. */
+static void epoll_server(int l, int et, int idle, int ready_fd)
+{
+	int ep = epoll_create1(0), open_conns = 0, accepted = 0, measured = !idle;
+	struct epoll_event ev, out[256];
+
+	CHECK(ep >= 0, "epoll_create1");
+	CHECK(fcntl(l, F_SETFL, O_NONBLOCK) == 0, "nonblocking listener");
+	ev.events = EPOLLIN | (et ? EPOLLET : 0);
+	ev.data.fd = l;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) == 0, "ADD listener");
+	for (long rounds = 0; (accepted < NCONN || open_conns > 0) && rounds < 10000000;
+	     rounds++) {
+		if (!measured && accepted == NCONN) {
+			struct rusage r0, r1;
+			write_all(ready_fd, "i", 1);
+			getrusage(RUSAGE_SELF, &r0);
+			int64_t t0 = now_ms();
+			while (now_ms() - t0 < 3000) {
+				int n = ewait(ep, out, 256, 1000);
+				CHECK(n == 0, "idle server got %d events", n);
+			}
+			getrusage(RUSAGE_SELF, &r1);
+			long us = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) * 1000000L +
+				  (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) +
+				  (r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1000000L +
+				  (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
+			fprintf(stderr, "idle: %d connections, %ld us CPU in 3 s\n", NCONN, us);
+			CHECK(us < 30000, "idle server used %ld us of CPU in 3 s (>= 1%%)", us);
+			write_all(ready_fd, "d", 1);
+			measured = 1;
+		}
+		int n = ewait(ep, out, 256, 30000);
+		CHECK(n > 0, "server wait (%d accepted, %d open)", accepted, open_conns);
+		for (int i = 0; i < n; i++) {
+			if (out[i].data.fd != l) {
+				echo_fd(ep, out[i].data.fd, &open_conns);
+				continue;
+			}
+			for (;;) {
+				int fd = accept4(l, NULL, NULL, SOCK_NONBLOCK);
+				if (fd < 0) {
+					CHECK(errno == EAGAIN, "accept4");
+					break;
+				}
+				ev.events = EPOLLIN | (et ? EPOLLET : 0);
+				ev.data.fd = fd;
+				CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0, "ADD conn");
+				accepted++;
+				open_conns++;
+			}
+		}
+	}
+	close(ep);
+}
+
+static int conn_many(int et, int idle)
+{
+	int port, l, sync[2];
+	char b;
+
+	/* 1000 app fds, plus 3 channel fds each at high numbers. */
+	if (raise_nofile(65536) < 8192) {
+		fprintf(stderr, "SKIP: RLIMIT_NOFILE hard limit below 8192\n");
+		return 77;
+	}
+	l = listener(&port);
+	CHECK(pipe(sync) == 0, "pipe");
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		close(sync[0]);
+		epoll_server(l, et, idle, sync[1]);
+		_exit(0);
+	}
+	close(l);
+	close(sync[1]);
+	static int fds[NCONN];
+	unsigned char *a = malloc(CONN_BYTES), *bb = malloc(CONN_BYTES);
+	for (int i = 0; i < NCONN; i++)
+		fds[i] = connect_to(port);
+	if (idle) {
+		read_all(sync[0], &b, 1);       /* server measuring */
+		read_all(sync[0], &b, 1);       /* done */
+	}
+	unsigned seed = (unsigned)time(NULL);
+	fprintf(stderr, "seed %u\n", seed);
+	/* Each connection: send, then read the echo back. */
+	for (int i = 0; i < NCONN; i++) {
+		fill(a, CONN_BYTES, seed + (unsigned)i);
+		write_all(fds[i], a, CONN_BYTES);
+	}
+	for (int i = 0; i < NCONN; i++) {
+		fill(a, CONN_BYTES, seed + (unsigned)i);
+		read_all(fds[i], bb, CONN_BYTES);
+		CHECK(memcmp(a, bb, CONN_BYTES) == 0, "conn %d echo (seed %u)", i, seed);
+	}
+	check_path(fds[0], 2 * CONN_BYTES);
+	check_path(fds[NCONN - 1], 2 * CONN_BYTES);
+	for (int i = 0; i < NCONN; i++)
+		close(fds[i]);
+	CHECK(reap(pid) == 0, "server");
+	free(a);
+	free(bb);
+	return 0;
+}
+
+static int case_epoll1000_lt(void) { return conn_many(0, 0); }
+static int case_epoll1000_et(void) { return conn_many(1, 0); }
+static int case_idle1000(void) { return conn_many(0, 1); }
+
+/* ---- table ------------------------------------------------------------- */
+
+static const struct { const char *name; int (*fn)(void); } cases[] = {
+	{ "poll", case_poll },
+	{ "select", case_select },
+	{ "epoll", case_epoll },
+	{ "eintr", case_eintr_all },
+	{ "fork", case_fork },
+	{ "fork-both", case_fork_both },
+	{ "vfork", case_vfork },
+	{ "clone", case_clone },
+	{ "exec", case_exec },
+	{ "closerange", case_closerange },
+	{ "seccomp", case_seccomp },
+	{ "duplex", case_duplex },
+	{ "close-blocked", case_close_blocked },
+	{ "epoll1000-lt", case_epoll1000_lt },
+	{ "epoll1000-et", case_epoll1000_et },
+	{ "idle1000", case_idle1000 },
+};
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	if (argc >= 2 && !strcmp(argv[1], "exec-child")) {
+		tcase = "exec-child";
+		return exec_child(argc, argv);
+	}
+	if (argc < 2 || !strcmp(argv[1], "list")) {
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+			printf("%s\n", cases[i].name);
+		return argc < 2 ? 2 : 0;
+	}
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (!strcmp(argv[1], cases[i].name)) {
+			tcase = cases[i].name;
+			return cases[i].fn();
+		}
+	fprintf(stderr, "xway-lc: unknown case '%s' (try: list)\n", argv[1]);
+	return 2;
+}
