@@ -23,6 +23,10 @@
 #include "errno.h"
 #include "lifecycle.h"
 
+/* glibc declares poll/ppoll's array __write_only__ (for fortify): GCC then
+ * takes our reads of the app's events as reads of uninitialised memory. */
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 XWAY_EXPORT int poll(struct pollfd *fds, nfds_t n, int tmo);
 XWAY_EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int tmo, size_t fdslen);
 XWAY_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *tmo,
