@@ -816,7 +816,7 @@ static int case_closerange(void)
 
 /* ---- seccomp ----------------------------------------------------------- */
 
-static void on_sigsys(int sig, siginfo_t *si, void *uc)
+__attribute__((unused)) static void on_sigsys(int sig, siginfo_t *si, void *uc)
 {
 	char m[64];
 	int n = snprintf(m, sizeof(m), "seccomp: forbidden syscall %d\n", si->si_syscall);
