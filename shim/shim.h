@@ -246,10 +246,8 @@ void xway_fd_foreach(void (*fn)(int fd, struct xway_conn *c, void *arg), void *a
  * closing the original; returns the new fd or -errno. */
 int xway_fd_to_high(int fd);
 int xway_high_fd_base(void);
-/* Descriptors the shim owns (broker link, generation page, every channel's
- * memfd/eventfds): close_range/closefrom must not close them.  Returns how
- * many were stored (at most max). */
-int xway_own_fds(int *fds, int max);
+/* The descriptors the shim owns are listed by lifecycle.c
+ * (xway_lc_own_fds) for close_range/closefrom and close() guards. */
 
 /* ---- the broker link (broker_link.c) ------------------------------------- */
 

@@ -22,11 +22,13 @@ shim_preload() {
 # run_case MODE CASE FAMILY [env...]: one server + one client process,
 # both with env...; SERVER_ENV / CLIENT_ENV (arrays) add to one side only.
 SERVER_ENV=(); CLIENT_ENV=()
+# Command prefixes per side (e.g. ip netns exec NS).
+SERVER_PFX=(); CLIENT_PFX=()
 run_case() {
 	local mode=$1 tc=$2 fam=$3; shift 3
 	local tmp; tmp=$(mktemp -d /tmp/xway-shimtest.XXXXXX)
 	mkfifo "$tmp/port"
-	env "$@" "${SERVER_ENV[@]}" timeout -s KILL "$CASE_TIMEOUT" "$TCPSEM" server "$tc" "$fam" \
+	"${SERVER_PFX[@]}" env "$@" "${SERVER_ENV[@]}" timeout -s KILL "$CASE_TIMEOUT" "$TCPSEM" server "$tc" "$fam" \
 		>"$tmp/port" 2>"$tmp/server.err" &
 	local spid=$!
 	local line=""
@@ -34,7 +36,7 @@ run_case() {
 	local port=${line%% *} tpid=${line##* }
 	local rc_c=1 rc_s=1
 	if [ -n "$port" ]; then
-		env "$@" "${CLIENT_ENV[@]}" timeout -s KILL "$CASE_TIMEOUT" "$TCPSEM" client "$tc" "$fam" \
+		"${CLIENT_PFX[@]}" env "$@" "${CLIENT_ENV[@]}" timeout -s KILL "$CASE_TIMEOUT" "$TCPSEM" client "$tc" "$fam" \
 			"$port" "$tpid" 2>"$tmp/client.err"
 		rc_c=$?
 	fi
@@ -57,8 +59,8 @@ run_case() {
 # run_suite MODE [env...]: every case on 127.0.0.1 and ::1.
 run_suite() {
 	local mode=$1; shift
-	local cases; cases=$("$TCPSEM" list)
-	for fam in 4 6; do
+	local cases; cases=${SUITE_CASES:-$("$TCPSEM" list)}
+	for fam in ${SUITE_FAMILIES:-4 6}; do
 		for tc in $cases; do
 			run_case "$mode" "$tc" "$fam" "$@"
 		done
