@@ -26,6 +26,8 @@ import time
 # on noise.
 TCP_FRACTION = 0.01
 TCP_SLACK = 4096
+# Connection lines printed in full; the rest are counted by kind.
+MAX_LINES = 12
 
 
 def get_json(args):
@@ -119,6 +121,8 @@ def main():
     live = ss_counters()
 
     bad = []
+    shown = 0
+    kinds = {}
     sum_c2s = sum_s2c = tcp_c2s = tcp_s2c = 0
     unknown_tcp = 0
     ok_conns = 0
@@ -131,14 +135,18 @@ def main():
                 f"{sv.get('addr')}(pid {sv.get('pid')}) state={st} backend={be} "
                 f"chan c2s={b1} s2c={b2} tcp={tp} reason={c.get('reason')!r}"
                 f"{' detail=' + repr(c.get('detail')) if c.get('detail') else ''}")
-        print(line)
+        if shown < MAX_LINES:
+            print(line)
+        shown += 1
+        kinds[(st, be, c.get("reason"))] = kinds.get((st, be, c.get("reason")), 0) + 1
         if st in ("accelerated", "closed") and be == "local":
             ok_conns += 1
         elif st == "fallback" and c.get("reason") in args.allow_tcp:
             print(f"    (stayed on TCP, allowed: {c.get('reason')})")
             continue
         else:
-            bad.append(f"conn {c.get('id')} state={st} backend={be} reason={c.get('reason')!r}")
+            bad.append(f"conn {c.get('id')} {cl.get('addr')} -> {sv.get('addr')} "
+                       f"state={st} backend={be} reason={c.get('reason')!r}")
         sum_c2s += b1
         sum_s2c += b2
         if tp is None:
@@ -147,6 +155,10 @@ def main():
             tcp_c2s += tp[0]
             tcp_s2c += tp[1]
 
+    if shown > MAX_LINES:
+        print(f"  ... {shown - MAX_LINES} more connections")
+    for (st, be, reason), n in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"  {n:6d} x state={st} backend={be} reason={reason!r}")
     payload = args.c2s + args.s2c
     budget = int(payload * TCP_FRACTION) + TCP_SLACK
     print(f"  total: {len(conns)} connections, {ok_conns} accelerated; channel "
@@ -163,8 +175,12 @@ def main():
                    "(tcp_bytes_* null and not visible in ss -tin)")
     if tcp_c2s + tcp_s2c > budget:
         bad.append(f"kernel TCP carried {tcp_c2s + tcp_s2c} payload bytes (budget {budget})")
-    for b in bad:
+    # Totals first, then individual connections (which may be many).
+    bad.sort(key=lambda b: b.startswith("conn "))
+    for b in bad[:MAX_LINES]:
         print(f"  FAIL: {b}")
+    if len(bad) > MAX_LINES:
+        print(f"  FAIL: ... and {len(bad) - MAX_LINES} more")
     if not bad:
         print("  acceleration: ok")
     return 1 if bad else 0
