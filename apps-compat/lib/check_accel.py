@@ -106,6 +106,10 @@ def main():
     ap.add_argument("--c2s", type=int, required=True, help="payload client->server")
     ap.add_argument("--s2c", type=int, required=True, help="payload server->client")
     ap.add_argument("--min-conns", type=int, default=1)
+    ap.add_argument("--any-direction", action="store_true",
+                    help="check the two directions' sum only: in active-mode FTP the "
+                         "server connects to the client, so an upload is server->client "
+                         "in the broker's terms")
     ap.add_argument("--allow-tcp", action="append", default=[],
                     help="fallback reason accepted (documented by the case)")
     ap.add_argument("--settle", type=float, default=10.0,
@@ -166,10 +170,15 @@ def main():
           f"kernel TCP payload c2s={tcp_c2s} s2c={tcp_s2c} (budget {budget})")
     if ok_conns < args.min_conns:
         bad.append(f"only {ok_conns} accelerated connection(s), need >= {args.min_conns}")
-    if sum_c2s < args.c2s:
-        bad.append(f"channel carried {sum_c2s} bytes client->server, payload is {args.c2s}")
-    if sum_s2c < args.s2c:
-        bad.append(f"channel carried {sum_s2c} bytes server->client, payload is {args.s2c}")
+    if args.any_direction:
+        if sum_c2s + sum_s2c < args.c2s + args.s2c:
+            bad.append(f"channel carried {sum_c2s + sum_s2c} bytes in all, payload is "
+                       f"{args.c2s + args.s2c}")
+    else:
+        if sum_c2s < args.c2s:
+            bad.append(f"channel carried {sum_c2s} bytes client->server, payload is {args.c2s}")
+        if sum_s2c < args.s2c:
+            bad.append(f"channel carried {sum_s2c} bytes server->client, payload is {args.s2c}")
     if unknown_tcp:
         bad.append(f"{unknown_tcp} connection(s) without kernel TCP counters "
                    "(tcp_bytes_* null and not visible in ss -tin)")

@@ -59,6 +59,10 @@ expect() {  # want(0|1) fixture args...
 expect 0 good --c2s $M --s2c $M --min-conns 2
 expect 1 good --c2s $M --s2c $M --min-conns 3          # too few connections
 expect 1 good --c2s $((M + 501)) --s2c $M               # payload not covered
+fixture active "$(conn 1 closed local 0 $M 0 0)" "$(conn 2 closed local $M 0 0 0)"
+expect 1 active --c2s $((2 * M)) --s2c 0                # per direction: not covered
+expect 0 active --c2s $((2 * M)) --s2c 0 --any-direction
+expect 1 active --c2s $((2 * M)) --s2c 1 --any-direction
 expect 1 fallback --c2s $M --s2c $M                     # stayed on TCP
 expect 0 fallback --c2s $M --s2c $M --allow-tcp broker-down
 expect 1 fallback --c2s $M --s2c $M --allow-tcp setup-chan
