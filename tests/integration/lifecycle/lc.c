@@ -731,6 +731,8 @@ static int exec_child(int argc, char **argv)
 	write_all(1, b, EXEC_LEN);
 	check_path(0, 2 * EXEC_LEN);
 	expect_eof(0);
+	free(b);
+	free(want);
 	return 0;
 }
 
