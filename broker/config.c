@@ -198,10 +198,11 @@ int xwayd_config_load(struct xwayd_config *out, const char *path,
 	}
 	if ((v = g_key_file_get_string(kf, group, key = "mode", NULL))) {
 		g_strstrip(v);
-		if (!strcmp(v, "local") || !strcmp(v, "auto"))
+		cfg.mode_auto = !strcmp(v, "auto");
+		if (!strcmp(v, "local") || cfg.mode_auto)
 			cfg.mode = XWAYD_MODE_LOCAL;
 		else if (!strcmp(v, "xen"))
-			BAD("mode=xen is not implemented in this build of xwayd");
+			cfg.mode = XWAYD_MODE_XEN;
 		else
 			BAD("'%s' is not one of local, xen, auto", v);
 		g_free(v);

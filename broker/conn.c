@@ -287,6 +287,18 @@ void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
 		goto out;
 	}
 	l = xwayd_dir_lookup(&o->dst, ns, c->pid, &reason);
+	if (!l && xwayd_xen_active()) {
+		uint32_t dom = xwayd_xen_lookup(&o->dst);
+
+		if (dom != UINT32_MAX) {
+			snprintf(detail, sizeof(detail), "xway listener in Xen domain %u; "
+				 "cross-domain channels are not implemented yet", dom);
+			xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -ENOENT,
+					  XWAY_R_NOT_CORESIDENT, 0, "%s", detail);
+			record_fallback(o->cookie, XWAY_R_NOT_CORESIDENT, &cl, &sv, detail);
+			goto out;
+		}
+	}
 	if (!l) {
 		const char *t = reason == XWAY_R_NO_LISTENER
 			? "no xway listener at the destination"

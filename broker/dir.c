@@ -53,6 +53,7 @@ void xwayd_gen_bump(void)
 	 * then asks the broker sees the directory as of this change. */
 	__atomic_store_n(&xd->gen->listener_gen, xd->gen->listener_gen + 1,
 			 __ATOMIC_RELEASE);
+	xwayd_xen_listeners_changed();
 }
 
 static char *listener_key(const struct xway_addr *a, xwayd_netns ns)
@@ -115,6 +116,12 @@ static void read_if_inet6(pid_t pid, GArray *ips)
 			g_array_append_vals(ips, ip, 1);
 	}
 	fclose(f);
+}
+
+void xwayd_netns_local_addrs(pid_t pid, GArray *ips)
+{
+	read_fib_trie(pid, ips);
+	read_if_inet6(pid, ips);
 }
 
 /* Does namespace ns (pid is a process in it) own address ip? Loopback

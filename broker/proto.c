@@ -84,6 +84,56 @@ char *xway_addr_format(const struct xway_addr *a, char *buf, size_t size)
 	return buf;
 }
 
+int xway_addr_parse(const char *s, struct xway_addr *out)
+{
+	char ip[INET6_ADDRSTRLEN + 1];
+	const char *port = NULL, *end;
+	size_t n;
+
+	memset(out, 0, sizeof(*out));
+	if (*s == '[') {
+		end = strchr(s, ']');
+		if (!end || (end[1] && end[1] != ':'))
+			return -EINVAL;
+		n = (size_t)(end - s - 1);
+		s++;
+		port = end[1] ? end + 2 : NULL;
+	} else {
+		end = strrchr(s, ':');
+		if (end && strchr(s, ':') == end) {      /* exactly one ':': v4:port */
+			n = (size_t)(end - s);
+			port = end + 1;
+		} else {
+			n = strlen(s);
+		}
+	}
+	if (n == 0 || n >= sizeof(ip))
+		return -EINVAL;
+	memcpy(ip, s, n);
+	ip[n] = 0;
+	if (inet_pton(AF_INET, ip, out->ip + 12) == 1) {
+		memcpy(out->ip, v4mapped_prefix, 12);
+		out->family = AF_INET;
+	} else if (inet_pton(AF_INET6, ip, out->ip) == 1) {
+		out->family = AF_INET6;
+	} else {
+		return -EINVAL;
+	}
+	if (port) {
+		char *e;
+		unsigned long p;
+
+		if (*port < '0' || *port > '9')
+			return -EINVAL;
+		errno = 0;
+		p = strtoul(port, &e, 10);
+		if (errno || *e || p > 65535)
+			return -EINVAL;
+		out->port = htons((uint16_t)p);
+	}
+	return 0;
+}
+
 /* ---- the parser ------------------------------------------------------ */
 
 /* An endpoint must say which family the app used, and an AF_INET endpoint

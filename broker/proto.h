@@ -51,6 +51,9 @@ bool xway_addr_is_v4(const struct xway_addr *a);
 bool xway_addr_is_wildcard(const struct xway_addr *a);
 bool xway_addr_is_loopback(const struct xway_addr *a);
 bool xway_ip_equal(const uint8_t a[16], const uint8_t b[16]);
+/* Parse "1.2.3.4:5000", "[::1]:5000", "1.2.3.4" or "::1" (port 0) into a
+ * v4-mapped/IPv6 xway_addr; -EINVAL on anything else.  Pure. */
+int xway_addr_parse(const char *s, struct xway_addr *out);
 /* "127.0.0.1:5000" or "[::1]:5000"; returns buf. */
 char *xway_addr_format(const struct xway_addr *a, char *buf, size_t size);
 

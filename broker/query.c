@@ -37,6 +37,11 @@ static void json_i64_or_null(GString *o, int64_t v)
 		g_string_append_printf(o, "%lld", (long long)v);
 }
 
+static const char *mode_name(void)
+{
+	return xd->cfg.mode == XWAYD_MODE_XEN ? "xen" : "local";
+}
+
 static bool visible(const struct xwayd_client *c, uid_t a, uid_t b)
 {
 	return c->uid == 0 || a == c->uid || b == c->uid;
@@ -203,10 +208,10 @@ static void q_peers(struct xwayd_client *c, bool json, GString *o)
 	gpointer key, v;
 	bool first = true;
 
-	/* Local mode: the peers are the processes connected to this broker
-	 * (Xen mode would add the other domains' brokers). */
+	/* The processes connected to this broker; in Xen mode also the other
+	 * domains' brokers seen in xenstore. */
 	if (json)
-		g_string_append(o, "{\"mode\":\"local\",\"peers\":[");
+		g_string_append_printf(o, "{\"mode\":\"%s\",\"peers\":[", mode_name());
 	else
 		g_string_append_printf(o, "%-7s %-6s %-6s %-16s %-9s %s\n",
 				       "PID", "UID", "GID", "COMM", "LISTENERS", "OFFERS");
@@ -230,8 +235,13 @@ static void q_peers(struct xwayd_client *c, bool json, GString *o)
 					       p->comm, p->nlisten, p->noffers);
 		}
 	}
-	if (json)
+	if (json) {
+		g_string_append(o, "],\"domains\":[");
+		xwayd_xen_peers(o, true);
 		g_string_append(o, "]}\n");
+	} else {
+		xwayd_xen_peers(o, false);
+	}
 }
 
 static void q_status(bool json, GString *o)
@@ -244,9 +254,9 @@ static void q_status(bool json, GString *o)
 	while (g_hash_table_iter_next(&it, &key, &v))
 		((struct xwayd_conn *)v)->state == XC_PENDING ? pending++ : accel++;
 	if (json) {
-		g_string_append_printf(o, "{\"version\":%u,\"mode\":\"local\",\"instance\":\"%016llx\","
+		g_string_append_printf(o, "{\"version\":%u,\"mode\":\"%s\",\"instance\":\"%016llx\","
 				       "\"pid\":%d,\"uptime\":%.3f,\"socket\":",
-				       XWAYD_VERSION, (unsigned long long)xd->instance,
+				       XWAYD_VERSION, mode_name(), (unsigned long long)xd->instance,
 				       (int)getpid(), xwayd_now() - xd->started);
 		json_str(o, xd->cfg.socket_path);
 		g_string_append_printf(o, ",\"claim_timeout_ms\":%u,\"clients\":%u,\"listeners\":%u,"
@@ -257,12 +267,12 @@ static void q_status(bool json, GString *o)
 				       g_queue_get_length(&xd->finished),
 				       (unsigned long long)xd->gen->listener_gen);
 	} else {
-		g_string_append_printf(o, "xwayd %u running (pid %d), mode local, instance %016llx\n"
+		g_string_append_printf(o, "xwayd %u running (pid %d), mode %s, instance %016llx\n"
 				       "socket:       %s\nuptime:       %.0f s\n"
 				       "claim timeout: %u ms\nclients:      %u\nlisteners:    %u\n"
 				       "connections:  %u pending, %u accelerated, %u finished records\n",
-				       XWAYD_VERSION, (int)getpid(), (unsigned long long)xd->instance,
-				       xd->cfg.socket_path, xwayd_now() - xd->started,
+				       XWAYD_VERSION, (int)getpid(), mode_name(),
+				       (unsigned long long)xd->instance, xd->cfg.socket_path, xwayd_now() - xd->started,
 				       xd->cfg.claim_timeout_ms, g_hash_table_size(xd->clients),
 				       g_hash_table_size(xd->listeners), pending, accel,
 				       g_queue_get_length(&xd->finished));

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * xwayd: the xway broker daemon, local mode.  It owns the AF_UNIX
+ * xwayd: the xway broker daemon (local mode; Xen mode discovery in xen.c).  It owns the AF_UNIX
  * SOCK_SEQPACKET socket every shim (and xwayctl) connects to, reads one
  * message per packet from each client without ever blocking on one (its
  * socket is nonblocking, its replies go through a bounded queue), parses
@@ -550,11 +550,30 @@ int main(int argc, char **argv)
 	xwayd_dir_init();
 	xwayd_conn_init();
 	xd->loop = g_main_loop_new(NULL, FALSE);
+	if (xd->cfg.mode == XWAYD_MODE_XEN || xd->cfg.mode_auto) {
+		bool want = xd->cfg.mode == XWAYD_MODE_XEN;
+
+		if (xd->cfg.mode_auto)
+			want = g_file_test("/proc/xen/capabilities", G_FILE_TEST_EXISTS) ||
+			       g_file_test("/dev/xen/xenbus", G_FILE_TEST_EXISTS);
+		if (want && (e = xwayd_xen_start(&err))) {
+			if (!xd->cfg.mode_auto) {
+				XLOG_ERR("mode=xen: %s", err);
+				unlink(xd->cfg.socket_path);
+				return 1;
+			}
+			XLOG_WARN("mode=auto: staying in local mode: %s", err);
+		}
+		g_free(err);
+		err = NULL;
+		xd->cfg.mode = xwayd_xen_active() ? XWAYD_MODE_XEN : XWAYD_MODE_LOCAL;
+	}
 	listen_watch = g_unix_fd_add(xd->lfd, G_IO_IN, listener_in, NULL);
 	g_unix_signal_add(SIGTERM, on_signal, NULL);
 	g_unix_signal_add(SIGINT, on_signal, NULL);
-	XLOG_INFO("listening on %s (local mode, claim timeout %u ms, instance %016llx)",
-		  xd->cfg.socket_path, xd->cfg.claim_timeout_ms,
+	XLOG_INFO("listening on %s (%s mode, claim timeout %u ms, instance %016llx)",
+		  xd->cfg.socket_path, xd->cfg.mode == XWAYD_MODE_XEN ? "xen" : "local",
+		  xd->cfg.claim_timeout_ms,
 		  (unsigned long long)xd->instance);
 	if ((e = xwayd_notify("READY=1")))
 		XLOG_WARN("sd_notify READY=1: %s", g_strerror(-e));
@@ -562,6 +581,7 @@ int main(int argc, char **argv)
 	g_main_loop_run(xd->loop);
 
 	xwayd_notify("STOPPING=1");
+	xwayd_xen_stop();
 	if (listen_watch)
 		g_source_remove(listen_watch);
 	close(xd->lfd);

@@ -34,7 +34,8 @@
 
 struct xwayd_config {
 	char *socket_path;
-	uint32_t mode;                 /* XWAYD_MODE_* */
+	uint32_t mode;                 /* XWAYD_MODE_* (as running) */
+	bool mode_auto;                /* mode=auto: xen if xenstore works */
 	uint32_t claim_timeout_ms;
 	int log_level;                 /* syslog priority: 3 err .. 7 debug */
 	struct xway_rule *allow, *deny;
@@ -190,6 +191,20 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r);
 void xwayd_conn_client_gone(struct xwayd_client *c);
 void xwayd_conn_refresh(struct xwayd_conn *k);   /* live byte counters */
 void xwayd_conn_shutdown(void);
+
+/* dir.c: local addresses of the namespace pid lives in (v4 mapped). */
+void xwayd_netns_local_addrs(pid_t pid, GArray *ips);
+
+/* xen.c: Xen mode discovery (xenstore, libxenstore by dlopen). */
+int xwayd_xen_start(char **err);
+void xwayd_xen_stop(void);
+bool xwayd_xen_active(void);
+void xwayd_xen_listeners_changed(void);
+/* The domid of another domain owning dst with an xway listener there, or
+ * UINT32_MAX. */
+uint32_t xwayd_xen_lookup(const struct xway_addr *dst);
+uint32_t xwayd_xen_self(void);
+void xwayd_xen_peers(GString *o, bool json);
 
 /* query.c */
 void xwayd_query(struct xwayd_client *c, const struct xway_req *r);

@@ -29,3 +29,16 @@ ALL_BINS += $(B)/tests/integration/broker/xway_proto_client
 TEST_SCRIPTS += tests/integration/broker/offer_claim.sh
 TEST_SCRIPTS += tests/integration/broker/systemd_unit.sh
 TEST_SCRIPTS += tests/fuzz/run.sh
+
+# A stand-in libxenstore for the Xen-mode test (never installed).
+$(B)/tests/unit/broker/fakexs/libxenstore.so.4: tests/unit/broker/fake_xenstore.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(XCFLAGS) -fPIC -shared -o $@ $< $(XLDFLAGS)
+
+$(B)/tests/unit/broker/test_xen: $(B)/tests/unit/broker/test_xen.o $(TB_HELPER_OBJ) $(B)/xwayd \
+		$(B)/tests/unit/broker/fakexs/libxenstore.so.4
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(XLDFLAGS) -o $@ $(filter %.o,$^) $(CRIT_LIBS)
+
+TEST_BINS += $(B)/tests/unit/broker/test_xen
+TEST_SCRIPTS += tests/integration/broker/xen_setup.sh

@@ -3,7 +3,8 @@
  * libFuzzer target for the broker's pure functions: broker/proto.c is
  * included whole (wireguard-tools fuzz/uapi.c style).  Input: byte 0 is the
  * number of descriptors that "came with" the packet, the rest is the packet.
- * Also feeds the input as a rule string and through the JSON escaper.
+ * Also feeds the input as a rule string, an address (xenstore entries) and
+ * through the JSON escaper.
  * Built and run by tests/fuzz/run.sh (clang -fsanitize=fuzzer,address).
  */
 #include <stdint.h>
@@ -52,5 +53,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		xway_rule_match(&rule, &d, 33);
 	}
 	xway_json_escape(text, out, sizeof(out));
+	{
+		struct xway_addr a;
+
+		if (xway_addr_parse(text, &a) == 0)
+			xway_addr_format(&a, out, sizeof(out));
+	}
 	return 0;
 }

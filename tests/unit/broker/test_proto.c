@@ -289,3 +289,29 @@ Test(json, escape)
 	cr_assert_eq(xway_json_escape("abcdef", out, 4), 6);
 	cr_assert_eq(strlen(out), 3);
 }
+
+Test(addr, parse)
+{
+	/* Check the address parser used for xenstore entries: v4 with and
+	 * without port, bracketed v6, bare v6, and rejects. */
+	struct xway_addr a;
+	char buf[80];
+
+	cr_assert_eq(xway_addr_parse("10.1.2.3:5000", &a), 0);
+	cr_assert_str_eq(xway_addr_format(&a, buf, sizeof(buf)), "10.1.2.3:5000");
+	cr_assert_eq(a.family, AF_INET);
+	cr_assert_eq(xway_addr_parse("10.1.2.3", &a), 0);
+	cr_assert_eq(a.port, 0);
+	cr_assert_eq(xway_addr_parse("[fd00::1]:80", &a), 0);
+	cr_assert_str_eq(xway_addr_format(&a, buf, sizeof(buf)), "[fd00::1]:80");
+	cr_assert_eq(xway_addr_parse("fd00::1", &a), 0);
+	cr_assert_eq(a.family, AF_INET6);
+	cr_assert_eq(xway_addr_parse("[::]:7001", &a), 0);
+	cr_assert(xway_addr_is_wildcard(&a));
+	cr_assert_eq(xway_addr_parse("10.1.2.3:70000", &a), -EINVAL);
+	cr_assert_eq(xway_addr_parse("10.1.2.3:", &a), -EINVAL);
+	cr_assert_eq(xway_addr_parse("[fd00::1", &a), -EINVAL);
+	cr_assert_eq(xway_addr_parse("[fd00::1]x", &a), -EINVAL);
+	cr_assert_eq(xway_addr_parse("host:80", &a), -EINVAL);
+	cr_assert_eq(xway_addr_parse("", &a), -EINVAL);
+}
