@@ -353,8 +353,11 @@ static unsigned spin(struct xway_chan *c, unsigned want)
 
 	if (!c->spin_ns)
 		return 0;
-	hint = xw_load_relaxed(c->peer_hint);
 	cpu = sched_getcpu();
+	/* Tell the peer where we run now: it must not spin on our CPU. */
+	xw_store_relaxed(c->my_hint, XW_HINT_AWAKE |
+			 ((uint32_t)(cpu + 1) & XW_HINT_CPU));
+	hint = xw_load_relaxed(c->peer_hint);
 	peer_cpu = hint & XW_HINT_CPU;
 	notified = atomic_exchange_explicit(&c->just_notified, 0,
 					    memory_order_relaxed);
