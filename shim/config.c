@@ -238,8 +238,7 @@ int xway_config_parse(struct xway_config *cfg, char *err, size_t errlen)
 		if (fd < 0)
 			return xway_bad(err, errlen, "XWAY_LOG_FILE", v,
 					"a writable file");
-		int hi = xway_fd_to_high(fd);
-		cfg->log_fd = hi >= 0 ? hi : fd;
+		cfg->log_fd = fd;      /* real.c moves it to a high number */
 	}
 	if ((v = getenv("XWAY_DISABLE")) && *v) {
 		if (!strcmp(v, "1"))

@@ -42,9 +42,12 @@ _Thread_local int xway_depth;
 struct xway_config xway_cfg = { .disabled = 1, .log_level = XWAY_LOG_WARN,
 				.log_fd = -1 };
 
-/* 0: nothing done, 1: a thread is binding, 2: bound and configured.  The
- * release store of 2 orders every write to `real` and `xway_cfg` before any
- * thread that reads 2 with acquire uses them. */
+/* 0: nothing done, 1: a thread is binding or configuring, 2: bound and
+ * configured, 3: bound, but the environment was not set up yet (a call
+ * from a sanitizer runtime's or libc's early start-up: environ is NULL;
+ * configured at a later call).  The release store of 2 or 3 orders every
+ * write to `real` and `xway_cfg` before any thread that reads it with
+ * acquire uses them. */
 static _Atomic int xway_state;
 
 static void *xway_lookup(const char *name)
@@ -56,10 +59,11 @@ static void *xway_lookup(const char *name)
 	return p;
 }
 
+extern char **environ;
+
 static void xway_bind(void)
 {
 	void *p;
-	char err[256];
 
 	/* Only XWAY_CALL entries could resolve to ourselves via RTLD_DEFAULT;
 	 * RTLD_NEXT finds libc's first, and a symbol libc lacks (closefrom on
@@ -69,9 +73,21 @@ static void xway_bind(void)
 	if (p) real.name = (ret (*) params)p;
 #include "calls.def"
 #undef XWAY_CALL
+}
+
+static void xway_configure(void)
+{
+	char err[256];
 
 	err[0] = 0;
-	if (xway_config_parse(&xway_cfg, err, sizeof(err)) < 0 && err[0]) {
+	int pr = xway_config_parse(&xway_cfg, err, sizeof(err));
+	if (xway_cfg.log_fd >= 0) {
+		/* Out of the application's way (lowest free numbers). */
+		int hi = xway_fd_to_high(xway_cfg.log_fd);
+		if (hi >= 0)
+			xway_cfg.log_fd = hi;
+	}
+	if (pr < 0 && err[0]) {
 		/* One line, straight to fd 2: the app runs on plain TCP. */
 		size_t n = strlen(err);
 		ssize_t w = real.write(2, err, n);
@@ -88,13 +104,28 @@ void xway_real_init(void)
 	if (atomic_compare_exchange_strong_explicit(&xway_state, &expect, 1,
 						    memory_order_acq_rel,
 						    memory_order_acquire)) {
+		int done = environ != NULL;
 		xway_depth++;
 		xway_bind();
+		if (done)
+			xway_configure();
 		xway_depth--;
 		/* Table and config writes before the flag (see xway_state). */
+		atomic_store_explicit(&xway_state, done ? 2 : 3, memory_order_release);
+		return;
+	}
+	expect = 3;
+	if (environ && atomic_compare_exchange_strong_explicit(&xway_state, &expect, 1,
+							       memory_order_acq_rel,
+							       memory_order_acquire)) {
+		xway_depth++;
+		xway_configure();
+		xway_depth--;
 		atomic_store_explicit(&xway_state, 2, memory_order_release);
 		return;
 	}
+	if (expect == 3)
+		return;            /* still too early: pass through */
 	/* Another thread is binding: wait for it, bounded (dlsym of ~60
 	 * names takes well under a millisecond; 10^6 yields is generous). */
 	for (long i = 0; i < 1000000; i++) {
