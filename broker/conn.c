@@ -575,10 +575,26 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 
 		if (!k && !p->cookie)
 			k = find_fallback(p);
+		if (k && k->state == XC_ACCELERATED) {
+			/* Claimed, but an endpoint could not use the channel
+			 * (e.g. attaching failed): the record says so. */
+			xwayd_conn_refresh(k);
+			conn_unmap(k);
+			g_hash_table_steal(xd->live, &k->cookie);
+			g_hash_table_steal(xd->offers, &k->offer_id);
+			k->state = XC_FALLBACK;
+			k->reason = p->reason;
+			snprintf(k->detail, sizeof(k->detail), "%s side after claim: %s",
+				 p->side ? "server" : "client", p->text);
+			xd->st.fallbacks++;
+			xd->st.by_reason[p->reason]++;
+			conn_finish(k);
+			return;
+		}
 		if (k) {
 			/* The broker's own record of this connection: add the
 			 * shim's words if it has none (never rewrite the
-			 * fate of a pending or accelerated record). */
+			 * fate of a pending record). */
 			if (k->state == XC_FALLBACK && p->text[0] && !k->detail[0])
 				g_strlcpy(k->detail, p->text, sizeof(k->detail));
 			return;

@@ -272,8 +272,13 @@ XWAY_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 	struct xway_conn *c = xway_lookup_fd(fd);
 	ssize_t r;
 
-	if (__builtin_expect(!c, 1))
+	if (__builtin_expect(!c, 1)) {
+		/* scm.c: fds received by SCM_RIGHTS may be accelerated. */
+		if (msg && msg->msg_control && msg->msg_controllen && xway_ready() &&
+		    !xway_cfg.disabled)
+			return xway_ret(xway_scm_recvmsg(fd, msg, flags));
 		return real.recvmsg(fd, msg, flags);
+	}
 	if (!msg || xway_bad_iov(msg->msg_iov, (int)msg->msg_iovlen) ||
 	    msg->msg_iovlen > 1024) {
 		r = -EINVAL;
@@ -348,8 +353,13 @@ XWAY_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 	struct xway_conn *c = xway_lookup_fd(fd);
 	ssize_t r;
 
-	if (__builtin_expect(!c, 1))
+	if (__builtin_expect(!c, 1)) {
+		/* scm.c: hand accelerated fds sent by SCM_RIGHTS over. */
+		if (msg && msg->msg_control && msg->msg_controllen && xway_ready() &&
+		    !xway_cfg.disabled)
+			return xway_ret(xway_scm_sendmsg(fd, msg, flags));
 		return real.sendmsg(fd, msg, flags);
+	}
 	if (!msg || msg->msg_iovlen > 1024 ||
 	    xway_bad_iov(msg->msg_iov, (int)msg->msg_iovlen))
 		r = -EINVAL;

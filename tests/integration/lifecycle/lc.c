@@ -816,6 +816,82 @@ static int case_closerange(void)
 	return 0;
 }
 
+/* ---- SCM_RIGHTS ---------------------------------------------------------- */
+
+static void send_fd(int u, int fd)
+{
+	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } ctl;
+	struct iovec iov = { "F", 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+			    .msg_controllen = sizeof(ctl.b) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+
+	memset(&ctl, 0, sizeof(ctl));
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	CHECK(sendmsg(u, &m, 0) == 1, "sendmsg SCM_RIGHTS");
+}
+
+/* Exactly one fd, in a control buffer sized for one (as apps do). */
+static int recv_fd(int u)
+{
+	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } ctl;
+	char c;
+	struct iovec iov = { &c, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+			    .msg_controllen = sizeof(ctl.b) };
+	struct cmsghdr *cm;
+	int fd;
+
+	CHECK(recvmsg(u, &m, 0) == 1 && c == 'F', "recvmsg");
+	CHECK(!(m.msg_flags & MSG_CTRUNC), "MSG_CTRUNC on a one-fd message");
+	cm = CMSG_FIRSTHDR(&m);
+	CHECK(cm && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(sizeof(int)),
+	      "one SCM_RIGHTS fd");
+	CHECK(CMSG_NXTHDR(&m, cm) == NULL, "nothing after it");
+	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	return fd;
+}
+
+/* Check that a connection passed by SCM_RIGHTS keeps working in the
+ * receiving process after the sender closed its copy (vsftpd's privileged
+ * parent hands data sockets to its session). */
+static int case_scm(void)
+{
+	int c, s, u[2];
+
+	mkpair(&c, &s);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, u) == 0, "socketpair");
+	write_all(c, "early", 5);               /* in flight before the pass */
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		char b[5];
+		close(u[0]);
+		close(c);
+		close(s);                       /* only the passed copy remains */
+		int fd = recv_fd(u[1]);
+		CHECK(fd >= 0, "received fd");
+		read_all(fd, b, 5);
+		CHECK(memcmp(b, "early", 5) == 0, "data sent before the pass");
+		exchange(fd, 512 << 10, 17, 0);
+		check_path(fd, 1 << 20);
+		expect_eof(fd);
+		_exit(0);
+	}
+	close(u[1]);
+	send_fd(u[0], s);
+	close(s);
+	exchange(c, 512 << 10, 17, 1);
+	shutdown(c, SHUT_WR);
+	CHECK(reap(pid) == 0, "receiver");
+	close(c);
+	close(u[0]);
+	return 0;
+}
+
 /* ---- seccomp ----------------------------------------------------------- */
 
 __attribute__((unused)) static void on_sigsys(int sig, siginfo_t *si, void *uc)
@@ -1149,6 +1225,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "clone", case_clone },
 	{ "exec", case_exec },
 	{ "closerange", case_closerange },
+	{ "scm", case_scm },
 	{ "seccomp", case_seccomp },
 	{ "duplex", case_duplex },
 	{ "close-blocked", case_close_blocked },

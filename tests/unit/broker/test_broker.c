@@ -1249,3 +1249,36 @@ Test(report, text_queries)
 		free(t);
 	}
 }
+
+Test(report, fallback_after_claim)
+{
+	/* Check that a claimed connection one endpoint could not use
+	 * (REPORT FALLBACK with its cookie) is shown as fallen back with
+	 * that reason, not as accelerated. */
+	struct pair p;
+	struct xway_report rep;
+	int sfd = tb_connect(B.sock);
+	char *q;
+
+	pair_listen(&p);
+	cr_assert_eq(pair_offer_connect(&p, bfd), 1);
+	cr_assert_eq(claim(sfd, &p, NULL, NULL, NULL, NULL), XWAY_MSG_CLAIMED);
+	memset(&rep, 0, sizeof(rep));
+	rep.kind = XWAY_REP_FALLBACK;
+	rep.reason = XWAY_R_SETUP_CHAN;
+	rep.side = 1;
+	rep.cookie = p.ch.cookie;
+	tb_sock_name(p.afd, false, &rep.local);
+	tb_sock_name(p.afd, true, &rep.peer);
+	strcpy(rep.text, "attach failed: EINVAL");
+	cr_assert_eq(tb_send(sfd, XWAY_MSG_REPORT, 1, &rep, sizeof(rep), NULL, 0), 0);
+	free(tb_query(sfd, XWAY_Q_STATUS, false));
+	q = tb_query(bfd, XWAY_Q_CONNECTIONS, true);
+	cr_assert(strstr(q, "\"state\":\"fallback\",\"backend\":\"tcp\",\"reason\":\"setup-chan\","
+			 "\"detail\":\"server side after claim: attach failed: EINVAL\""), "%s", q);
+	cr_assert(!strstr(q, "accelerated"), "%s", q);
+	free(q);
+	pair_close(&p);
+	close(p.lfd);
+	close(sfd);
+}
