@@ -84,7 +84,13 @@ int xway_poll_on_chan(struct xway_conn *c)
 
 short xway_poll_level(struct xway_conn *c, short events)
 {
-	short m = xway_io_poll_mask(c, (short)(POLLIN | POLLOUT | POLLRDHUP | POLLPRI));
+	short m;
+
+	/* A withdrawn offer owes ring-0 bytes to TCP: an app that only polls
+	 * (waiting for the reply to them) must see them go out. */
+	if (atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_FLUSH)
+		xway_flush_owed(c, 1);
+	m = xway_io_poll_mask(c, (short)(POLLIN | POLLOUT | POLLRDHUP | POLLPRI));
 
 	if (m & POLLIN)
 		m |= POLLRDNORM;
