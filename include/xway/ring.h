@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #define XWAY_CHAN_MAGIC      0x59415758u   /* "XWAY" little-endian */
-#define XWAY_CHAN_VERSION    1u
+#define XWAY_CHAN_VERSION    2u           /* 2: flags on their own line */
 #define XWAY_CHAN_HDR_SIZE   4096u
 #define XWAY_RING_ORDER_MIN  12u           /* 4 KiB  */
 #define XWAY_RING_ORDER_MAX  26u           /* 64 MiB */
@@ -49,21 +49,34 @@
  * same holds for a producer waiting for space (prod_waiting).  This is
  * libxenvchan's notify-if-waiting protocol.  Each word has its own cache
  * line: sharing a line with an index cost 6-18x at 64-byte messages.
+ *
+ * Cache lines (version 2): each index with its statistics counter on a line
+ * written by one side only; the flags of both sides on a line of their own,
+ * written rarely, so that checking them on every call costs no cache miss
+ * (in version 1 they shared the index lines, and every send missed on the
+ * consumer's line).
  */
 struct xway_ring_ctl {
 	/* Written by the producer. */
 	_Alignas(XWAY_CACHELINE) uint32_t prod;  /* free-running byte index */
-	uint32_t prod_flags;
+	uint32_t pad0;
 	uint64_t tx_bytes;                       /* statistics only */
 	/* Written by the consumer. */
 	_Alignas(XWAY_CACHELINE) uint32_t cons;  /* free-running byte index */
-	uint32_t cons_flags;
+	uint32_t pad1;
 	uint64_t rx_bytes;                       /* statistics only */
+	/* State flags: prod_flags written only by the producer, cons_flags
+	 * only by the consumer (atomic OR), both rarely. */
+	_Alignas(XWAY_CACHELINE) uint32_t prod_flags;
+	uint32_t cons_flags;
 	/* Set by a sleeping consumer, cleared by the producer that wakes it. */
 	_Alignas(XWAY_CACHELINE) uint32_t cons_waiting;
 	/* Set by a sleeping producer, cleared by the consumer that wakes it. */
 	_Alignas(XWAY_CACHELINE) uint32_t prod_waiting;
-	/* "Is side X running right now": hint for the adaptive spin. */
+	/* Adaptive-spin hint, written only by the producer of this ring (side
+	 * s writes ring[s].spinning): bit 31 set while that side is awake
+	 * (not asleep in the channel's wait), low 16 bits = 1 + the CPU it
+	 * last ran on.  A hint only: never trusted for memory access. */
 	_Alignas(XWAY_CACHELINE) uint32_t spinning;
 };
 

@@ -63,12 +63,16 @@ struct xway_chan {
 	struct xw_ring tx, rx;             /* private geometry copies */
 	uint32_t *my_hint, *peer_hint;     /* ring[side].spinning words */
 
-	/* tx_lock protects tx_prod and wr_shut's transition. */
+	/* tx_lock protects tx_prod, tx_cons_seen and wr_shut's transition. */
 	pthread_mutex_t tx_lock;
 	uint32_t tx_prod;                  /* trusted producer index */
-	/* rx_lock protects rx_cons. */
+	uint32_t tx_cons_seen;             /* last validated peer cons: the
+					      shared one is re-read only when
+					      this leaves too little room */
+	/* rx_lock protects rx_cons and rx_prod_seen. */
 	pthread_mutex_t rx_lock;
 	uint32_t rx_cons;                  /* trusted consumer index */
+	uint32_t rx_prod_seen;             /* last validated peer prod */
 
 	_Atomic int failed;                /* peer corrupted the ring: -EPROTO */
 	_Atomic int wr_shut;               /* our SHUT_WR (or reset) done */

@@ -119,6 +119,19 @@ static void notify_if_waiting(struct xway_chan *c, uint32_t *waiting)
 	atomic_store_explicit(&c->just_notified, 1, memory_order_relaxed);
 }
 
+/* Total of iov[], saturated at UINT32_MAX (rings are smaller). */
+static uint32_t iov_len(const struct iovec *iov, int iovcnt)
+{
+	size_t t = 0;
+
+	for (int i = 0; i < iovcnt; i++) {
+		t += iov[i].iov_len;
+		if (t >= UINT32_MAX || iov[i].iov_len >= UINT32_MAX)
+			return UINT32_MAX;
+	}
+	return (uint32_t)t;
+}
+
 static int flags_bad(uint32_t f, uint32_t known)
 {
 	return (f & ~known) != 0;
@@ -150,16 +163,31 @@ ssize_t xw_local_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt)
 		   (cf & XWAY_RING_F_CLOSED)) {
 		n = -EPIPE;
 	} else {
-		n = xw_ring_writev(&c->tx, &c->tx_prod, iov, iovcnt);
+		/* Free space from the peer index seen last time (validated
+		 * then; stale only means smaller); re-read the shared one,
+		 * on the consumer's hot line, only when that is too little. */
+		uint32_t space = c->tx.size - (c->tx_prod - c->tx_cons_seen);
+
+		if (space < iov_len(iov, iovcnt)) {
+			int64_t sp = xw_ring_space(&c->tx, c->tx_prod);
+
+			if (sp < 0) {
+				n = sp;
+				fail(c);
+				goto out;
+			}
+			space = (uint32_t)sp;
+			c->tx_cons_seen = c->tx_prod - (c->tx.size - space);
+		}
+		n = xw_ring_writev_in(&c->tx, &c->tx_prod, iov, iovcnt, space);
 		if (n > 0) {
 			stat_add(&c->st_tx, n);
 			xw_store_relaxed64(&c->tx.ctl->tx_bytes,
 					   atomic_load_explicit(&c->st_tx,
 								memory_order_relaxed));
-		} else if (n == -EPROTO) {
-			fail(c);
 		}
 	}
+out:
 	xw_unlock(&c->tx_lock);
 	if (n > 0)
 		notify_if_waiting(c, &c->tx.ctl->cons_waiting);
@@ -186,16 +214,30 @@ ssize_t xw_local_recvv(struct xway_chan *c, const struct iovec *iov, int iovcnt,
 		fail(c);
 		n = -EPROTO;
 	} else {
-		n = xw_ring_readv(&c->rx, &c->rx_cons, iov, iovcnt, peek);
+		/* As in send: the shared prod is read only when the count
+		 * seen last time cannot satisfy the request. */
+		uint32_t avail = c->rx_prod_seen - c->rx_cons;
+
+		if (avail < iov_len(iov, iovcnt)) {
+			int64_t av = xw_ring_avail(&c->rx, c->rx_cons);
+
+			if (av < 0) {
+				n = av;
+				fail(c);
+				goto out;
+			}
+			avail = (uint32_t)av;
+			c->rx_prod_seen = c->rx_cons + avail;
+		}
+		n = xw_ring_readv_in(&c->rx, &c->rx_cons, iov, iovcnt, peek, avail);
 		if (n > 0 && !peek) {
 			stat_add(&c->st_rx, n);
 			xw_store_relaxed64(&c->rx.ctl->rx_bytes,
 					   atomic_load_explicit(&c->st_rx,
 								memory_order_relaxed));
-		} else if (n == -EPROTO) {
-			fail(c);
 		}
 	}
+out:
 	xw_unlock(&c->rx_lock);
 	if (n > 0 && !peek)
 		notify_if_waiting(c, &c->rx.ctl->prod_waiting);
@@ -504,6 +546,7 @@ ssize_t xway_chan_take_unsent(struct xway_chan *c, void *buf, size_t len)
 		xw_ring_copy_out(&c->tx, cons, buf, n);
 		/* Release: our copy-out before the space is reused. */
 		xw_store_release(&c->tx.ctl->cons, cons + (uint32_t)n);
+		c->tx_cons_seen = cons + (uint32_t)n;
 	}
 	xw_unlock(&c->tx_lock);
 	return n;

@@ -222,9 +222,15 @@ static int local_setup(struct xway_chan *c, struct xway_chan_shm *shm,
 	 * become trusted only if consistent with the peer's. */
 	c->tx_prod = xw_load_acquire(&c->tx.ctl->prod);
 	c->rx_cons = xw_load_acquire(&c->rx.ctl->cons);
-	if (xw_ring_space(&c->tx, c->tx_prod) < 0 ||
-	    xw_ring_avail(&c->rx, c->rx_cons) < 0)
-		return -EPROTO;
+	{
+		int64_t sp = xw_ring_space(&c->tx, c->tx_prod);
+		int64_t av = xw_ring_avail(&c->rx, c->rx_cons);
+
+		if (sp < 0 || av < 0)
+			return -EPROTO;
+		c->tx_cons_seen = c->tx_prod - (c->tx.size - (uint32_t)sp);
+		c->rx_prod_seen = c->rx_cons + (uint32_t)av;
+	}
 
 	c->spin_ns = xw_spin_param(p);
 	c->ncpu = xw_usable_cpus();

@@ -84,17 +84,28 @@ static size_t iov_total(const struct iovec *iov, int iovcnt)
 ssize_t xw_ring_writev(struct xw_ring *r, uint32_t *prod,
 		       const struct iovec *iov, int iovcnt)
 {
+	int64_t space;
+
+	if (iov_total(iov, iovcnt) == 0)
+		return 0;
+	space = xw_ring_space(r, *prod);
+	if (space < 0)
+		return space;
+	return xw_ring_writev_in(r, prod, iov, iovcnt, (uint32_t)space);
+}
+
+ssize_t xw_ring_writev_in(struct xw_ring *r, uint32_t *prod,
+			  const struct iovec *iov, int iovcnt, uint32_t space)
+{
 	size_t want = iov_total(iov, iovcnt);
 	uint32_t p = *prod;
 	uint32_t since_pub = 0;
 	size_t left;
-	int64_t space;
 
 	if (want == 0)
 		return 0;
-	space = xw_ring_space(r, p);
-	if (space < 0)
-		return space;
+	if (space > r->size)
+		space = r->size;   /* never trust a caller's bound blindly */
 	if (space == 0)
 		return -EAGAIN;
 	left = want < (size_t)space ? want : (size_t)space;
@@ -132,17 +143,29 @@ ssize_t xw_ring_writev(struct xw_ring *r, uint32_t *prod,
 ssize_t xw_ring_readv(struct xw_ring *r, uint32_t *cons,
 		      const struct iovec *iov, int iovcnt, int peek)
 {
+	int64_t avail;
+
+	if (iov_total(iov, iovcnt) == 0)
+		return 0;
+	avail = xw_ring_avail(r, *cons);
+	if (avail < 0)
+		return avail;
+	return xw_ring_readv_in(r, cons, iov, iovcnt, peek, (uint32_t)avail);
+}
+
+ssize_t xw_ring_readv_in(struct xw_ring *r, uint32_t *cons,
+			 const struct iovec *iov, int iovcnt, int peek,
+			 uint32_t avail)
+{
 	size_t want = iov_total(iov, iovcnt);
 	uint32_t c = *cons;
 	uint32_t since_pub = 0;
 	size_t left;
-	int64_t avail;
 
 	if (want == 0)
 		return 0;
-	avail = xw_ring_avail(r, c);
-	if (avail < 0)
-		return avail;
+	if (avail > r->size)
+		avail = r->size;
 	if (avail == 0)
 		return -EAGAIN;
 	left = want < (size_t)avail ? want : (size_t)avail;

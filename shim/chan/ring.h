@@ -66,6 +66,15 @@ ssize_t xw_ring_writev(struct xw_ring *r, uint32_t *prod,
 ssize_t xw_ring_readv(struct xw_ring *r, uint32_t *cons,
 		      const struct iovec *iov, int iovcnt, int peek);
 
+/* The same with the free space (writev_in) or the readable count
+ * (readv_in) already known to the caller, e.g. from a cached, validated
+ * peer index: no shared index is read.  The bound is clamped to the size. */
+ssize_t xw_ring_writev_in(struct xw_ring *r, uint32_t *prod,
+			  const struct iovec *iov, int iovcnt, uint32_t space);
+ssize_t xw_ring_readv_in(struct xw_ring *r, uint32_t *cons,
+			 const struct iovec *iov, int iovcnt, int peek,
+			 uint32_t avail);
+
 /* Consume n bytes without copying; n must be <= what avail returned. */
 void xw_ring_discard(struct xw_ring *r, uint32_t *cons, uint32_t n);
 

@@ -154,14 +154,19 @@ Test(local, hostile_prod)
 		     XWAY_EV_ERR);
 }
 
-/* Check that a consumer index beyond the producer's fails the writer. */
+/* Check that a consumer index beyond the producer's fails the writer as
+ * soon as it needs the peer's index (when the room it last saw runs out),
+ * and that nothing was written past the ring meanwhile. */
 Test(local, hostile_cons)
 {
 	struct xway_chan_shm *h = peer_view(a);
+	static char big[4096];
 
 	cr_assert_eq(xway_chan_send(a, "abc", 3), 3);
 	h->ring[0].cons = 100;
+	cr_assert_eq(xway_chan_send(a, big, sizeof(big)), -EPROTO);
 	cr_assert_eq(xway_chan_send(a, "x", 1), -EPROTO);
+	cr_assert(xway_chan_poll(a) & XWAY_EV_ERR);
 }
 
 /* Check that unknown flag bits are treated as corruption. */
