@@ -92,9 +92,23 @@ if [ $accel = 1 ]; then
 		run accel "$tc" "LD_PRELOAD=$(preload)" XWAY_BROKER_SOCK="$sock" \
 			XWAY_TEST_EXPECT=$expect ASAN_OPTIONS=detect_leaks=0
 	done
-	if [ -x "$XWAYCTL" ]; then
-		# The broker saw channels made (counters, not just TCP).
-		"$XWAYCTL" --socket "$sock" connections --json >"$tmp/conns.json" 2>&1 || true
+	if [ -x "$XWAYCTL" ] && [ -n "$expect" ]; then
+		# The broker's side of the story: >= 3000 channels claimed
+		# (the three 1000-connection cases), none fell back, and the
+		# channels carried the payload (duplex alone moves 32 MiB).
+		"$XWAYCTL" stats --json --socket "$sock" >"$tmp/stats.json" 2>&1
+		"$XWAYCTL" connections --json --socket "$sock" >"$tmp/conns.json" 2>&1
+		if python3 - "$tmp/stats.json" "$tmp/conns.json" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1])); cs = json.load(open(sys.argv[2]))["connections"]
+moved = sum((c.get("bytes_c2s") or 0) + (c.get("bytes_s2c") or 0) for c in cs)
+print("  xwayctl: %d claims, %d fallbacks, %d connections listed, %d channel bytes"
+      % (st["claims"], st["fallbacks"], len(cs), moved))
+sys.exit(0 if st["claims"] >= 3000 and st["fallbacks"] == 0 and moved >= 32 << 20 else 1)
+PY
+		then passes=$((passes + 1)); echo "  ok   accel xwayctl-counters"
+		else fails=$((fails + 1)); failed+=("accel/xwayctl-counters"); echo "  FAIL accel xwayctl-counters"
+		fi
 	fi
 fi
 echo "lifecycle: $passes passed, $fails failed, $skips skipped"
