@@ -303,8 +303,10 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 	long deadline = c->sndtimeo_ms > 0 ? xway_ms_now() + c->sndtimeo_ms : -1;
 	struct iovec sub[XWAY_IOV_MAX];
 
-	if (flags & MSG_OOB)
-		return -EOPNOTSUPP;
+	/* MSG_OOB: the channel has no urgent pointer.  The bytes go inline, in
+	 * order, as a receiver with SO_OOBINLINE sees them on kernel TCP; no
+	 * SIGURG (shim/README.md). */
+	flags &= ~MSG_OOB;
 	for (int rounds = 0;; rounds++) {
 		int st = atomic_load_explicit(&c->state, memory_order_acquire);
 		const struct iovec *v = iov;

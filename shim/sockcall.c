@@ -454,13 +454,15 @@ XWAY_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen
 	    atomic_load_explicit(&c->state, memory_order_relaxed) == XWAY_ST_LISTENER) {
 		/* Kept from the kernel: channel payload never arrives on TCP,
 		 * so the kernel would hold every accelerated connection. */
-		int v;
-		if (!val || len < sizeof(int)) {
-			r = (int)xway_ret(-EINVAL);
-		} else {
-			memcpy(&v, val, sizeof(v));
-			c->defer_accept = v < 0 ? 0 : v;
-			r = 0;
+		int v, zero = 0;
+		socklen_t l = sizeof(v);
+		/* Let the kernel validate and round the value (seconds become
+		 * SYN-ACK retransmits and back), remember that, and switch
+		 * the kernel's off again. */
+		r = real.setsockopt(fd, level, name, val, len);
+		if (r == 0 && real.getsockopt(fd, level, name, &v, &l) == 0) {
+			c->defer_accept = v;
+			real.setsockopt(fd, level, name, &zero, sizeof(zero));
 		}
 		xway_conn_put(c);
 		return r;

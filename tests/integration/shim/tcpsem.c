@@ -654,6 +654,35 @@ static void vec_client(int fd, pid_t sp)
 	sync_send(fd, 'v');
 }
 
+/* Check: MSG_OOB to a receiver with SO_OOBINLINE arrives inline, in order;
+ * TCP_DEFER_ACCEPT reads back as the kernel rounds it (set on the
+ * listener by the server before accept: see main). */
+static void oob_server(int fd)
+{
+	char b[8];
+	size_t got = 0;
+	int on = 1;
+	sync_recv(fd, 'x');       /* the data TCP_DEFER_ACCEPT waited for */
+	CHECK(setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &on, sizeof(on)) == 0, "SO_OOBINLINE");
+	sync_send(fd, 'o');
+	while (got < 5) {        /* the urgent mark may split the read */
+		ssize_t r = read(fd, b + got, 5 - got);
+		CHECK(r > 0, "read inline urgent data");
+		got += (size_t)r;
+	}
+	CHECK(!memcmp(b, "ab!cd", 5), "inline order: %.5s", b);
+	sync_send(fd, 'p');
+}
+static void oob_client(int fd, pid_t sp)
+{
+	(void)sp;
+	sync_send(fd, 'x');
+	sync_recv(fd, 'o');
+	CHECK(send(fd, "ab!", 3, MSG_OOB) == 3, "send MSG_OOB");
+	CHECK(send(fd, "cd", 2, 0) == 2, "send after");
+	sync_recv(fd, 'p');
+}
+
 struct tcase { const char *name; void (*srv)(int); void (*cli)(int, pid_t); };
 static const struct tcase cases[] = {
 	{ "echo", echo_server, echo_client },
@@ -669,6 +698,7 @@ static const struct tcase cases[] = {
 	{ "linger", linger_server, linger_client },
 	{ "dup", dup_server, dup_client },
 	{ "vec", vec_server, vec_client },
+	{ "oob", oob_server, oob_client },
 };
 
 int main(int argc, char **argv)
@@ -700,6 +730,15 @@ int main(int argc, char **argv)
 	alarm(120);          /* bound every case; a hang fails */
 	if (!strcmp(argv[1], "server")) {
 		int port, lfd = listener(&port);
+		if (!strcmp(tc->name, "oob")) {
+			/* TCP_DEFER_ACCEPT on a listener: as the kernel rounds it. */
+			int v = 5, got = -1;
+			socklen_t l = sizeof(got);
+			CHECK(setsockopt(lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &v, sizeof(v)) == 0,
+			      "TCP_DEFER_ACCEPT");
+			CHECK(getsockopt(lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &got, &l) == 0 &&
+			      got >= 5, "TCP_DEFER_ACCEPT reads back %d", got);
+		}
 		printf("%d %d\n", port, (int)getpid());
 		fflush(stdout);
 		int fd = accept(lfd, NULL, NULL);
