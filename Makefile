@@ -93,3 +93,8 @@ clean:
 	rm -rf build build-asan
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# The README's main job: broker + server + client under the shim, verdict and speed-up.
+.PHONY: demo
+demo: build-all
+	$(Q)B=$(B) tools/demo.sh
