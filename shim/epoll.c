@@ -351,7 +351,14 @@ static void xway_epr_drop(struct xway_ep *ep, struct xway_epr *r, int kernel_del
 			break;
 		}
 	if (kernel_del) {
-		real.epoll_ctl(ep->epfd, EPOLL_CTL_DEL, r->fd, NULL);
+		/* Only if the number still names this connection: reused by
+		 * another file, a DEL would remove the app's registration of
+		 * that file (ours then goes when its file is released). */
+		struct xway_conn *now = xway_fd_get(r->fd);
+		if (now == r->c)
+			real.epoll_ctl(ep->epfd, EPOLL_CTL_DEL, r->fd, NULL);
+		if (now)
+			xway_conn_put(now);
 		real.epoll_ctl(ep->epfd, EPOLL_CTL_DEL, r->pfd, NULL);
 	}
 	if (r->pfd_dup)

@@ -135,7 +135,10 @@ ssize_t xway_chan_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt
 /* Copy up to len bytes out (XWAY_RECV_PEEK leaves them there).  Returns the
  * count, 0 at EOF once all data was read, -EAGAIN when empty, -ECONNRESET
  * once after the peer reset (after the queued data), -EPROTO on corruption.
- * buf may be NULL to discard (MSG_TRUNC). */
+ * buf may be NULL to discard (MSG_TRUNC).  len 0 returns 0 at once: the
+ * shim implements TCP's zero-length-read rules itself.  A corrupt peer
+ * index is detected when it is read, which may be a few calls after the
+ * corruption (the last validated index is reused while it suffices). */
 ssize_t xway_chan_recv(struct xway_chan *c, void *buf, size_t len, unsigned flags);
 ssize_t xway_chan_recvv(struct xway_chan *c, const struct iovec *iov, int iovcnt,
 			unsigned flags);
@@ -149,7 +152,8 @@ unsigned xway_chan_poll(struct xway_chan *c);
 
 /* Our side's end-of-stream (SHUT_WR), reading side closed (close/SHUT_RD
  * when the app will never read again) and abortive reset.  Each wakes the
- * peer if it waits. */
+ * peer if it waits.  The Xen backend returns -EOPNOTSUPP for all three:
+ * there FIN and RST travel on the dual-channel TCP socket. */
 int xway_chan_shutdown_wr(struct xway_chan *c);
 int xway_chan_close_rd(struct xway_chan *c);
 int xway_chan_reset(struct xway_chan *c);
@@ -161,7 +165,8 @@ int xway_chan_reset(struct xway_chan *c);
  * EOF/RST means the peer process died).  timeout_ms < 0 waits forever.
  * Returns the ready XWAY_EV_* mask, 0 on timeout, -EINTR on a signal.
  * Uses only atomics, read/write on existing eventfds and ppoll: safe under
- * seccomp sandboxes that allow those.
+ * seccomp sandboxes that allow those.  Several threads or processes may
+ * wait on one endpoint at once (a wake-up drained by one is passed on).
  */
 int xway_chan_wait(struct xway_chan *c, unsigned events, int extra_fd,
 		   int timeout_ms);
@@ -170,7 +175,9 @@ int xway_chan_wait(struct xway_chan *c, unsigned events, int extra_fd,
  * For external event loops: the fd that becomes readable when this endpoint
  * should look at the channel again.  xway_chan_arm(c, events) asks the peer
  * to notify for those events and returns the mask already ready (then don't
- * sleep).  xway_chan_ack(c) drains the notification fd.
+ * sleep).  xway_chan_ack(c) drains the notification fd (and passes the
+ * wake-up on to xway_chan_wait sleepers of the same endpoint).  Each arm
+ * covers one notification: arm again after every wake-up, before sleeping.
  */
 int      xway_chan_pollfd(const struct xway_chan *c);
 unsigned xway_chan_arm(struct xway_chan *c, unsigned events);
