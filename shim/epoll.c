@@ -114,7 +114,9 @@ static void *xway_slot_alloc(void)
 			pthread_mutex_unlock(&xway_slot_lock);
 			return NULL;
 		}
-		xway_arena = a;
+		/* Release: set once; lock-free readers only compare against
+		 * the range, never through it before a slot is handed out. */
+		__atomic_store_n(&xway_arena, (char *)a, __ATOMIC_RELEASE);
 	}
 	if (xway_arena_free) {
 		s = xway_arena_free;
@@ -139,15 +141,25 @@ static void xway_slot_free(void *s)
 	pthread_mutex_unlock(&xway_slot_lock);
 }
 
-/* Is tag a live slot of ours with this magic?  (Lock-free read of the
- * magic; the caller holds the instance lock for records.) */
+/* Does tag point into our arena?  Then the event is ours, live or not (a
+ * kernel event may name a slot freed since: it is dropped, never passed to
+ * the app as its own). */
+static int xway_tag_ours(uint64_t tag)
+{
+	char *p = (char *)(uintptr_t)tag;
+	/* Acquire: pairs with the one release store of the arena. */
+	char *a = __atomic_load_n(&xway_arena, __ATOMIC_ACQUIRE);
+
+	return a && p >= a && p < a + (size_t)XWAY_ARENA_SLOTS * XWAY_SLOT_SIZE;
+}
+
+/* Is tag a live slot of ours with this magic?  (The caller holds the
+ * instance lock for records, so a record cannot be freed meanwhile.) */
 static void *xway_tag(uint64_t tag, uint64_t magic)
 {
 	char *p = (char *)(uintptr_t)tag;
 
-	if (!xway_arena || p < xway_arena ||
-	    p >= xway_arena + (size_t)XWAY_ARENA_SLOTS * XWAY_SLOT_SIZE ||
-	    (size_t)(p - xway_arena) % XWAY_SLOT_SIZE)
+	if (!xway_tag_ours(tag) || (size_t)(p - xway_arena) % XWAY_SLOT_SIZE)
 		return NULL;
 	return *(uint64_t *)p == magic ? p : NULL;
 }
@@ -666,15 +678,13 @@ static int xway_ep_translate(struct xway_ep *ep, struct epoll_event *out,
 		uint64_t tag = out[i].data.u64;
 		struct xway_epr *r;
 
-		if (xway_tag(tag, XWAY_EP_MAGIC))
-			continue;                 /* the pending eventfd */
-		r = xway_tag(tag, XWAY_EPR_MAGIC);
-		if (!r) {
+		if (!xway_tag_ours(tag)) {
 			out[n++] = out[i];        /* the app's own fd */
 			continue;
 		}
-		if (r->ep != ep)
-			continue;
+		r = xway_tag(tag, XWAY_EPR_MAGIC);
+		if (!r || r->ep != ep)
+			continue;   /* pending eventfd, or a record gone since */
 		int a = xway_epr_alive(r);
 		if (a == 0) {
 			xway_epr_drop(ep, r, 1);
