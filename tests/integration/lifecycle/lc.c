@@ -1026,6 +1026,66 @@ static int case_duplex(void)
 	return 0;
 }
 
+static pthread_mutex_t send_lock = PTHREAD_MUTEX_INITIALIZER;
+static int threads_fd;
+
+static void *locked_sender(void *arg)
+{
+	uint32_t who = (uint32_t)(uintptr_t)arg;
+	struct rec r;
+
+	for (int i = 0; i < 5000; i++) {
+		memset(&r, 0, sizeof(r));
+		r.who = who;
+		r.seq = (uint32_t)i;
+		fill(r.pad, sizeof(r.pad), who * 100000 + (unsigned)i);
+		r.sum = who * 31 + (uint32_t)i * 7 + r.pad[0];
+		pthread_mutex_lock(&send_lock);
+		write_all(threads_fd, &r, sizeof(r));
+		pthread_mutex_unlock(&send_lock);
+	}
+	return NULL;
+}
+
+/* Check that several threads sending with their own lock around each
+ * record deliver every record whole and in order per thread. */
+static int case_threads(void)
+{
+	int c, s;
+	pthread_t t[4];
+	uint32_t next[4] = { 0 };
+
+	mkpair(&c, &s);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		close(c);
+		for (int i = 0; i < 4 * 5000; i++) {
+			struct rec r;
+			unsigned char pad[sizeof(r.pad)];
+			read_all(s, &r, sizeof(r));
+			CHECK(r.who < 4 && r.seq == next[r.who], "record %d: who %u seq %u",
+			      i, r.who, r.seq);
+			fill(pad, sizeof(pad), r.who * 100000 + r.seq);
+			CHECK(memcmp(pad, r.pad, sizeof(pad)) == 0, "record %d corrupt", i);
+			next[r.who]++;
+		}
+		expect_eof(s);
+		check_path(s, 4 * 5000 * REC);
+		_exit(0);
+	}
+	close(s);
+	threads_fd = c;
+	for (uintptr_t i = 0; i < 4; i++)
+		CHECK(pthread_create(&t[i], NULL, locked_sender, (void *)i) == 0, "thread");
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	shutdown(c, SHUT_WR);
+	CHECK(reap(pid) == 0, "reader");
+	close(c);
+	return 0;
+}
+
 static _Atomic int blocked_done;
 static ssize_t blocked_ret;
 static char blocked_byte;
@@ -1228,6 +1288,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "scm", case_scm },
 	{ "seccomp", case_seccomp },
 	{ "duplex", case_duplex },
+	{ "threads", case_threads },
 	{ "close-blocked", case_close_blocked },
 	{ "epoll1000-lt", case_epoll1000_lt },
 	{ "epoll1000-et", case_epoll1000_et },
