@@ -131,13 +131,17 @@ int xway_chan_fd_to_high(int fd)
 	return xw_fd_to_high(fd);
 }
 
+/*
+ * CPUs the peer could run on beside us: the online count.  Our own
+ * affinity is not the question (a process pinned to one CPU may well talk
+ * to a peer on another, where spinning is exactly right); two processes on
+ * the same CPU are caught by the per-wait hint check in io.c.
+ */
 int xw_usable_cpus(void)
 {
-	cpu_set_t set;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-	if (sched_getaffinity(0, sizeof(set), &set) != 0)
-		return 1;
-	return CPU_COUNT(&set);
+	return n > 0 ? (int)n : 1;
 }
 
 uint32_t xw_spin_param(const struct xway_chan_params *p)

@@ -26,13 +26,24 @@ static inline uint64_t bl_now_ns(void)
 #define bl_die(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); \
 	_exit(2); } while (0)
 
-/* Pin the calling process to one CPU; cpu < 0 leaves it alone. */
+/* Pin the calling process to one CPU; cpu < 0 restores the affinity the
+ * process had at its first call (so one test's pinning never leaks into
+ * the next). */
 static inline void bl_pin(int cpu)
 {
+	static cpu_set_t orig;
+	static int saved;
 	cpu_set_t s;
 
-	if (cpu < 0)
+	if (!saved) {
+		if (sched_getaffinity(0, sizeof(orig), &orig) != 0)
+			bl_die("sched_getaffinity: %s", strerror(errno));
+		saved = 1;
+	}
+	if (cpu < 0) {
+		sched_setaffinity(0, sizeof(orig), &orig);
 		return;
+	}
 	CPU_ZERO(&s);
 	CPU_SET(cpu, &s);
 	if (sched_setaffinity(0, sizeof(s), &s) != 0)
