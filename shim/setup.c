@@ -181,53 +181,78 @@ static void xway_report_closed(struct xway_conn *c)
 
 /* ---- listeners ------------------------------------------------------- */
 
+/* LISTEN_ADD for a listener of ours; on success TCP_DEFER_ACCEPT moves
+ * from the kernel into c (the payload of an accelerated connection never
+ * arrives on TCP, so the kernel would hold every one of them).  Returns 1
+ * registered, 0 broker down (retried at a later accept), -1 refused. */
+int xway_listener_register(struct xway_conn *c)
+{
+	struct xway_listen body = { .addr = c->local };
+	struct xway_result res;
+	int defer = 0, ret;
+	socklen_t l = sizeof(defer);
+	long r;
+
+	pthread_mutex_lock(&c->lock);
+	if (atomic_load_explicit(&c->registered, memory_order_acquire)) {
+		pthread_mutex_unlock(&c->lock);
+		return 1;
+	}
+	memset(&res, 0, sizeof(res));
+	r = xway_broker_call(XWAY_MSG_LISTEN_ADD, &body, sizeof(body), &c->fd, 1,
+			     XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
+	if (r != XWAY_MSG_RESULT || res.status < 0) {
+		XDBG("listen fd %d: not registered (%s%s%s)", c->fd,
+		     r < 0 ? "broker-down" : "refused", res.text[0] ? ": " : "",
+		     res.text);
+		ret = r < 0 ? 0 : -1;
+		goto out;
+	}
+	if (XWAY_SYS(real.getsockopt(c->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, &l)) == 0
+	    && defer > 0) {
+		int zero = 0;
+		c->defer_accept = defer;
+		real.setsockopt(c->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &zero, sizeof(zero));
+	}
+	/* Release: defer_accept before the flag readers test. */
+	atomic_store_explicit(&c->registered, 1, memory_order_release);
+	XDBG("listen fd %d: registered with the broker", c->fd);
+	ret = 1;
+out:
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
 int xway_setup_listen(int fd, int backlog)
 {
-	struct xway_listen body;
-	struct xway_result res;
+	struct xway_addr addr;
 	struct xway_conn *c;
-	int family, defer = 0;
-	socklen_t l = sizeof(defer);
+	int family;
 	long r;
 
 	r = XWAY_SYS(real.listen(fd, backlog));
 	if (r < 0 || xway_cfg.disabled || xway_fd_is_ours(fd) || !xway_is_tcp(fd, &family))
 		return (int)r;
-	if (xway_sock_name(fd, 0, &body.addr) < 0)
+	if (xway_sock_name(fd, 0, &addr) < 0)
 		return 0;
-	if (!xway_config_allows(&xway_cfg, &body.addr)) {
+	if (!xway_config_allows(&xway_cfg, &addr)) {
 		XDBG("listen fd %d: port/address excluded by config", fd);
-		return 0;
-	}
-	memset(&res, 0, sizeof(res));
-	r = xway_broker_call(XWAY_MSG_LISTEN_ADD, &body, sizeof(body), &fd, 1,
-			     XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
-	if (r != XWAY_MSG_RESULT || res.status < 0) {
-		XDBG("listen fd %d: not registered (%s%s%s)", fd,
-		     r < 0 ? "broker-down" : "refused", res.text[0] ? ": " : "",
-		     res.text);
 		return 0;
 	}
 	c = xway_conn_new(fd, -1);
 	if (!c)
 		return 0;
 	c->family = family;
-	c->local = body.addr;
+	c->local = addr;
 	atomic_store_explicit(&c->state, XWAY_ST_LISTENER, memory_order_relaxed);
-	/* TCP_DEFER_ACCEPT set before listen(): keep it from the kernel (the
-	 * payload of an accelerated connection never arrives on TCP). */
-	if (XWAY_SYS(real.getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, &l)) == 0
-	    && defer > 0) {
-		int zero = 0;
-		c->defer_accept = defer;
-		real.setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &zero, sizeof(zero));
-	}
-	if (xway_fd_set(fd, c) < 0) {
+	/* Refused by the broker: never ours.  Broker down: kept, and
+	 * registered at a later accept once the broker is back (daemons
+	 * that start before xwayd still get accelerated). */
+	if (xway_listener_register(c) < 0 || xway_fd_set(fd, c) < 0) {
 		xway_conn_put(c);
 		return 0;
 	}
 	xway_conn_put(c);            /* the slot holds it now */
-	XDBG("listen fd %d: registered with the broker", fd);
 	return 0;
 }
 
@@ -236,7 +261,8 @@ int xway_setup_listen(int fd, int backlog)
 void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 {
 	struct xway_claim body;
-	struct xway_claimed cl;
+	union { struct xway_claimed cl; struct xway_result res; } rep;
+	struct xway_claimed *clp = &rep.cl;
 	struct xway_chan_params p = xway_params();
 	struct xway_chan *chan = NULL;
 	struct xway_conn *c;
@@ -247,14 +273,15 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 	if (xway_sock_name(nfd, 0, &body.local) < 0 ||
 	    xway_sock_name(nfd, 1, &body.peer) < 0)
 		return;
-	memset(&cl, 0, sizeof(cl));
+	memset(&rep, 0, sizeof(rep));
 	r = xway_broker_call(XWAY_MSG_CLAIM, &body, sizeof(body), &nfd, 1,
-			     XWAY_MSG_CLAIMED, &cl, sizeof(cl), fds, &nf);
+			     XWAY_MSG_CLAIMED, &rep, sizeof(rep), fds, &nf);
 	if (r != XWAY_MSG_CLAIMED) {
-		const struct xway_result *res = (const void *)&cl;
-		(void)res;
-		XDBG("accept fd %d on listener %d: plain TCP (%s)", nfd, lc->fd,
-		     r < 0 ? "broker-down" : "no-offer");
+		rep.res.text[sizeof(rep.res.text) - 1] = 0;
+		XDBG("accept fd %d on listener %d: plain TCP (%s%s%s)", nfd, lc->fd,
+		     r < 0 ? "broker-down" : r == XWAY_MSG_RESULT ?
+		     xway_reason_name(rep.res.reason) : "setup-proto",
+		     rep.res.text[0] ? ": " : "", rep.res.text);
 		for (int i = 0; i < nf; i++)
 			real.close(fds[i]);
 		return;
@@ -262,7 +289,7 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 	if (nf != 3 || !xway_chan_local_attach) {
 		r = -EPROTO;
 	} else {
-		r = xway_chan_local_attach(fds, 1, cl.cookie, &p, &chan);
+		r = xway_chan_local_attach(fds, 1, clp->cookie, &p, &chan);
 	}
 	if (r < 0) {
 		/* Claimed, but the channel is unusable: the client writes into
@@ -282,7 +309,7 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 		return;
 	}
 	c->chan = chan;
-	c->cookie = cl.cookie;
+	c->cookie = clp->cookie;
 	c->family = lc->family;
 	c->local = body.local;
 	c->peer = body.peer;
@@ -292,7 +319,7 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 		real.shutdown(nfd, SHUT_RDWR);
 	} else {
 		XDBG("accept fd %d: accelerated (cookie %016llx, peer pid %d)",
-		     nfd, (unsigned long long)cl.cookie, cl.peer_pid);
+		     nfd, (unsigned long long)clp->cookie, clp->peer_pid);
 	}
 	xway_conn_put(c);
 }
@@ -611,7 +638,7 @@ void xway_conn_last_close(struct xway_conn *c)
 					 memory_order_acq_rel) == 1;
 	switch (st) {
 	case XWAY_ST_LISTENER:
-		if (last) {
+		if (last && atomic_load_explicit(&c->registered, memory_order_acquire)) {
 			struct xway_listen body = { .addr = c->local };
 			struct xway_result res;
 			xway_broker_call(XWAY_MSG_LISTEN_DEL, &body, sizeof(body),

@@ -195,6 +195,7 @@ struct xway_conn {
 	int           sndtimeo_ms;     /* SO_SNDTIMEO, 0 = none */
 	int           linger_on, linger_s;   /* SO_LINGER as set */
 	int           defer_accept;    /* TCP_DEFER_ACCEPT kept from the kernel */
+	_Atomic int   registered;      /* listener: LISTEN_ADD accepted */
 	_Atomic int   rd_shut;         /* SHUT_RD done locally */
 	_Atomic int   wr_shut;         /* SHUT_WR done */
 	_Atomic int   tcp_eof;         /* the TCP socket showed FIN */
@@ -280,6 +281,8 @@ void xway_broker_forget(void);
 int xway_sockaddr_to_addr(const struct sockaddr *sa, socklen_t len,
 			  struct xway_addr *out);
 int  xway_setup_listen(int fd, int backlog);        /* listen() */
+/* Listener: (re)try LISTEN_ADD; 1 registered, 0 broker down, -1 refused. */
+int  xway_listener_register(struct xway_conn *c);
 int  xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len);
 /* After a real accept returned nfd on listener lc: CLAIM, attach. */
 void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags);

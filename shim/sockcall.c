@@ -96,8 +96,23 @@ XWAY_EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 	if (!lc)
 		return real.accept4(fd, sa, len, flags);
 	nfd = real.accept4(fd, sa, len, flags);
+	if (atomic_load_explicit(&lc->state, memory_order_acquire) == XWAY_ST_LISTENER &&
+	    !atomic_load_explicit(&lc->registered, memory_order_acquire)) {
+		/* Made while the broker was down: try again (rate-limited by
+		 * the broker link's back-off).  The connection just accepted
+		 * was set up by a client that found no listener: it stays
+		 * TCP; the next ones can be accelerated. */
+		int saved = errno;
+		xway_listener_register(lc);
+		errno = saved;
+		if (nfd >= 0) {
+			xway_conn_put(lc);
+			return nfd;
+		}
+	}
 	if (nfd >= 0 && atomic_load_explicit(&lc->state, memory_order_acquire)
-			== XWAY_ST_LISTENER) {
+			== XWAY_ST_LISTENER &&
+	    atomic_load_explicit(&lc->registered, memory_order_acquire)) {
 		int saved = errno;
 		xway_setup_accepted(lc, nfd, flags);
 		errno = saved;
@@ -143,10 +158,13 @@ XWAY_EXPORT int shutdown(int fd, int how)
 
 /* ---- data path ------------------------------------------------------- */
 
+/* A NULL buffer is EFAULT for the kernel; the channel would take it as
+ * "discard".  (Other bad pointers fault in the copy, as documented.) */
 static ssize_t xway_recv1(struct xway_conn *c, void *buf, size_t len, int flags)
 {
 	struct iovec iov = { buf, len };
-	ssize_t r = xway_io_recv(c, &iov, 1, flags);
+	ssize_t r = (!buf && len && !(flags & MSG_TRUNC)) ? -EFAULT
+							  : xway_io_recv(c, &iov, 1, flags);
 
 	xway_conn_put(c);
 	return xway_ret(r);
@@ -155,7 +173,7 @@ static ssize_t xway_recv1(struct xway_conn *c, void *buf, size_t len, int flags)
 static ssize_t xway_send1(struct xway_conn *c, const void *buf, size_t len, int flags)
 {
 	struct iovec iov = { (void *)buf, len };
-	ssize_t r = xway_io_send(c, &iov, 1, flags);
+	ssize_t r = (!buf && len) ? -EFAULT : xway_io_send(c, &iov, 1, flags);
 
 	xway_conn_put(c);
 	return xway_ret(r);
@@ -451,7 +469,8 @@ XWAY_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen
 	if (__builtin_expect(!c, 1))
 		return real.setsockopt(fd, level, name, val, len);
 	if (level == IPPROTO_TCP && name == TCP_DEFER_ACCEPT &&
-	    atomic_load_explicit(&c->state, memory_order_relaxed) == XWAY_ST_LISTENER) {
+	    atomic_load_explicit(&c->state, memory_order_relaxed) == XWAY_ST_LISTENER &&
+	    atomic_load_explicit(&c->registered, memory_order_acquire)) {
 		/* Kept from the kernel: channel payload never arrives on TCP,
 		 * so the kernel would hold every accelerated connection. */
 		int v, zero = 0;
@@ -493,6 +512,7 @@ XWAY_EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *le
 		return real.getsockopt(fd, level, name, val, len);
 	if (level == IPPROTO_TCP && name == TCP_DEFER_ACCEPT &&
 	    atomic_load_explicit(&c->state, memory_order_relaxed) == XWAY_ST_LISTENER &&
+	    atomic_load_explicit(&c->registered, memory_order_acquire) &&
 	    val && len && *len >= sizeof(int)) {
 		memcpy(val, &c->defer_accept, sizeof(int));
 		*len = sizeof(int);

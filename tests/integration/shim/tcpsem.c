@@ -683,6 +683,11 @@ static void oob_client(int fd, pid_t sp)
 	sync_recv(fd, 'p');
 }
 
+/* Check: connect to a port nobody listens on: ECONNREFUSED exactly (the
+ * server process closed its listener before printing the port). */
+static void refused_server(int fd) { (void)fd; }
+static void refused_client(int fd, pid_t sp) { (void)fd; (void)sp; }
+
 struct tcase { const char *name; void (*srv)(int); void (*cli)(int, pid_t); };
 static const struct tcase cases[] = {
 	{ "echo", echo_server, echo_client },
@@ -699,6 +704,7 @@ static const struct tcase cases[] = {
 	{ "dup", dup_server, dup_client },
 	{ "vec", vec_server, vec_client },
 	{ "oob", oob_server, oob_client },
+	{ "refused", refused_server, refused_client },
 };
 
 int main(int argc, char **argv)
@@ -739,6 +745,11 @@ int main(int argc, char **argv)
 			CHECK(getsockopt(lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &got, &l) == 0 &&
 			      got >= 5, "TCP_DEFER_ACCEPT reads back %d", got);
 		}
+		if (!strcmp(tc->name, "refused")) {
+			close(lfd);
+			printf("%d %d\n", port, (int)getpid());
+			return 0;
+		}
 		printf("%d %d\n", port, (int)getpid());
 		fflush(stdout);
 		int fd = accept(lfd, NULL, NULL);
@@ -752,6 +763,32 @@ int main(int argc, char **argv)
 		const char *host = getenv("XWAY_TEST_HOST");
 		if (!host || !*host)
 			host = family == AF_INET ? "127.0.0.1" : "::1";
+		if (!strcmp(tc->name, "refused")) {
+			struct sockaddr_storage ss;
+			memset(&ss, 0, sizeof(ss));
+			socklen_t sl;
+			int fd = socket(family, SOCK_STREAM, 0);
+			if (family == AF_INET) {
+				struct sockaddr_in *s4 = (void *)&ss;
+				s4->sin_family = AF_INET;
+				s4->sin_port = htons((uint16_t)atoi(argv[4]));
+				inet_pton(AF_INET, host, &s4->sin_addr);
+				sl = sizeof(*s4);
+			} else {
+				struct sockaddr_in6 *s6 = (void *)&ss;
+				s6->sin6_family = AF_INET6;
+				s6->sin6_port = htons((uint16_t)atoi(argv[4]));
+				inet_pton(AF_INET6, host, &s6->sin6_addr);
+				sl = sizeof(*s6);
+			}
+			CHECK_ERR(connect(fd, (void *)&ss, sl), ECONNREFUSED);
+			errno = 0;
+			int r = connect(fd, (void *)&ss, sl);
+			CHECK(r == -1 && (errno == ECONNREFUSED || errno == ECONNABORTED),
+			      "second connect: ECONNREFUSED or ECONNABORTED");
+			close(fd);
+			return 0;
+		}
 		int fd = dial(host, atoi(argv[4]), !strcmp(tc->name, "echo"));
 		tc->cli(fd, (pid_t)atoi(argv[5]));
 		close(fd);
