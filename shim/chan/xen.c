@@ -18,6 +18,7 @@
  * process-private); the locks still serialise threads.
  */
 #include <dlfcn.h>
+#include <stdio.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -60,7 +61,13 @@ static const char *lib_why;
 
 static void lib_load(void)
 {
-	static const char *const names[] = { "libxenvchan.so.4.17", "libxenvchan.so" };
+	/* Test hook (never set in production): a stand-in library, see
+	 * tests/unit/chan/fake_xenvchan.c. */
+	const char *test_lib = secure_getenv("XWAY_TEST_XENVCHAN_LIB");
+	const char *names[] = { "libxenvchan.so.4.17", "libxenvchan.so" };
+
+	if (test_lib && *test_lib)
+		names[0] = names[1] = test_lib;
 	struct { const char *sym; void **slot; } syms[] = {
 		{ "libxenvchan_server_init", (void **)&lib.server_init },
 		{ "libxenvchan_client_init", (void **)&lib.client_init },
@@ -93,13 +100,17 @@ static void lib_load(void)
 
 int xway_chan_xen_available(const char **why)
 {
-	static const char *const devs[] = {
-		"/dev/xen/evtchn", "/dev/xen/gntalloc", "/dev/xen/gntdev",
-	};
+	static const char *const devs[] = { "evtchn", "gntalloc", "gntdev" };
+	/* Test hook (never set in production): where the device nodes are. */
+	const char *dir = secure_getenv("XWAY_TEST_XEN_DEVDIR");
 	const char *w = NULL;
+	char path[256];
 
+	if (!dir || !*dir)
+		dir = "/dev/xen";
 	for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]) && !w; i++)
-		if (access(devs[i], R_OK | W_OK) != 0)
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, devs[i]) >= sizeof(path) ||
+		    access(path, R_OK | W_OK) != 0)
 			w = errno == ENOENT
 				? "/dev/xen/evtchn, gntalloc or gntdev absent: not a Xen domain (or xen-evtchn/xen-gntdev/xen-gntalloc not loaded)"
 				: "no access to /dev/xen/evtchn, gntalloc or gntdev";
@@ -135,8 +146,9 @@ static ssize_t xen_sendv(struct xway_chan *c, const struct iovec *iov, int iovcn
 			int n = lib.write(v, p, k);
 
 			if (n < 0) {
+				/* libxenvchan_write says -1 when closed. */
 				if (!done)
-					done = errno == EPIPE ? -EPIPE : -EIO;
+					done = lib.is_open(v) ? -EIO : -EPIPE;
 				goto out;
 			}
 			if (n == 0)
@@ -148,8 +160,11 @@ out:
 	xw_unlock(&c->tx_lock);
 	if (done > 0)
 		atomic_fetch_add(&c->st_tx, done);
-	else if (done == 0 && iovcnt && iov[0].iov_len)
-		done = -EAGAIN;
+	else if (done == 0) {
+		for (int i = 0; i < iovcnt; i++)
+			if (iov[i].iov_len)
+				return -EAGAIN;
+	}
 	return done;
 }
 
@@ -170,7 +185,7 @@ static int stash_fill(struct xway_chan *c, size_t want)
 		return 0;
 	n = lib.read(x->v, x->stash + x->stash_len, want - x->stash_len);
 	if (n < 0)
-		return -EIO;
+		return lib.is_open(x->v) ? -EIO : 0;   /* closed: peek sees EOF */
 	x->stash_len += n;
 	return 0;
 }
@@ -225,7 +240,8 @@ static ssize_t xen_recvv(struct xway_chan *c, const struct iovec *iov, int iovcn
 					k = sizeof(tmp);
 				n = lib.read(x->v, p ? (void *)p : tmp, k);
 				if (n < 0) {
-					if (!done)
+					/* -1 when closed and drained: EOF below. */
+					if (!done && lib.is_open(x->v))
 						done = -EIO;
 					goto out;
 				}
