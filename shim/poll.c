@@ -343,15 +343,17 @@ XWAY_EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec 
  * fortified form aborts above 1023).
  */
 #define XWAY_NFDBITS (8 * (int)sizeof(__fd_mask))
+/* Bit operations in unsigned long: __fd_mask is signed, and 1 << 63 in it
+ * is undefined. */
 static inline int xway_bit(const fd_set *s, int fd)
 {
-	return s && ((const __fd_mask *)s)[fd / XWAY_NFDBITS] &
-		((__fd_mask)1 << (fd % XWAY_NFDBITS));
+	return s && ((unsigned long)((const __fd_mask *)s)[fd / XWAY_NFDBITS] &
+		     (1UL << (fd % XWAY_NFDBITS))) != 0;
 }
 
 static inline void xway_setbit(fd_set *s, int fd)
 {
-	((__fd_mask *)s)[fd / XWAY_NFDBITS] |= (__fd_mask)1 << (fd % XWAY_NFDBITS);
+	((__fd_mask *)s)[fd / XWAY_NFDBITS] |= (__fd_mask)(1UL << (fd % XWAY_NFDBITS));
 }
 
 static int xway_select_any_ours(int n, fd_set *r, fd_set *w, fd_set *e)
@@ -359,12 +361,12 @@ static int xway_select_any_ours(int n, fd_set *r, fd_set *w, fd_set *e)
 	if (!xway_ready() || n <= 0)
 		return 0;
 	for (int i = 0; i < n; i += XWAY_NFDBITS) {
-		__fd_mask m = 0;
-		if (r) m |= ((__fd_mask *)r)[i / XWAY_NFDBITS];
-		if (w) m |= ((__fd_mask *)w)[i / XWAY_NFDBITS];
-		if (e) m |= ((__fd_mask *)e)[i / XWAY_NFDBITS];
+		unsigned long m = 0;
+		if (r) m |= (unsigned long)((__fd_mask *)r)[i / XWAY_NFDBITS];
+		if (w) m |= (unsigned long)((__fd_mask *)w)[i / XWAY_NFDBITS];
+		if (e) m |= (unsigned long)((__fd_mask *)e)[i / XWAY_NFDBITS];
 		for (int b = 0; m && b < XWAY_NFDBITS && i + b < n; b++)
-			if ((m & ((__fd_mask)1 << b)) && xway_fd_is_ours(i + b))
+			if ((m & (1UL << b)) && xway_fd_is_ours(i + b))
 				return 1;
 	}
 	return 0;
