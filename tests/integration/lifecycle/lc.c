@@ -723,6 +723,19 @@ static int exec_child(int argc, char **argv)
 	CHECK(getenv("XWAY_EXEC_STATE") == NULL, "state variable visible to the app");
 	int gone = atoi(argv[2]);
 	CHECK(fcntl(gone, F_GETFD) < 0 && errno == EBADF, "CLOEXEC fd %d survived", gone);
+	/* The CLOEXEC connection's channel must not leak in either: at most
+	 * one memfd (fd 0's channel, under the shim) may be open here. */
+	int memfds = 0;
+	for (int fd = 0; fd < 65536; fd++) {
+		char p[64], l[256];
+		snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+		ssize_t n = readlink(p, l, sizeof(l) - 1);
+		if (n > 0) {
+			l[n] = 0;
+			memfds += strncmp(l, "/memfd:", 7) == 0;
+		}
+	}
+	CHECK(memfds <= 1, "%d memfds open after exec (a CLOEXEC channel leaked)", memfds);
 	read_all(0, b, EXEC_LEN);
 	unsigned char *want = malloc(EXEC_LEN);
 	CHECK(want, "malloc");
