@@ -185,7 +185,8 @@ static int map_header(struct xwayd_conn *k, int memfd, const struct xway_offer *
 	int seals;
 	uint64_t need;
 
-	if (fstat(memfd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (!xwayd_fd_link_is(memfd, "/memfd:") ||
+	    fstat(memfd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		*why = "channel descriptor is not a memfd";
 		return -EINVAL;
 	}
@@ -275,7 +276,7 @@ void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
 		why = "OFFER: cannot tell the socket's network namespace";
 		goto reject;
 	}
-	close(fds[0]);
+	xwayd_close_async(fds[0]);
 	fds[0] = -1;
 
 	if (xway_rules_exclude(xd->cfg.allow, xd->cfg.nallow, xd->cfg.deny,
@@ -359,7 +360,7 @@ reject:
 out:
 	for (int i = 0; i < 4; i++)
 		if (fds[i] >= 0)
-			close(fds[i]);
+			xwayd_close_async(fds[i]);
 }
 
 /* ---- CLAIM ----------------------------------------------------------------- */
@@ -400,7 +401,7 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 		e = xwayd_sock_addr(fd, true, &peer);
 	if (!e)
 		e = xwayd_sock_netns(fd, c->pid, &ns);
-	close(fd);
+	xwayd_close_async(fd);
 	if (e) {
 		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_PROTO, 0,
 				  "CLAIM: descriptor is not a connected TCP socket: %s",

@@ -166,7 +166,7 @@ void xwayd_listen_add(struct xwayd_client *c, const struct xway_req *r, int fd)
 
 	dom = xwayd_sock_check_tcp(fd, &listening);
 	if (dom < 0 || !listening) {
-		close(fd);
+		xwayd_close_async(fd);
 		if (dom < 0)
 			xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, dom, 0, 0,
 					  "LISTEN_ADD: descriptor is not a TCP socket: %s",
@@ -188,7 +188,7 @@ void xwayd_listen_add(struct xwayd_client *c, const struct xway_req *r, int fd)
 		e = xwayd_sock_netns(fd, c->pid, &ns);
 	/* The broker's copy must go now: holding it would keep the port
 	 * listening after the application closed it. */
-	close(fd);
+	xwayd_close_async(fd);
 	if (e) {
 		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, 0, 0,
 				  "LISTEN_ADD: cannot inspect the socket");
@@ -267,7 +267,7 @@ void xwayd_listen_del(struct xwayd_client *c, const struct xway_req *r, int fd)
 	bool found = false;
 
 	if (fd >= 0)
-		close(fd);   /* the body names the listener; fd only proves it */
+		xwayd_close_async(fd);   /* the body names the listener */
 	/* The namespace may not be derivable any more (socket closed): drop
 	 * this client's reference on the matching address in any namespace. */
 	g_hash_table_iter_init(&it, xd->listeners);

@@ -20,12 +20,57 @@
 #define SO_NETNS_COOKIE 71
 #endif
 
+bool xwayd_fd_link_is(int fd, const char *prefix)
+{
+	char path[64], link[128];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return false;
+	link[n] = 0;
+	return strncmp(link, prefix, strlen(prefix)) == 0;
+}
+
+static GThreadPool *closer;
+
+static void close_one(gpointer data, gpointer unused)
+{
+	(void)unused;
+	close(GPOINTER_TO_INT(data) - 1);
+}
+
+void xwayd_close_async(int fd)
+{
+	if (fd < 0)
+		return;
+	if (!closer)
+		closer = g_thread_pool_new(close_one, NULL, 1, FALSE, NULL);
+	if (!closer) {
+		close(fd);
+		return;
+	}
+	g_thread_pool_push(closer, GINT_TO_POINTER(fd + 1), NULL);
+}
+
+void xwayd_close_async_shutdown(void)
+{
+	/* Wait for the queue: a linger-blocked close delays only the exit. */
+	if (closer)
+		g_thread_pool_free(closer, FALSE, TRUE);
+	closer = NULL;
+}
+
 int xwayd_sock_check_tcp(int fd, bool *listening)
 {
 	struct stat st;
 	int v, dom, type, proto;
 	socklen_t l = sizeof(v);
 
+	/* Ask /proc first: fstat on a hostile FUSE file could block. */
+	if (!xwayd_fd_link_is(fd, "socket:["))
+		return -ENOTSOCK;
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	if (!S_ISSOCK(st.st_mode))

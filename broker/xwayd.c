@@ -273,7 +273,7 @@ static int client_read_one(struct xwayd_client *c, uint8_t *buf)
 			if (nfds < G_N_ELEMENTS(fds))
 				fds[nfds++] = d;
 			else
-				close(d);
+				xwayd_close_async(d);
 		}
 	}
 	if (n == 0 && nfds == 0) {
@@ -296,7 +296,7 @@ static int client_read_one(struct xwayd_client *c, uint8_t *buf)
 	return 0;
 bad:
 	for (unsigned i = 0; i < nfds; i++)
-		close(fds[i]);
+		xwayd_close_async(fds[i]);
 	proto_error(c, &req, e, why);
 	return 0;
 }
@@ -431,14 +431,21 @@ static int make_socket(const char *path)
 	}
 	if (probe >= 0)
 		close(probe);
-	unlink(path);
+	/* Bind under a temporary name and rename into place after listen():
+	 * the path appears only when connecting to it works. */
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.%d.tmp", path, (int)getpid()) >=
+	    (int)sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	unlink(sa.sun_path);
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    chmod(path, 0666) < 0 || listen(fd, 512) < 0) {
+	    chmod(sa.sun_path, 0666) < 0 || listen(fd, 512) < 0 ||
+	    rename(sa.sun_path, path) < 0) {
 		int e = -errno;
 
+		unlink(sa.sun_path);
 		close(fd);
 		return e;
 	}
@@ -599,6 +606,7 @@ int main(int argc, char **argv)
 		g_list_free(all);
 	}
 	xwayd_conn_shutdown();
+	xwayd_close_async_shutdown();
 	g_hash_table_destroy(xd->clients);
 	g_hash_table_destroy(xd->listeners);
 	g_hash_table_destroy(xd->netns_addrs);
