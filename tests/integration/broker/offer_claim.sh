@@ -37,6 +37,18 @@ for _ in $(seq 1 500); do [ -S "$SOCK" ] && break; sleep 0.02; done
 "$B/xwayctl" status --bogus >/dev/null 2>&1; rc=$?
 [ $rc = 2 ] || fail "bad option: exit $rc, want 2"
 XWAY_BROKER_SOCK=$SOCK "$B/xwayctl" status >/dev/null || fail "\$XWAY_BROKER_SOCK not honoured"
+# Protocol error: something answers on the socket, but not the protocol.
+python3 - "$T/bogus.sock" <<'PY' &
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.bind(sys.argv[1] + ".tmp"); s.listen(1); s.settimeout(20)
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])   # appears only once listening
+c, _ = s.accept(); c.recv(1000); c.send(b"garbage that is not a reply header"); c.close()
+PY
+pids+=($!)
+for _ in $(seq 1 500); do [ -S "$T/bogus.sock" ] && break; sleep 0.02; done
+"$B/xwayctl" status --socket "$T/bogus.sock" >/dev/null 2>&1; rc=$?
+[ $rc = 3 ] || fail "garbage reply: exit $rc, want 3"
 
 mkfifo "$T/in" "$T/out"
 "$B/tests/integration/broker/xway_proto_client" "$SOCK" 3000 <"$T/in" >"$T/out" &
