@@ -510,6 +510,66 @@ static int case_epoll(void)
 	return 0;
 }
 
+/* Check that a nonblocking connect reports EPOLLOUT (epoll, ET) and
+ * POLLOUT (poll) once connected, then carries data, as kernel TCP. */
+static int case_nbconnect(void)
+{
+	for (int use_epoll = 0; use_epoll < 2; use_epoll++) {
+		int port, l = listener(&port), c, s, ep = epoll_create1(0);
+		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		struct epoll_event ev = { .events = EPOLLOUT | EPOLLIN | EPOLLET }, out[4];
+
+		c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		CHECK(c >= 0 && ep >= 0, "socket/epoll");
+		int r = connect(c, (struct sockaddr *)&sa, sizeof(sa));
+		CHECK(r == 0 || errno == EINPROGRESS, "nonblocking connect");
+		ev.data.u64 = 42;
+		if (use_epoll)
+			CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev) == 0, "ADD");
+		s = accept(l, NULL, NULL);
+		CHECK(s >= 0, "accept");
+		if (use_epoll) {
+			CHECK(ewait(ep, out, 4, 20000) == 1 && out[0].data.u64 == 42 &&
+			      (out[0].events & EPOLLOUT) && !(out[0].events & EPOLLIN),
+			      "EPOLLOUT once connected");
+		} else {
+			CHECK(pollone(c, POLLOUT | POLLIN, 20000) == POLLOUT, "POLLOUT once connected");
+		}
+		int err = -1;
+		socklen_t el = sizeof(err);
+		CHECK(getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0, "SO_ERROR 0");
+		/* Nonblocking data both ways, readiness-driven. */
+		static unsigned char a[65536], b[65536];
+		fill(a, sizeof(a), 21);
+		size_t off = 0;
+		for (int i = 0; off < sizeof(a) && i < 100000; i++) {
+			ssize_t w = write(c, a + off, sizeof(a) - off);
+			if (w > 0) {
+				off += (size_t)w;
+				continue;
+			}
+			CHECK(errno == EAGAIN, "nonblocking write");
+			CHECK(pollone(c, POLLOUT, 20000) & POLLOUT, "POLLOUT again");
+		}
+		read_all(s, b, sizeof(b));
+		CHECK(memcmp(a, b, sizeof(a)) == 0, "data");
+		write_all(s, "r", 1);
+		if (use_epoll) {
+			CHECK(ewait(ep, out, 4, 20000) >= 1 && (out[0].events & EPOLLIN), "EPOLLIN");
+		} else {
+			CHECK(pollone(c, POLLIN, 20000) == POLLIN, "POLLIN");
+		}
+		CHECK(read(c, b, 1) == 1 && b[0] == 'r', "reply");
+		check_path(c, sizeof(a));
+		close(c);
+		close(s);
+		close(l);
+		close(ep);
+	}
+	return 0;
+}
+
 /* ---- EINTR ------------------------------------------------------------- */
 
 static void on_alarm(int sig)
@@ -1291,6 +1351,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "poll", case_poll },
 	{ "select", case_select },
 	{ "epoll", case_epoll },
+	{ "nbconnect", case_nbconnect },
 	{ "eintr", case_eintr_all },
 	{ "fork", case_fork },
 	{ "fork-both", case_fork_both },
