@@ -38,6 +38,9 @@ enum xway_backend {
 #define XWAY_EV_HUP    0x10u  /* peer closed its reading side: writes fail */
 #define XWAY_EV_ERR    0x20u  /* channel failed (-EPROTO): hostile/corrupt */
 #define XWAY_EV_EXTRA  0x40u  /* the extra fd given to a wait became ready */
+#define XWAY_EV_ATTACH 0x80u  /* local side 0: the broker's `attached` word is
+				 no longer PENDING (the broker writes efd[0]
+				 after deciding, so a wait for this wakes) */
 
 /* Flags for xway_chan_recv(). */
 #define XWAY_RECV_PEEK 0x1u

@@ -295,6 +295,10 @@ unsigned xw_local_poll(struct xway_chan *c)
 	if (flags_bad(pf, XWAY_RING_F_EOF | XWAY_RING_F_RST) ||
 	    flags_bad(cf, XWAY_RING_F_CLOSED))
 		m |= XWAY_EV_IN | XWAY_EV_OUT;   /* let the data call fail it */
+	/* Relaxed: only "decided yet?"; xway_chan_attached() reads it with
+	 * acquire before anything acts on the decision. */
+	if (c->side == 0 && xw_load_relaxed(&c->shm->attached) != XWAY_ATTACH_PENDING)
+		m |= XWAY_EV_ATTACH;
 	return m;
 }
 

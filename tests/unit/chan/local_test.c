@@ -290,6 +290,23 @@ Test(local, take_unsent_after_withdraw)
 	cr_assert_eq(xway_chan_attached(a), -EPROTO);
 }
 
+/* Check that a side-0 wait for XWAY_EV_ATTACH wakes when the broker writes
+ * its decision and efd[0], and that side 1 never reports it. */
+Test(local, wait_attach_decision)
+{
+	struct xway_chan_shm *h = peer_view(a);
+	int fds[3];
+	uint64_t one = 1;
+
+	cr_assert_eq(xway_chan_wait(a, XWAY_EV_ATTACH, -1, 10), 0);
+	h->attached = XWAY_ATTACH_CLAIMED;
+	cr_assert_eq(xway_chan_fds(a, fds, 3), 3);
+	cr_assert_eq(write(fds[1], &one, sizeof(one)), (ssize_t)sizeof(one));
+	cr_assert(xway_chan_wait(a, XWAY_EV_ATTACH, -1, 5000) & XWAY_EV_ATTACH);
+	cr_assert_eq(xway_chan_attached(a), XWAY_ATTACH_CLAIMED);
+	cr_assert_eq(xway_chan_poll(b) & XWAY_EV_ATTACH, 0);
+}
+
 /* ---- attach validation (no pair needed) ---------------------------------- */
 
 static int make_memfd(size_t len, int seal)
