@@ -226,7 +226,10 @@ static int map_header(struct xwayd_conn *k, int memfd, const struct xway_offer *
 		*why = "channel memfd is smaller than its rings";
 		return -EINVAL;
 	}
-	if (__atomic_load_n(&h->attached, __ATOMIC_ACQUIRE) != XWAY_ATTACH_PENDING) {
+	/* Relaxed: the client wrote the header before sending the memfd, and
+	 * that sendmsg/recvmsg pair already orders it before this read; no
+	 * one else has decided anything for this offer yet. */
+	if (__atomic_load_n(&h->attached, __ATOMIC_RELAXED) != XWAY_ATTACH_PENDING) {
 		*why = "channel header is not pending";
 		return -EINVAL;
 	}
