@@ -51,6 +51,10 @@ struct xw_vchan_lib {
 
 struct xw_xen {
 	struct libxenvchan *v;
+	/* libxenvchan_wait() does a blocking read of the event channel: two
+	 * threads woken by one event must not both read it.  Held only around
+	 * a 0-timeout readiness check and that read. */
+	pthread_mutex_t ack_lock;
 	uint8_t *stash;                 /* peeked bytes, already out of the vchan */
 	size_t   stash_len, stash_off;
 };
@@ -303,8 +307,10 @@ static void xen_ack(struct xway_chan *c)
 {
 	struct pollfd p = { .fd = c->pollfd, .events = POLLIN };
 
+	pthread_mutex_lock(&c->xen->ack_lock);
 	if (xw_sys_ppoll(&p, 1, &(struct timespec){ 0, 0 }) > 0)
 		lib.wait(c->xen->v);
+	pthread_mutex_unlock(&c->xen->ack_lock);
 }
 
 static unsigned xen_arm(struct xway_chan *c, unsigned events)
@@ -349,7 +355,7 @@ static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
 			return (int)r;
 		atomic_fetch_add(&c->st_sleeps, 1);
 		if (r > 0 && (p[0].revents & POLLIN))
-			lib.wait(c->xen->v);
+			xen_ack(c);
 		if (extra_fd >= 0 && p[1].revents)
 			return xen_poll(c) | XWAY_EV_EXTRA;
 	}
@@ -399,6 +405,7 @@ static int xen_init(int server, int peer_domid, const char *xs_path,
 	x = calloc(1, sizeof(*x));
 	if (!x)
 		return -ENOMEM;
+	pthread_mutex_init(&x->ack_lock, NULL);
 	x->stash = malloc(XW_XEN_STASH_MAX);
 	c = xw_chan_alloc();
 	if (!x->stash || !c) {
