@@ -319,6 +319,43 @@ out_close:
 	return r;
 }
 
+/*
+ * Is fd an eventfd?  The descriptors come from the peer (through the
+ * broker): a pipe or a socket in their place could make our reads and
+ * writes block.  /proc/self/fdinfo says "eventfd-count:" for eventfds;
+ * without /proc (a chroot) we can only check for an anonymous inode (no
+ * file type bits).  O_NONBLOCK is then forced on: the peer shares the open
+ * file description and could clear it again, but then it could as well
+ * stop reading, which blocks a writer on TCP too.
+ */
+static int check_eventfd(int fd)
+{
+	char path[64], buf[512];
+	struct stat st;
+	int pfd, fl, ok = -1;
+	ssize_t n;
+
+	if (fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != 0)
+		return -EINVAL;
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	pfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (pfd >= 0) {
+		n = xw_sys_read(pfd, buf, sizeof(buf) - 1);
+		xw_sys_close(pfd);
+		if (n > 0) {
+			buf[n] = 0;
+			ok = strstr(buf, "eventfd-count:") ? 1 : 0;
+		}
+	}
+	if (ok == 0)
+		return -EINVAL;
+	fl = xw_sys_fcntl(fd, F_GETFL, 0);
+	if (fl < 0 || (!(fl & O_NONBLOCK) &&
+		       xw_sys_fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0))
+		return -EINVAL;
+	return 0;
+}
+
 int xway_chan_local_attach(const int fds[3], int side, uint64_t cookie,
 			   const struct xway_chan_params *p,
 			   struct xway_chan **out)
@@ -345,6 +382,8 @@ int xway_chan_local_attach(const int fds[3], int side, uint64_t cookie,
 	 * turn every ring access into SIGBUS. */
 	seals = xw_sys_fcntl(fds[0], F_GET_SEALS, 0);
 	if (seals < 0 || !(seals & F_SEAL_SHRINK))
+		return -EINVAL;
+	if (check_eventfd(fds[1]) || check_eventfd(fds[2]))
 		return -EINVAL;
 
 	h = mmap(NULL, XWAY_CHAN_HDR_SIZE, PROT_READ, MAP_SHARED, fds[0], 0);

@@ -417,6 +417,32 @@ Test(attach, unsealed_or_not_a_file)
 	close(p[1]);
 }
 
+/* Check that a pipe or another descriptor in place of an eventfd is
+ * refused (reads and writes on it could block). */
+Test(attach, not_an_eventfd)
+{
+	int fd = make_memfd(3 * 4096, 1);
+	int p[2];
+	struct xway_chan *c = NULL;
+
+	write_hdr(fd, 12, 12, TEST_COOKIE);
+	cr_assert_eq(pipe(p), 0);
+	int fds[3] = { fd, p[0], eventfd(0, EFD_CLOEXEC) };
+	cr_assert_eq(xway_chan_local_attach(fds, 1, TEST_COOKIE, NULL, &c), -EINVAL);
+	fds[1] = fds[2];
+	fds[2] = fd;                       /* the memfd: a regular file */
+	cr_assert_eq(xway_chan_local_attach(fds, 1, TEST_COOKIE, NULL, &c), -EINVAL);
+	/* A blocking eventfd is accepted and made non-blocking. */
+	fds[2] = eventfd(0, EFD_CLOEXEC);
+	cr_assert_eq(xway_chan_local_attach(fds, 1, TEST_COOKIE, NULL, &c), 0);
+	int own[3];
+	cr_assert_eq(xway_chan_fds(c, own, 3), 3);
+	cr_assert(fcntl(own[2], F_GETFL) & O_NONBLOCK);
+	xway_chan_close(c);
+	close(p[0]);
+	close(p[1]);
+}
+
 /* Check that indices already inconsistent at attach are refused. */
 Test(attach, inconsistent_indices)
 {
