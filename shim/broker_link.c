@@ -34,6 +34,7 @@ static uint32_t xway_seq;
 static struct timespec xway_retry_at;
 static const struct xway_gen_page *xway_gen;
 static struct xway_hello_ok xway_hello;
+static _Atomic uint32_t xway_link_gen;
 
 /* Negative cache: destinations the broker said have no listener, valid
  * while listener_gen equals neg_gen. */
@@ -225,6 +226,7 @@ static int xway_link_open(void)
 			xway_gen = p;
 		}
 	}
+	atomic_fetch_add_explicit(&xway_link_gen, 1, memory_order_relaxed);
 	XDBG("broker link open on fd %d (instance %016llx)", xway_bfd,
 	     (unsigned long long)xway_hello.instance);
 	return 0;
@@ -323,6 +325,9 @@ void xway_broker_after_fork(void)
 	if (xway_bfd >= 0)
 		real.close(xway_bfd);
 	xway_bfd = -1;
+	/* The parent's registrations die with its link (and the parent may
+	 * exit first): this process registers the listeners it holds. */
+	xway_listeners_reregister();
 }
 
 void xway_broker_forget(void)
@@ -332,6 +337,11 @@ void xway_broker_forget(void)
 	pthread_mutex_lock(&xway_blk);
 	xway_bfd = -1;
 	pthread_mutex_unlock(&xway_blk);
+}
+
+uint32_t xway_broker_link_gen(void)
+{
+	return atomic_load_explicit(&xway_link_gen, memory_order_relaxed);
 }
 
 int xway_broker_fd(void)

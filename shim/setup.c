@@ -194,7 +194,7 @@ int xway_listener_register(struct xway_conn *c)
 	long r;
 
 	pthread_mutex_lock(&c->lock);
-	if (atomic_load_explicit(&c->registered, memory_order_acquire)) {
+	if (!xway_listener_stale(c)) {
 		pthread_mutex_unlock(&c->lock);
 		return 1;
 	}
@@ -214,6 +214,10 @@ int xway_listener_register(struct xway_conn *c)
 		c->defer_accept = defer;
 		real.setsockopt(c->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &zero, sizeof(zero));
 	}
+	c->reg_pid = getpid();
+	/* The generation of the link the LISTEN_ADD went over (the call may
+	 * have opened it). */
+	c->reg_gen = xway_broker_link_gen();
 	/* Release: defer_accept before the flag readers test. */
 	atomic_store_explicit(&c->registered, 1, memory_order_release);
 	XDBG("listen fd %d: registered with the broker", c->fd);
@@ -221,6 +225,39 @@ int xway_listener_register(struct xway_conn *c)
 out:
 	pthread_mutex_unlock(&c->lock);
 	return ret;
+}
+
+struct xway_lst { int n; struct xway_conn *c[64]; };
+
+static void xway_collect_listener(int fd, struct xway_conn *c, void *arg)
+{
+	struct xway_lst *l = arg;
+
+	(void)fd;
+	if (atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_LISTENER &&
+	    atomic_load_explicit(&c->registered, memory_order_acquire) &&
+	    l->n < (int)(sizeof(l->c) / sizeof(l->c[0]))) {
+		xway_conn_hold(c);
+		l->c[l->n++] = c;
+	}
+}
+
+void xway_listeners_reregister(void)
+{
+	struct xway_lst l;
+
+	l.n = 0;
+	xway_fd_foreach(xway_collect_listener, &l);
+	for (int i = 0; i < l.n; i++) {
+		xway_listener_register(l.c[i]);    /* no-op for a dup's twin */
+		xway_conn_put(l.c[i]);
+	}
+}
+
+int xway_listener_stale(const struct xway_conn *c)
+{
+	return !atomic_load_explicit(&c->registered, memory_order_acquire) ||
+	       c->reg_gen != xway_broker_link_gen() || c->reg_pid != getpid();
 }
 
 int xway_setup_listen(int fd, int backlog)

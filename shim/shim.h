@@ -196,6 +196,8 @@ struct xway_conn {
 	int           linger_on, linger_s;   /* SO_LINGER as set */
 	int           defer_accept;    /* TCP_DEFER_ACCEPT kept from the kernel */
 	_Atomic int   registered;      /* listener: LISTEN_ADD accepted */
+	pid_t         reg_pid;         /* ... by this process */
+	uint32_t      reg_gen;         /* ... over this broker link generation */
 	_Atomic int   rd_shut;         /* SHUT_RD done locally */
 	_Atomic int   wr_shut;         /* SHUT_WR done */
 	_Atomic int   tcp_eof;         /* the TCP socket showed FIN */
@@ -273,6 +275,9 @@ void xway_broker_neg_add(const struct xway_addr *dst);
 /* Forget the parent's link in a child (lifecycle calls it on pid change). */
 void xway_broker_after_fork(void);
 int  xway_broker_fd(void);           /* -1 when closed */
+/* Bumped at every successful HELLO (new process, broker restart): a
+ * listener registered over an older link is registered again. */
+uint32_t xway_broker_link_gen(void);
 /* The application closed the link's fd number itself: drop it (no close). */
 void xway_broker_forget(void);
 
@@ -281,8 +286,16 @@ void xway_broker_forget(void);
 int xway_sockaddr_to_addr(const struct sockaddr *sa, socklen_t len,
 			  struct xway_addr *out);
 int  xway_setup_listen(int fd, int backlog);        /* listen() */
-/* Listener: (re)try LISTEN_ADD; 1 registered, 0 broker down, -1 refused. */
+/* Listener: (re)try LISTEN_ADD; 1 registered, 0 broker down, -1 refused.
+ * xway_listener_stale(): not registered by this process over the current
+ * link (after fork the parent's registration dies with the parent's link;
+ * after a broker restart the directory is empty). */
 int  xway_listener_register(struct xway_conn *c);
+int  xway_listener_stale(const struct xway_conn *c);
+/* In a new process (fork child): register every listener it inherited,
+ * at once, so the broker knows them even if the parent exits before the
+ * child's first accept (apache's start process does). */
+void xway_listeners_reregister(void);
 int  xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len);
 /* After a real accept returned nfd on listener lc: CLAIM, attach. */
 void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags);

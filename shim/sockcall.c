@@ -95,13 +95,23 @@ XWAY_EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 
 	if (!lc)
 		return real.accept4(fd, sa, len, flags);
+	if (atomic_load_explicit(&lc->state, memory_order_acquire) == XWAY_ST_LISTENER &&
+	    xway_listener_stale(lc)) {
+		/* Not registered by this process over the current broker
+		 * link: a forked worker (the registrant may have exited, as
+		 * apache's start process does), a broker restart, or a broker
+		 * that was down at listen().  Before blocking, so the broker
+		 * knows the listener when connections come. */
+		int saved = errno;
+		xway_listener_register(lc);
+		errno = saved;
+	}
 	nfd = real.accept4(fd, sa, len, flags);
 	if (atomic_load_explicit(&lc->state, memory_order_acquire) == XWAY_ST_LISTENER &&
 	    !atomic_load_explicit(&lc->registered, memory_order_acquire)) {
-		/* Made while the broker was down: try again (rate-limited by
-		 * the broker link's back-off).  The connection just accepted
-		 * was set up by a client that found no listener: it stays
-		 * TCP; the next ones can be accelerated. */
+		/* The broker came back while we were blocked: register for
+		 * the next connections (rate-limited by the link's back-off);
+		 * this one was set up by a client that found no listener. */
 		int saved = errno;
 		xway_listener_register(lc);
 		errno = saved;

@@ -48,6 +48,13 @@ print("xwayctl: %d accelerated connections, %d with >= 1 MiB on the channel, "
       "kernel TCP payload ~0" % (len(acc), len(big)))
 PY
 fi
+# A daemon's start process listens, forks and exits; its child serves:
+# the child registers the inherited listener itself.
+echo "== daemonized server"
+SERVER_ENV=(XWAY_TEST_DAEMONIZE=1)
+SUITE_CASES="echo bulk" run_suite daemon XWAY_TEST_EXPECT=accel "LD_PRELOAD=$pre" \
+	XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0
+SERVER_ENV=()
 # One end shimmed, the other plain: both must agree on TCP (the server's
 # claim finds no offer; the client's offer is withdrawn).
 echo "== only the server shimmed"

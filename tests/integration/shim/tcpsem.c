@@ -822,6 +822,14 @@ int main(int argc, char **argv)
 			printf("%d %d\n", port, (int)getpid());
 			return 0;
 		}
+		if (getenv("XWAY_TEST_DAEMONIZE")) {
+			/* Like a daemon's start process: listen, fork, exit;
+			 * the child serves (and reports the port and its pid). */
+			pid_t ch = fork();
+			CHECK(ch >= 0, "fork");
+			if (ch > 0)
+				_exit(0);
+		}
 		printf("%d %d\n", port, (int)getpid());
 		fflush(stdout);
 		int fd = accept(lfd, NULL, NULL);
