@@ -311,9 +311,37 @@ preloaded() {
 	log "$what (pid $pid${n:+, $n children}) has libxway.so mapped"
 }
 
-# free_port: a TCP port on 127.0.0.1 free right now (the kernel picks it).
+# free_port [COUNT]: the first of COUNT consecutive TCP ports on 127.0.0.1
+# that are free right now, chosen at random BELOW the kernel's ephemeral
+# range: a port from that range can be taken by any outgoing connection on
+# the machine between this check and the server's bind (seen on a loaded
+# machine: mariadbd "Address already in use").
 free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+	python3 - "${1:-1}" <<'PY'
+import random, socket, sys
+count = int(sys.argv[1])
+try:
+    lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    lo = 32768
+top = max(lo - count, 10001)
+for _ in range(200):
+    base = random.randrange(10000, top)
+    socks = []
+    try:
+        for p in range(base, base + count):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        for s in socks:
+            s.close()
+    print(base)
+    sys.exit(0)
+sys.exit("free_port: no free port range found")
+PY
 }
 
 # wait_port PORT [SECONDS] [PID]: wait until something listens on PORT;

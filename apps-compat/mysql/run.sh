@@ -20,8 +20,10 @@ mariadb-install-db --no-defaults --datadir="$T/data" --user=mysql \
 	|| fail "mariadb-install-db failed"
 compat_bg mariadbd /usr/sbin/mariadbd --no-defaults --datadir="$T/data" --user=mysql \
 	--port="$port" --bind-address=127.0.0.1 --socket="$T/run/mysqld.sock" \
-	--pid-file="$T/run/mariadbd.pid" --skip-name-resolve --log-error="$T/log/mariadbd-error" \
+	--pid-file="$T/run/mariadbd.pid" --skip-name-resolve --log-error="$T/run/mariadbd-error" \
 	--innodb-buffer-pool-size=64M --max-allowed-packet=64M --skip-log-bin
+# The error log lives in the mysql-owned directory; show it with the others.
+ln -s "$T/run/mariadbd-error.err" "$T/log/mariadbd-error"
 wait_port "$port" 60 "$BG_PID"
 preloaded "$BG_PID" mariadbd
 

@@ -44,7 +44,7 @@ fi
 
 MB=64
 port=$(free_port)
-pasv=$(( 30000 + RANDOM % 20000 ))
+pasv=$(free_port 21)
 mkdir -p "$T/ftp/pub"
 chown ftp:ftp "$T/ftp/pub" 2>/dev/null || chown nobody:nogroup "$T/ftp/pub"
 anon_user=ftp; id ftp >/dev/null 2>&1 || anon_user=nobody

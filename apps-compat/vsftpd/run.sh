@@ -14,7 +14,7 @@ compat_need vsftpd curl
 
 MB=64
 port=$(free_port)
-pasv=$(( 30000 + RANDOM % 20000 ))
+pasv=$(free_port 21)
 # anon_root must not be writable by the ftp user (vsftpd refuses it); the
 # upload directory inside it is.
 mkdir -p "$T/ftp/pub" "$T/empty"
