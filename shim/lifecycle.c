@@ -22,6 +22,10 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <linux/sched.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
@@ -40,6 +44,8 @@ XWAY_EXPORT void closefrom(int lo);
 XWAY_EXPORT void _exit(int status) __attribute__((noreturn));
 XWAY_EXPORT int prctl(int option, ...);
 XWAY_EXPORT int chroot(const char *path);
+XWAY_EXPORT long syscall(long number, ...);
+XWAY_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...);
 
 #define XWAY_EXEC_ENV    "XWAY_EXEC_STATE"
 #define XWAY_EXEC_VER    "1"
@@ -131,6 +137,103 @@ XWAY_EXPORT pid_t fork(void)
 	if (pid != 0)
 		xway_fork_counted = 0;
 	return pid;
+}
+
+/*
+ * Raw clone without CLONE_VM, the way vsftpd makes its sessions
+ * (syscall(__NR_clone, ...) or glibc's clone()): no atfork handler runs.
+ * The child is counted BEFORE it exists, as fork does: otherwise a parent
+ * that closes its copy right after the clone would be the last holder and
+ * tear the connection down under the child.  The child is then marked so
+ * that its first shim call does not count it again.
+ */
+static void xway_clone_child(void)
+{
+	if (xway_lc_page) {
+		xway_lc_page[0] = 1;
+		xway_lc_pid = getpid();
+	}
+	xway_broker_after_fork();
+}
+
+static int xway_clone_counts(unsigned long flags)
+{
+	return !(flags & CLONE_VM) && !(flags & CLONE_THREAD) && xway_ready();
+}
+
+XWAY_EXPORT long syscall(long number, ...)
+{
+	va_list ap;
+	long a[6], r;
+	int counted = 0, saved;
+
+	va_start(ap, number);
+	for (int i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	/* Only fork-like clones (no new stack: the child returns through
+	 * this frame); others pass through untouched. */
+	if (__builtin_expect(number == SYS_clone, 0) && a[1] == 0 &&
+	    xway_clone_counts((unsigned long)a[0]))
+		counted = 1;
+#ifdef SYS_clone3
+	if (__builtin_expect(number == SYS_clone3, 0) && a[0] &&
+	    (size_t)a[1] >= offsetof(struct clone_args, stack_size) &&
+	    ((const struct clone_args *)a[0])->stack == 0 &&
+	    xway_clone_counts((unsigned long)((const struct clone_args *)a[0])->flags))
+		counted = 1;
+#endif
+	if (!counted)
+		return real.syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+	xway_holders_add(1);
+	r = real.syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+	if (r == 0) {
+		saved = errno;
+		xway_clone_child();
+		errno = saved;
+	} else if (r < 0) {
+		saved = errno;
+		xway_holders_add(-1);
+		errno = saved;
+	}
+	return r;
+}
+
+/* glibc's clone(): the child runs fn on its own stack, so fn is wrapped
+ * (the argument block is on our stack, copied into the child's memory). */
+struct xway_clone_tramp { int (*fn)(void *); void *arg; };
+
+static int xway_clone_start(void *p)
+{
+	struct xway_clone_tramp *t = p;
+
+	xway_clone_child();
+	return t->fn(t->arg);
+}
+
+XWAY_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
+{
+	va_list ap;
+	pid_t *ptid, *ctid;
+	void *tls;
+	struct xway_clone_tramp t = { fn, arg };
+	int r, saved;
+
+	va_start(ap, arg);
+	ptid = va_arg(ap, pid_t *);
+	tls = va_arg(ap, void *);
+	ctid = va_arg(ap, pid_t *);
+	va_end(ap);
+	if (!xway_clone_counts((unsigned long)flags))
+		return real.clone(fn, stack, flags, arg, ptid, tls, ctid);
+	xway_holders_add(1);
+	r = real.clone(xway_clone_start, stack, flags, &t, ptid, tls, ctid);
+	if (r < 0) {
+		saved = errno;
+		xway_holders_add(-1);
+		errno = saved;
+	}
+	return r;
 }
 
 /*
