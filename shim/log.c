@@ -39,14 +39,18 @@ const char *xway_reason_name(unsigned reason)
 	return xway_reason_names[reason];
 }
 
-/* Writing to fd would raise SIGXFSZ: a regular file and a file-size limit
- * that leaves no room. */
+/* Writing to fd would raise SIGXFSZ (a regular file and a file-size limit
+ * that leaves no room), or would put our line into the application's data:
+ * daemons such as vsftpd and inetd's children have the connection itself
+ * on fd 0-2, so stderr may be a socket. */
 static int xway_log_forbidden(int fd)
 {
 	struct stat st;
 	struct rlimit rl;
 
 	if (fstat(fd, &st) < 0)
+		return 1;
+	if (S_ISSOCK(st.st_mode))
 		return 1;
 	if (!S_ISREG(st.st_mode))
 		return 0;

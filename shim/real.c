@@ -17,6 +17,7 @@
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 
 #include "shim.h"
 #include "lifecycle.h"
@@ -88,10 +89,15 @@ static void xway_configure(void)
 			xway_cfg.log_fd = hi;
 	}
 	if (pr < 0 && err[0]) {
-		/* One line, straight to fd 2: the app runs on plain TCP. */
-		size_t n = strlen(err);
-		ssize_t w = real.write(2, err, n);
-		(void)w;
+		/* One line, straight to fd 2: the app runs on plain TCP.  Not
+		 * into a socket on fd 2 (inetd children): the peer would
+		 * read it as data. */
+		struct stat st;
+		if (fstat(2, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+			size_t n = strlen(err);
+			ssize_t w = real.write(2, err, n);
+			(void)w;
+		}
 	}
 }
 
