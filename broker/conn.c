@@ -456,10 +456,17 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 	/* Only the counters are read from now on. */
 	mprotect(k->hdr, k->map_len, PROT_READ);
 	k->state = XC_ACCELERATED;
+	srv.addr = name;              /* == cl->local, with the socket's family */
 	k->side[1] = srv;
 	/* The client offered before connect, maybe bound to a wildcard: its
-	 * real address is the accepted socket's peer. */
-	k->side[0].addr = cl->peer;
+	 * real address is the accepted socket's peer (keep its socket's
+	 * family: the diag lookup needs it). */
+	{
+		uint16_t fam = k->side[0].addr.family;
+
+		k->side[0].addr = cl->peer;
+		k->side[0].addr.family = fam;
+	}
 	xd->st.claims++;
 	XLOG_DEBUG("offer %llu claimed by pid %d", (unsigned long long)k->offer_id,
 		   (int)c->pid);

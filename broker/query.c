@@ -61,6 +61,24 @@ static const char *backend_name(const struct xwayd_conn *k)
 	return k->backend == XWAY_BACKEND_XEN ? "xen" : "local";
 }
 
+/* A live accelerated connection's kernel TCP counters, per side, when
+ * no REPORT CLOSED gave them yet and the socket is in our namespace. */
+static void live_tcp(const struct xwayd_conn *k, struct xwayd_side out[2])
+{
+	out[0] = k->side[0];
+	out[1] = k->side[1];
+	if (k->state != XC_ACCELERATED)
+		return;
+	if (out[0].tcp_sent < 0 && k->netns_client == xd->netns &&
+	    xwayd_tcp_counters(&k->side[0].addr, &k->side[1].addr,
+			       &out[0].tcp_sent, &out[0].tcp_received))
+		out[0].tcp_sent = out[0].tcp_received = -1;
+	if (out[1].tcp_sent < 0 && k->netns_server == xd->netns &&
+	    xwayd_tcp_counters(&k->side[1].addr, &k->side[0].addr,
+			       &out[1].tcp_sent, &out[1].tcp_received))
+		out[1].tcp_sent = out[1].tcp_received = -1;
+}
+
 static void side_json(GString *o, const struct xwayd_side *s)
 {
 	char a[80];
@@ -77,6 +95,9 @@ static void side_json(GString *o, const struct xwayd_side *s)
 
 static void conn_json(GString *o, struct xwayd_conn *k, bool *first)
 {
+	struct xwayd_side sides[2];
+
+	live_tcp(k, sides);
 	g_string_append(o, *first ? "" : ",");
 	*first = false;
 	xwayd_conn_refresh(k);
@@ -86,9 +107,9 @@ static void conn_json(GString *o, struct xwayd_conn *k, bool *first)
 			       backend_name(k), xway_reason_name(k->reason));
 	json_str(o, k->detail);
 	g_string_append(o, ",\"client\":");
-	side_json(o, &k->side[0]);
+	side_json(o, &sides[0]);
 	g_string_append(o, ",\"server\":");
-	side_json(o, &k->side[1]);
+	side_json(o, &sides[1]);
 	g_string_append_printf(o, ",\"bytes_c2s\":%llu,\"bytes_s2c\":%llu,\"started\":%.6f,"
 			       "\"ended\":", (unsigned long long)k->bytes_c2s,
 			       (unsigned long long)k->bytes_s2c, k->started);

@@ -549,6 +549,8 @@ int main(int argc, char **argv)
 			 xd->lfd == -EADDRINUSE ? " (another xwayd answers there)" : "");
 		return 1;
 	}
+	if (xwayd_sock_netns(xd->lfd, getpid(), &xd->netns))
+		xd->netns = 0;
 	if (!foreground && daemon(0, 1) < 0) {
 		XLOG_ERR("daemon: %s", g_strerror(errno));
 		return 1;
@@ -607,6 +609,7 @@ int main(int argc, char **argv)
 	}
 	xwayd_conn_shutdown();
 	xwayd_close_async_shutdown();
+	xwayd_diag_close();
 	g_hash_table_destroy(xd->clients);
 	g_hash_table_destroy(xd->listeners);
 	g_hash_table_destroy(xd->netns_addrs);

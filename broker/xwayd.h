@@ -133,6 +133,7 @@ struct xwayd {
 	GQueue finished;                  /* conn, newest at tail */
 	GHashTable *netns_addrs;          /* netns -> struct netns_cache */
 	int gen_fd;                       /* memfd with struct xway_gen_page */
+	xwayd_netns netns;                /* the broker's own namespace */
 	struct xway_gen_page *gen;
 	struct xwayd_stats st;
 };
@@ -213,6 +214,12 @@ void xwayd_xen_listeners_changed(void);
 uint32_t xwayd_xen_lookup(const struct xway_addr *dst);
 uint32_t xwayd_xen_self(void);
 void xwayd_xen_peers(GString *o, bool json);
+
+/* diag.c: kernel TCP counters of the socket local->peer in the broker's
+ * own namespace (NETLINK_SOCK_DIAG); 0 or -errno. */
+int xwayd_tcp_counters(const struct xway_addr *local, const struct xway_addr *peer,
+		       int64_t *sent, int64_t *received);
+void xwayd_diag_close(void);
 
 /* query.c */
 void xwayd_query(struct xwayd_client *c, const struct xway_req *r);
