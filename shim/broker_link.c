@@ -242,6 +242,16 @@ int xway_broker_call(uint16_t type, const void *body, size_t len,
 		     uint16_t want_type, void *reply, size_t reply_len,
 		     int *fds_out, int *nfds_out)
 {
+	return xway_broker_call_tmo(xway_cfg.broker_timeout_ms, type, body, len,
+				    fds, nfds, want_type, reply, reply_len,
+				    fds_out, nfds_out);
+}
+
+int xway_broker_call_tmo(int timeout_ms, uint16_t type, const void *body,
+			 size_t len, const int *fds, int nfds,
+			 uint16_t want_type, void *reply, size_t reply_len,
+			 int *fds_out, int *nfds_out)
+{
 	int r;
 
 	(void)want_type;
@@ -251,7 +261,7 @@ int xway_broker_call(uint16_t type, const void *body, size_t len,
 		goto out;
 	r = xway_send_msg(type, ++xway_seq, body, len, fds, nfds);
 	if (r == 0)
-		r = xway_recv_reply(xway_seq, xway_now_ms() + xway_cfg.broker_timeout_ms,
+		r = xway_recv_reply(xway_seq, xway_now_ms() + timeout_ms,
 				    reply, reply_len, fds_out, nfds_out);
 	if (r < 0) {
 		XINFO("broker request %u failed (%s); backing off", type,

@@ -295,6 +295,9 @@ int xway_setup_listen(int fd, int backlog)
 
 /* ---- server: accept -------------------------------------------------- */
 
+/* Longer than the broker's default claim timeout (2000 ms). */
+#define XWAY_CLAIM_WAIT_MS 2500
+
 void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 {
 	struct xway_claim body;
@@ -311,8 +314,20 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 	    xway_sock_name(nfd, 1, &body.peer) < 0)
 		return;
 	memset(&rep, 0, sizeof(rep));
-	r = xway_broker_call(XWAY_MSG_CLAIM, &body, sizeof(body), &nfd, 1,
-			     XWAY_MSG_CLAIMED, &rep, sizeof(rep), fds, &nf);
+	/*
+	 * Design fix: the server must learn the broker's decision.  If it
+	 * gave up after XWAY_BROKER_TIMEOUT_MS (100 ms) and used TCP while a
+	 * slow broker then decided "claimed", the client would write into a
+	 * ring nobody reads (the connection hangs, its bytes are lost).  The
+	 * broker decides within its claim timeout (offers expire after 2 s by
+	 * default), so the server waits that long for this one reply.  A dead
+	 * broker costs nothing (connect fails at once, then back-off); only a
+	 * hung one stalls one accept per back-off period.
+	 */
+	r = xway_broker_call_tmo(xway_cfg.broker_timeout_ms > XWAY_CLAIM_WAIT_MS
+				 ? xway_cfg.broker_timeout_ms : XWAY_CLAIM_WAIT_MS,
+				 XWAY_MSG_CLAIM, &body, sizeof(body), &nfd, 1,
+				 XWAY_MSG_CLAIMED, &rep, sizeof(rep), fds, &nf);
 	if (r != XWAY_MSG_CLAIMED) {
 		rep.res.text[sizeof(rep.res.text) - 1] = 0;
 		XDBG("accept fd %d on listener %d: plain TCP (%s%s%s)", nfd, lc->fd,

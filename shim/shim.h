@@ -265,6 +265,11 @@ int xway_broker_call(uint16_t type, const void *body, size_t len,
 		     const int *fds, int nfds,
 		     uint16_t want_type, void *reply, size_t reply_len,
 		     int *fds_out, int *nfds_out);
+/* The same with an explicit reply timeout (CLAIM: see setup.c). */
+int xway_broker_call_tmo(int timeout_ms, uint16_t type, const void *body,
+			 size_t len, const int *fds, int nfds,
+			 uint16_t want_type, void *reply, size_t reply_len,
+			 int *fds_out, int *nfds_out);
 /* Fire and forget (REPORT); only if the link is already open. */
 void xway_broker_send(uint16_t type, const void *body, size_t len);
 /* Open the link now if it is not (before a sandbox goes up). */

@@ -18,4 +18,4 @@ $(B)/$(SHIMT)/test_config.o: OBJ_CFLAGS += $(CRIT_CFLAGS) -iquote shim
 ALL_BINS += $(B)/tests/shim/xway-tcpsem
 TEST_BINS += $(B)/tests/shim/test_shim_config
 TEST_SCRIPTS += $(SHIMT)/exports.sh $(SHIMT)/xway-run.sh $(SHIMT)/plain.sh \
-                $(SHIMT)/accel.sh $(SHIMT)/netns.sh
+                $(SHIMT)/accel.sh $(SHIMT)/netns.sh $(SHIMT)/slow-broker.sh

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Check that a broker that stalls (SIGSTOP for 1 s) while a server claims a
+# connection does not break it: the server waits for the broker's decision
+# instead of falling back to TCP alone while the client was told "claimed"
+# (that left the client waiting on a ring nobody reads).  Whatever the
+# timing on a loaded machine, both ends must agree and the echo must come
+# back; the bound is generous.
+set -u
+cd "$(dirname "$0")/../../.."
+. tests/integration/shim/lib.sh
+XWAYD=$B/xwayd
+[ -x "$XWAYD" ] || { echo "SKIP: $XWAYD not built"; exit 77; }
+command -v python3 >/dev/null || { echo "SKIP: no python3"; exit 77; }
+tmp=$(mktemp -d /tmp/xway-slow.XXXXXX)
+sock=$tmp/xwayd.sock
+"$XWAYD" --foreground --socket "$sock" >"$tmp/xwayd.log" 2>&1 &
+bpid=$!; spid=""; kpid=""
+cleanup() {
+	kill -CONT "$bpid" 2>/dev/null
+	[ -n "$kpid" ] && kill "$kpid" 2>/dev/null
+	[ -n "$spid" ] && kill "$spid" 2>/dev/null
+	kill "$bpid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"
+}
+trap cleanup EXIT
+for i in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
+pre=$(shim_preload)
+py=$(command -v /usr/bin/python3 || command -v python3)
+export ASAN_OPTIONS=detect_leaks=0 XWAY_BROKER_SOCK=$sock
+# Order, by files rather than by sleeps: the client connects (its offer is
+# pending), the broker is stopped, the server accepts (its CLAIM waits on
+# the stopped broker), 1 s later the broker continues.
+LD_PRELOAD="$pre" timeout 60 "$py" -c '
+import socket, os, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True)
+for i in range(3000):
+    if os.path.exists(sys.argv[1]): break
+    time.sleep(0.01)
+c, _ = s.accept(); d = c.recv(100); c.sendall(d * 2); c.close()
+' "$tmp/go" >"$tmp/port" &
+spid=$!
+for i in $(seq 1 200); do [ -s "$tmp/port" ] && break; sleep 0.05; done
+port=$(cat "$tmp/port")
+[ -n "$port" ] || { echo "FAIL: server did not start"; exit 1; }
+LD_PRELOAD="$pre" timeout 60 "$py" -c '
+import socket, sys
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1]))); c.sendall(b"hi")
+print("sent", flush=True)
+d = b""
+while len(d) < 4:
+    x = c.recv(10)
+    if not x: break
+    d += x
+print(d.decode(), flush=True)
+' "$port" >"$tmp/client" &
+cpid=$!
+for i in $(seq 1 400); do grep -q sent "$tmp/client" 2>/dev/null && break; sleep 0.05; done
+kill -STOP "$bpid"
+touch "$tmp/go"
+sleep 1
+kill -CONT "$bpid"
+wait "$cpid"; rc=$?
+wait "$spid"; spid=""
+out=$(tail -1 "$tmp/client")
+[ $rc = 0 ] && [ "$out" = hihi ] || { echo "FAIL: echo through a stalled broker: rc $rc, got '$out'"; exit 1; }
+echo "slow broker: ok (both ends agreed; echo came back)"
