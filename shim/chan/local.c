@@ -271,11 +271,10 @@ int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
 	}
 	/* Sealed before anyone else sees it: the size can never change, so
 	 * no mapping of it can ever SIGBUS. */
-	if (xw_sys_fcntl(f[0], F_ADD_SEALS,
-			 F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
-		r = -errno;
+	r = (int)xw_sys_fcntl(f[0], F_ADD_SEALS,
+			      F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	if (r != 0)
 		goto out_close;
-	}
 	for (int i = 1; i < 3; i++) {
 		f[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		if (f[i] < 0) {
