@@ -112,6 +112,7 @@ def main():
                          "in the broker's terms")
     ap.add_argument("--allow-tcp", action="append", default=[],
                     help="fallback reason accepted (documented by the case)")
+    ap.add_argument("--all", action="store_true", help="print every connection")
     ap.add_argument("--settle", type=float, default=10.0,
                     help="seconds to wait for pending connections to resolve")
     args = ap.parse_args()
@@ -139,7 +140,7 @@ def main():
                 f"{sv.get('addr')}(pid {sv.get('pid')}) state={st} backend={be} "
                 f"chan c2s={b1} s2c={b2} tcp={tp} reason={c.get('reason')!r}"
                 f"{' detail=' + repr(c.get('detail')) if c.get('detail') else ''}")
-        if shown < MAX_LINES:
+        if shown < MAX_LINES or args.all:
             print(line)
         shown += 1
         kinds[(st, be, c.get("reason"))] = kinds.get((st, be, c.get("reason")), 0) + 1
@@ -159,7 +160,7 @@ def main():
             tcp_c2s += tp[0]
             tcp_s2c += tp[1]
 
-    if shown > MAX_LINES:
+    if shown > MAX_LINES and not args.all:
         print(f"  ... {shown - MAX_LINES} more connections")
     for (st, be, reason), n in sorted(kinds.items(), key=lambda kv: -kv[1]):
         print(f"  {n:6d} x state={st} backend={be} reason={reason!r}")

@@ -131,7 +131,16 @@ compat_verdict_line() {
 
 COMPAT_NOTE=""
 pass() { COMPAT_DONE=1; compat_verdict_line PASS "${1:-}$COMPAT_NOTE"; exit 0; }
-fail() { COMPAT_DONE=1; compat_dump_logs; compat_verdict_line FAIL "$*"; exit 1; }
+fail() { COMPAT_DONE=1; compat_snapshot_connections; compat_dump_logs; compat_verdict_line FAIL "$*"; exit 1; }
+
+# On failure with a broker, what it recorded (states, reasons, byte counts)
+# goes into the logs: the first thing to look at after a data error.
+compat_snapshot_connections() {
+	[ "$MODE" = shim ] && [ -S "${SOCK:-}" ] && [ -x "$B/xwayctl" ] || return 0
+	python3 "$COMPAT_LIB/check_accel.py" --xwayctl "$B/xwayctl" --socket "$SOCK" \
+		--c2s 0 --s2c 0 --min-conns 0 --settle 0 --all >"$T/log/connections-at-failure" 2>&1
+	return 0
+}
 skip() { COMPAT_DONE=1; compat_verdict_line SKIP "$*"; exit 77; }
 
 # On failure, the tail of every log in $T/log says what the server did.
@@ -142,7 +151,12 @@ compat_dump_logs() {
 	for f in "$T"/log/*; do
 		[ -s "$f" ] || continue
 		echo "----- tail of ${f#$T/}" >&2
-		if [ "${f##*/}" = diagnosis ]; then tail -n 150 "$f" >&2; else tail -n 25 "$f" >&2; fi
+		case "${f##*/}" in
+		diagnosis) tail -n 150 "$f" >&2 ;;
+		# The newest connections (the failing one) are last; the totals follow.
+		connections-at-failure) grep -v '^ *[0-9]* x state=' "$f" | tail -n 12 >&2 ;;
+		*) tail -n 25 "$f" >&2 ;;
+		esac
 	done
 }
 
