@@ -295,8 +295,11 @@ int xway_setup_listen(int fd, int backlog)
 
 /* ---- server: accept -------------------------------------------------- */
 
-/* Longer than the broker's default claim timeout (2000 ms). */
-#define XWAY_CLAIM_WAIT_MS 2500
+static int xway_decision_wait_ms(void);
+
+/* OFFER and CLAIM wait this long for the broker's answer: longer than its
+ * default claim timeout (2000 ms), after which offers expire. */
+#define XWAY_DECISION_WAIT_MS 2500
 
 void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 {
@@ -324,8 +327,7 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 	 * broker costs nothing (connect fails at once, then back-off); only a
 	 * hung one stalls one accept per back-off period.
 	 */
-	r = xway_broker_call_tmo(xway_cfg.broker_timeout_ms > XWAY_CLAIM_WAIT_MS
-				 ? xway_cfg.broker_timeout_ms : XWAY_CLAIM_WAIT_MS,
+	r = xway_broker_call_tmo(xway_decision_wait_ms(),
 				 XWAY_MSG_CLAIM, &body, sizeof(body), &nfd, 1,
 				 XWAY_MSG_CLAIMED, &rep, sizeof(rep), fds, &nf);
 	if (r != XWAY_MSG_CLAIMED) {
@@ -377,6 +379,12 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 }
 
 /* ---- client: connect ------------------------------------------------- */
+
+static int xway_decision_wait_ms(void)
+{
+	return xway_cfg.broker_timeout_ms > XWAY_DECISION_WAIT_MS
+	       ? xway_cfg.broker_timeout_ms : XWAY_DECISION_WAIT_MS;
+}
 
 static int xway_bind_wildcard(int fd, int family)
 {
@@ -453,8 +461,12 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	int ofds[4] = { fd, cfds[0], cfds[1], cfds[2] };
 	memset(&res, 0, sizeof(res));
 	nf = 0;
-	r = xway_broker_call(XWAY_MSG_OFFER, &off, sizeof(off), ofds, 4,
-			     XWAY_MSG_RESULT, &res, sizeof(res), NULL, &nf);
+	/* As for CLAIM (xway_setup_accepted): an offer we gave up on while a
+	 * slow broker still registered it could be claimed by the server
+	 * while we use TCP; wait for the answer. */
+	r = xway_broker_call_tmo(xway_decision_wait_ms(), XWAY_MSG_OFFER, &off,
+				 sizeof(off), ofds, 4, XWAY_MSG_RESULT, &res,
+				 sizeof(res), NULL, &nf);
 	if (r != XWAY_MSG_RESULT || res.status != 1) {
 		xway_chan_close(chan);
 		if (r == XWAY_MSG_RESULT && res.reason == XWAY_R_NO_LISTENER)

@@ -27,10 +27,15 @@ for i in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
 pre=$(shim_preload)
 py=$(command -v /usr/bin/python3 || command -v python3)
 export ASAN_OPTIONS=detect_leaks=0 XWAY_BROKER_SOCK=$sock
-# Order, by files rather than by sleeps: the client connects (its offer is
-# pending), the broker is stopped, the server accepts (its CLAIM waits on
-# the stopped broker), 1 s later the broker continues.
-LD_PRELOAD="$pre" timeout 60 "$py" -c '
+# scenario claim: the client connects (its offer is pending), the broker
+# is stopped, the server accepts (its CLAIM waits on the stopped broker),
+# 1 s later the broker continues.  scenario offer: the broker is stopped
+# before the client connects (its OFFER waits), continues 1 s later, then
+# the server accepts.  Ordered by files, not by sleeps.
+scenario() {
+	local mode=$1
+	rm -f "$tmp/go" "$tmp/port" "$tmp/client"
+	LD_PRELOAD="$pre" timeout 60 "$py" -c '
 import socket, os, sys, time
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
 print(s.getsockname()[1], flush=True)
@@ -39,11 +44,12 @@ for i in range(3000):
     time.sleep(0.01)
 c, _ = s.accept(); d = c.recv(100); c.sendall(d * 2); c.close()
 ' "$tmp/go" >"$tmp/port" &
-spid=$!
-for i in $(seq 1 200); do [ -s "$tmp/port" ] && break; sleep 0.05; done
-port=$(cat "$tmp/port")
-[ -n "$port" ] || { echo "FAIL: server did not start"; exit 1; }
-LD_PRELOAD="$pre" timeout 60 "$py" -c '
+	spid=$!
+	for i in $(seq 1 200); do [ -s "$tmp/port" ] && break; sleep 0.05; done
+	port=$(cat "$tmp/port")
+	[ -n "$port" ] || { echo "FAIL($mode): server did not start"; exit 1; }
+	[ "$mode" = offer ] && kill -STOP "$bpid"
+	LD_PRELOAD="$pre" timeout 60 "$py" -c '
 import socket, sys
 c = socket.create_connection(("127.0.0.1", int(sys.argv[1]))); c.sendall(b"hi")
 print("sent", flush=True)
@@ -54,14 +60,26 @@ while len(d) < 4:
     d += x
 print(d.decode(), flush=True)
 ' "$port" >"$tmp/client" &
-cpid=$!
-for i in $(seq 1 400); do grep -q sent "$tmp/client" 2>/dev/null && break; sleep 0.05; done
-kill -STOP "$bpid"
-touch "$tmp/go"
-sleep 1
-kill -CONT "$bpid"
-wait "$cpid"; rc=$?
-wait "$spid"; spid=""
-out=$(tail -1 "$tmp/client")
-[ $rc = 0 ] && [ "$out" = hihi ] || { echo "FAIL: echo through a stalled broker: rc $rc, got '$out'"; exit 1; }
+	cpid=$!
+	if [ "$mode" = offer ]; then
+		sleep 1
+		kill -CONT "$bpid"
+		for i in $(seq 1 400); do grep -q sent "$tmp/client" 2>/dev/null && break; sleep 0.05; done
+		touch "$tmp/go"
+	else
+		for i in $(seq 1 400); do grep -q sent "$tmp/client" 2>/dev/null && break; sleep 0.05; done
+		kill -STOP "$bpid"
+		touch "$tmp/go"
+		sleep 1
+		kill -CONT "$bpid"
+	fi
+	wait "$cpid"; rc=$?
+	wait "$spid"; spid=""
+	out=$(tail -1 "$tmp/client")
+	[ $rc = 0 ] && [ "$out" = hihi ] ||
+		{ echo "FAIL($mode): echo through a stalled broker: rc $rc, got '$out'"; exit 1; }
+	echo "  ok   broker stalled during $mode"
+}
+scenario claim
+scenario offer
 echo "slow broker: ok (both ends agreed; echo came back)"

@@ -818,7 +818,37 @@ int main(int argc, char **argv)
 			      got >= 5, "TCP_DEFER_ACCEPT reads back %d", got);
 		}
 		if (!strcmp(tc->name, "refused")) {
+			/* A port outside the kernel's ephemeral range, so that
+			 * no other process's bind(0)/connect() takes it after
+			 * we close it: try a few in 20000-29999. */
 			close(lfd);
+			for (int i = 0; i < 200; i++) {
+				int p2 = 20000 + (int)(rnd() % 10000), one = 1;
+				int t = socket(family, SOCK_STREAM, 0);
+				struct sockaddr_storage ss;
+				socklen_t sl;
+				memset(&ss, 0, sizeof(ss));
+				if (family == AF_INET) {
+					struct sockaddr_in *s4 = (void *)&ss;
+					s4->sin_family = AF_INET;
+					s4->sin_port = htons((uint16_t)p2);
+					s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+					sl = sizeof(*s4);
+				} else {
+					struct sockaddr_in6 *s6 = (void *)&ss;
+					s6->sin6_family = AF_INET6;
+					s6->sin6_port = htons((uint16_t)p2);
+					s6->sin6_addr = in6addr_loopback;
+					sl = sizeof(*s6);
+				}
+				setsockopt(t, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+				int ok = bind(t, (void *)&ss, sl) == 0;
+				close(t);
+				if (ok) {
+					port = p2;
+					break;
+				}
+			}
 			printf("%d %d\n", port, (int)getpid());
 			return 0;
 		}
