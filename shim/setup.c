@@ -249,7 +249,13 @@ void xway_listeners_reregister(void)
 	l.n = 0;
 	xway_fd_foreach(xway_collect_listener, &l);
 	for (int i = 0; i < l.n; i++) {
-		xway_listener_register(l.c[i]);    /* no-op for a dup's twin */
+		/* In a fork child the lock may be a copy held by a parent
+		 * thread that does not exist here: never wait for it (the
+		 * next accept registers instead). */
+		if (pthread_mutex_trylock(&l.c[i]->lock) == 0) {
+			pthread_mutex_unlock(&l.c[i]->lock);
+			xway_listener_register(l.c[i]);    /* no-op for a dup's twin */
+		}
 		xway_conn_put(l.c[i]);
 	}
 }
