@@ -11,6 +11,7 @@
  * process lifecycle".
  */
 #include <dirent.h>
+#include <spawn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -39,6 +40,17 @@ XWAY_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 XWAY_EXPORT int execveat(int dirfd, const char *path, char *const argv[],
 			 char *const envp[], int flags);
 XWAY_EXPORT int fexecve(int fd, char *const argv[], char *const envp[]);
+XWAY_EXPORT int execv(const char *path, char *const argv[]);
+XWAY_EXPORT int execvp(const char *file, char *const argv[]);
+XWAY_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[]);
+XWAY_EXPORT int execl(const char *path, const char *arg0, ...);
+XWAY_EXPORT int execlp(const char *file, const char *arg0, ...);
+XWAY_EXPORT int execle(const char *path, const char *arg0, ...);
+XWAY_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+			    const posix_spawnattr_t *at, char *const argv[], char *const envp[]);
+XWAY_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+			     const posix_spawnattr_t *at, char *const argv[], char *const envp[]);
+extern char **environ;
 XWAY_EXPORT int close_range(unsigned int lo, unsigned int hi, int flags);
 XWAY_EXPORT void closefrom(int lo);
 XWAY_EXPORT void _exit(int status) __attribute__((noreturn));
@@ -424,10 +436,12 @@ XWAY_EXPORT void closefrom(int lo)
 /*
  * State handed to the new image, one record per connection whose fds
  * survive the exec (some fd number without FD_CLOEXEC):
- *   XWAY_EXEC_STATE=1;<fd>[,<fd>...]:<side>:<cookie>:<memfd>:<efd0>:<efd1>:<local>:<peer>;...
+ *   XWAY_EXEC_STATE=1;<fd>[,<fd>...]:<side>:<cookie>:<memfd>:<efd0>:<efd1>:<local>:<peer>:<shared>;...
  * cookie in hex, local/peer the struct xway_addr bytes in hex.  The new
  * image trusts nothing in it: every fd is checked (socket is TCP with that
  * 4-tuple, memfd is sealed with that cookie in its header) before use.
+ * shared=1 (posix_spawn: the spawner keeps using the connection): the new
+ * image never does the last-holder teardown (its tree is not the only one).
  */
 struct xway_exec_acc {
 	char *buf;
@@ -435,6 +449,8 @@ struct xway_exec_acc {
 	int *restore;             /* channel fds whose CLOEXEC we cleared */
 	int nrestore, maxrestore;
 	int ncon;
+	int spawn;                        /* posix_spawn: the spawner goes on */
+	struct xway_conn *handed[64];     /* written into the state */
 	struct xway_conn *seen[64];
 	int nseen;
 };
@@ -557,11 +573,12 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 		}
 		xway_hex(hex1, &c->local, sizeof(c->local));
 		xway_hex(hex2, &c->peer, sizeof(c->peer));
-		snprintf(rec, sizeof(rec), ":%d:%016llx:%d:%d:%d:%s:%s", c->side,
-			 (unsigned long long)c->cookie, cf[0], cf[1], cf[2], hex1, hex2);
+		snprintf(rec, sizeof(rec), ":%d:%016llx:%d:%d:%d:%s:%s:%d", c->side,
+			 (unsigned long long)c->cookie, cf[0], cf[1], cf[2], hex1, hex2,
+			 a->spawn);
 		if (xway_exec_append(a, rec) < 0)
 			return -ENOMEM;
-		a->ncon++;
+		a->handed[a->ncon++] = c;
 	}
 	return 0;
 }
@@ -606,6 +623,8 @@ static char **xway_exec_envp(char *const envp[], char *state)
 
 typedef int (*xway_exec_fn)(const void *ctx, char *const envp[]);
 
+static int xway_do_spawn(const void *ctx, char *const envp[]);
+
 static int xway_exec_common(char *const envp[], xway_exec_fn fn, const void *ctx)
 {
 	struct xway_exec_acc a;
@@ -616,6 +635,7 @@ static int xway_exec_common(char *const envp[], xway_exec_fn fn, const void *ctx
 		return fn(ctx, envp);
 	xway_lc_check();
 	memset(&a, 0, sizeof(a));
+	a.spawn = fn == xway_do_spawn;
 	a.maxrestore = 3 * 64;
 	a.restore = malloc(sizeof(int) * (size_t)a.maxrestore);
 	if (!a.restore || xway_exec_prepare(&a) < 0) {
@@ -632,8 +652,17 @@ static int xway_exec_common(char *const envp[], xway_exec_fn fn, const void *ctx
 	if (a.ncon)
 		XDBG("exec: handing %d accelerated connection(s) over", a.ncon);
 	r = fn(ctx, nenv);
-	/* Only reached when the exec failed: put everything back. */
+	/* Reached when the exec failed, or after posix_spawn (the child has
+	 * exec'ed by then): put everything back. */
 	saved = errno;
+	if (fn == xway_do_spawn && r == 0) {
+		/* The spawned image holds the connections, counted in its own
+		 * tree: ours must never tear them down under it (as after an
+		 * SCM_RIGHTS hand-over). */
+		for (int i = 0; i < a.ncon; i++)
+			atomic_fetch_add_explicit(&a.handed[i]->shared->holders, 1,
+						  memory_order_acq_rel);
+	}
 	xway_exec_undo(&a);
 	xway_exec_release(&a);
 	free(nenv);
@@ -662,6 +691,160 @@ static int xway_do_fexecve(const void *ctx, char *const envp[])
 	const struct xway_execve_ctx *x = ctx;
 
 	return real.fexecve(x->fd, x->argv, envp);
+}
+
+/*
+ * glibc's execv/execvp/execl* and posix_spawn call its internal execve,
+ * not this one: each is interposed and routed through the hand-over
+ * (sshd's `sshd -R` re-exec uses execv, inetd starts telnetd with execv).
+ */
+struct xway_execvp_ctx { const char *file; char *const *argv; };
+
+static int xway_do_execvpe(const void *ctx, char *const envp[])
+{
+	const struct xway_execvp_ctx *x = ctx;
+
+	return real.execvpe(x->file, x->argv, envp);
+}
+
+struct xway_spawn_ctx {
+	pid_t *pid;
+	const char *path;
+	const posix_spawn_file_actions_t *fa;
+	const posix_spawnattr_t *at;
+	char *const *argv;
+	int search;
+};
+
+static int xway_do_spawn(const void *ctx, char *const envp[])
+{
+	const struct xway_spawn_ctx *x = ctx;
+
+	/* posix_spawn returns an error number, never -1/errno. */
+	return x->search ? real.posix_spawnp(x->pid, x->path, x->fa, x->at, x->argv, envp)
+			 : real.posix_spawn(x->pid, x->path, x->fa, x->at, x->argv, envp);
+}
+
+XWAY_EXPORT int execv(const char *path, char *const argv[])
+{
+	struct xway_execve_ctx x = { .path = path, .argv = argv };
+
+	return xway_exec_common(environ, xway_do_execve, &x);
+}
+
+XWAY_EXPORT int execvp(const char *file, char *const argv[])
+{
+	struct xway_execvp_ctx x = { file, argv };
+
+	return xway_exec_common(environ, xway_do_execvpe, &x);
+}
+
+XWAY_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	struct xway_execvp_ctx x = { file, argv };
+
+	return xway_exec_common(envp, xway_do_execvpe, &x);
+}
+
+/* The execl family: the list becomes an argv (bounded like ARG_MAX's
+ * pointer count would be; more arguments fail with E2BIG as the kernel). */
+#define XWAY_EXECL_MAX 4096
+static int xway_execl_argv(const char *arg0, va_list ap, char **argv, char ***envp)
+{
+	int n = 0;
+
+	argv[n++] = (char *)arg0;
+	while (arg0 && n < XWAY_EXECL_MAX) {
+		argv[n] = va_arg(ap, char *);
+		if (!argv[n])
+			break;
+		n++;
+	}
+	if (n >= XWAY_EXECL_MAX)
+		return -E2BIG;
+	argv[arg0 ? n : 1] = NULL;
+	if (envp)
+		*envp = va_arg(ap, char **);
+	return 0;
+}
+
+XWAY_EXPORT int execl(const char *path, const char *arg0, ...)
+{
+	char **argv = malloc(sizeof(char *) * (XWAY_EXECL_MAX + 1));
+	va_list ap;
+	int r;
+
+	if (!argv)
+		return (int)xway_ret(-ENOMEM);
+	va_start(ap, arg0);
+	r = xway_execl_argv(arg0, ap, argv, NULL);
+	va_end(ap);
+	if (r == 0)
+		r = execv(path, argv);
+	else
+		r = (int)xway_ret(r);
+	int saved = errno;
+	free(argv);
+	errno = saved;
+	return r;
+}
+
+XWAY_EXPORT int execlp(const char *file, const char *arg0, ...)
+{
+	char **argv = malloc(sizeof(char *) * (XWAY_EXECL_MAX + 1));
+	va_list ap;
+	int r;
+
+	if (!argv)
+		return (int)xway_ret(-ENOMEM);
+	va_start(ap, arg0);
+	r = xway_execl_argv(arg0, ap, argv, NULL);
+	va_end(ap);
+	if (r == 0)
+		r = execvp(file, argv);
+	else
+		r = (int)xway_ret(r);
+	int saved = errno;
+	free(argv);
+	errno = saved;
+	return r;
+}
+
+XWAY_EXPORT int execle(const char *path, const char *arg0, ...)
+{
+	char **argv = malloc(sizeof(char *) * (XWAY_EXECL_MAX + 1)), **envp = NULL;
+	va_list ap;
+	int r;
+
+	if (!argv)
+		return (int)xway_ret(-ENOMEM);
+	va_start(ap, arg0);
+	r = xway_execl_argv(arg0, ap, argv, &envp);
+	va_end(ap);
+	if (r == 0)
+		r = execve(path, argv, envp);
+	else
+		r = (int)xway_ret(r);
+	int saved = errno;
+	free(argv);
+	errno = saved;
+	return r;
+}
+
+XWAY_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+			    const posix_spawnattr_t *at, char *const argv[], char *const envp[])
+{
+	struct xway_spawn_ctx x = { pid, path, fa, at, argv, 0 };
+
+	return xway_exec_common(envp, xway_do_spawn, &x);
+}
+
+XWAY_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+			     const posix_spawnattr_t *at, char *const argv[], char *const envp[])
+{
+	struct xway_spawn_ctx x = { pid, file, fa, at, argv, 1 };
+
+	return xway_exec_common(envp, xway_do_spawn, &x);
 }
 
 XWAY_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
@@ -700,7 +883,12 @@ static int xway_same_addr(int fd, int peer, const struct xway_addr *want)
 		 : XWAY_SYS(real.getsockname(fd, (struct sockaddr *)&ss, &len));
 	if (r < 0 || xway_sockaddr_to_addr((struct sockaddr *)&ss, len, &got) < 0)
 		return 0;
-	return memcmp(got.ip, want->ip, 16) == 0 && got.port == want->port;
+	/* A client's local address is recorded as bound before connect
+	 * (it may be the wildcard): then only the port must match. */
+	static const uint8_t any[16], any4[16] = { [10] = 0xff, [11] = 0xff };
+	return (got.port == want->port || want->port == 0) &&
+	       (memcmp(want->ip, any, 16) == 0 || memcmp(want->ip, any4, 16) == 0 ||
+		memcmp(got.ip, want->ip, 16) == 0);
 }
 
 static int xway_is_tcp_fd(int fd, int *family)
@@ -748,7 +936,7 @@ static int xway_is_eventfd(int fd)
  * (the fds then stay as the kernel left them: plain TCP). */
 static int xway_reattach_one(char *rec)
 {
-	char *f[9], *save = NULL, *tok;
+	char *f[10], *save = NULL, *tok;
 	int nf = 0, fds[XWAY_MAX_EXEC_FD], nfds = 0, side, cf[3], family;
 	unsigned long long cookie;
 	struct xway_addr local, peer;
@@ -758,10 +946,11 @@ static int xway_reattach_one(char *rec)
 	char *end;
 	int r;
 
-	for (tok = strtok_r(rec, ":", &save); tok && nf < 9; tok = strtok_r(NULL, ":", &save))
+	for (tok = strtok_r(rec, ":", &save); tok && nf < 10; tok = strtok_r(NULL, ":", &save))
 		f[nf++] = tok;
-	if (nf != 8 || tok)
+	if (nf != 9 || tok || (strcmp(f[8], "0") && strcmp(f[8], "1")))
 		return -EINVAL;
+	int shared = f[8][0] == '1';
 	for (tok = strtok_r(f[0], ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		long v = strtol(tok, &end, 10);
 		if (*end || v < 0 || v > INT_MAX || nfds >= XWAY_MAX_EXEC_FD)
@@ -783,15 +972,31 @@ static int xway_reattach_one(char *rec)
 	if (xway_unhex(f[6], strlen(f[6]), &local, sizeof(local)) < 0 ||
 	    xway_unhex(f[7], strlen(f[7]), &peer, sizeof(peer)) < 0)
 		return -EINVAL;
-	/* Every fd is what the state says, in this process, now. */
-	for (int k = 0; k < nfds; k++) {
-		if (!xway_is_tcp_fd(fds[k], &family) ||
-		    !xway_same_addr(fds[k], 0, &local) || !xway_same_addr(fds[k], 1, &peer) ||
-		    (k > 0 && !xway_same_file(fds[0], fds[k])) || xway_fd_is_ours(fds[k]))
+	/* Every fd is what the state says, in this process, now.  If the
+	 * numbers moved (posix_spawn file actions dup2 the socket to 0-2),
+	 * look for the sockets with that 4-tuple among the low fds instead. */
+	int ok = 1;
+	for (int k = 0; k < nfds && ok; k++)
+		ok = xway_is_tcp_fd(fds[k], &family) &&
+		     xway_same_addr(fds[k], 0, &local) && xway_same_addr(fds[k], 1, &peer) &&
+		     (k == 0 || xway_same_file(fds[0], fds[k])) && !xway_fd_is_ours(fds[k]);
+	if (!ok) {
+		nfds = 0;
+		for (int fd = 0; fd < 1024 && nfds < XWAY_MAX_EXEC_FD; fd++)
+			if (fd != cf[0] && fd != cf[1] && fd != cf[2] &&
+			    xway_is_tcp_fd(fd, &family) && xway_same_addr(fd, 0, &local) &&
+			    xway_same_addr(fd, 1, &peer) &&
+			    (nfds == 0 || xway_same_file(fds[0], fd)) && !xway_fd_is_ours(fd))
+				fds[nfds++] = fd;
+		if (nfds == 0) {
+			XDBG("exec: no socket with the recorded 4-tuple");
 			return -EBADF;
+		}
 	}
-	if (!xway_is_eventfd(cf[1]) || !xway_is_eventfd(cf[2]) || !xway_chan_local_attach)
+	if (!xway_is_eventfd(cf[1]) || !xway_is_eventfd(cf[2]) || !xway_chan_local_attach) {
+		XDBG("exec: fds %d/%d are not eventfds", cf[1], cf[2]);
 		return -EBADF;
+	}
 	/* The attach checks the memfd: sealed, geometry, magic, cookie. */
 	r = xway_chan_local_attach(cf, side, (uint64_t)cookie, &p, &chan);
 	if (r < 0)
@@ -813,6 +1018,8 @@ static int xway_reattach_one(char *rec)
 	c->chan = chan;
 	c->cookie = cookie;
 	c->family = family;
+	if (shared)       /* the spawner's tree holds it too, uncounted here */
+		atomic_store_explicit(&c->shared->holders, 2, memory_order_relaxed);
 	c->local = local;
 	c->peer = peer;
 	{

@@ -180,7 +180,12 @@ static int xway_scm_same(int fd, int peer, const struct xway_addr *want)
 		  : real.getsockname(fd, (struct sockaddr *)&ss, &len)) < 0 ||
 	    xway_sockaddr_to_addr((struct sockaddr *)&ss, len, &got) < 0)
 		return 0;
-	return memcmp(got.ip, want->ip, 16) == 0 && got.port == want->port;
+	/* A client's local address is recorded as bound before connect
+	 * (it may be the wildcard): then only the port must match. */
+	static const uint8_t any[16], any4[16] = { [10] = 0xff, [11] = 0xff };
+	return (got.port == want->port || want->port == 0) &&
+	       (memcmp(want->ip, any, 16) == 0 || memcmp(want->ip, any4, 16) == 0 ||
+		memcmp(got.ip, want->ip, 16) == 0);
 }
 
 /* Attach one handed-over connection; the channel fds are consumed. */

@@ -810,8 +810,10 @@ static int exec_child(int argc, char **argv)
 }
 
 /* Check that an fd without CLOEXEC stays a working connection through
- * execve (moved to fd 0/1 like inetd), with data sent before the exec. */
-static int case_exec(void)
+ * exec (moved to fd 0/1 like inetd), with data sent before the exec:
+ * how 0 execve, 1 execv (inetd, sshd -R), 2 posix_spawn with dup2 file
+ * actions. */
+static int exec_how(int how)
 {
 	int c, s, c2, s2;
 	unsigned char *a = malloc(EXEC_LEN), *b = malloc(EXEC_LEN);
@@ -838,8 +840,26 @@ static int case_exec(void)
 		/* Wait until the parent's bytes are in flight. */
 		struct pollfd p = { 0, POLLIN, 0 };
 		CHECK(poll(&p, 1, 20000) == 1, "data before exec");
-		execve(self, argv, environ);
-		CHECK(0, "execve");
+		if (how == 0)
+			execve(self, argv, environ);
+		else if (how == 1)
+			execv(self, argv);
+		CHECK(how == 2, "exec");
+		/* posix_spawn: the child gets the socket on 0/1 by file
+		 * actions from a copy at another number. */
+		int hi = dup(0);
+		CHECK(hi >= 0, "dup");
+		posix_spawn_file_actions_t fa;
+		posix_spawn_file_actions_init(&fa);
+		posix_spawn_file_actions_adddup2(&fa, hi, 0);
+		posix_spawn_file_actions_adddup2(&fa, hi, 1);
+		posix_spawn_file_actions_addclose(&fa, hi);
+		pid_t sp;
+		CHECK(posix_spawn(&sp, self, &fa, NULL, argv, environ) == 0, "posix_spawn");
+		close(0);
+		close(1);
+		close(hi);
+		_exit(reap(sp));
 	}
 	close(s);
 	close(s2);
@@ -855,6 +875,10 @@ static int case_exec(void)
 	free(b);
 	return 0;
 }
+
+static int case_exec(void) { return exec_how(0); }
+static int case_execv(void) { return exec_how(1); }
+static int case_spawn(void) { return exec_how(2); }
 
 /* ---- descriptors ------------------------------------------------------- */
 
@@ -1358,6 +1382,8 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "vfork", case_vfork },
 	{ "clone", case_clone },
 	{ "exec", case_exec },
+	{ "execv", case_execv },
+	{ "spawn", case_spawn },
 	{ "closerange", case_closerange },
 	{ "scm", case_scm },
 	{ "seccomp", case_seccomp },
