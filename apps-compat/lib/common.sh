@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: MIT
+# shellcheck shell=bash
 # Shared harness for the apps-compat cases, sourced by apps-compat/<app>/run.sh.
 # It gives each case a private temp directory, a private xwayd in shim mode,
 # a launcher (xw) that puts a process under the shim, port helpers, sha256
@@ -71,7 +72,7 @@ compat_case_pids() {
 	for f in "${COMPAT_PIDFILES[@]}"; do
 		[ -s "$f" ] && roots+=("$(head -n1 "$f" | tr -dc 0-9)")
 	done
-	roots+=($(compat_tagged_pids))
+	mapfile -t -O "${#roots[@]}" roots < <(compat_tagged_pids)
 	ps -e -o pid=,ppid= | awk -v roots="${roots[*]}" -v self=$$ -v subsh="$BASHPID" '
 		BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) if (r[i] != "") want[r[i]] = 1 }
 		{ parent[$1] = $2; pids[++m] = $1 }
@@ -303,7 +304,7 @@ compat_bg() {
 	# execs the program, so BG_PID is the server itself.
 	"${XW[@]}" "$@" >"$T/log/$name" 2>&1 &
 	BG_PID=$!
-	COMPAT_PIDS+=($BG_PID)
+	COMPAT_PIDS+=("$BG_PID")
 }
 
 # preloaded PID WHAT: with the shim on, PID must have libxway.so mapped (the
