@@ -132,24 +132,28 @@ static int xway_poll_valid_ts(const struct timespec *ts)
 static int xway_poll_do(struct pollfd *fds, nfds_t n, int64_t deadline,
 			const sigset_t *mask)
 {
-	struct pollfd pstack[XWAY_POLL_STACK * 3];
+	struct pollfd pstack[XWAY_POLL_STACK * 2];
 	struct xway_pw wstack[XWAY_POLL_STACK];
+	unsigned char mstack[XWAY_POLL_STACK];
 	struct pollfd *p = pstack;
 	struct xway_pw *w = wstack;
-	int nw = 0, ret = 0;
+	unsigned char *mine = mstack;
+	int nw = 0, ret = 0, compact = 0;
 
-	if (n > (nfds_t)INT_MAX / 3)
+	if (n > (nfds_t)INT_MAX / 2)
 		return -EINVAL;
 	if (n > XWAY_POLL_STACK) {
-		p = malloc(sizeof(*p) * n * 3);
+		p = malloc(sizeof(*p) * n * 2);
 		w = malloc(sizeof(*w) * n);
-		if (!p || !w) {
+		mine = malloc(n);
+		if (!p || !w || !mine) {
 			ret = -ENOMEM;
 			goto out_free;
 		}
 	}
 	for (nfds_t i = 0; i < n; i++) {
 		struct xway_conn *c = fds[i].fd >= 0 ? xway_fd_get(fds[i].fd) : NULL;
+		mine[i] = c != NULL;
 		if (!c)
 			continue;
 		w[nw].c = c;
@@ -202,31 +206,45 @@ static int xway_poll_do(struct pollfd *fds, nfds_t n, int64_t deadline,
 		}
 		for (int k = 0; k < nw; k++) {
 			struct xway_conn *c = w[k].c;
-			p[w[k].idx].fd = -1;
+			nfds_t idx = w[k].idx;
+			/* The app's slot of an fd of ours holds the real TCP
+			 * socket (the same number) or the channel's fd. */
+			p[idx].fd = -1;
+			p[idx].events = 0;
 			w[k].chan_slot = w[k].tcp_slot = -1;
 			if (!sleep_ok)
 				continue;
-			if (xway_poll_on_chan(c)) {
+			if (!xway_poll_on_chan(c)) {
+				/* Listener or FLUSH: the real socket is the truth. */
+				w[k].tcp_slot = (int)idx;
+				p[idx].fd = c->fd;
+				p[idx].events = fds[idx].events;
+			} else if (compact) {
+				w[k].chan_slot = (int)idx;
+				p[idx].fd = xway_chan_pollfd(c->chan);
+				p[idx].events = POLLIN;
+			} else {
 				w[k].chan_slot = total;
 				p[total].fd = xway_chan_pollfd(c->chan);
 				p[total].events = POLLIN;
 				p[total++].revents = 0;
 				if (w[k].tcp_ev) {
-					w[k].tcp_slot = total;
-					p[total].fd = c->fd;
-					p[total].events = w[k].tcp_ev;
-					p[total++].revents = 0;
+					w[k].tcp_slot = (int)idx;
+					p[idx].fd = c->fd;
+					p[idx].events = w[k].tcp_ev;
 				}
-			} else {
-				/* Listener or FLUSH: the real socket is the truth. */
-				w[k].tcp_slot = total;
-				p[total].fd = c->fd;
-				p[total].events = fds[w[k].idx].events;
-				p[total++].revents = 0;
 			}
 		}
 		tsp = sleep_ok ? xway_left_ts(deadline, &tsbuf) : &(struct timespec){ 0, 0 };
 		long r = XWAY_SYS(real.ppoll(p, (nfds_t)total, tsp, mask));
+		if (r == -EINVAL && !compact && (nfds_t)total > n) {
+			/* More fds than RLIMIT_NOFILE allows (sshd's sandbox
+			 * sets it to 1): wait on the channel fds alone, in the
+			 * app's slots (a dead peer's FIN is then seen when the
+			 * level is computed, not while asleep). */
+			compact = 1;
+			continue;
+		}
 		if (r < 0 && !(r == -EINTR && ready)) {
 			ret = (int)r;
 			goto out_put;
@@ -236,8 +254,8 @@ static int xway_poll_do(struct pollfd *fds, nfds_t n, int64_t deadline,
 		for (nfds_t i = 0; i < n; i++) {
 			if (fds[i].fd < 0)
 				fds[i].revents = 0;       /* as the kernel does */
-			if (p[i].fd < 0)
-				continue;         /* ours, or negative */
+			if (p[i].fd < 0 || mine[i])
+				continue;         /* negative, or ours */
 			fds[i].revents = p[i].revents;
 			if (p[i].revents)
 				ready++;
@@ -285,6 +303,8 @@ out_free:
 		free(p);
 	if (w != wstack)
 		free(w);
+	if (mine != mstack)
+		free(mine);
 	return ret;
 }
 

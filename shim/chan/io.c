@@ -490,6 +490,11 @@ int xw_local_wait(struct xway_chan *c, unsigned events, int extra_fd,
 		}
 		set_hint(c, 0);
 		r = xw_sys_ppoll(pfd, extra_fd >= 0 ? 2 : 1, tsp);
+		if (r == -EINVAL && extra_fd >= 0)
+			/* RLIMIT_NOFILE below 2 (sshd's sandbox sets 1): the
+			 * kernel refuses two fds; wait on ours alone.
+			 * (Added by the lifecycle engineer.) */
+			r = xw_sys_ppoll(pfd, 1, tsp);
 		set_hint(c, 1);
 		atomic_fetch_add_explicit(&c->st_sleeps, 1, memory_order_relaxed);
 unregister:

@@ -1046,8 +1046,13 @@ static int case_seccomp(void)
 		}
 		struct sock_fprog prog = { sizeof(f) / sizeof(f[0]), f };
 		close(c);
+		/* sshd's sandbox also cuts RLIMIT_NOFILE to 1: poll() of one
+		 * fd must still work. */
+		struct rlimit one = { 1, 1 };
+		CHECK(setrlimit(RLIMIT_NOFILE, &one) == 0, "RLIMIT_NOFILE 1");
 		CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "no_new_privs");
 		CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0, "seccomp");
+		CHECK(pollone(s, POLLIN, 20000) == POLLIN, "poll in the sandbox");
 		exchange(s, 1 << 20, 13, 0);
 		expect_eof(s);
 		/* Like sshd's pre-auth child: exit, no explicit close (the
@@ -1064,6 +1069,35 @@ static int case_seccomp(void)
 	close(c);
 	return 0;
 #endif
+}
+
+/* Check that poll and select work with RLIMIT_NOFILE cut to 1 after the
+ * connection exists (the kernel refuses a poll of more fds than that). */
+static int case_rlimit1(void)
+{
+	int c, s;
+
+	mkpair(&c, &s);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		struct rlimit one = { 1, 1 };
+		close(c);
+		CHECK(setrlimit(RLIMIT_NOFILE, &one) == 0, "RLIMIT_NOFILE 1");
+		CHECK(pollone(s, POLLIN, 20000) == POLLIN, "poll with NOFILE 1");
+		exchange(s, 256 << 10, 19, 0);
+		CHECK(pollone(s, POLLIN | POLLRDHUP, 20000) & POLLRDHUP, "EOF seen by poll");
+		expect_eof(s);
+		_exit(0);
+	}
+	close(s);
+	usleep(50000);
+	exchange(c, 256 << 10, 19, 1);
+	check_path(c, 512 << 10);
+	shutdown(c, SHUT_WR);
+	CHECK(reap(pid) == 0, "child");
+	close(c);
+	return 0;
 }
 
 /* ---- threads ----------------------------------------------------------- */
@@ -1387,6 +1421,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "closerange", case_closerange },
 	{ "scm", case_scm },
 	{ "seccomp", case_seccomp },
+	{ "rlimit1", case_rlimit1 },
 	{ "duplex", case_duplex },
 	{ "threads", case_threads },
 	{ "close-blocked", case_close_blocked },
