@@ -1218,10 +1218,13 @@ __attribute__((constructor)) static void xway_lc_ctor(void)
 		}
 	}
 	pthread_atfork(xway_atfork_prepare, xway_atfork_parent, xway_atfork_child);
-	/* Own fds live at high numbers: anything below the base is not ours
-	 * (the close guard's fast test).  Half the base leaves room for a
-	 * later lower RLIMIT_NOFILE. */
+	/* Own fds live at high numbers: anything below the floor is not ours
+	 * (the close guard's fast test).  The channel layer places its fds
+	 * from 1024 (or from half the limit when that is lower), the core
+	 * from xway_high_fd_base(): the floor is below both. */
 	xway_lc_own_floor = xway_high_fd_base() / 2;
+	if (xway_lc_own_floor > 1024)
+		xway_lc_own_floor = 1024;
 	if (xway_lc_own_floor < 3)
 		xway_lc_own_floor = 3;
 	if (!xway_cfg.disabled)
