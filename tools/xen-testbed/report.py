@@ -51,7 +51,11 @@ def ratio(a, b):
 
 
 def fmt(v, unit=""):
-    return "n/a" if v is None else f"{v:g}{unit}"
+    if v is None:
+        return "n/a"
+    if float(v).is_integer():
+        return f"{int(v)}{unit}"
+    return f"{v:.1f}{unit}"
 
 
 def main():
@@ -149,15 +153,31 @@ def main():
             f"{fmt(vm * 8 if vm else None, ' Mbit/s')}: vchan/iperf3 "
             f"{ratio(vm * 8 if vm else None, mbps)} (emulated)")
 
-    xw = get("20-xway-vchan", "client")
+    xw, xws = get("20-xway-vchan", "client"), get("20-xway-vchan", "server")
     if xw.get("status") == "pass":
-        say("  xway Xen channel backend (xway-vchan-test, client side):")
-        for k in sorted(xw):
-            if k.endswith(("MBps", "_us", "_ok", "bytes")) and not k.startswith(("before_", "after_")):
-                say(f"    {k}={xw[k]}")
+        for side, kv in (("client", xw), ("server", xws)):
+            if kv.get("xway_checksum") != "ok":
+                fail(f"20-xway-vchan {side}: checksum {kv.get('xway_checksum', 'missing')}")
+        xm, xl = num(xw, "xway_MBps"), num(xw, "xway_p50_us")
+        tm, tl = num(tc, "block.xfer_MBps"), num(tc, "block.pp_p50_us")
+        vm, vl = num(vc, "block.xfer_MBps"), num(vc, "block.pp_p50_us")
+        say(f"  xway Xen backend (xway-vchan-test, {fmt(num(xw, 'xway_bytes'))} B verified,"
+            f" {fmt(num(xw, 'xway_rounds'))} pings):")
+        say(f"        transfer  xway  {fmt(xm, ' MB/s'):>14}   xway/tcp {ratio(xm, tm)},"
+            f" xway/raw vchan (block) {ratio(xm, vm)} (emulated)")
+        say(f"        ping p50  xway  {fmt(xl, ' us'):>14}   tcp/xway {ratio(tl, xl)},"
+            f" raw vchan (block)/xway {ratio(vl, xl)} (emulated)")
     elif "20-xway-vchan" in res:
         say(f"  xway Xen channel backend: {xw.get('status', 'missing')} "
             "(see raw/client/20-xway-vchan.client.log)")
+
+    for role in ("server", "client"):
+        lo = get("05-xway-local", role)
+        if lo.get("status") == "pass":
+            say(f"  xway local mode inside the {role} domU (loopback, shim + xwayd):"
+                f" transfer {fmt(num(lo, 'local.xfer_MBps'), ' MB/s')},"
+                f" ping p50 {fmt(num(lo, 'local.pp_p50_us'), ' us')},"
+                f" channel carried {fmt(num(lo, 'local.chan_bytes_c2s'))} B (emulated)")
 
     # ---- did the vchan bytes cross the bridge? ---------------------------
     say("")
@@ -171,21 +191,27 @@ def main():
             parts.append(f"{role} {fmt(sum(b) if None not in b else None)} B"
                          f" / {fmt(sum(s) if None not in s else None)} segs")
         say(f"  {n:<20} " + ";  ".join(parts))
-    moved = sum(v for v in (num(vc, "block.xfer_bytes"), num(vc, "poll.xfer_bytes")) if v)
-    if vc.get("status") == "pass":
+    # Shared-memory workloads: the NIC must not carry their bytes.
+    shm = [("10-vchan-raw", sum(v for v in (num(vc, "block.xfer_bytes"),
+                                            num(vc, "poll.xfer_bytes")) if v)),
+           ("20-xway-vchan", num(get("20-xway-vchan", "client"), "xway_bytes") or 0)]
+    for wl, moved in shm:
+        if get(wl, "client").get("status") != "pass":
+            continue
         crossed = False
         for role in ("server", "client"):
-            kv = get("10-vchan-raw", role)
+            kv = get(wl, role)
             b = [delta(kv, "rx_bytes"), delta(kv, "tx_bytes")]
             if None in b:
-                fail(f"10-vchan-raw {role}: no NIC counters")
+                crossed = True
+                fail(f"{wl} {role}: no NIC counters")
                 continue
             if not moved or sum(b) >= 0.01 * moved:
                 crossed = True
-                fail(f"10-vchan-raw {role}: the NIC moved {sum(b)} bytes while vchan "
+                fail(f"{wl} {role}: the NIC moved {sum(b)} bytes while the channel "
                      f"moved {int(moved)}: the bytes may have crossed the bridge")
-        say(f"  vchan moved {int(moved)} bytes; NIC traffic during it must stay under 1% of that:"
-            f" {'NOT OK' if crossed else 'OK'}")
+        say(f"  {wl}: the channel moved {int(moved)} bytes; NIC traffic during it must stay"
+            f" under 1% of that: {'NOT OK' if crossed else 'OK'}")
     tmoved = sum(v for v in (num(tc, "block.xfer_bytes"), num(tc, "poll.xfer_bytes")) if v)
     if tc.get("status") == "pass":
         tx = delta(tc, "tx_bytes")

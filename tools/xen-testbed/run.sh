@@ -14,9 +14,9 @@
 #                               nothing powers off (leave QEMU with Ctrl-A x)
 #   XEN_TESTBED_CACHE=DIR       guest tree cache (/var/cache/xway-xen-testbed)
 #   XEN_TESTBED_OUT=DIR         results and console log (build/xen-testbed)
-#   XEN_TESTBED_TIMEOUT=S       limit for boot + workloads (1800)
-#   XEN_TESTBED_BYTES=N[KMG]    transfer size per test (256M)
-#   XEN_TESTBED_PINGS=N         ping-pong round trips per test (2000)
+#   XEN_TESTBED_TIMEOUT=S       limit for boot + workloads (3000)
+#   XEN_TESTBED_BYTES=N[KMG]    transfer size per test (64M)
+#   XEN_TESTBED_PINGS=N         ping-pong round trips per test (1000)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -37,9 +37,9 @@ for a in "$@"; do
 done
 cache=${XEN_TESTBED_CACHE:-/var/cache/xway-xen-testbed}
 outdir=${XEN_TESTBED_OUT:-$repo/${B:-build}/xen-testbed}
-limit=${XEN_TESTBED_TIMEOUT:-1800}
-bytes=${XEN_TESTBED_BYTES:-256M}
-pings=${XEN_TESTBED_PINGS:-2000}
+limit=${XEN_TESTBED_TIMEOUT:-3000}
+bytes=${XEN_TESTBED_BYTES:-64M}
+pings=${XEN_TESTBED_PINGS:-1000}
 case "$limit$pings" in *[!0-9]*) tb_die "XEN_TESTBED_TIMEOUT and XEN_TESTBED_PINGS must be numbers" ;; esac
 [[ "$bytes" =~ ^[0-9]+[KMG]?$ ]] || tb_die "XEN_TESTBED_BYTES must be a number with an optional K, M or G"
 
@@ -117,8 +117,10 @@ TB_BYTES=$bytes
 TB_PINGS=$pings
 TB_VCHAN_RING=256K
 TB_IPERF_SECONDS=10
-TB_WORKLOAD_TIMEOUT=600
-TB_BARRIER_TIMEOUT=600
+# Emulation speed varies tenfold with the host's load: generous limits.
+TB_PROBE_TIMEOUT=400
+TB_WORKLOAD_TIMEOUT=900
+TB_BARRIER_TIMEOUT=900
 TB_DOMU_TIMEOUT=$(( limit - 300 > 300 ? limit - 300 : 300 ))
 EOF
 put 0644 "$work/config" /opt/xway-testbed/config

@@ -11,7 +11,7 @@
 # .log (stderr); the host reads them from the disk image afterwards.
 set -u
 . /opt/xway-testbed/guest/tblib.sh
-. /opt/xway-testbed/config
+set -a; . /opt/xway-testbed/config; set +a   # the workloads read these
 res=/var/lib/xway-testbed/results
 mkdir -p "$res"
 TB_SELF_IP=$(cmdline xway.ip)
@@ -94,7 +94,9 @@ for w in /opt/xway-testbed/workloads/*.sh; do
 		cat "$out.counters"
 	} >> "$out"
 	say "workload $name: $st (exit $rc)"
-	[ $st = pass ] || sed 's/^/    /' "$out.log" | tail -n 20
+	if [ $st != pass ]; then
+		tail -n 8 "$out.log" | while IFS= read -r l; do say "  > $l"; done
+	fi
 	# The peer may still be tearing down: wait so that its traffic does not
 	# count in our next workload's counters.
 	tb_barrier "$name/end" "$TB_BARRIER_TIMEOUT" || finish "barrier-$name-end"

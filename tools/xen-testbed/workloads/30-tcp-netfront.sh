@@ -10,10 +10,10 @@ port=47101
 for mode in block poll; do
 	flag=; [ $mode = poll ] && flag=--poll
 	if [ "$role" = server ]; then
-		"$TB_BIN/xtb-vchan" server --tcp "$TB_SELF_IP" $port --timeout 240 $flag
+		"$TB_BIN/xtb-vchan" server --tcp "$TB_SELF_IP" $port --timeout "$TB_PROBE_TIMEOUT" $flag
 	else
 		"$TB_BIN/xtb-vchan" client --tcp "$TB_SRV_IP" $port \
-			--bytes "$TB_BYTES" --pings "$TB_PINGS" --timeout 240 $flag
+			--bytes "$TB_BYTES" --pings "$TB_PINGS" --timeout "$TB_PROBE_TIMEOUT" $flag
 	fi | sed "s/^/$mode./" || rc=1
 	port=$((port + 1))
 done
