@@ -30,7 +30,7 @@ static const struct {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: %s <command> [--json] [--socket PATH]\n\ncommands:\n", prog);
+	fprintf(f, "usage: %s [--json] [--socket PATH] <command> [--json] [--socket PATH]\n\ncommands:\n", prog);
 	for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
 		fprintf(f, "  %-12s %s\n", subcommands[i].name, subcommands[i].help);
 	fprintf(f, "\nexit status: 0 ok, 1 broker unreachable, 2 usage, 3 protocol error\n");
@@ -70,8 +70,37 @@ int xwayctl_query_main(int argc, char **argv, uint32_t what, const char *help)
 	return xwayctl_query(sock, what, json);
 }
 
+/*
+ * Global options may also come before the command (`xwayctl --socket S
+ * connections --json`, as `ip`/`ss` users type it): move them after the
+ * command name so the subcommand's own parser sees them.
+ */
+static int hoist_options(int argc, char **argv, char **out)
+{
+	int n = 0, i = 1;
+
+	while (i < argc && argv[i][0] == '-' && strcmp(argv[i], "-h") && strcmp(argv[i], "--help")) {
+		int takes_arg = !strcmp(argv[i], "--socket") || !strcmp(argv[i], "-s");
+		if (takes_arg && i + 1 >= argc)
+			break;  /* let the subcommand parser report it */
+		i += takes_arg ? 2 : 1;
+	}
+	if (i >= argc)
+		return 0;
+	out[n++] = argv[i];             /* the command */
+	for (int j = 1; j < i; j++)
+		out[n++] = argv[j];     /* its hoisted options */
+	for (int j = i + 1; j < argc; j++)
+		out[n++] = argv[j];
+	out[n] = NULL;
+	return n;
+}
+
 int main(int argc, char **argv)
 {
+	char *args[argc + 1];
+	int nargs;
+
 	if (argc < 2) {
 		usage(stderr);
 		return XWAYCTL_USAGE;
@@ -80,10 +109,15 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return XWAYCTL_OK;
 	}
+	nargs = hoist_options(argc, argv, args);
+	if (nargs == 0) {
+		usage(stderr);
+		return XWAYCTL_USAGE;
+	}
 	for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
-		if (!strcmp(argv[1], subcommands[i].name))
-			return subcommands[i].main(argc - 1, argv + 1);
-	fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
+		if (!strcmp(args[0], subcommands[i].name))
+			return subcommands[i].main(nargs, args);
+	fprintf(stderr, "%s: unknown command '%s'\n", prog, args[0]);
 	usage(stderr);
 	return XWAYCTL_USAGE;
 }

@@ -37,6 +37,8 @@ for _ in $(seq 1 500); do [ -S "$SOCK" ] && break; sleep 0.02; done
 "$B/xwayctl" status --bogus >/dev/null 2>&1; rc=$?
 [ $rc = 2 ] || fail "bad option: exit $rc, want 2"
 XWAY_BROKER_SOCK=$SOCK "$B/xwayctl" status >/dev/null || fail "\$XWAY_BROKER_SOCK not honoured"
+# Global options may come before the command too.
+"$B/xwayctl" --socket "$SOCK" --json status | grep -q '"mode"' || fail "options before the command not honoured"
 # Protocol error: something answers on the socket, but not the protocol.
 python3 - "$T/bogus.sock" <<'PY' &
 import os, socket, sys
