@@ -1100,6 +1100,37 @@ static int case_rlimit1(void)
 	return 0;
 }
 
+/* Check that blocking reads and writes work with RLIMIT_NOFILE 0 (vsftpd's
+ * unprivileged session): no poll of any fd is allowed then. */
+static int case_nofile0(void)
+{
+	int c, s;
+
+	mkpair(&c, &s);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		struct rlimit zero = { 0, 0 };
+		char b[4];
+		close(c);
+		CHECK(setrlimit(RLIMIT_NOFILE, &zero) == 0, "RLIMIT_NOFILE 0");
+		CHECK(recv(s, b, 4, MSG_PEEK) == 4 && memcmp(b, "peek", 4) == 0, "peek waits");
+		read_all(s, b, 4);
+		exchange(s, 256 << 10, 23, 0);
+		expect_eof(s);
+		_exit(0);
+	}
+	close(s);
+	usleep(100000);                 /* the child blocks first */
+	write_all(c, "peek", 4);
+	exchange(c, 256 << 10, 23, 1);
+	check_path(c, 512 << 10);
+	shutdown(c, SHUT_WR);
+	CHECK(reap(pid) == 0, "child");
+	close(c);
+	return 0;
+}
+
 /* ---- threads ----------------------------------------------------------- */
 
 #define DUPLEX_LEN (16 << 20)
@@ -1422,6 +1453,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "scm", case_scm },
 	{ "seccomp", case_seccomp },
 	{ "rlimit1", case_rlimit1 },
+	{ "nofile0", case_nofile0 },
 	{ "duplex", case_duplex },
 	{ "threads", case_threads },
 	{ "close-blocked", case_close_blocked },
