@@ -785,21 +785,61 @@ static int64_t xway_ms_deadline(int tmo)
 	return xway_deadline_ns(&ts);
 }
 
+/*
+ * A wait that went to the kernel directly (the instance was not ours yet)
+ * may return our tags: another thread registered an accelerated fd while
+ * this one slept (apache's event MPM: the listener thread waits while
+ * workers add connections).  Translate them; if nothing is left, wait
+ * again the proper way for the rest of the time.
+ */
+static int xway_ep_passthrough_fix(int epfd, struct epoll_event *ev, int max, int r,
+				   int64_t deadline, const sigset_t *mask)
+{
+	struct xway_ep *ep;
+	int k, saved = errno;
+
+	if (r <= 0 || atomic_load_explicit(&xway_ep_count, memory_order_acquire) == 0)
+		return r;
+	k = 0;
+	for (int i = 0; i < r && !k; i++)
+		k = xway_tag_ours(ev[i].data.u64);
+	if (!k || !(ep = xway_ep_find(epfd)))
+		return r;
+	pthread_mutex_lock(&ep->lock);
+	ep->serial++;
+	r = xway_ep_translate(ep, ev, 0, r);
+	xway_pend_set(ep);
+	pthread_mutex_unlock(&ep->lock);
+	if (r > 0 || deadline == 0 || (deadline > 0 && xway_now_ns() >= deadline)) {
+		errno = saved;
+		return r;
+	}
+	return xway_ep_wait_entry(epfd, ev, max, deadline, mask, &k);
+}
+
 XWAY_EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int tmo,
 			    const sigset_t *mask)
 {
 	int done, r;
+	int64_t dl = xway_ms_deadline(tmo);
 
-	r = xway_ep_wait_entry(epfd, ev, max, xway_ms_deadline(tmo), mask, &done);
-	return done ? r : real.epoll_pwait(epfd, ev, max, tmo, mask);
+	r = xway_ep_wait_entry(epfd, ev, max, dl, mask, &done);
+	if (done)
+		return r;
+	r = real.epoll_pwait(epfd, ev, max, tmo, mask);
+	return xway_ready() ? xway_ep_passthrough_fix(epfd, ev, max, r, dl, mask) : r;
 }
 
 XWAY_EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int tmo)
 {
 	int done, r;
+	int64_t dl = xway_ms_deadline(tmo);
 
-	r = xway_ep_wait_entry(epfd, ev, max, xway_ms_deadline(tmo), NULL, &done);
-	return done ? r : real.epoll_wait(epfd, ev, max, tmo);
+	r = xway_ep_wait_entry(epfd, ev, max, dl, NULL, &done);
+	if (done)
+		return r;
+	r = real.epoll_wait(epfd, ev, max, tmo);
+	return xway_ready() ? xway_ep_passthrough_fix(epfd, ev, max, r, dl, NULL) : r;
 }
 
 XWAY_EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max,
@@ -813,5 +853,8 @@ XWAY_EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max,
 	dl = !tmo ? -1 : (tmo->tv_sec == 0 && tmo->tv_nsec == 0) ? 0
 	     : xway_deadline_ns(tmo);
 	r = xway_ep_wait_entry(epfd, ev, max, dl, mask, &done);
-	return done ? r : real.epoll_pwait2(epfd, ev, max, tmo, mask);
+	if (done)
+		return r;
+	r = real.epoll_pwait2(epfd, ev, max, tmo, mask);
+	return xway_ready() ? xway_ep_passthrough_fix(epfd, ev, max, r, dl, mask) : r;
 }

@@ -570,6 +570,47 @@ static int case_nbconnect(void)
 	return 0;
 }
 
+static int race_ep, race_fd;
+
+static void *race_adder(void *arg)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0xabcdef };
+
+	(void)arg;
+	usleep(100000);                 /* the waiter is asleep by now */
+	CHECK(epoll_ctl(race_ep, EPOLL_CTL_ADD, race_fd, &ev) == 0, "ADD from a thread");
+	return NULL;
+}
+
+/* Check that a thread already asleep in epoll_wait on an instance that
+ * holds no connection yet gets the app's own data when another thread adds
+ * a connection with data waiting (apache's event MPM does this). */
+static int case_epoll_race(void)
+{
+	int c, s;
+	pthread_t t;
+	struct epoll_event out[4];
+
+	mkpair(&c, &s);
+	race_ep = epoll_create1(0);
+	race_fd = c;
+	CHECK(race_ep >= 0, "epoll_create1");
+	write_all(s, "x", 1);
+	CHECK(pthread_create(&t, NULL, race_adder, NULL) == 0, "thread");
+	int n = ewait(race_ep, out, 4, 20000);
+	pthread_join(t, NULL);
+	CHECK(n == 1 && out[0].data.u64 == 0xabcdef && (out[0].events & EPOLLIN),
+	      "event of the added fd: n=%d data=%#llx", n,
+	      n > 0 ? (unsigned long long)out[0].data.u64 : 0ULL);
+	char b;
+	read_all(c, &b, 1);
+	bulk(s, c);
+	close(c);
+	close(s);
+	close(race_ep);
+	return 0;
+}
+
 /* ---- EINTR ------------------------------------------------------------- */
 
 static void on_alarm(int sig)
@@ -1441,6 +1482,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "select", case_select },
 	{ "epoll", case_epoll },
 	{ "nbconnect", case_nbconnect },
+	{ "epoll-race", case_epoll_race },
 	{ "eintr", case_eintr_all },
 	{ "fork", case_fork },
 	{ "fork-both", case_fork_both },
