@@ -23,6 +23,11 @@ wait_for 60 test -S "$sock" || { echo "xwayd did not start" >&2; cat "$d/xwayd.l
 run() { LD_PRELOAD=$lib XWAY_BROKER_SOCK=$sock "$TB_BIN/xtb-vchan" "$@" --timeout "$TB_PROBE_TIMEOUT"; }
 run server --tcp 127.0.0.1 47201 > "$d/s" 2> "$d/s.err" &
 spid=$!
+# Connect only once the broker knows the listener: a connect refused
+# before that is (correctly) left on TCP, and a quick retry may be too, which
+# is not what this workload is about.
+listening() { "$TB_BIN/xwayctl" listeners --json --socket "$sock" | grep -q '"127.0.0.1:47201"'; }
+wait_for 60 listening || { echo "the listener never reached the broker" >&2; exit 1; }
 run client --tcp 127.0.0.1 47201 --bytes $bytes --pings "$TB_PINGS" > "$d/c" 2> "$d/c.err"
 crc=$?
 wait $spid; src=$?
