@@ -280,6 +280,12 @@ ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags)
 			break;
 		}
 	}
+	if (ctrunc && !strip_cm)
+		/* The kernel could not give us every fd (RLIMIT_NOFILE): if
+		 * the message carried a hand-over, its channel is lost and the
+		 * connection unusable here (see shim/README.md). */
+		XWARN("recvmsg fd %d: control data truncated by the kernel; an "
+		      "accelerated connection passed here cannot be re-attached", fd);
 	/* Copy into the app's buffer as the kernel would have: what does not
 	 * fit is cut (MSG_CTRUNC) and its fds closed. */
 	o = msg->msg_controllen >= sizeof(struct cmsghdr) ? CMSG_FIRSTHDR(msg) : NULL;
