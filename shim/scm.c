@@ -69,6 +69,13 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 		struct xway_conn *c = xway_fd_get(app[i]);
 		if (!c)
 			continue;
+		/* A client still waiting for the broker's decision (vsftpd's
+		 * privileged process connects for active FTP and passes the
+		 * socket at once) is decided now: claimed -> handed over;
+		 * otherwise withdrawn, and the receiver's plain TCP is right. */
+		if (atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_PENDING &&
+		    xway_pending_resolve(c, 1) == XWAY_ST_FLUSH)
+			xway_flush_owed(c, 0);
 		if (atomic_load_explicit(&c->state, memory_order_acquire) != XWAY_ST_ACCEL ||
 		    !c->chan) {
 			xway_conn_put(c);
