@@ -67,9 +67,11 @@ XWAY_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 volatile unsigned char *xway_lc_page;
 int xway_lc_own_floor = INT_MAX;      /* no own fds until set up */
 static pid_t xway_lc_pid;
-/* A seccomp filter may be up (prctl seen): calls beyond read/write/poll
- * class may kill us, so exit does no teardown (the kernel's FIN/RST at
- * exit is what the peer sees). */
+/* A seccomp filter may be up (PR_SET_SECCOMP or the seccomp system call
+ * seen): calls beyond read/write/poll class may kill us, so exit does no
+ * teardown and close sends no report (the kernel's FIN/RST at exit is what
+ * the peer sees).  No-new-privs alone restricts no call: it only makes us
+ * open the broker link early. */
 int xway_lc_sandboxed;
 static _Thread_local int xway_fork_counted;
 
@@ -183,6 +185,14 @@ XWAY_EXPORT long syscall(long number, ...)
 	for (int i = 0; i < 6; i++)
 		a[i] = va_arg(ap, long);
 	va_end(ap);
+	/* seccomp(2) has no glibc wrapper: a filter installed through
+	 * syscall() announces the sandbox as prctl(PR_SET_SECCOMP) does. */
+	if (__builtin_expect(number == SYS_seccomp, 0)) {
+		saved = errno;
+		xway_lc_prepare_sandbox();
+		xway_lc_sandboxed = 1;
+		errno = saved;
+	}
 	/* Only fork-like clones (no new stack: the child returns through
 	 * this frame); others pass through untouched. */
 	if (__builtin_expect(number == SYS_clone, 0) && a[1] == 0 &&
@@ -1177,11 +1187,13 @@ XWAY_EXPORT int prctl(int option, ...)
 	a5 = va_arg(ap, unsigned long);
 	va_end(ap);
 	/* A seccomp filter or no-new-privs announce a sandbox: whatever
-	 * needs socket/connect happens now (HAZARDS.md). */
+	 * needs socket/connect happens now (HAZARDS.md).  Only the filter
+	 * itself restricts later calls. */
 	if (option == PR_SET_SECCOMP || option == PR_SET_NO_NEW_PRIVS) {
 		int saved = errno;
 		xway_lc_prepare_sandbox();
-		xway_lc_sandboxed = 1;
+		if (option == PR_SET_SECCOMP)
+			xway_lc_sandboxed = 1;
 		errno = saved;
 	}
 	return real.prctl(option, a2, a3, a4, a5);
