@@ -151,8 +151,8 @@ fi
 
 # ---- disk images -----------------------------------------------------------
 tb_say "disk images (mkfs.ext4 -d): dom0, server, client"
-mkfs.ext4 -q -F -L xtb-root -d "$stage" "$work/dom0.img" 3G \
-	|| tb_die "mkfs.ext4 failed"
+mkfs.ext4 -q -F -L xtb-root -d "$stage" "$work/dom0.img" 3G > "$work/mkfs.log" 2>&1 \
+	|| { cat "$work/mkfs.log" >&2; tb_die "mkfs.ext4 failed"; }
 cp --sparse=always "$work/dom0.img" "$work/server.img"
 cp --sparse=always "$work/dom0.img" "$work/client.img"
 rm -rf "$stage"
