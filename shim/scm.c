@@ -28,7 +28,7 @@
 #include "errno.h"
 #include "lifecycle.h"
 
-#define XWAY_SCM_MAGIC  "XWAYSCM1"
+#define XWAY_SCM_MAGIC  "XWAYSCM2"
 #define XWAY_SCM_MAXFD  253       /* SCM_MAX_FD */
 #define XWAY_SCM_MAXREC 32
 
@@ -37,6 +37,9 @@ struct xway_scm_rec {
 	int32_t  side;
 	uint64_t cookie;
 	struct xway_addr local, peer;
+	uint32_t pending;         /* a client whose offer is not decided yet */
+	uint32_t reserved;
+	uint64_t offer_id;        /* its offer, while pending */
 };
 
 struct xway_scm_hdr {
@@ -71,15 +74,22 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 			continue;
 		/* A client still waiting for the broker's decision (vsftpd's
 		 * privileged process connects for active FTP and passes the
-		 * socket at once) is decided now: claimed -> handed over;
-		 * otherwise withdrawn, and the receiver's plain TCP is right. */
-		if (atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_PENDING &&
-		    xway_pending_resolve(c, 1) == XWAY_ST_FLUSH)
+		 * socket at once; the acceptor only accepts after the session
+		 * answered on the control connection) is handed over PENDING:
+		 * the decision lands in the channel header both processes map,
+		 * so whichever holds the connection follows it. */
+		int st = atomic_load_explicit(&c->state, memory_order_acquire);
+		if (st == XWAY_ST_PENDING)
+			st = xway_pending_resolve(c, 0);
+		if (st == XWAY_ST_FLUSH)
 			xway_flush_owed(c, 0);
-		if (atomic_load_explicit(&c->state, memory_order_acquire) != XWAY_ST_ACCEL ||
-		    !c->chan) {
+		if ((st != XWAY_ST_ACCEL && st != XWAY_ST_PENDING) || !c->chan) {
 			xway_conn_put(c);
 			continue;
+		}
+		if (st == XWAY_ST_PENDING) {
+			hdr.rec[nconn].pending = 1;
+			hdr.rec[nconn].offer_id = c->offer_id;
 		}
 		hdr.rec[nconn].index = i;
 		hdr.rec[nconn].side = c->side;
@@ -201,6 +211,8 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
 	struct xway_chan_params p = { xway_cfg.ring_order, xway_cfg.spin_ns };
 	struct xway_chan *chan = NULL;
 	struct xway_conn *c;
+	void *map = NULL;
+	size_t map_len = 0;
 	int v, r;
 	socklen_t l = sizeof(v);
 
@@ -209,13 +221,40 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
 	    !xway_scm_same(sock, 0, &rec->local) || !xway_scm_same(sock, 1, &rec->peer) ||
 	    (rec->side != 0 && rec->side != 1) || !xway_chan_local_attach)
 		return -EBADF;
+	if (rec->pending && rec->side != 0) {
+		XDBG("scm attach: pending record for side %d", rec->side);
+		return -EINVAL;          /* only a client waits for a decision */
+	}
+	if (rec->pending) {
+		/* Our own read-only view of the header (the broker's decision
+		 * word) and of ring 0, as the connecting process has.  Mapped
+		 * before the attach, which takes the fds over (moves them). */
+		struct stat st;
+		if (fstat(cf[0], &st) < 0 || st.st_size < (off_t)XWAY_CHAN_HDR_SIZE)
+			return -EINVAL;
+		map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, cf[0], 0);
+		if (map == MAP_FAILED)
+			return -errno;
+		map_len = (size_t)st.st_size;
+	}
 	r = xway_chan_local_attach(cf, rec->side, rec->cookie, &p, &chan);
-	if (r < 0)
+	if (r < 0) {
+		XDBG("scm attach: channel attach failed: %d", r);
+		if (map)
+			munmap(map, map_len);
 		return r;
+	}
 	c = xway_conn_new(sock, rec->side);
 	if (!c) {
+		if (map)
+			munmap(map, map_len);
 		xway_chan_close(chan);
 		return -ENOMEM;
+	}
+	if (map) {
+		c->hdr = map;
+		c->hdr_len = map_len;
+		c->offer_id = rec->offer_id;
 	}
 	c->chan = chan;
 	c->cookie = rec->cookie;
@@ -224,8 +263,11 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
 	c->peer = rec->peer;
 	v = real.fcntl(sock, F_GETFL, 0);
 	atomic_store_explicit(&c->nonblock, v >= 0 && (v & O_NONBLOCK), memory_order_relaxed);
-	atomic_store_explicit(&c->state, XWAY_ST_ACCEL, memory_order_release);
+	atomic_store_explicit(&c->state, map ? XWAY_ST_PENDING : XWAY_ST_ACCEL,
+			      memory_order_release);
 	r = xway_fd_set(sock, c);
+	if (r < 0)
+		XDBG("scm attach: fd table: %d", r);
 	xway_conn_put(c);
 	return r;
 }

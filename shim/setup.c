@@ -607,8 +607,16 @@ int xway_pending_resolve(struct xway_conn *c, int tcp_ready)
 		long r = xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
 					  XWAY_MSG_RESULT, &res, sizeof(res),
 					  NULL, NULL);
-		a = (r == XWAY_MSG_RESULT && res.status == -EALREADY)
-		    ? XWAY_ATTACH_CLAIMED : XWAY_ATTACH_WITHDRAWN;
+		if (r == XWAY_MSG_RESULT && res.status == -EPERM) {
+			/* The offer belongs to another user's link (it was
+			 * handed to us by SCM_RIGHTS): only the broker's
+			 * expiry can withdraw it now; stay pending until the
+			 * decision lands in the header. */
+			a = XWAY_ATTACH_PENDING;
+		} else {
+			a = (r == XWAY_MSG_RESULT && res.status == -EALREADY)
+			    ? XWAY_ATTACH_CLAIMED : XWAY_ATTACH_WITHDRAWN;
+		}
 	}
 	if (a == XWAY_ATTACH_CLAIMED) {
 		if (atomic_load_explicit(&c->wr_shut, memory_order_relaxed) == 3) {
@@ -707,7 +715,11 @@ void xway_conn_last_close(struct xway_conn *c)
 	int st = atomic_load_explicit(&c->state, memory_order_acquire);
 	int last;
 
-	if (st == XWAY_ST_PENDING) {
+	/* A pending client still held elsewhere (a fork child, or a process
+	 * it was handed to by SCM_RIGHTS) stays pending: the holder that
+	 * remains follows the broker's decision.  Only the last one gives up. */
+	if (st == XWAY_ST_PENDING &&
+	    atomic_load_explicit(&c->shared->holders, memory_order_acquire) <= 1) {
 		st = xway_pending_resolve(c, 1);
 	}
 	last = atomic_fetch_sub_explicit(&c->shared->holders, 1,
