@@ -37,10 +37,16 @@ struct report {         /* server -> client after a stream */
 	uint64_t ns;
 };
 
+/* -N: leave Nagle on (the default of most applications); otherwise
+ * TCP_NODELAY, as request/response benchmarks set it. */
+static int nagle;
+
 static int nodelay(int fd)
 {
 	int one = 1;
 
+	if (nagle)
+		return 0;
 	return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
@@ -200,13 +206,14 @@ static int listener(uint16_t port, struct sockaddr_in *sa)
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: xway-tcpbench [-t SECONDS] [-n ROUNDS] [-c SERVER_CPU,CLIENT_CPU] [-p PORT]\n"
+"usage: xway-tcpbench [-t SECONDS] [-n ROUNDS] [-c SERVER_CPU,CLIENT_CPU] [-p PORT] [-N]\n"
 "       xway-tcpbench server [-p PORT] [-c CPU]\n"
 "       xway-tcpbench client -H IPV4 -p PORT [-t SECONDS] [-n ROUNDS] [-c CPU]\n"
 "  Plain TCP (ordinary sockets only): streams 64 B and 64 KiB writes for\n"
 "  SECONDS (default 1) each, then ROUNDS (default 20000) 64-byte ping-pongs.\n"
 "  Without a mode it forks a loopback server and runs the client against it.\n"
-"  Run it under LD_PRELOAD=libxway.so to measure the shim.\n");
+"  Run it under LD_PRELOAD=libxway.so to measure the shim.\n"
+"  -N leaves Nagle on (default: TCP_NODELAY on every socket).\n");
 }
 
 int main(int argc, char **argv)
@@ -226,7 +233,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	while ((ch = getopt(argc, argv, "t:n:c:p:H:h")) != -1) {
+	while ((ch = getopt(argc, argv, "t:n:c:p:H:Nh")) != -1) {
 		char *end;
 
 		switch (ch) {
@@ -253,6 +260,9 @@ int main(int argc, char **argv)
 			break;
 		case 'H':
 			host = optarg;
+			break;
+		case 'N':
+			nagle = 1;
 			break;
 		case 'h':
 			usage(stdout);
