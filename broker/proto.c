@@ -19,25 +19,9 @@
 
 #include "proto.h"
 
-static const char *const reason_names[XWAY_R__MAX] = {
-	[XWAY_R_NONE]           = "",
-	[XWAY_R_DISABLED]       = "disabled",
-	[XWAY_R_EXCLUDED]       = "excluded",
-	[XWAY_R_BROKER_DOWN]    = "broker-down",
-	[XWAY_R_NO_LISTENER]    = "no-listener",
-	[XWAY_R_NOT_CORESIDENT] = "not-coresident",
-	[XWAY_R_WITHDRAWN]      = "withdrawn",
-	[XWAY_R_PEER_TCP]       = "peer-tcp",
-	[XWAY_R_SETUP_BIND]     = "setup-bind",
-	[XWAY_R_SETUP_CHAN]     = "setup-chan",
-	[XWAY_R_SETUP_PROTO]    = "setup-proto",
-	[XWAY_R_UNSUPPORTED]    = "unsupported",
-	[XWAY_R_NO_OFFER]       = "no-offer",
-};
-
 const char *xway_reason_name(uint32_t reason)
 {
-	return reason < XWAY_R__MAX ? reason_names[reason] : "unknown";
+	return xway_reason_str(reason);
 }
 
 static const uint8_t v4mapped_prefix[12] = { 0,0,0,0, 0,0,0,0, 0,0,0xff,0xff };

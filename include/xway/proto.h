@@ -100,6 +100,29 @@ enum xway_reason {
 	XWAY_R__MAX
 };
 
+/* The reasons' names as xwayctl prints them and its JSON carries them: one
+ * table for the shim's logs and the broker's records, so they cannot drift. */
+static inline const char *xway_reason_str(uint32_t reason)
+{
+	static const char *const names[XWAY_R__MAX] = {
+		[XWAY_R_NONE]           = "",
+		[XWAY_R_DISABLED]       = "disabled",
+		[XWAY_R_EXCLUDED]       = "excluded",
+		[XWAY_R_BROKER_DOWN]    = "broker-down",
+		[XWAY_R_NO_LISTENER]    = "no-listener",
+		[XWAY_R_NOT_CORESIDENT] = "not-coresident",
+		[XWAY_R_WITHDRAWN]      = "withdrawn",
+		[XWAY_R_PEER_TCP]       = "peer-tcp",
+		[XWAY_R_SETUP_BIND]     = "setup-bind",
+		[XWAY_R_SETUP_CHAN]     = "setup-chan",
+		[XWAY_R_SETUP_PROTO]    = "setup-proto",
+		[XWAY_R_UNSUPPORTED]    = "unsupported",
+		[XWAY_R_NO_OFFER]       = "no-offer",
+	};
+
+	return reason < XWAY_R__MAX && names[reason] ? names[reason] : "unknown";
+}
+
 struct xway_offer {
 	struct xway_addr dst;     /* where the client connects */
 	struct xway_addr src;     /* its bound source (port known, ip may be ::) */
