@@ -778,66 +778,63 @@ static int xway_execl_argv(const char *arg0, va_list ap, char **argv, char ***en
 	return 0;
 }
 
-XWAY_EXPORT int execl(const char *path, const char *arg0, ...)
+enum xway_execl_kind { XWAY_EXECL, XWAY_EXECLP, XWAY_EXECLE };
+
+/* One body for the three list forms: collect the argv (and execle's envp),
+ * then call the vector form, which does the hand-over. */
+static int xway_execl_run(enum xway_execl_kind kind, const char *path,
+			  const char *arg0, va_list ap)
 {
-	char **argv = malloc(sizeof(char *) * (XWAY_EXECL_MAX + 1));
-	va_list ap;
+	char **argv = malloc(sizeof(char *) * (XWAY_EXECL_MAX + 1)), **envp = NULL;
 	int r;
 
 	if (!argv)
 		return (int)xway_ret(-ENOMEM);
-	va_start(ap, arg0);
-	r = xway_execl_argv(arg0, ap, argv, NULL);
-	va_end(ap);
-	if (r == 0)
-		r = execv(path, argv);
-	else
+	r = xway_execl_argv(arg0, ap, argv, kind == XWAY_EXECLE ? &envp : NULL);
+	if (r < 0)
 		r = (int)xway_ret(r);
+	else if (kind == XWAY_EXECL)
+		r = execv(path, argv);
+	else if (kind == XWAY_EXECLP)
+		r = execvp(path, argv);
+	else
+		r = execve(path, argv, envp);
 	int saved = errno;
 	free(argv);
 	errno = saved;
+	return r;
+}
+
+XWAY_EXPORT int execl(const char *path, const char *arg0, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, arg0);
+	r = xway_execl_run(XWAY_EXECL, path, arg0, ap);
+	va_end(ap);
 	return r;
 }
 
 XWAY_EXPORT int execlp(const char *file, const char *arg0, ...)
 {
-	char **argv = malloc(sizeof(char *) * (XWAY_EXECL_MAX + 1));
 	va_list ap;
 	int r;
 
-	if (!argv)
-		return (int)xway_ret(-ENOMEM);
 	va_start(ap, arg0);
-	r = xway_execl_argv(arg0, ap, argv, NULL);
+	r = xway_execl_run(XWAY_EXECLP, file, arg0, ap);
 	va_end(ap);
-	if (r == 0)
-		r = execvp(file, argv);
-	else
-		r = (int)xway_ret(r);
-	int saved = errno;
-	free(argv);
-	errno = saved;
 	return r;
 }
 
 XWAY_EXPORT int execle(const char *path, const char *arg0, ...)
 {
-	char **argv = malloc(sizeof(char *) * (XWAY_EXECL_MAX + 1)), **envp = NULL;
 	va_list ap;
 	int r;
 
-	if (!argv)
-		return (int)xway_ret(-ENOMEM);
 	va_start(ap, arg0);
-	r = xway_execl_argv(arg0, ap, argv, &envp);
+	r = xway_execl_run(XWAY_EXECLE, path, arg0, ap);
 	va_end(ap);
-	if (r == 0)
-		r = execve(path, argv, envp);
-	else
-		r = (int)xway_ret(r);
-	int saved = errno;
-	free(argv);
-	errno = saved;
 	return r;
 }
 
