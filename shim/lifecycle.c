@@ -190,6 +190,7 @@ XWAY_EXPORT long syscall(long number, ...)
 	if (__builtin_expect(number == SYS_seccomp, 0)) {
 		saved = errno;
 		xway_lc_prepare_sandbox();
+		xway_chan_before_sandbox();
 		xway_lc_sandboxed = 1;
 		errno = saved;
 	}
@@ -1189,8 +1190,11 @@ XWAY_EXPORT int prctl(int option, ...)
 	if (option == PR_SET_SECCOMP || option == PR_SET_NO_NEW_PRIVS) {
 		int saved = errno;
 		xway_lc_prepare_sandbox();
-		if (option == PR_SET_SECCOMP)
+		if (option == PR_SET_SECCOMP) {
+			/* membarrier() may be forbidden from now on. */
+			xway_chan_before_sandbox();
 			xway_lc_sandboxed = 1;
+		}
 		errno = saved;
 	}
 	return real.prctl(option, a2, a3, a4, a5);
