@@ -106,6 +106,14 @@ void xway_chan_set_logger(void (*fn)(const char *line));
 int xway_chan_fd_to_high(int fd);
 
 /*
+ * Call before a seccomp filter goes up in this process (the shim does at
+ * prctl(PR_SET_SECCOMP) and seccomp()): puts every endpoint of the process
+ * on its robust mutex now, while the system call that the single-owner
+ * fast path needs to hand a direction over (membarrier) is still allowed.
+ */
+void xway_chan_before_sandbox(void);
+
+/*
  * Xen backend (libxenvchan, loaded with dlopen so that libxway.so runs on a
  * host without Xen).  Returns -ENOSYS with a clear log line when the Xen
  * libraries or /dev/xen are absent.

@@ -9,11 +9,12 @@
  * the statistics (but never with the peer, which only sees the memfd).
  *
  * Lock order: tx_lock and rx_lock are independent and never held together;
- * no other lock of ours is taken while one is held.  They are process-
- * shared robust pthread mutexes: a holder killed mid-operation leaves the
- * index it had not yet published unpublished (the private copy is written
- * just before the shared one), so the next owner marks the mutex consistent
- * and continues.  Nobody sleeps while holding one.
+ * no other lock of ours is taken while one is held.  Each is a struct
+ * xw_excl (excl.c): plain stores for the one thread that uses a direction,
+ * a process-shared robust mutex once a second thread or process does.  A
+ * holder killed mid-operation leaves the index it had not yet published
+ * unpublished (the private copy is written just before the shared one), so
+ * the next one continues.  Nobody sleeps while holding one.
  */
 #ifndef XWAY_CHAN_INT_H
 #define XWAY_CHAN_INT_H
@@ -47,6 +48,13 @@ struct xway_chan_ops {
 
 struct xw_xen;                         /* xen.c */
 
+/* Exclusion for one direction (excl.c). */
+struct xw_excl {
+	_Atomic uint64_t owner;    /* 0 none, UINT64_MAX shared, else a thread token */
+	_Atomic uint64_t busy;     /* the owner's token while it is inside */
+	pthread_mutex_t  lock;     /* once shared: robust, process-shared */
+};
+
 struct xway_chan {
 	const struct xway_chan_ops *ops;
 	enum xway_backend backend;
@@ -64,13 +72,13 @@ struct xway_chan {
 	uint32_t *my_hint, *peer_hint;     /* ring[side].spinning words */
 
 	/* tx_lock protects tx_prod, tx_cons_seen and wr_shut's transition. */
-	pthread_mutex_t tx_lock;
+	struct xw_excl tx_lock;
 	uint32_t tx_prod;                  /* trusted producer index */
 	uint32_t tx_cons_seen;             /* last validated peer cons: the
 					      shared one is re-read only when
 					      this leaves too little room */
 	/* rx_lock protects rx_cons and rx_prod_seen. */
-	pthread_mutex_t rx_lock;
+	struct xw_excl rx_lock;
 	uint32_t rx_cons;                  /* trusted consumer index */
 	uint32_t rx_prod_seen;             /* last validated peer prod */
 
@@ -115,10 +123,13 @@ int      xw_local_wait(struct xway_chan *c, unsigned events, int extra_fd,
 unsigned xw_local_arm(struct xway_chan *c, unsigned events);
 void     xw_local_ack(struct xway_chan *c);
 
-/* Robust process-shared lock: 0 or -errno; EOWNERDEAD is repaired. */
-int  xw_lock(pthread_mutex_t *m);
-void xw_unlock(pthread_mutex_t *m);
-int  xw_lock_init(pthread_mutex_t *m);
+/* excl.c: 0 or -errno (a dead holder is repaired). */
+int  xw_lock(struct xw_excl *x);
+void xw_unlock(struct xw_excl *x);
+int  xw_lock_init(struct xw_excl *x);
+void xw_excl_share(struct xw_excl *x);
+void xw_excl_register(struct xway_chan *c);
+void xw_excl_unregister(struct xway_chan *c);
 
 /* Optional log sink (xway_chan_set_logger). */
 void xw_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

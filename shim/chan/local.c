@@ -63,41 +63,6 @@ void xw_log(const char *fmt, ...)
 		(void)xw_sys_write(2, line, n);
 }
 
-int xw_lock_init(pthread_mutex_t *m)
-{
-	pthread_mutexattr_t a;
-	int r;
-
-	if ((r = pthread_mutexattr_init(&a)))
-		return -r;
-	r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
-	if (!r)
-		r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-	if (!r)
-		r = pthread_mutex_init(m, &a);
-	pthread_mutexattr_destroy(&a);
-	return -r;
-}
-
-int xw_lock(pthread_mutex_t *m)
-{
-	int r = pthread_mutex_lock(m);
-
-	if (r == EOWNERDEAD) {
-		/* The holder died.  Our state is consistent at every point
-		 * (private index written just before the shared one), so
-		 * the lock can simply be declared consistent. */
-		pthread_mutex_consistent(m);
-		return 0;
-	}
-	return -r;
-}
-
-void xw_unlock(pthread_mutex_t *m)
-{
-	pthread_mutex_unlock(m);
-}
-
 static int high_fd_base(void)
 {
 	struct rlimit rl;
@@ -169,11 +134,13 @@ struct xway_chan *xw_chan_alloc(void)
 		munmap(m, sizeof(*c));
 		return NULL;
 	}
+	xw_excl_register(c);
 	return c;
 }
 
 void xw_chan_free(struct xway_chan *c)
 {
+	xw_excl_unregister(c);
 	/* The mutexes are not destroyed: after fork another process may
 	 * still use this memory, and a robust pshared mutex holds nothing
 	 * outside it. */

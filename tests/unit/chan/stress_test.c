@@ -14,6 +14,11 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -333,21 +338,18 @@ static void send_recs(struct xway_chan *c, uint32_t w, uint64_t from, uint64_t n
 	}
 }
 
-/* Check that after fork parent and child both send on one endpoint and
- * the stream stays consistent: whole records, each writer's in order;
- * after the child closed its copy the parent still sends. */
-Test(stress, fork_shared_sender, .timeout = ALARM_S)
+/* A process that reads whole records from b until EOF, checks that each
+ * writer's records arrive complete and in order, and that writer w sent
+ * want[w] of them (-1: any number).  Exit status 0 when all held. */
+static pid_t start_reader(struct xway_chan *a, struct xway_chan *b,
+			  int64_t want0, int64_t want1)
 {
-	struct xway_chan *a, *b;
-	pid_t reader, child;
-	int st[2];
+	pid_t reader = fork();
 
-	make_pair(20, 0, &a, &b);
-	reader = fork();
 	cr_assert_geq(reader, 0);
 	if (reader == 0) {
 		static struct rec recs[64];
-		uint64_t next[2] = { 0, 0 }, total = 0;
+		uint64_t next[2] = { 0, 0 };
 
 		alarm(ALARM_S);
 		xway_chan_close(a);
@@ -365,13 +367,27 @@ Test(stress, fork_shared_sender, .timeout = ALARM_S)
 				if (memcmp(&want, r, sizeof(want)))
 					die_child("record out of order", r->writer, r->seq);
 				next[r->writer]++;
-				total++;
 			}
 		}
-		if (next[0] != RECS + 1000 || next[1] != RECS)
+		if ((want0 >= 0 && next[0] != (uint64_t)want0) ||
+		    (want1 >= 0 && next[1] != (uint64_t)want1))
 			die_child("record count", next[0], next[1]);
 		_exit(0);
 	}
+	return reader;
+}
+
+/* Check that after fork parent and child both send on one endpoint and
+ * the stream stays consistent: whole records, each writer's in order;
+ * after the child closed its copy the parent still sends. */
+Test(stress, fork_shared_sender, .timeout = ALARM_S)
+{
+	struct xway_chan *a, *b;
+	pid_t reader, child;
+	int st[2];
+
+	make_pair(20, 0, &a, &b);
+	reader = start_reader(a, b, RECS + 1000, RECS);
 	xway_chan_close(b);
 	child = fork();
 	cr_assert_geq(child, 0);
@@ -388,5 +404,118 @@ Test(stress, fork_shared_sender, .timeout = ALARM_S)
 	cr_assert_eq(xway_chan_shutdown_wr(a), 0);
 	st[1] = wait_child(reader);
 	cr_assert_eq(st[1], 0);
+	xway_chan_close(a);
+}
+
+/* ---- the single-owner fast path (shim/chan/excl.c) ---------------------- */
+
+struct sender_arg {
+	struct xway_chan *c;
+	uint32_t w;
+	uint64_t n;
+};
+
+static void *sender_thread(void *p)
+{
+	struct sender_arg *a = p;
+
+	send_recs(a->c, a->w, 0, a->n);
+	return NULL;
+}
+
+/* The first thread owns the direction and sends on the fast path; a
+ * second thread starts sending in the middle and takes the direction
+ * over: records from both stay whole and in order. */
+Test(stress, thread_takes_over_sender, .timeout = ALARM_S)
+{
+	struct xway_chan *a, *b;
+	struct sender_arg arg[2];
+	pthread_t t[2];
+	pid_t reader;
+
+	make_pair(20, 0, &a, &b);
+	reader = start_reader(a, b, RECS, RECS);
+	xway_chan_close(b);
+	arg[0] = (struct sender_arg){ a, 0, RECS };
+	arg[1] = (struct sender_arg){ a, 1, RECS };
+	cr_assert_eq(pthread_create(&t[0], NULL, sender_thread, &arg[0]), 0);
+	usleep(2000);
+	cr_assert_eq(pthread_create(&t[1], NULL, sender_thread, &arg[1]), 0);
+	pthread_join(t[0], NULL);
+	pthread_join(t[1], NULL);
+	cr_assert_eq(xway_chan_shutdown_wr(a), 0);
+	cr_assert_eq(wait_child(reader), 0);
+	xway_chan_close(a);
+}
+
+/* The owner of a direction is killed with SIGKILL at a random moment of a
+ * tight send loop (often inside its critical section): the next sender
+ * must neither hang nor corrupt the stream. */
+Test(stress, owner_killed_mid_send, .timeout = ALARM_S)
+{
+	uint64_t seed = test_seed("owner_killed_mid_send");
+
+	for (int round = 0; round < 12; round++) {
+		struct xway_chan *a, *b;
+		pid_t reader, owner;
+
+		make_pair(20, 0, &a, &b);
+		reader = start_reader(a, b, -1, 1000);
+		xway_chan_close(b);
+		owner = fork();
+		cr_assert_geq(owner, 0);
+		if (owner == 0) {
+			alarm(ALARM_S);
+			send_recs(a, 0, 0, UINT32_MAX);
+			_exit(0);
+		}
+		usleep(500 + rnd(&seed) % 20000);
+		kill(owner, SIGKILL);
+		cr_assert_eq(wait_child(owner), 128 + SIGKILL);
+		send_recs(a, 1, 0, 1000);
+		cr_assert_eq(xway_chan_shutdown_wr(a), 0);
+		cr_assert_eq(wait_child(reader), 0, "round %d", round);
+		xway_chan_close(a);
+	}
+}
+
+/* A seccomp filter that kills the process at membarrier(2), the call the
+ * fast path needs to hand a direction over. */
+static void forbid_membarrier(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_membarrier, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]), .filter = f };
+
+	cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+	cr_assert_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+}
+
+/* xway_chan_before_sandbox() puts the endpoints on the mutex while
+ * membarrier() is still allowed: after a filter forbids it, a second
+ * thread taking over a direction owned by the first does not die. */
+Test(stress, direction_taken_over_in_sandbox, .timeout = ALARM_S)
+{
+	struct xway_chan *a, *b;
+	struct sender_arg arg = { 0 };
+	pthread_t t;
+	pid_t reader;
+
+	make_pair(20, 0, &a, &b);
+	reader = start_reader(a, b, 20000, 10000);
+	xway_chan_close(b);
+	send_recs(a, 0, 0, 10000);          /* this thread owns tx now */
+	xway_chan_before_sandbox();
+	forbid_membarrier();
+	arg = (struct sender_arg){ a, 1, 10000 };
+	cr_assert_eq(pthread_create(&t, NULL, sender_thread, &arg), 0);
+	send_recs(a, 0, 10000, 10000);
+	pthread_join(t, NULL);
+	cr_assert_eq(xway_chan_shutdown_wr(a), 0);
+	cr_assert_eq(wait_child(reader), 0);
 	xway_chan_close(a);
 }
