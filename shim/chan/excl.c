@@ -35,9 +35,9 @@
  * membarrier() is still allowed).  Otherwise every call takes the mutex.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/membarrier.h>
 #include <sched.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -47,6 +47,7 @@
 
 #include "barrier.h"
 #include "chan_int.h"
+#include "sys.h"
 
 #define XW_EXCL_SHARED UINT64_MAX
 #define XW_SLOT_BITS   20
@@ -93,20 +94,29 @@ static long xw_membarrier(int cmd)
 	return syscall(SYS_membarrier, cmd, 0, 0);
 }
 
-/* A seccomp filter inherited from before exec: "Seccomp: 2" in status. */
+/* A seccomp filter inherited from before exec: "Seccomp: 2" in status.
+ * Raw calls and a stack buffer: this runs inside a send, maybe in a signal
+ * handler. */
 static int xw_seccomp_at_start(void)
 {
-	char buf[256];
-	FILE *f = fopen("/proc/self/status", "re");
-	int mode = -1;
+	char buf[4096];
+	long fd = xw_raw_syscall(SYS_openat, AT_FDCWD, (long)"/proc/self/status",
+				 O_RDONLY | O_CLOEXEC, 0, 0);
+	long n = fd < 0 ? -1 : xw_sys_read((int)fd, buf, sizeof(buf) - 1);
+	const char *p;
 
-	if (!f)
+	if (fd >= 0)
+		xw_sys_close((int)fd);
+	if (n <= 0)
 		return 1;       /* cannot tell: assume the worst */
-	while (fgets(buf, sizeof(buf), f))
-		if (sscanf(buf, "Seccomp: %d", &mode) == 1)
-			break;
-	fclose(f);
-	return mode != 0;
+	buf[n] = 0;
+	p = strstr(buf, "\nSeccomp:");
+	if (!p)
+		return 0;       /* a kernel without seccomp */
+	p += strlen("\nSeccomp:");
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return *p != '0';
 }
 
 /* Once per process image: decide whether the fast path may be used at
