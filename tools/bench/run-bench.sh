@@ -74,9 +74,9 @@ case "$accel" in
 0/*|"") shim_skip "the shim did not accelerate the connections ($accel); ratios would compare TCP with TCP" ;;
 esac
 
-echo
-echo "== shim vs kernel TCP (same run)"
-python3 - "$T/plain" "$T/shim" <<'PY'
+# compare PLAIN SHIM [KEY...]: the ratio table of two xway-tcpbench outputs.
+compare() {
+	python3 - "$@" <<'PY'
 import sys
 def load(p):
     r = {}
@@ -86,14 +86,32 @@ def load(p):
             r[k] = float(v)
     return r
 plain, shim = load(sys.argv[1]), load(sys.argv[2])
+only = set(sys.argv[3:])
 rows = [("stream_64", "stream 64 B writes", "MB/s", False),
         ("stream_65536", "stream 64 KiB writes", "MB/s", False),
         ("pingpong_p50_us", "ping-pong 64 B p50", "us", True),
         ("pingpong_p99_us", "ping-pong 64 B p99", "us", True)]
 print(f"  {'':24} {'kernel TCP':>14} {'shim':>14} {'ratio':>9}")
 for k, name, unit, lower in rows:
+    if only and k not in only:
+        continue
     if k in plain and k in shim and plain[k] > 0:
         ratio = shim[k] / plain[k]
         note = "(lower is better)" if lower else ""
         print(f"  {name:24} {plain[k]:10.2f} {unit:4}{shim[k]:10.2f} {unit:4}{ratio:8.2f}x {note}")
 PY
+}
+
+echo
+echo "== shim vs kernel TCP (same run)"
+compare "$T/plain" "$T/shim"
+
+# xway-tcpbench sets TCP_NODELAY, under which kernel TCP sends every 64 B
+# write as a segment; with Nagle on (-N) the kernel coalesces them, the
+# harder baseline for small writes.  Stream rows only.
+echo
+echo "== 64 B writes with Nagle on (xway-tcpbench -N), kernel TCP then the shim"
+timeout 600 "$B/xway-tcpbench" -N -t "$SECS" -n 1000 -c "$CPUS" >"$T/plainN"
+timeout 600 env LD_PRELOAD="$LIB" XWAY_BROKER_SOCK="$SOCK" \
+	"$B/xway-tcpbench" -N -t "$SECS" -n 1000 -c "$CPUS" >"$T/shimN"
+compare "$T/plainN" "$T/shimN" stream_64 stream_65536
