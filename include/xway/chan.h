@@ -193,6 +193,12 @@ int xway_chan_wait(struct xway_chan *c, unsigned events, int extra_fd,
 int      xway_chan_pollfd(const struct xway_chan *c);
 unsigned xway_chan_arm(struct xway_chan *c, unsigned events);
 void     xway_chan_ack(struct xway_chan *c);
+/* An external event loop sleeping on xway_chan_pollfd() registers as a
+ * sleeper of the endpoint (delta +1 before xway_chan_arm, -1 once its wait
+ * returned, with the same events): a wake-up another thread or process of
+ * our tree drains (xway_chan_ack or xway_chan_wait) is then passed on to it
+ * when what it waits for is ready. */
+void     xway_chan_sleeper(struct xway_chan *c, unsigned events, int delta);
 
 void xway_chan_get_stats(const struct xway_chan *c, struct xway_chan_stats *st);
 

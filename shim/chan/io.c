@@ -82,6 +82,18 @@ unsigned xway_chan_arm(struct xway_chan *c, unsigned events)
 }
 void xway_chan_ack(struct xway_chan *c)        { c->ops->ack(c); }
 
+void xway_chan_sleeper(struct xway_chan *c, unsigned events, int delta)
+{
+	/* seq_cst read-modify-write: the registration is ordered before the
+	 * caller's arm and re-check of the ring (xway_chan_arm), against
+	 * pass_on's load of the counts after a drain ("Several sleepers").
+	 * Added by the lifecycle engineer for poll()ers of one endpoint. */
+	if (events & EV_IN_CLASS)
+		atomic_fetch_add(&c->sleep_in, delta);
+	if (events & EV_OUT_CLASS)
+		atomic_fetch_add(&c->sleep_out, delta);
+}
+
 int xway_chan_wait(struct xway_chan *c, unsigned events, int extra_fd,
 		   int timeout_ms)
 {
