@@ -347,6 +347,7 @@ void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
 	k->efd1 = fds[3];
 	fds[1] = fds[2] = fds[3] = -1;
 	k->timer = g_timeout_add(xd->cfg.claim_timeout_ms, offer_expired, k);
+	k->offered_us = g_get_monotonic_time();
 	g_hash_table_insert(xd->offers, &k->offer_id, k);
 	g_hash_table_insert(xd->live, &k->cookie, k);
 	c->noffers++;
@@ -430,6 +431,26 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 				  XWAY_R_NO_OFFER, 0, "no pending offer for this connection");
 		record_fallback(0, XWAY_R_NO_OFFER, &cli, &srv,
 				"client made no offer (not shimmed, or already decided)");
+		return;
+	}
+
+	/* Too late, even if the expiry timer has not run yet (a broker that
+	 * was stopped or starved): the server gave up waiting 2.5 s after
+	 * sending this claim, and the claim came after the offer, so a claim
+	 * granted now could leave the server on TCP and the client on the
+	 * channel.  Withdraw instead: both ends then agree on TCP. */
+	if (g_get_monotonic_time() - k->offered_us >
+	    (gint64)xd->cfg.claim_timeout_ms * 1000) {
+		if (k->timer) {
+			g_source_remove(k->timer);
+			k->timer = 0;
+		}
+		xd->st.expiries++;
+		decide_withdrawn(k, "claim arrived after the claim timeout");
+		xd->st.claim_misses++;
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -ENOENT,
+				  XWAY_R_NO_OFFER, 0,
+				  "the offer for this connection expired");
 		return;
 	}
 

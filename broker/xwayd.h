@@ -110,6 +110,7 @@ struct xwayd_conn {
 	struct xway_chan_shm *hdr;
 	size_t map_len;
 	guint timer;                      /* PENDING: claim-timeout source */
+	gint64 offered_us;                /* PENDING: g_get_monotonic_time() at OFFER */
 };
 
 struct xwayd_stats {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Check that a broker that stalls (SIGSTOP for 1 s) while a server claims a
+# Check that a broker that stalls (SIGSTOP for 1 s, and for 3.5 s) while a server claims a
 # connection does not break it: the server waits for the broker's decision
 # instead of falling back to TCP alone while the client was told "claimed"
 # (that left the client waiting on a ring nobody reads).  Whatever the
@@ -33,7 +33,7 @@ export ASAN_OPTIONS=detect_leaks=0 XWAY_BROKER_SOCK=$sock
 # before the client connects (its OFFER waits), continues 1 s later, then
 # the server accepts.  Ordered by files, not by sleeps.
 scenario() {
-	local mode=$1
+	local mode=$1 stall=${2:-1}
 	rm -f "$tmp/go" "$tmp/port" "$tmp/client"
 	LD_PRELOAD="$pre" timeout 60 "$py" -c '
 import socket, os, sys, time
@@ -70,7 +70,7 @@ print(d.decode(), flush=True)
 		for i in $(seq 1 400); do grep -q sent "$tmp/client" 2>/dev/null && break; sleep 0.05; done
 		kill -STOP "$bpid"
 		touch "$tmp/go"
-		sleep 1
+		sleep "$stall"
 		kill -CONT "$bpid"
 	fi
 	wait "$cpid"; rc=$?
@@ -82,4 +82,10 @@ print(d.decode(), flush=True)
 }
 scenario claim
 scenario offer
+# scenario claim, stalled longer than the server waits for its claim's
+# answer (2.5 s): the server goes on on TCP, so the broker, when it runs
+# again, must not grant the claim it finds queued (it is older than the
+# claim timeout) but withdraw the offer: the client then copies what it
+# wrote while pending onto TCP.
+scenario claim 3.5
 echo "slow broker: ok (both ends agreed; echo came back)"
