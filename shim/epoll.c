@@ -31,9 +31,11 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kcmp.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "errno.h"
@@ -178,8 +180,28 @@ static int xway_ep_stat(int epfd, dev_t *dev, ino_t *ino)
 	return 0;
 }
 
+/* Does epfd name the same open file as ep->epfd?  Every epoll fd has the
+ * same anonymous inode, so dev/ino only pre-selects; kcmp(KCMP_FILE)
+ * decides.  Without kcmp (no CONFIG_KCMP, or a sandbox that may kill the
+ * call) an unknown number is taken as another instance: a dup of an epoll
+ * fd then gets a record of its own (its ADD of an fd already added through
+ * the other number fails with EEXIST, as it would on the kernel anyway). */
+static int xway_ep_same_file(const struct xway_ep *ep, int epfd)
+{
+	int saved = errno, same;
+	pid_t me;
+
+	if (xway_lc_sandboxed)
+		return 0;
+	me = getpid();
+	same = syscall(SYS_kcmp, me, me, KCMP_FILE, ep->epfd, epfd) == 0;
+	errno = saved;          /* a pass-through epoll_wait leaves errno alone */
+	return same;
+}
+
 /* The instance for epfd, or NULL (pass-through).  A dup of an epoll fd is
- * the same instance: found by its inode when the number is not known. */
+ * the same instance: found by its inode and kcmp when the number is not
+ * known. */
 static struct xway_ep *xway_ep_find(int epfd)
 {
 	struct xway_ep *ep = NULL;
@@ -197,7 +219,7 @@ static struct xway_ep *xway_ep_find(int epfd)
 		return NULL;
 	pthread_mutex_lock(&xway_ep_glock);
 	for (ep = xway_ep_list; ep; ep = ep->next)
-		if (ep->dev == dev && ep->ino == ino)
+		if (ep->dev == dev && ep->ino == ino && xway_ep_same_file(ep, epfd))
 			break;
 	pthread_mutex_unlock(&xway_ep_glock);
 	return ep;

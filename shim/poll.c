@@ -118,7 +118,20 @@ struct xway_pw {
 	short  tcp_ev;     /* what we still watch on the TCP socket */
 	int    chan_slot;  /* in the real array, -1: none */
 	int    tcp_slot;
+	unsigned sleeping; /* channel events we are registered as a sleeper
+			      for (xway_chan_sleeper), 0: not registered */
 };
+
+/* Leave the endpoint's sleepers (after the real wait returned, before we
+ * drain: a drain of ours then passes nothing back to ourselves). */
+static void xway_poll_unsleep(struct xway_pw *w, int nw)
+{
+	for (int k = 0; k < nw; k++) {
+		if (w[k].sleeping)
+			xway_chan_sleeper(w[k].c->chan, w[k].sleeping, -1);
+		w[k].sleeping = 0;
+	}
+}
 
 static int xway_poll_valid_ts(const struct timespec *ts)
 {
@@ -159,6 +172,7 @@ static int xway_poll_do(struct pollfd *fds, nfds_t n, int64_t deadline,
 		w[nw].c = c;
 		w[nw].idx = i;
 		w[nw].tcp_ev = POLLIN | POLLRDHUP;
+		w[nw].sleeping = 0;
 		if (atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_PENDING &&
 		    (fds[i].events & (POLLOUT | POLLWRNORM)))
 			w[nw].tcp_ev |= POLLOUT;        /* connect completion */
@@ -182,11 +196,20 @@ static int xway_poll_do(struct pollfd *fds, nfds_t n, int64_t deadline,
 		if (sleep_ok) {
 			/* Ask the peer to notify, then look again: what it
 			 * published before seeing our request is in the ring
-			 * now (the arm's fence orders request before re-check). */
+			 * now (the arm's fence orders request before re-check).
+			 * First register as a sleeper of the endpoint: the
+			 * notification fd is shared by every thread and process
+			 * of our tree, and one that drains it (its own poll or
+			 * recv woke) passes the wake-up on to the registered
+			 * sleepers whose events are ready; without this a
+			 * second poller of the same fd could sleep through the
+			 * arrival that the first one drained. */
 			for (int k = 0; k < nw; k++) {
 				struct pollfd *f = &fds[w[k].idx];
 				if (!xway_poll_on_chan(w[k].c))
 					continue;
+				w[k].sleeping = xway_chan_events(f->events);
+				xway_chan_sleeper(w[k].c->chan, w[k].sleeping, 1);
 				if (xway_chan_arm(w[k].c->chan, xway_chan_events(f->events))) {
 					f->revents = xway_poll_level(w[k].c, f->events);
 					if (f->revents)
@@ -237,6 +260,7 @@ static int xway_poll_do(struct pollfd *fds, nfds_t n, int64_t deadline,
 		}
 		tsp = sleep_ok ? xway_left_ts(deadline, &tsbuf) : &(struct timespec){ 0, 0 };
 		long r = XWAY_SYS(real.ppoll(p, (nfds_t)total, tsp, mask));
+		xway_poll_unsleep(w, nw);
 		if (r == -EINVAL && !compact && (nfds_t)total > n) {
 			/* More fds than RLIMIT_NOFILE allows (sshd's sandbox
 			 * sets it to 1): wait on the channel fds alone, in the
@@ -296,6 +320,7 @@ static int xway_poll_do(struct pollfd *fds, nfds_t n, int64_t deadline,
 		}
 	}
 out_put:
+	xway_poll_unsleep(w, nw);      /* no-op unless we left before the wait */
 	for (int k = 0; k < nw; k++)
 		xway_conn_put(w[k].c);
 out_free:
