@@ -247,12 +247,57 @@ void xway_conn_hold(struct xway_conn *c)
 	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 }
 
+/* The deferred last-holder teardown (deferred already moved 1 -> 2 by the
+ * caller, so it runs once): c->fd is the private dup taken at close. */
+static void xway_conn_deferred_end(struct xway_conn *c)
+{
+	int keep = c->fd;
+
+	xway_conn_last_close(c);
+	c->fd = -1;
+	real.close(keep);
+}
+
+/* A put left only epoll records' references on a deferred connection: the
+ * last in-flight call has returned.  Take a reference of our own (the
+ * records may go meanwhile) and let one thread win the teardown. */
+static void xway_conn_deferred_try(struct xway_conn *c)
+{
+	int exp = 1;
+
+	if (!xway_conn_tryget(c))
+		return;                 /* the final put does it */
+	/* seq_cst CAS: exactly one thread (this or the final put) runs it. */
+	if (atomic_compare_exchange_strong(&c->deferred, &exp, 2))
+		xway_conn_deferred_end(c);
+	xway_conn_put(c);
+}
+
 void xway_conn_put(struct xway_conn *c)
 {
 	/* acq_rel: every use of c by this thread before the decrement; the
-	 * last dropper sees all others' uses before tearing down. */
-	if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+	 * last dropper sees all others' uses before tearing down.  It also
+	 * orders the deferred load below: a close() that set deferred before
+	 * its own decrement is seen by every later decrement (release
+	 * sequence on refs), so the last in-flight call never misses it. */
+	int old = atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel);
+
+	/* A plain load, no locked instruction: the hot path stays as it was. */
+	if (__builtin_expect(atomic_load_explicit(&c->deferred,
+						  memory_order_relaxed) == 1, 0)) {
+		if (old != 1) {
+			if (old - 1 == atomic_load_explicit(&c->ep_refs,
+							    memory_order_acquire))
+				xway_conn_deferred_try(c);
+			return;
+		}
+		/* refs is 0: nobody can take c any more; we are alone. */
+		int exp = 1;
+		if (atomic_compare_exchange_strong(&c->deferred, &exp, 2))
+			xway_conn_deferred_end(c);
+	} else if (old != 1) {
 		return;
+	}
 	xway_conn_free(c);
 	pthread_mutex_destroy(&c->lock);
 	if (c->shared)
@@ -285,4 +330,44 @@ int xway_fd_to_high(int fd)
 		return (int)nfd;
 	real.close(fd);
 	return (int)nfd;
+}
+
+int xway_close_app_fd(int fd)
+{
+	struct xway_conn *c = xway_fd_take(fd);
+	long r;
+
+	if (!c)
+		return 1;
+	if (atomic_load_explicit(&c->slots, memory_order_acquire) == 0) {
+		/* Our reference (the slot's, moved to us) and the epoll
+		 * records' aside, a reference is a call in flight in another
+		 * thread (a blocked recv, send or poll): the kernel keeps the
+		 * socket open until it returns and the peer sees nothing.  A
+		 * transient lookup counts too: then the teardown just runs at
+		 * its put, a moment later. */
+		int busy = atomic_load_explicit(&c->refs, memory_order_acquire) - 1 -
+			   atomic_load_explicit(&c->ep_refs, memory_order_acquire);
+		int keep = busy > 0 ? real.fcntl(fd, F_DUPFD_CLOEXEC,
+						 xway_high_fd_base()) : -1;
+		if (keep >= 0) {
+			/* The number goes now (free for reuse at once, as in
+			 * the kernel); the in-flight calls re-read c->fd. */
+			c->fd = keep;
+			/* seq_cst store, then our decrement in the put below
+			 * (acq_rel): see xway_conn_put. */
+			atomic_store(&c->deferred, 1);
+			r = XWAY_SYS(real.close(fd));
+			XDBG("xway: close(%d) with calls in flight: teardown "
+			     "deferred (socket kept as %d)", fd, keep);
+			xway_conn_put(c);
+			return (int)r;
+		}
+		xway_conn_last_close(c);
+	} else if (c->fd == fd) {
+		c->fd = xway_fd_other(c, fd);
+	}
+	r = XWAY_SYS(real.close(fd));
+	xway_conn_put(c);
+	return (int)r;
 }

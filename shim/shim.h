@@ -210,6 +210,16 @@ struct xway_conn {
 
 	struct xway_addr local, peer;  /* for REPORT */
 	struct xway_conn *next_free;   /* pool */
+
+	/* close() of the last fd while calls were in flight (another thread
+	 * blocked in recv/send/poll): kernel TCP keeps the socket until they
+	 * return.  ep_refs counts the references held by epoll records (they
+	 * must not delay anything); deferred goes 0 -> 1 when the app's number
+	 * was closed with calls in flight (c->fd is then a private dup) and
+	 * 1 -> 2 (CAS) by the one thread that runs the last-holder teardown
+	 * once refs == ep_refs (see xway_close_app_fd, fdtable.c). */
+	_Atomic int   ep_refs;
+	_Atomic int   deferred;
 };
 
 /* Lock-free lookup: returns the object with a reference taken, or NULL for
@@ -320,6 +330,10 @@ int  xway_flush_pending(struct xway_conn *c);
 void xway_conn_last_close(struct xway_conn *c);
 /* close() of an fd of ours. */
 int  xway_close_fd(int fd);
+/* The same for the app's close()/close_range(): when the last slot goes
+ * while other threads still use the connection, the teardown waits for the
+ * last of them (fdtable.c).  Returns 1 if fd is not ours. */
+int  xway_close_app_fd(int fd);
 void xway_report_fallback(const struct xway_conn *c, int side, unsigned reason,
 			  const char *text);
 
