@@ -87,6 +87,7 @@ struct xway_ep {
 	pthread_mutex_t lock;     /* records and lists; never held asleep */
 	struct xway_epr *all, *ready;
 	struct xway_ep *next;     /* xway_ep_list */
+	int aliased;              /* also used through another number (a dup) */
 };
 
 _Static_assert(sizeof(struct xway_epr) <= XWAY_SLOT_SIZE, "slot size");
@@ -221,6 +222,8 @@ static struct xway_ep *xway_ep_find(int epfd)
 	for (ep = xway_ep_list; ep; ep = ep->next)
 		if (ep->dev == dev && ep->ino == ino && xway_ep_same_file(ep, epfd))
 			break;
+	if (ep)
+		ep->aliased = 1;          /* closing ep->epfd leaves it alive */
 	pthread_mutex_unlock(&xway_ep_glock);
 	return ep;
 }
@@ -241,29 +244,39 @@ static void xway_pend_set(struct xway_ep *ep)
 
 static void xway_epr_drop(struct xway_ep *ep, struct xway_epr *r, int kernel_del);
 
-/* Forget an instance whose epfd number was closed and reused.  Its kernel
- * object is gone (with our registrations): only our side is undone. */
+/* Forget an instance whose epfd number is being closed by the app, or was
+ * closed and reused.  Only our side is undone: the kernel object goes with
+ * its last reference (with our registrations). */
 static void xway_ep_retire(struct xway_ep *ep)
 {
 	struct xway_epr *r, *n;
+	int mine = 0;
 
+	/* Unlink first, under the global lock: of two threads retiring the
+	 * same instance (close and close_range at once) one does it. */
+	pthread_mutex_lock(&xway_ep_glock);
+	for (struct xway_ep **pp = &xway_ep_list; *pp; pp = &(*pp)->next)
+		if (*pp == ep) {
+			*pp = ep->next;
+			mine = 1;
+			break;
+		}
+	if (mine && ep->epfd >= 0 && (unsigned)ep->epfd < XWAY_EP_TABLE &&
+	    atomic_load_explicit(&xway_ep_tab[ep->epfd], memory_order_relaxed) == ep)
+		atomic_store_explicit(&xway_ep_tab[ep->epfd], NULL, memory_order_release);
+	pthread_mutex_unlock(&xway_ep_glock);
+	if (!mine)
+		return;
 	pthread_mutex_lock(&ep->lock);
 	for (r = ep->all; r; r = n) {
 		n = r->next;
 		xway_epr_drop(ep, r, 0);
 	}
+	ep->all = ep->ready = NULL;
 	pthread_mutex_unlock(&ep->lock);
-	pthread_mutex_lock(&xway_ep_glock);
-	for (struct xway_ep **pp = &xway_ep_list; *pp; pp = &(*pp)->next)
-		if (*pp == ep) {
-			*pp = ep->next;
-			break;
-		}
-	if (ep->epfd >= 0 && (unsigned)ep->epfd < XWAY_EP_TABLE &&
-	    atomic_load_explicit(&xway_ep_tab[ep->epfd], memory_order_relaxed) == ep)
-		atomic_store_explicit(&xway_ep_tab[ep->epfd], NULL, memory_order_release);
 	real.close(ep->pend_fd);
 	pthread_mutex_destroy(&ep->lock);
+	pthread_mutex_lock(&xway_ep_glock);
 	xway_slot_free(ep);
 	atomic_fetch_sub_explicit(&xway_ep_count, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&xway_ep_glock);
@@ -623,6 +636,73 @@ XWAY_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	if (c)
 		xway_conn_put(c);
 	return (int)xway_ret(ret);
+}
+
+/* ---- the app closes an epoll fd ---------------------------------------- */
+
+/*
+ * close(), close_range() and dup2/dup3 over an epoll fd that holds
+ * accelerated records: release the records (their connection references,
+ * dup'ed notification fds, the instance's eventfd) now, instead of when the
+ * number is reused by epoll_create.  Called before the real close, so the
+ * number cannot be reused meanwhile.  Our kernel registrations are not
+ * touched: the kernel object may live on in a fork child (whose copies of
+ * the records are its own) and goes with its last reference.  An instance
+ * that was also used through a dup of its number (aliased) is kept: the
+ * dup still works (its records stay until that number is reused).
+ */
+static struct xway_ep *xway_ep_closing_one(int fd)
+{
+	struct xway_ep *ep;
+
+	if (fd < 0 || (unsigned)fd >= XWAY_EP_TABLE ||
+	    atomic_load_explicit(&xway_ep_count, memory_order_acquire) == 0)
+		return NULL;
+	/* Acquire: the instance's initialisation (and a set tab). */
+	ep = atomic_load_explicit(&xway_ep_tab[fd], memory_order_acquire);
+	if (!ep || ep->epfd != fd)
+		return NULL;
+	return ep;
+}
+
+void xway_ep_fd_closing(int fd, int dup_src)
+{
+	struct xway_ep *ep = xway_ep_closing_one(fd);
+	int saved = errno;
+
+	if (!ep || ep->aliased)
+		return;
+	/* dup2(src, fd) closes fd only if src is open (EBADF otherwise). */
+	if (dup_src >= 0 && real.fcntl(dup_src, F_GETFD, 0) < 0) {
+		errno = saved;
+		return;
+	}
+	xway_ep_retire(ep);
+	errno = saved;
+}
+
+void xway_ep_range_closing(unsigned lo, unsigned hi)
+{
+	int saved = errno;
+
+	if (atomic_load_explicit(&xway_ep_count, memory_order_acquire) == 0)
+		return;
+	/* One instance per round (retire takes the global lock itself);
+	 * bounded: each round retires one of a finite list, or stops. */
+	for (int round = 0; round < 1 << 20; round++) {
+		struct xway_ep *ep;
+
+		pthread_mutex_lock(&xway_ep_glock);
+		for (ep = xway_ep_list; ep; ep = ep->next)
+			if (ep->epfd >= 0 && (unsigned)ep->epfd >= lo &&
+			    (unsigned)ep->epfd <= hi && !ep->aliased)
+				break;
+		pthread_mutex_unlock(&xway_ep_glock);
+		if (!ep)
+			break;
+		xway_ep_retire(ep);
+	}
+	errno = saved;
 }
 
 /* ---- epoll_create ---------------------------------------------------- */

@@ -365,6 +365,8 @@ static int xway_close_range(unsigned lo, unsigned hi, int flags)
 			return (int)r;
 		flags &= ~CLOSE_RANGE_UNSHARE;
 	}
+	/* epoll.c: epoll fds in the range take their accelerated records. */
+	xway_ep_range_closing(lo, hi);
 	n_own = xway_lc_own_fds(own, 256);
 	if (n_own == 256) {
 		own = malloc(sizeof(int) * XWAY_MAX_OWN);

@@ -80,6 +80,11 @@ void xway_lc_prepare_sandbox(void);
 
 /* Own descriptors of the epoll emulation (for the close guard). */
 int xway_epoll_own_fds(int *fds, int max);
+/* The app is about to close fd (close; dup2/dup3 onto it with dup_src
+ * the source, else -1) or every fd in [lo, hi] (close_range): release the
+ * accelerated records of an epoll instance closed that way. */
+void xway_ep_fd_closing(int fd, int dup_src);
+void xway_ep_range_closing(unsigned lo, unsigned hi);
 /* In a child after fork: nothing to redo (kept for symmetry, documented). */
 
 /* ---- SCM_RIGHTS (scm.c) --------------------------------------------- */

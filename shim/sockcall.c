@@ -146,6 +146,8 @@ XWAY_EXPORT int close(int fd)
 		return (int)xway_ret(-EBADF);
 	if (__builtin_expect(fd >= 0 && fd == xway_broker_fd(), 0))
 		xway_broker_forget();
+	/* epoll.c: an epoll fd's accelerated records go with it. */
+	xway_ep_fd_closing(fd, -1);
 	if (!xway_fd_is_ours(fd))
 		return real.close(fd);
 	int r = xway_close_fd(fd);
@@ -664,6 +666,8 @@ XWAY_EXPORT int dup2(int fd, int fd2)
 	/* lifecycle.c: never replace the shim's own fds (see README). */
 	if (xway_ready() && fd != fd2 && xway_lc_close_guard(fd2))
 		return (int)xway_ret(-EBUSY);
+	if (xway_ready() && fd != fd2)
+		xway_ep_fd_closing(fd2, fd);    /* an epoll fd replaced */
 	return xway_dup_onto(fd, fd2, 0, 0);
 }
 
@@ -671,5 +675,7 @@ XWAY_EXPORT int dup3(int fd, int fd2, int flags)
 {
 	if (xway_ready() && fd != fd2 && xway_lc_close_guard(fd2))
 		return (int)xway_ret(-EBUSY);
+	if (xway_ready() && fd != fd2 && !(flags & ~O_CLOEXEC))
+		xway_ep_fd_closing(fd2, fd);    /* an epoll fd replaced */
 	return xway_dup_onto(fd, fd2, flags, 1);
 }

@@ -10,6 +10,7 @@
  * are reaped by pid.  Random payloads print their seed.
  */
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
@@ -1578,6 +1579,80 @@ static int case_poll_epoll(void)
 	return two_pollers(1);
 }
 
+/* ---- closing an epoll fd ------------------------------------------------ */
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	CHECK(d != NULL, "opendir /proc/self/fd");
+	while (readdir(d) && n < 1 << 20)
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* Closing an epoll fd (close, dup2 over it, close_range) that holds a
+ * connection leaves nothing open behind: once the connection is closed
+ * too, the process has exactly the descriptors it had before (kernel: the
+ * epoll file and the socket go; shim: also the channel's fds and the
+ * epoll emulation's helpers, which a record left behind would keep). */
+static int case_epoll_close(void)
+{
+	int c, s, n0;
+
+	/* Warm-up: whatever stays open for good (the shim's broker link)
+	 * is open before we count. */
+	mkpair(&c, &s);
+	close(c);
+	close(s);
+	n0 = count_fds();
+	for (int how = 0; how < 3; how++) {
+		int ep[2];
+
+		mkpair(&c, &s);
+		for (int k = 0; k < 2; k++) {
+			struct epoll_event ev = { .events = EPOLLIN | (k ? EPOLLET : 0),
+						  .data.fd = c };
+			ep[k] = epoll_create1(0);
+			CHECK(ep[k] >= 0, "epoll_create1");
+			CHECK(epoll_ctl(ep[k], EPOLL_CTL_ADD, c, &ev) == 0, "epoll ADD");
+		}
+		write_all(s, "x", 1);
+		for (int k = 0; k < 2; k++) {
+			struct epoll_event ev;
+			CHECK(epoll_wait(ep[k], &ev, 1, 20000) == 1 && ev.data.fd == c,
+			      "epoll %d: no event for the byte", k);
+		}
+		for (int k = 0; k < 2; k++) {
+			if (how == 0) {
+				CHECK(close(ep[k]) == 0, "close epoll fd");
+			} else if (how == 1) {
+				int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+				CHECK(devnull >= 0, "open /dev/null");
+				CHECK(dup2(devnull, ep[k]) == ep[k], "dup2 over epoll fd");
+				close(devnull);
+				close(ep[k]);
+			} else {
+				CHECK(close_range((unsigned)ep[k], (unsigned)ep[k], 0) == 0,
+				      "close_range");
+			}
+		}
+		{
+			char b;
+			read_all(c, &b, 1);
+			CHECK(b == 'x', "byte");
+		}
+		check_path(c, 0);
+		close(c);
+		close(s);
+		CHECK(count_fds() == n0, "way %d: %d descriptors open after closing the "
+		      "epoll fds and the connection, %d before", how, count_fds(), n0);
+	}
+	return 0;
+}
+
 static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "poll", case_poll },
 	{ "select", case_select },
@@ -1606,6 +1681,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "poll-two", case_poll_two },
 	{ "epoll-two", case_epoll_two },
 	{ "poll-epoll", case_poll_epoll },
+	{ "epoll-close", case_epoll_close },
 };
 
 int main(int argc, char **argv)
