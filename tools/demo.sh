@@ -49,15 +49,10 @@ echo
 echo "== 5. verdict"
 python3 - "$T/conns.json" "$T/plain" "$T/shim" <<'PY'
 import json, sys
+sys.path.insert(0, "tools/bench")
+from results import load
 conns = json.load(open(sys.argv[1]))["connections"]
-def results(p):
-    r = {}
-    for line in open(p):
-        if line.startswith("RESULT "):
-            _, k, v = line.split()
-            r[k] = float(v)
-    return r
-plain, shim = results(sys.argv[2]), results(sys.argv[3])
+plain, shim = load(sys.argv[2]), load(sys.argv[3])
 acc = [c for c in conns if c["backend"] == "local" and c["state"] in ("accelerated", "closed")]
 chan = sum(c["bytes_c2s"] + c["bytes_s2c"] for c in acc)
 tcp = 0

@@ -75,32 +75,7 @@ case "$accel" in
 esac
 
 # compare PLAIN SHIM [KEY...]: the ratio table of two xway-tcpbench outputs.
-compare() {
-	python3 - "$@" <<'PY'
-import sys
-def load(p):
-    r = {}
-    for line in open(p):
-        if line.startswith("RESULT "):
-            _, k, v = line.split()
-            r[k] = float(v)
-    return r
-plain, shim = load(sys.argv[1]), load(sys.argv[2])
-only = set(sys.argv[3:])
-rows = [("stream_64", "stream 64 B writes", "MB/s", False),
-        ("stream_65536", "stream 64 KiB writes", "MB/s", False),
-        ("pingpong_p50_us", "ping-pong 64 B p50", "us", True),
-        ("pingpong_p99_us", "ping-pong 64 B p99", "us", True)]
-print(f"  {'':24} {'kernel TCP':>14} {'shim':>14} {'ratio':>9}")
-for k, name, unit, lower in rows:
-    if only and k not in only:
-        continue
-    if k in plain and k in shim and plain[k] > 0:
-        ratio = shim[k] / plain[k]
-        note = "(lower is better)" if lower else ""
-        print(f"  {name:24} {plain[k]:10.2f} {unit:4}{shim[k]:10.2f} {unit:4}{ratio:8.2f}x {note}")
-PY
-}
+compare() { python3 tools/bench/results.py table "$@"; }
 
 echo
 echo "== shim vs kernel TCP (same run)"
