@@ -410,6 +410,9 @@ static void xway_epr_drop(struct xway_ep *ep, struct xway_epr *r, int kernel_del
 	}
 	if (r->pfd_dup)
 		real.close(r->pfd);
+	/* Release before the put: a deferred close counts the records'
+	 * references apart (xway_conn_put); the count never undershoots. */
+	atomic_fetch_sub_explicit(&r->c->ep_refs, 1, memory_order_release);
 	xway_conn_put(r->c);
 	xway_slot_free(r);
 }
@@ -527,6 +530,8 @@ static int xway_ep_add(struct xway_ep *ep, struct xway_conn *c, int fd,
 		goto out_free;
 	}
 	xway_conn_hold(c);
+	/* After the hold: counted apart from calls in flight (fdtable.c). */
+	atomic_fetch_add_explicit(&c->ep_refs, 1, memory_order_relaxed);
 	r->magic = XWAY_EPR_MAGIC;
 	r->next = ep->all;
 	ep->all = r;

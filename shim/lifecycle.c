@@ -394,7 +394,7 @@ static int xway_close_range(unsigned lo, unsigned hi, int flags)
 		}
 	}
 	for (int i = 0; i < cr.n; i++)
-		xway_close_fd(cr.fds[i]);
+		xway_close_app_fd(cr.fds[i]);
 	/* The rest in sub-ranges around our own fds. */
 	unsigned cur = lo;
 	for (int i = 0; i < n_own && r == 0; i++) {

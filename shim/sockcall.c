@@ -150,7 +150,7 @@ XWAY_EXPORT int close(int fd)
 	xway_ep_fd_closing(fd, -1);
 	if (!xway_fd_is_ours(fd))
 		return real.close(fd);
-	int r = xway_close_fd(fd);
+	int r = xway_close_app_fd(fd);
 	if (r == 1)
 		return real.close(fd);
 	return (int)xway_ret(r);

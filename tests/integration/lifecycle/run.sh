@@ -72,14 +72,6 @@ if [ $accel = 1 ]; then
 	expect=accel
 	echo "== shim with a private xwayd (accelerated)"
 	for tc in $cases; do
-		if [ "$tc" = close-blocked ]; then
-			# Known core-shim gap (shim/README.md): close() while
-			# another thread is blocked in recv tears the channel
-			# down at once; kernel TCP keeps the socket until the
-			# recv returns.  Run in plain/nobroker only.
-			echo "  skip accel $tc: known gap, see shim/README.md"
-			skips=$((skips + 1)); continue
-		fi
 		run accel "$tc" "LD_PRELOAD=$(preload)" XWAY_BROKER_SOCK="$sock" \
 			XWAY_TEST_EXPECT=$expect ASAN_OPTIONS=detect_leaks=0
 	done
