@@ -133,6 +133,29 @@ static void xway_poll_unsleep(struct xway_pw *w, int nw)
 	}
 }
 
+/*
+ * We drained the notification fd and return with c ready.  An epoll
+ * instance of this process watching c (its records register the same
+ * eventfd EPOLLET and never drain it) may not have harvested the event
+ * yet: the kernel re-checks the eventfd then and drops an event whose fd
+ * is no longer readable.  Give the wake-up back (one write).  Only when we
+ * return ready: a poll()er that goes back to sleep never writes, so no
+ * two waiters can keep waking each other; the next poll() that sleeps
+ * after the app consumed the data wakes once, drains, and sleeps.
+ */
+static void xway_poll_give_back(struct xway_conn *c)
+{
+	static const uint64_t one = 1;
+	int saved = errno;
+
+	/* Relaxed: a hint; a record added meanwhile arms and computes its
+	 * level itself at ADD. */
+	if (atomic_load_explicit(&c->ep_refs, memory_order_relaxed) > 0 &&
+	    xway_poll_on_chan(c))
+		(void)real.write(xway_chan_pollfd(c->chan), &one, sizeof(one));
+	errno = saved;
+}
+
 static int xway_poll_valid_ts(const struct timespec *ts)
 {
 	return !ts || (ts->tv_sec >= 0 && ts->tv_nsec >= 0 && ts->tv_nsec < 1000000000);
@@ -294,11 +317,16 @@ static int xway_poll_do(struct pollfd *fds, nfds_t n, int64_t deadline,
 		/* We slept: drain what woke us, recompute ours. */
 		for (int k = 0; k < nw; k++) {
 			struct pollfd *f = &fds[w[k].idx];
-			if (w[k].chan_slot >= 0 && p[w[k].chan_slot].revents)
+			int drained = 0;
+			if (w[k].chan_slot >= 0 && p[w[k].chan_slot].revents) {
 				xway_chan_ack(w[k].c->chan);
+				drained = 1;
+			}
 			f->revents = xway_poll_level(w[k].c, f->events);
 			if (f->revents) {
 				ready++;
+				if (drained)
+					xway_poll_give_back(w[k].c);
 			} else if (w[k].tcp_slot >= 0 && xway_poll_on_chan(w[k].c) &&
 				   p[w[k].tcp_slot].revents) {
 				/* TCP events stay level: after one look that

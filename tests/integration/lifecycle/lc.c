@@ -1564,20 +1564,7 @@ static int two_pollers(int use_epoll)
 
 static int case_poll_two(void)  { return two_pollers(0); }
 static int case_epoll_two(void) { return two_pollers(2); }
-static int case_poll_epoll(void)
-{
-	const char *e = getenv("XWAY_TEST_EXPECT");
-
-	/* Known gap (shim/README.md): the epoll side never drains the shared
-	 * notification fd and is not a registered sleeper, so a poll() that
-	 * drains it first can take its wake-up; the kernel re-checks the
-	 * eventfd before reporting.  Plain and without broker it must pass. */
-	if (e && !strcmp(e, "accel")) {
-		printf("known gap: poll and epoll_wait on one accelerated fd\n");
-		return 77;
-	}
-	return two_pollers(1);
-}
+static int case_poll_epoll(void) { return two_pollers(1); }
 
 /* ---- closing an epoll fd ------------------------------------------------ */
 
