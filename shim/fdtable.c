@@ -332,6 +332,33 @@ int xway_fd_to_high(int fd)
 	return (int)nfd;
 }
 
+int xway_conn_last_slot(struct xway_conn *c, int fd)
+{
+	/* Our reference (the slot's, moved to the caller) and the epoll
+	 * records' aside, a reference is a call in flight in another thread
+	 * (a blocked recv, send or poll): the kernel keeps the socket open
+	 * until it returns and the peer sees nothing.  A transient lookup
+	 * counts too: then the teardown just runs at its put, a moment
+	 * later. */
+	int busy = atomic_load_explicit(&c->refs, memory_order_acquire) - 1 -
+		   atomic_load_explicit(&c->ep_refs, memory_order_acquire);
+	int keep = busy > 0 ? real.fcntl(fd, F_DUPFD_CLOEXEC, xway_high_fd_base()) : -1;
+
+	if (keep < 0) {
+		xway_conn_last_close(c);
+		return 0;
+	}
+	/* The caller closes (or dup2s over) the number now: free for reuse
+	 * at once, as in the kernel; the in-flight calls re-read c->fd. */
+	c->fd = keep;
+	/* seq_cst store, then the caller's decrement in its put (acq_rel):
+	 * see xway_conn_put. */
+	atomic_store(&c->deferred, 1);
+	XDBG("xway: fd %d closed with calls in flight: teardown deferred "
+	     "(socket kept as %d)", fd, keep);
+	return 1;
+}
+
 int xway_close_app_fd(int fd)
 {
 	struct xway_conn *c = xway_fd_take(fd);
@@ -339,34 +366,10 @@ int xway_close_app_fd(int fd)
 
 	if (!c)
 		return 1;
-	if (atomic_load_explicit(&c->slots, memory_order_acquire) == 0) {
-		/* Our reference (the slot's, moved to us) and the epoll
-		 * records' aside, a reference is a call in flight in another
-		 * thread (a blocked recv, send or poll): the kernel keeps the
-		 * socket open until it returns and the peer sees nothing.  A
-		 * transient lookup counts too: then the teardown just runs at
-		 * its put, a moment later. */
-		int busy = atomic_load_explicit(&c->refs, memory_order_acquire) - 1 -
-			   atomic_load_explicit(&c->ep_refs, memory_order_acquire);
-		int keep = busy > 0 ? real.fcntl(fd, F_DUPFD_CLOEXEC,
-						 xway_high_fd_base()) : -1;
-		if (keep >= 0) {
-			/* The number goes now (free for reuse at once, as in
-			 * the kernel); the in-flight calls re-read c->fd. */
-			c->fd = keep;
-			/* seq_cst store, then our decrement in the put below
-			 * (acq_rel): see xway_conn_put. */
-			atomic_store(&c->deferred, 1);
-			r = XWAY_SYS(real.close(fd));
-			XDBG("xway: close(%d) with calls in flight: teardown "
-			     "deferred (socket kept as %d)", fd, keep);
-			xway_conn_put(c);
-			return (int)r;
-		}
-		xway_conn_last_close(c);
-	} else if (c->fd == fd) {
+	if (atomic_load_explicit(&c->slots, memory_order_acquire) == 0)
+		xway_conn_last_slot(c, fd);
+	else if (c->fd == fd)
 		c->fd = xway_fd_other(c, fd);
-	}
 	r = XWAY_SYS(real.close(fd));
 	xway_conn_put(c);
 	return (int)r;

@@ -334,6 +334,9 @@ int  xway_close_fd(int fd);
  * while other threads still use the connection, the teardown waits for the
  * last of them (fdtable.c).  Returns 1 if fd is not ours. */
 int  xway_close_app_fd(int fd);
+/* The last slot of c (number fd, still open) was taken: the last-holder
+ * teardown now (0), or deferred while other threads use c (1). */
+int  xway_conn_last_slot(struct xway_conn *c, int fd);
 void xway_report_fallback(const struct xway_conn *c, int side, unsigned reason,
 			  const char *text);
 

@@ -645,7 +645,7 @@ static int xway_dup_onto(int fd, int fd2, int flags, int is3)
 	int saved = errno;
 	old = xway_fd_take(fd2);
 	if (old && atomic_load_explicit(&old->slots, memory_order_acquire) == 0)
-		xway_conn_last_close(old);
+		xway_conn_last_slot(old, fd2);   /* dup2 closes fd2 below */
 	else if (old && old->fd == fd2)
 		old->fd = xway_fd_other(old, fd2);
 	errno = saved;

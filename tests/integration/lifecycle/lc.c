@@ -1290,38 +1290,132 @@ static int case_threads(void)
 	return 0;
 }
 
+#define BLOCKED_BYTES 65536
+
 static _Atomic int blocked_done;
 static ssize_t blocked_ret;
-static char blocked_byte;
+static unsigned char blocked_buf[BLOCKED_BYTES];
 
 static void *blocked_reader(void *arg)
 {
-	blocked_ret = recv((int)(intptr_t)arg, &blocked_byte, 1, 0);
+	blocked_ret = recv((int)(intptr_t)arg, blocked_buf, sizeof(blocked_buf),
+			   MSG_WAITALL);
 	atomic_store(&blocked_done, 1);
 	return NULL;
 }
 
-/* Check that close() in another thread does not wake a blocked recv (as
- * on Linux), and that the recv still gets what the peer sends after. */
-static int case_close_blocked(void)
+/* close() in one thread while another is blocked in recv on the same
+ * socket, as Linux does it: the close does not wake the recv, the fd
+ * number is free at once, the peer sees no EOF while the recv holds the
+ * socket, the recv then gets what the peer sends after the close (on the
+ * channel when accelerated), and the peer sees EOF once the recv returned
+ * (the last reference is gone).  The socket is also in an epoll set: its
+ * registration must not keep the socket alive after that. */
+static int close_blocked(int how)
 {
-	int c, s;
+	static unsigned char want[BLOCKED_BYTES];
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct pollfd p;
+	int c, s, ep;
 	pthread_t t;
 
 	mkpair(&c, &s);
+	ep = epoll_create1(0);
+	CHECK(ep >= 0, "epoll_create1");
+	ev.data.fd = c;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev) == 0, "epoll ADD");
 	CHECK(pthread_create(&t, NULL, blocked_reader, (void *)(intptr_t)c) == 0, "thread");
 	usleep(100000);
-	close(c);
-	usleep(200000);
+	if (how == 0) {
+		CHECK(close(c) == 0, "close");
+		CHECK(fcntl(c, F_GETFD) == -1 && errno == EBADF,
+		      "fd number still open after close");
+	} else {
+		/* dup2 over it closes it the same way. */
+		int n = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		CHECK(n >= 0 && dup2(n, c) == c, "dup2 over the socket");
+		close(n);
+	}
+	/* Negative checks: a wrong wake-up or EOF is a real failure, a
+	 * slow machine can only make them pass. */
+	p = (struct pollfd){ .fd = s, .events = POLLIN | POLLRDHUP };
+	CHECK(poll(&p, 1, 300) == 0, "peer saw an event (revents %#x) while a recv "
+	      "still holds the socket", p.revents);
 	CHECK(!atomic_load(&blocked_done), "close() woke the blocked recv (ret %zd)",
 	      blocked_ret);
-	write_all(s, "x", 1);
-	for (int i = 0; i < 200 && !atomic_load(&blocked_done); i++)
+	fill(want, sizeof(want), 7);
+	write_all(s, want, sizeof(want));
+	for (int i = 0; i < 600 && !atomic_load(&blocked_done); i++)
 		usleep(50000);
 	CHECK(atomic_load(&blocked_done), "recv stays blocked after data");
 	pthread_join(t, NULL);
-	CHECK(blocked_ret == 1 && blocked_byte == 'x', "recv after close: %zd", blocked_ret);
+	CHECK(blocked_ret == BLOCKED_BYTES && !memcmp(blocked_buf, want, sizeof(want)),
+	      "recv after close: %zd bytes or wrong data", blocked_ret);
+	/* The recv was the last reference: the peer now sees EOF. */
+	p = (struct pollfd){ .fd = s, .events = POLLIN };
+	CHECK(poll(&p, 1, 30000) == 1, "peer sees no EOF after the last reference");
+	expect_eof(s);
+	check_path(s, BLOCKED_BYTES);
 	close(s);
+	close(ep);
+	if (how)
+		close(c);
+	return 0;
+}
+
+static int case_close_blocked(void) { return close_blocked(0); }
+static int case_dup2_blocked(void) { return close_blocked(1); }
+
+#define BLOCKED_SEND (8 << 20)
+
+static ssize_t blocked_sent;
+static _Atomic int blocked_send_done;
+
+static void *blocked_sender(void *arg)
+{
+	unsigned char *b = malloc(BLOCKED_SEND);
+
+	if (!b)
+		return NULL;
+	fill(b, BLOCKED_SEND, 11);
+	/* One blocking send larger than any ring and socket buffer: it
+	 * blocks until the peer reads. */
+	blocked_sent = send((int)(intptr_t)arg, b, BLOCKED_SEND, 0);
+	atomic_store(&blocked_send_done, 1);
+	free(b);
+	return NULL;
+}
+
+/* The same with a send blocked on a full buffer: the close neither wakes
+ * nor fails it, the peer reads every byte in order, then sees EOF. */
+static int case_close_blocked_send(void)
+{
+	unsigned char *want = malloc(BLOCKED_SEND), *got = malloc(BLOCKED_SEND);
+	struct pollfd p;
+	int c, s;
+	pthread_t t;
+
+	CHECK(want && got, "malloc");
+	fill(want, BLOCKED_SEND, 11);
+	mkpair(&c, &s);
+	CHECK(pthread_create(&t, NULL, blocked_sender, (void *)(intptr_t)c) == 0, "thread");
+	usleep(200000);
+	CHECK(close(c) == 0, "close");
+	CHECK(fcntl(c, F_GETFD) == -1 && errno == EBADF, "fd number still open after close");
+	usleep(200000);
+	CHECK(!atomic_load(&blocked_send_done), "close() ended the blocked send (%zd)",
+	      blocked_sent);
+	read_all(s, got, BLOCKED_SEND);
+	CHECK(!memcmp(got, want, BLOCKED_SEND), "bytes differ");
+	pthread_join(t, NULL);
+	CHECK(blocked_sent == BLOCKED_SEND, "send after close returned %zd", blocked_sent);
+	p = (struct pollfd){ .fd = s, .events = POLLIN };
+	CHECK(poll(&p, 1, 30000) == 1, "peer sees no EOF after the last reference");
+	expect_eof(s);
+	check_path(s, BLOCKED_SEND);
+	close(s);
+	free(want);
+	free(got);
 	return 0;
 }
 
@@ -1640,6 +1734,106 @@ static int case_epoll_close(void)
 	return 0;
 }
 
+/* ---- SCM_RIGHTS to a process without the shim ----------------------------- */
+
+#define NOSHIM_WARN "were not taken by a process running libxway.so"
+
+/* The receiver, exec'ed without LD_PRELOAD: takes the first fd of the
+ * message (a shimmed sender may have added its own) and, unless the
+ * connection is accelerated (its bytes are then on a channel this process
+ * cannot read: the known limit), reads what the peer sent after the pass. */
+static int scm_plain_recv(int u, int accel)
+{
+	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int) * 16)]; } ctl;
+	char c, b[5];
+	struct iovec iov = { &c, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+			    .msg_controllen = sizeof(ctl.b) };
+	struct cmsghdr *cm;
+	int fd;
+
+	CHECK(recvmsg(u, &m, 0) == 1 && c == 'F', "recvmsg");
+	cm = CMSG_FIRSTHDR(&m);
+	CHECK(cm && cm->cmsg_type == SCM_RIGHTS, "SCM_RIGHTS");
+	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	if (!accel) {
+		read_all(fd, b, 5);
+		CHECK(memcmp(b, "hello", 5) == 0, "bytes sent after the pass");
+	}
+	return 0;
+}
+
+/* A connection passed by SCM_RIGHTS to a process WITHOUT the shim.  Plain
+ * TCP (no shim, or no broker): the receiver reads what the peer sends.
+ * Accelerated: the receiver cannot (known limit, shim/README.md), and the
+ * sender must say so: its shim logs that no shimmed process took the
+ * hand-over (checked on our stderr, after the 2 s the receiver is given;
+ * sleeping longer can only make it pass, never fail it wrongly). */
+static int case_scm_noshim(void)
+{
+	const char *e = getenv("XWAY_TEST_EXPECT");
+	int accel = e && !strcmp(e, "accel");
+	int c, s, u[2], t[2], log, saved;
+	char buf[8192], us[16], ac[4];
+	ssize_t n;
+
+	mkpair(&c, &s);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, u) == 0, "socketpair");
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		char *argv[] = { "xway-lc", "scm-plain-recv", us, ac, NULL };
+		char *env[256];
+		int ne = 0;
+		close(u[0]);
+		close(c);
+		close(s);
+		for (char **ev = environ; *ev && ne < 255; ev++)
+			if (strncmp(*ev, "LD_PRELOAD=", 11))
+				env[ne++] = *ev;
+		env[ne] = NULL;
+		snprintf(us, sizeof(us), "%d", u[1]);
+		snprintf(ac, sizeof(ac), "%d", accel);
+		execve("/proc/self/exe", argv, env);
+		_exit(126);
+	}
+	close(u[1]);
+	/* Our stderr into a file for the rest of the case (the shim logs
+	 * there), restored before any CHECK can fail. */
+	log = (int)syscall(SYS_memfd_create, "scm-noshim-log", 0);
+	CHECK(log >= 0, "memfd_create");
+	saved = dup(2);
+	CHECK(saved >= 0 && dup2(log, 2) == 2, "stderr to the log");
+	send_fd(u[0], s);
+	close(s);
+	write_all(c, "hello", 5);
+	int rc = reap(pid);
+	if (accel) {
+		usleep(2200000);
+		/* The next SCM_RIGHTS send looks at the hand-overs still out. */
+		CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, t) == 0, "socketpair");
+		send_fd(t[0], t[1]);
+		close(t[0]);
+		close(t[1]);
+	}
+	dup2(saved, 2);
+	close(saved);
+	CHECK(rc == 0, "receiver without the shim");
+	n = pread(log, buf, sizeof(buf) - 1, 0);
+	CHECK(n >= 0, "read the log");
+	buf[n] = 0;
+	if (accel)
+		CHECK(strstr(buf, NOSHIM_WARN) != NULL, "the sender did not log the "
+		      "hand-over nobody took; stderr: %s", buf);
+	else
+		CHECK(strstr(buf, NOSHIM_WARN) == NULL, "warning without a hand-over: %s",
+		      buf);
+	close(log);
+	close(c);
+	close(u[0]);
+	return 0;
+}
+
 static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "poll", case_poll },
 	{ "select", case_select },
@@ -1662,6 +1856,8 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "duplex", case_duplex },
 	{ "threads", case_threads },
 	{ "close-blocked", case_close_blocked },
+	{ "close-blocked-send", case_close_blocked_send },
+	{ "dup2-blocked", case_dup2_blocked },
 	{ "epoll1000-lt", case_epoll1000_lt },
 	{ "epoll1000-et", case_epoll1000_et },
 	{ "idle1000", case_idle1000 },
@@ -1669,11 +1865,16 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "epoll-two", case_epoll_two },
 	{ "poll-epoll", case_poll_epoll },
 	{ "epoll-close", case_epoll_close },
+	{ "scm-noshim", case_scm_noshim },
 };
 
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
+	if (argc == 4 && !strcmp(argv[1], "scm-plain-recv")) {
+		tcase = "scm-plain-recv";
+		return scm_plain_recv(atoi(argv[2]), atoi(argv[3]));
+	}
 	if (argc >= 2 && !strcmp(argv[1], "exec-child")) {
 		tcase = "exec-child";
 		return exec_child(argc, argv);
