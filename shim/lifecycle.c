@@ -1116,6 +1116,7 @@ static void xway_exit_teardown(void)
 	if (!xway_ready() || xway_lc_sandboxed || atomic_exchange(&done, 1))
 		return;
 	xway_lc_check();
+	xway_scm_at_exit();
 	for (int round = 0; round < 1 << 16; round++) {
 		struct xway_exec_acc a;
 		memset(&a, 0, sizeof(a));

@@ -93,5 +93,7 @@ void xway_ep_range_closing(unsigned lo, unsigned hi);
  * AF_UNIX socket the fds travel on): hand over accelerated fds. */
 ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags);
 ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags);
+/* At exit: log hand-overs no shimmed process took (bounded wait). */
+void xway_scm_at_exit(void);
 
 #endif /* XWAY_SHIM_LIFECYCLE_H */

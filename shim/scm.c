@@ -23,12 +23,13 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "errno.h"
 #include "lifecycle.h"
 
-#define XWAY_SCM_MAGIC  "XWAYSCM2"
+#define XWAY_SCM_MAGIC  "XWAYSCM3"
 #define XWAY_SCM_MAXFD  253       /* SCM_MAX_FD */
 #define XWAY_SCM_MAXREC 32
 
@@ -42,12 +43,117 @@ struct xway_scm_rec {
 	uint64_t offer_id;        /* its offer, while pending */
 };
 
+/* Hand-over state word (the marker memfd stays mapped by the sender):
+ * OFFERED when sent; a shimmed receiver moves it to TAKEN (CAS); a sender
+ * that still sees OFFERED XWAY_SCM_AUDIT_NS later (or at its exit) moves it
+ * to UNTAKEN and logs that the receiver cannot use the connection. */
+enum { XWAY_SCM_OFFERED = 1, XWAY_SCM_TAKEN = 2, XWAY_SCM_UNTAKEN = 3 };
+#define XWAY_SCM_AUDIT_NS (2 * 1000000000LL)
+#define XWAY_SCM_OUT 64
+
 struct xway_scm_hdr {
 	char     magic[8];
 	uint32_t count;
 	uint32_t napp;            /* fds the app sent */
+	_Atomic uint32_t state;   /* XWAY_SCM_* (shared: both map the memfd) */
+	uint32_t reserved;
 	struct xway_scm_rec rec[XWAY_SCM_MAXREC];
 };
+
+/* Hand-overs this process sent and has not seen taken yet. */
+static struct xway_scm_out {
+	struct xway_scm_hdr *map;
+	int64_t sent_ns;
+	pid_t pid;                /* the sender (a fork child forgets them) */
+} xway_scm_out[XWAY_SCM_OUT];
+static pthread_mutex_t xway_scm_out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Look at the hand-overs still out: forget the taken ones; one untaken for
+ * XWAY_SCM_AUDIT_NS (every one with wait_ns < 0: exit) is logged.  The
+ * receiver of an unshimmed process gets a socket whose bytes travel on a
+ * channel it cannot read; nothing here can repair that (see shim/README.md),
+ * but it must never be silent. */
+static void xway_scm_audit(int64_t force_after_ns)
+{
+	int64_t now = xway_now_ns();
+
+	pthread_mutex_lock(&xway_scm_out_lock);
+	for (int i = 0; i < XWAY_SCM_OUT; i++) {
+		struct xway_scm_out *o = &xway_scm_out[i];
+		uint32_t exp = XWAY_SCM_OFFERED;
+
+		if (!o->map)
+			continue;
+		if (o->pid != getpid())
+			goto forget;      /* our parent's hand-over: its business */
+		/* Acquire: pairs with the receiver's CAS (nothing else is read
+		 * from the page after it; the order is for clarity). */
+		if (atomic_load_explicit(&o->map->state, memory_order_acquire) ==
+		    XWAY_SCM_OFFERED) {
+			if (now - o->sent_ns < (force_after_ns >= 0 ? force_after_ns
+					       : XWAY_SCM_AUDIT_NS))
+				continue;
+			/* seq_cst CAS against the receiver's: exactly one of
+			 * TAKEN and UNTAKEN wins. */
+			if (atomic_compare_exchange_strong(&o->map->state, &exp,
+							   XWAY_SCM_UNTAKEN))
+				XWARN("sendmsg: %u accelerated connection(s) passed by "
+				      "SCM_RIGHTS %lld ms ago were not taken by a process "
+				      "running libxway.so (receiver without the shim, or "
+				      "the fds were dropped): that process cannot read "
+				      "their bytes, which travel on the channel",
+				      o->map->count, (long long)((now - o->sent_ns) / 1000000));
+		}
+forget:
+		munmap(o->map, sizeof(*o->map));
+		o->map = NULL;
+	}
+	pthread_mutex_unlock(&xway_scm_out_lock);
+}
+
+/* Keep the marker of a sent hand-over mapped for the audit. */
+static void xway_scm_remember(int marker)
+{
+	void *map = mmap(NULL, sizeof(struct xway_scm_hdr), PROT_READ | PROT_WRITE,
+			 MAP_SHARED, marker, 0);
+
+	if (map == MAP_FAILED)
+		return;               /* no audit for this one: not fatal */
+	for (int round = 0; round < 2; round++) {
+		pthread_mutex_lock(&xway_scm_out_lock);
+		for (int i = 0; i < XWAY_SCM_OUT; i++)
+			if (!xway_scm_out[i].map) {
+				xway_scm_out[i].map = map;
+				xway_scm_out[i].sent_ns = xway_now_ns();
+				xway_scm_out[i].pid = getpid();
+				pthread_mutex_unlock(&xway_scm_out_lock);
+				return;
+			}
+		pthread_mutex_unlock(&xway_scm_out_lock);
+		xway_scm_audit(round == 0 ? XWAY_SCM_AUDIT_NS : 0);
+	}
+	munmap(map, sizeof(struct xway_scm_hdr));
+}
+
+void xway_scm_at_exit(void)
+{
+	/* At exit: a receiver that is still about to take the hand-over gets
+	 * a moment (bounded), then whatever is untaken is logged. */
+	for (int i = 0; i < 50; i++) {
+		int out = 0;
+		xway_scm_audit(XWAY_SCM_AUDIT_NS);
+		pthread_mutex_lock(&xway_scm_out_lock);
+		for (int k = 0; k < XWAY_SCM_OUT; k++)
+			out += xway_scm_out[k].map != NULL &&
+			       xway_scm_out[k].pid == getpid();
+		pthread_mutex_unlock(&xway_scm_out_lock);
+		if (!out)
+			return;
+		struct timespec nap = { 0, 10000000 };
+		nanosleep(&nap, NULL);
+	}
+	xway_scm_audit(0);
+}
 
 /* ---- sender ------------------------------------------------------------ */
 
@@ -59,6 +165,7 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 	int app[XWAY_SCM_MAXFD], napp = 0, nconn = 0, marker = -1;
 	ssize_t r;
 
+	xway_scm_audit(-1);
 	/* The app's fds, in order, across its SCM_RIGHTS messages. */
 	for (cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR((struct msghdr *)msg, cm)) {
 		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
@@ -108,6 +215,7 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 	memcpy(hdr.magic, XWAY_SCM_MAGIC, 8);
 	hdr.count = (uint32_t)nconn;
 	hdr.napp = (uint32_t)napp;
+	atomic_store_explicit(&hdr.state, XWAY_SCM_OFFERED, memory_order_relaxed);
 	r = XWAY_SYS(memfd_create("xway-scm", MFD_CLOEXEC));
 	if (r < 0)
 		goto out_plain;
@@ -156,6 +264,8 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 		for (int k = 0; r >= 0 && k < nconn; k++)
 			atomic_fetch_add_explicit(&conns[k]->shared->holders, 1,
 						  memory_order_acq_rel);
+		if (r >= 0)
+			xway_scm_remember(marker);
 		XDBG("sendmsg fd %d: %d accelerated connection(s) handed over", fd, nconn);
 	}
 	goto out_put;
@@ -272,6 +382,24 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
 	return r;
 }
 
+/* Tell the sender a shimmed process took the hand-over (CAS on the state
+ * word of the marker it keeps mapped). */
+static void xway_scm_taken(int marker)
+{
+	struct xway_scm_hdr *map = mmap(NULL, sizeof(*map), PROT_READ | PROT_WRITE,
+					MAP_SHARED, marker, 0);
+	uint32_t exp = XWAY_SCM_OFFERED;
+
+	if (map == MAP_FAILED)
+		return;       /* the sender will log a false alarm; harmless */
+	/* seq_cst CAS: see xway_scm_audit. */
+	if (!atomic_compare_exchange_strong(&map->state, &exp, XWAY_SCM_TAKEN) &&
+	    exp == XWAY_SCM_UNTAKEN)
+		XWARN("recvmsg: taking accelerated connection(s) the sender had "
+		      "already reported as not taken (received late)");
+	munmap(map, sizeof(*map));
+}
+
 ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags)
 {
 	char stackbuf[4096];
@@ -310,6 +438,7 @@ ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags)
 			if (hdr.napp != (uint32_t)i || i + 1 + 3 * (int)hdr.count > n)
 				break;              /* not ours after all */
 			int *cf = f + i + 1;
+			xway_scm_taken(f[i]);
 			for (uint32_t k = 0; k < hdr.count; k++) {
 				int idx = hdr.rec[k].index;
 				int rr = idx >= 0 && idx < i
