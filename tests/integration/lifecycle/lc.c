@@ -1734,6 +1734,106 @@ static int case_epoll_close(void)
 	return 0;
 }
 
+/* ---- SCM_RIGHTS to a process without the shim ----------------------------- */
+
+#define NOSHIM_WARN "were not taken by a process running libxway.so"
+
+/* The receiver, exec'ed without LD_PRELOAD: takes the first fd of the
+ * message (a shimmed sender may have added its own) and, unless the
+ * connection is accelerated (its bytes are then on a channel this process
+ * cannot read: the known limit), reads what the peer sent after the pass. */
+static int scm_plain_recv(int u, int accel)
+{
+	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int) * 16)]; } ctl;
+	char c, b[5];
+	struct iovec iov = { &c, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+			    .msg_controllen = sizeof(ctl.b) };
+	struct cmsghdr *cm;
+	int fd;
+
+	CHECK(recvmsg(u, &m, 0) == 1 && c == 'F', "recvmsg");
+	cm = CMSG_FIRSTHDR(&m);
+	CHECK(cm && cm->cmsg_type == SCM_RIGHTS, "SCM_RIGHTS");
+	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	if (!accel) {
+		read_all(fd, b, 5);
+		CHECK(memcmp(b, "hello", 5) == 0, "bytes sent after the pass");
+	}
+	return 0;
+}
+
+/* A connection passed by SCM_RIGHTS to a process WITHOUT the shim.  Plain
+ * TCP (no shim, or no broker): the receiver reads what the peer sends.
+ * Accelerated: the receiver cannot (known limit, shim/README.md), and the
+ * sender must say so: its shim logs that no shimmed process took the
+ * hand-over (checked on our stderr, after the 2 s the receiver is given;
+ * sleeping longer can only make it pass, never fail it wrongly). */
+static int case_scm_noshim(void)
+{
+	const char *e = getenv("XWAY_TEST_EXPECT");
+	int accel = e && !strcmp(e, "accel");
+	int c, s, u[2], t[2], log, saved;
+	char buf[8192], us[16], ac[4];
+	ssize_t n;
+
+	mkpair(&c, &s);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, u) == 0, "socketpair");
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		char *argv[] = { "xway-lc", "scm-plain-recv", us, ac, NULL };
+		char *env[256];
+		int ne = 0;
+		close(u[0]);
+		close(c);
+		close(s);
+		for (char **ev = environ; *ev && ne < 255; ev++)
+			if (strncmp(*ev, "LD_PRELOAD=", 11))
+				env[ne++] = *ev;
+		env[ne] = NULL;
+		snprintf(us, sizeof(us), "%d", u[1]);
+		snprintf(ac, sizeof(ac), "%d", accel);
+		execve("/proc/self/exe", argv, env);
+		_exit(126);
+	}
+	close(u[1]);
+	/* Our stderr into a file for the rest of the case (the shim logs
+	 * there), restored before any CHECK can fail. */
+	log = (int)syscall(SYS_memfd_create, "scm-noshim-log", 0);
+	CHECK(log >= 0, "memfd_create");
+	saved = dup(2);
+	CHECK(saved >= 0 && dup2(log, 2) == 2, "stderr to the log");
+	send_fd(u[0], s);
+	close(s);
+	write_all(c, "hello", 5);
+	int rc = reap(pid);
+	if (accel) {
+		usleep(2200000);
+		/* The next SCM_RIGHTS send looks at the hand-overs still out. */
+		CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, t) == 0, "socketpair");
+		send_fd(t[0], t[1]);
+		close(t[0]);
+		close(t[1]);
+	}
+	dup2(saved, 2);
+	close(saved);
+	CHECK(rc == 0, "receiver without the shim");
+	n = pread(log, buf, sizeof(buf) - 1, 0);
+	CHECK(n >= 0, "read the log");
+	buf[n] = 0;
+	if (accel)
+		CHECK(strstr(buf, NOSHIM_WARN) != NULL, "the sender did not log the "
+		      "hand-over nobody took; stderr: %s", buf);
+	else
+		CHECK(strstr(buf, NOSHIM_WARN) == NULL, "warning without a hand-over: %s",
+		      buf);
+	close(log);
+	close(c);
+	close(u[0]);
+	return 0;
+}
+
 static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "poll", case_poll },
 	{ "select", case_select },
@@ -1765,11 +1865,16 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "epoll-two", case_epoll_two },
 	{ "poll-epoll", case_poll_epoll },
 	{ "epoll-close", case_epoll_close },
+	{ "scm-noshim", case_scm_noshim },
 };
 
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
+	if (argc == 4 && !strcmp(argv[1], "scm-plain-recv")) {
+		tcase = "scm-plain-recv";
+		return scm_plain_recv(atoi(argv[2]), atoi(argv[3]));
+	}
 	if (argc >= 2 && !strcmp(argv[1], "exec-child")) {
 		tcase = "exec-child";
 		return exec_child(argc, argv);
