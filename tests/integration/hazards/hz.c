@@ -20,10 +20,13 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <termios.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -434,12 +437,65 @@ static int case_fsize0(void)
 	return 0;
 }
 
+
+/* The rest of the table's options and calls, on an accelerated pair:
+ * telnetd's TCGETS on the socket (ENOTTY), proftpd's F_SETOWN, SO_DEBUG
+ * (root only), an edge-triggered EPOLLEXCLUSIVE registration (one wake per
+ * arrival), and shutdown(SHUT_RD) (vsftpd, telnetd): reads then give 0 at
+ * once while the other direction keeps working. */
+static int case_misc(void)
+{
+	int c, s, ep;
+	struct termios tio;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET | EPOLLEXCLUSIVE }, got[4];
+	char b[8];
+
+	mkpair(&c, &s);
+	transfer(c, s, 1 << 20, 31);
+	errno = 0;
+	CHECK(ioctl(s, TCGETS, &tio) == -1 && errno == ENOTTY, "TCGETS on a socket: want ENOTTY");
+	CHECK(fcntl(s, F_SETOWN, getpid()) == 0, "F_SETOWN");
+	CHECK(fcntl(s, F_GETOWN) == getpid(), "F_GETOWN reads back %d", fcntl(s, F_GETOWN));
+	if (geteuid() == 0) {
+		seti(s, SOL_SOCKET, SO_DEBUG, 1);
+		CHECK(geti(s, SOL_SOCKET, SO_DEBUG) == 1, "SO_DEBUG reads back");
+	}
+
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	CHECK(ep >= 0, "epoll_create1");
+	ev.data.fd = s;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) == 0, "EPOLL_CTL_ADD EPOLLEXCLUSIVE|EPOLLET");
+	CHECK(epoll_wait(ep, got, 4, 0) == 0, "no event before data");
+	write_all(c, "abc", 3);
+	int n = epoll_wait(ep, got, 4, 10000);
+	CHECK(n == 1 && got[0].data.fd == s && (got[0].events & EPOLLIN), "EPOLLIN (n=%d)", n);
+	CHECK(epoll_wait(ep, got, 4, 0) == 0, "edge-triggered: no second event without new data");
+	read_all(s, b, 3);
+	write_all(c, "d", 1);
+	n = epoll_wait(ep, got, 4, 10000);
+	CHECK(n == 1 && (got[0].events & EPOLLIN), "EPOLLIN for the new arrival (n=%d)", n);
+	read_all(s, b, 1);
+	CHECK(!memcmp(b, "d", 1), "data after the edge");
+	close(ep);
+
+	CHECK(shutdown(s, SHUT_RD) == 0, "shutdown SHUT_RD");
+	CHECK(recv(s, b, sizeof(b), MSG_DONTWAIT) == 0, "read after SHUT_RD gives 0");
+	write_all(s, "back", 4);
+	read_all(c, b, 4);
+	CHECK(!memcmp(b, "back", 4), "the other direction after SHUT_RD");
+	check_path(c, 1 << 20);
+	close(c);
+	close(s);
+	return 0;
+}
+
 static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "tcpopts", case_tcpopts },
 	{ "msg60k", case_msg60k },
 	{ "splice", case_splice },
 	{ "credthread", case_credthread },
 	{ "fsize0", case_fsize0 },
+	{ "misc", case_misc },
 };
 
 int main(int argc, char **argv)
