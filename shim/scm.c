@@ -100,8 +100,10 @@ static void xway_scm_audit(int64_t force_after_ns)
 				XWARN("sendmsg: %u accelerated connection(s) passed by "
 				      "SCM_RIGHTS %lld ms ago were not taken by a process "
 				      "running libxway.so (receiver without the shim, or "
-				      "the fds were dropped): that process cannot read "
-				      "their bytes, which travel on the channel",
+				      "the fds were dropped; or a receiver under a seccomp "
+				      "filter that could not confirm): a process without "
+				      "the shim cannot read their bytes, which travel on "
+				      "the channel",
 				      o->map->count, (long long)((now - o->sent_ns) / 1000000));
 		}
 forget:
@@ -386,10 +388,15 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
  * word of the marker it keeps mapped). */
 static void xway_scm_taken(int marker)
 {
-	struct xway_scm_hdr *map = mmap(NULL, sizeof(*map), PROT_READ | PROT_WRITE,
-					MAP_SHARED, marker, 0);
+	struct xway_scm_hdr *map;
 	uint32_t exp = XWAY_SCM_OFFERED;
 
+	/* Under a seccomp filter a writable shared mapping may be fatal
+	 * (vsftpd's allows only private anonymous ones): no confirmation
+	 * then; the sender's warning names that case too. */
+	if (xway_lc_sandboxed)
+		return;
+	map = mmap(NULL, sizeof(*map), PROT_READ | PROT_WRITE, MAP_SHARED, marker, 0);
 	if (map == MAP_FAILED)
 		return;       /* the sender will log a false alarm; harmless */
 	/* seq_cst CAS: see xway_scm_audit. */
