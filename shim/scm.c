@@ -116,9 +116,14 @@ forget:
 /* Keep the marker of a sent hand-over mapped for the audit. */
 static void xway_scm_remember(int marker)
 {
-	void *map = mmap(NULL, sizeof(struct xway_scm_hdr), PROT_READ | PROT_WRITE,
-			 MAP_SHARED, marker, 0);
+	void *map;
 
+	/* Under a seccomp filter a writable shared mapping may be fatal (see
+	 * xway_scm_taken): no audit there. */
+	if (xway_lc_sandboxed)
+		return;
+	map = mmap(NULL, sizeof(struct xway_scm_hdr), PROT_READ | PROT_WRITE,
+		   MAP_SHARED, marker, 0);
 	if (map == MAP_FAILED)
 		return;               /* no audit for this one: not fatal */
 	for (int round = 0; round < 2; round++) {
