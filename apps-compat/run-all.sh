@@ -7,7 +7,7 @@
 #   XWAY_COMPAT_MODE=plain apps-compat/run-all.sh ssh apache2
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-all=(ssh apache2 vsftpd proftpd telnet mysql samba iperf3 sockperf redis)
+all=(ssh apache2 vsftpd proftpd telnet mysql samba iperf3 sockperf redis nginx)
 if [ $# -gt 0 ]; then cases=("$@"); else cases=("${all[@]}"); fi
 mode=${XWAY_COMPAT_MODE:-shim}
 pass=0; fail=0; skip=0; lines=()

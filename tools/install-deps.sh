@@ -17,7 +17,7 @@ compat=(openssh-server openssh-client apache2 apache2-utils curl vsftpd lftp
         telnetd inetutils-telnet openbsd-inetd mariadb-server mariadb-client
         samba smbclient iperf3 sockperf libhiredis0.14 libmemcached11
         libmemcachedutil2 libhashkit2 libpcre2-posix3 libidn2-0 libcap2 libacl1
-        libsodium23 libnsl2 libattr1 libpam0g libssl3 redis-server redis-tools)
+        libsodium23 libnsl2 libattr1 libpam0g libssl3 redis-server redis-tools nginx)
 xen=(qemu-system-x86 debootstrap e2fsprogs)
 
 want=("${base[@]}")
