@@ -247,12 +247,65 @@ void xway_conn_hold(struct xway_conn *c)
 	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 }
 
+/*
+ * Connections whose teardown is deferred, under xway_fd_lock: their dup and
+ * channel fds are the shim's own (close_range skips them), and a fork child
+ * closes their dups (it has none of the threads that use them; the kernel's
+ * child would not hold the closed socket either).  Bounded: past the bound a
+ * deferral still works, only those two refinements are missing.
+ */
+#define XWAY_DEFERRED_MAX 64
+static struct xway_conn *xway_deferred[XWAY_DEFERRED_MAX];
+
+static void xway_deferred_track(struct xway_conn *c, int add)
+{
+	pthread_mutex_lock(&xway_fd_lock);
+	for (int i = 0; i < XWAY_DEFERRED_MAX; i++)
+		if (xway_deferred[i] == (add ? NULL : c)) {
+			xway_deferred[i] = add ? c : NULL;
+			break;
+		}
+	pthread_mutex_unlock(&xway_fd_lock);
+}
+
+int xway_deferred_own_fds(int *fds, int max)
+{
+	int n = 0;
+
+	pthread_mutex_lock(&xway_fd_lock);
+	for (int i = 0; i < XWAY_DEFERRED_MAX; i++) {
+		struct xway_conn *c = xway_deferred[i];
+		if (!c || n + 4 > max)
+			continue;
+		fds[n++] = c->fd;
+		if (c->chan && xway_chan_fds)
+			n += xway_chan_fds(c->chan, fds + n, 3);
+	}
+	pthread_mutex_unlock(&xway_fd_lock);
+	return n;
+}
+
+void xway_deferred_after_fork(void)
+{
+	/* Only the forking thread exists here: no lock holder to wait for
+	 * but ourselves (the atfork handlers run outside the table lock). */
+	for (int i = 0; i < XWAY_DEFERRED_MAX; i++) {
+		struct xway_conn *c = xway_deferred[i];
+		if (!c)
+			continue;
+		xway_deferred[i] = NULL;
+		real.close(c->fd);
+		c->fd = -1;
+	}
+}
+
 /* The deferred last-holder teardown (deferred already moved 1 -> 2 by the
  * caller, so it runs once): c->fd is the private dup taken at close. */
 static void xway_conn_deferred_end(struct xway_conn *c)
 {
 	int keep = c->fd;
 
+	xway_deferred_track(c, 0);
 	xway_conn_last_close(c);
 	c->fd = -1;
 	real.close(keep);
@@ -351,6 +404,7 @@ int xway_conn_last_slot(struct xway_conn *c, int fd)
 	/* The caller closes (or dup2s over) the number now: free for reuse
 	 * at once, as in the kernel; the in-flight calls re-read c->fd. */
 	c->fd = keep;
+	xway_deferred_track(c, 1);
 	/* seq_cst store, then the caller's decrement in its put (acq_rel):
 	 * see xway_conn_put. */
 	atomic_store(&c->deferred, 1);

@@ -112,6 +112,8 @@ static void xway_atfork_parent(void)
 static void xway_atfork_child(void)
 {
 	xway_fork_counted = 0;
+	/* Sockets kept only for another thread's call (not in the child). */
+	xway_deferred_after_fork();
 	if (!xway_lc_page)
 		return;
 	xway_lc_pid = getpid();
@@ -304,6 +306,7 @@ int xway_lc_own_fds(int *fds, int max)
 	if (xway_chan_fds)
 		xway_fd_foreach(xway_own_one, &a);
 	a.n += xway_epoll_own_fds(fds + a.n, max - a.n);
+	a.n += xway_deferred_own_fds(fds + a.n, max - a.n);
 	qsort(fds, (size_t)a.n, sizeof(int), xway_int_cmp);
 	return a.n;
 }

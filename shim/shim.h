@@ -337,6 +337,10 @@ int  xway_close_app_fd(int fd);
 /* The last slot of c (number fd, still open) was taken: the last-holder
  * teardown now (0), or deferred while other threads use c (1). */
 int  xway_conn_last_slot(struct xway_conn *c, int fd);
+/* The dups and channel fds of deferred connections (the shim's own), and
+ * their release in a fork child (fdtable.c). */
+int  xway_deferred_own_fds(int *fds, int max);
+void xway_deferred_after_fork(void);
 void xway_report_fallback(const struct xway_conn *c, int side, unsigned reason,
 			  const char *text);
 

@@ -1326,8 +1326,26 @@ static int close_blocked(int how)
 	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev) == 0, "epoll ADD");
 	CHECK(pthread_create(&t, NULL, blocked_reader, (void *)(intptr_t)c) == 0, "thread");
 	usleep(100000);
-	if (how == 0) {
+	pid_t kid = -1;
+	int hold[2] = { -1, -1 };
+	if (how == 0 || how == 2) {
 		CHECK(close(c) == 0, "close");
+		if (how == 2) {
+			/* A child forked now does not hold the closed socket:
+			 * it must not delay the peer's EOF below. */
+			CHECK(pipe(hold) == 0, "pipe");
+			kid = fork();
+			CHECK(kid >= 0, "fork");
+			if (kid == 0) {
+				char b;
+				close(hold[1]);
+				alarm(60);
+				while (read(hold[0], &b, 1) < 0 && errno == EINTR)
+					;
+				_exit(0);
+			}
+			close(hold[0]);
+		}
 		CHECK(fcntl(c, F_GETFD) == -1 && errno == EBADF,
 		      "fd number still open after close");
 	} else {
@@ -1358,13 +1376,18 @@ static int close_blocked(int how)
 	check_path(s, BLOCKED_BYTES);
 	close(s);
 	close(ep);
-	if (how)
+	if (how == 1)
 		close(c);
+	if (kid > 0) {
+		close(hold[1]);
+		CHECK(reap(kid) == 0, "child");
+	}
 	return 0;
 }
 
 static int case_close_blocked(void) { return close_blocked(0); }
 static int case_dup2_blocked(void) { return close_blocked(1); }
+static int case_close_blocked_fork(void) { return close_blocked(2); }
 
 #define BLOCKED_SEND (8 << 20)
 
@@ -1858,6 +1881,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "close-blocked", case_close_blocked },
 	{ "close-blocked-send", case_close_blocked_send },
 	{ "dup2-blocked", case_dup2_blocked },
+	{ "close-blocked-fork", case_close_blocked_fork },
 	{ "epoll1000-lt", case_epoll1000_lt },
 	{ "epoll1000-et", case_epoll1000_et },
 	{ "idle1000", case_idle1000 },
