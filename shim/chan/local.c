@@ -229,6 +229,16 @@ int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
 	if (!order_ok(order))
 		return -EINVAL;
 	len = shm_size(order, order);
+	{
+		/* ftruncate beyond RLIMIT_FSIZE raises SIGXFSZ, which kills
+		 * (sshd's pre-auth child sets 0): refuse instead, and the
+		 * connection stays on TCP. */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+		    rl.rlim_cur < len)
+			return -EFBIG;
+	}
 	f[0] = memfd_create("xway-chan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (f[0] < 0)
 		return -errno;

@@ -422,21 +422,28 @@ static int case_credthread(void)
 
 /* sshd's pre-auth child: RLIMIT_FSIZE 0, then socket work, while the
  * shim's debug log goes to a file (XWAY_LOG_FILE set by run.sh): a
- * write to that file would raise SIGXFSZ and kill the process. */
+ * write to that file, or sizing a new channel's memfd, would raise SIGXFSZ
+ * and kill the process.  A connection made before the limit stays
+ * accelerated; one made after it cannot get a channel (its memory could
+ * not be sized) and must work on TCP instead. */
 static int case_fsize0(void)
 {
-	int c, s;
+	int c, s, c2, s2;
 
-	CHECK(setrlimit(RLIMIT_FSIZE, &(struct rlimit){ 0, 0 }) == 0, "RLIMIT_FSIZE 0");
 	mkpair(&c, &s);
+	CHECK(setrlimit(RLIMIT_FSIZE, &(struct rlimit){ 0, 0 }) == 0, "RLIMIT_FSIZE 0");
 	transfer(c, s, 1 << 20, 21);
 	transfer(s, c, 1 << 20, 22);
 	check_path(c, 2 << 20);
+	mkpair(&c2, &s2);
+	transfer(c2, s2, 1 << 20, 23);
+	transfer(s2, c2, 1 << 20, 24);
 	close(c);
 	close(s);
+	close(c2);
+	close(s2);
 	return 0;
 }
-
 
 /* The rest of the table's options and calls, on an accelerated pair:
  * telnetd's TCGETS on the socket (ENOTTY), proftpd's F_SETOWN, SO_DEBUG
