@@ -17,6 +17,7 @@
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "errno.h"
@@ -447,17 +448,104 @@ XWAY_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t *offset, size_t co
 	return xway_ret(r);
 }
 
+/* Free room in a pipe, or -errno if fd is not one (splice's EINVAL). */
+static long xway_pipe_room(int fd)
+{
+	struct stat st;
+	int sz, used = 0;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISFIFO(st.st_mode))
+		return -EINVAL;
+	sz = fcntl(fd, F_GETPIPE_SZ);
+	if (sz < 0 || ioctl(fd, FIONREAD, &used) < 0)
+		return -errno;
+	return sz > used ? sz - used : 0;
+}
+
+/*
+ * splice() with an accelerated socket on one end and a pipe on the other:
+ * the kernel cannot splice the channel, so the bytes go through a buffer,
+ * without ever taking from one end more than the other accepted.  Socket
+ * to pipe: peek, write to the pipe what it takes, consume exactly that.
+ * Pipe to socket: read from the pipe no more than the channel has room for
+ * when the socket is nonblocking (a blocking send takes all).  Not atomic
+ * against another thread reading the same socket between peek and consume.
+ */
+static ssize_t xway_splice(struct xway_conn *c, int from_sock, int other,
+			   size_t len, unsigned int flags)
+{
+	char buf[32768];
+	size_t want = len < sizeof(buf) ? len : sizeof(buf);
+	long room = xway_pipe_room(other);
+	ssize_t n, w;
+
+	if (room < 0)
+		return room;
+	if (want == 0)
+		return 0;
+	if (from_sock) {
+		struct iovec iov = { buf, want };
+
+		if (room == 0 && (flags & SPLICE_F_NONBLOCK))
+			return -EAGAIN;
+		n = xway_io_recv(c, &iov, 1, MSG_PEEK);
+		if (n <= 0)
+			return n;
+		if (room > 0 && n > room)
+			n = room;       /* a write within the room cannot block */
+		w = XWAY_SYS(real.write(other, buf, (size_t)n));
+		if (w <= 0)
+			return w < 0 ? w : -EAGAIN;
+		iov.iov_len = (size_t)w;
+		n = xway_io_recv(c, &iov, 1, 0);
+		return n < 0 ? n : w;
+	}
+	if (atomic_load_explicit(&c->nonblock, memory_order_relaxed) && c->chan) {
+		size_t cap = xway_chan_capacity(c->chan), used = xway_chan_unsent(c->chan);
+
+		if (used >= cap)
+			return -EAGAIN;
+		if (want > cap - used)
+			want = cap - used;
+	}
+	n = XWAY_SYS(real.read(other, buf, want));
+	if (n <= 0)
+		return n;
+	struct iovec iov = { buf, (size_t)n };
+	w = xway_io_send(c, &iov, 1, MSG_NOSIGNAL);
+	/* Bytes read from the pipe and not sent cannot go back: only an
+	 * error (peer gone, reset) or a signal gets here, where the
+	 * connection is finished for those bytes anyway. */
+	return w;
+}
+
 XWAY_EXPORT ssize_t splice(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out,
 			   size_t len, unsigned int flags)
 {
-	/* The channel is not a pipe or a socket the kernel can splice:
-	 * documented as unsupported on accelerated fds (no application in
-	 * HAZARDS.md uses it). */
-	if (xway_ready() && (xway_fd_is_ours(fd_in) || xway_fd_is_ours(fd_out))) {
-		errno = EINVAL;
-		return -1;
-	}
-	return real.splice(fd_in, off_in, fd_out, off_out, len, flags);
+	struct xway_conn *ci, *co;
+	ssize_t r;
+
+	if (!xway_ready())
+		return real.splice(fd_in, off_in, fd_out, off_out, len, flags);
+	ci = xway_fd_get(fd_in);
+	co = xway_fd_get(fd_out);
+	if (__builtin_expect(!ci && !co, 1))
+		return real.splice(fd_in, off_in, fd_out, off_out, len, flags);
+	if (ci && co)
+		r = -EINVAL;            /* neither end is a pipe */
+	else if ((ci && off_in) || (co && off_out))
+		r = -ESPIPE;            /* sockets have no offset */
+	else if (ci)
+		r = xway_splice(ci, 1, fd_out, len, flags);
+	else
+		r = xway_splice(co, 0, fd_in, len, flags);
+	if (ci)
+		xway_conn_put(ci);
+	if (co)
+		xway_conn_put(co);
+	return xway_ret(r);
 }
 
 /* ---- options, flags ---------------------------------------------------- */

@@ -19,7 +19,7 @@ HZ=$B/tests/hazards/xway-hz
 LIB=$(readlink -f "$B/libxway.so" 2>/dev/null || true)
 XWAYD=$B/xwayd
 CASE_TIMEOUT=${CASE_TIMEOUT:-120}
-KNOWN=${HZ_KNOWN_FAIL-accel/splice}
+KNOWN=${HZ_KNOWN_FAIL-}
 [ -x "$HZ" ] && [ -n "$LIB" ] || { echo "missing $HZ or libxway.so (run make)"; exit 1; }
 
 preload() {
