@@ -119,34 +119,49 @@ static int xw_seccomp_at_start(void)
 	return *p != '0';
 }
 
-/* Once per process image: decide whether the fast path may be used at
- * all, and make the page and the region it needs. */
+/*
+ * The region and the page are made when the library is loaded, before the
+ * program can fork: every process forked from this image must share the
+ * one region, or two siblings that each made their own would hand out the
+ * same slot numbers, hence the same owner token, and both take the fast
+ * path at once.  Two mappings, no page touched: a process that never uses
+ * a channel pays two mmap calls.
+ */
+static void *xw_ctor_page, *xw_ctor_region;
+
+__attribute__((constructor)) static void xw_excl_ctor(void)
+{
+	void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *r = mmap(NULL, sizeof(struct xw_region), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED || r == MAP_FAILED || madvise(p, 4096, MADV_WIPEONFORK)) {
+		if (p != MAP_FAILED)
+			munmap(p, 4096);
+		if (r != MAP_FAILED)
+			munmap(r, sizeof(struct xw_region));
+		return;
+	}
+	xw_ctor_page = p;
+	xw_ctor_region = r;
+}
+
+/* Once per process image, at the first claim: decide whether the fast
+ * path may be used at all. */
 static void xw_proc_init(void)
 {
 	long q;
-	void *p, *r;
 
-	if (getenv("XWAY_CHAN_NO_OWNER") || xw_seccomp_at_start())
+	if (!xw_ctor_page || getenv("XWAY_CHAN_NO_OWNER") || xw_seccomp_at_start())
 		return;
 	q = xw_membarrier(MEMBARRIER_CMD_QUERY);
 	if (q < 0 || !(q & MEMBARRIER_CMD_GLOBAL_EXPEDITED) ||
 	    !(q & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED))
 		return;
-	p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-		 -1, 0);
-	if (p == MAP_FAILED)
-		return;
-	r = mmap(NULL, sizeof(struct xw_region), PROT_READ | PROT_WRITE,
-		 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (r == MAP_FAILED || madvise(p, 4096, MADV_WIPEONFORK)) {
-		munmap(p, 4096);
-		if (r != MAP_FAILED)
-			munmap(r, sizeof(struct xw_region));
-		return;
-	}
-	xw_rg = r;
+	xw_rg = xw_ctor_region;
 	/* Release: the region before the page that enables its use. */
-	__atomic_store_n(&xw_proc_page, (uint64_t *)p, __ATOMIC_RELEASE);
+	__atomic_store_n(&xw_proc_page, (uint64_t *)xw_ctor_page, __ATOMIC_RELEASE);
 }
 
 /* splitmix64 finaliser: spreads a few changing bits over the word. */
@@ -397,9 +412,13 @@ int xw_lock(struct xw_excl *x)
 }
 void xw_unlock(struct xw_excl *x)
 {
-	uint64_t me = tl_token;
+	/* Validated, never the raw thread-local copy: a fork()ed child
+	 * inherits its parent thread's token, and the parent may be storing
+	 * that very token in busy right now. */
+	uint64_t me = xw_self();
 
-	/* Only the owner thread ever stores its token in busy, so busy ==
+	/* Only the owner thread ever stores its token in busy, and tokens
+	 * are unique among the live threads of the process tree, so busy ==
 	 * our token means we entered on the fast path. */
 	if (me != 0 && atomic_load_explicit(&x->busy, memory_order_relaxed) == me) {
 		/* Release: our ring and index stores before the converter's

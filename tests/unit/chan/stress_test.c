@@ -519,3 +519,31 @@ Test(stress, direction_taken_over_in_sandbox, .timeout = ALARM_S)
 	cr_assert_eq(wait_child(reader), 0);
 	xway_chan_close(a);
 }
+
+/* Two sibling processes forked before either used the endpoint both
+ * send: each must get an owner token of its own (they share the
+ * death-detector region made at load time), so one of them takes the
+ * direction over and the records never interleave. */
+Test(stress, sibling_senders, .timeout = ALARM_S)
+{
+	struct xway_chan *a, *b;
+	pid_t reader, kid[2];
+
+	make_pair(20, 0, &a, &b);
+	reader = start_reader(a, b, RECS / 2, RECS / 2);
+	xway_chan_close(b);
+	for (int w = 0; w < 2; w++) {
+		kid[w] = fork();
+		cr_assert_geq(kid[w], 0);
+		if (kid[w] == 0) {
+			alarm(ALARM_S);
+			send_recs(a, (uint32_t)w, 0, RECS / 2);
+			_exit(0);
+		}
+	}
+	cr_assert_eq(wait_child(kid[0]), 0);
+	cr_assert_eq(wait_child(kid[1]), 0);
+	cr_assert_eq(xway_chan_shutdown_wr(a), 0);
+	cr_assert_eq(wait_child(reader), 0);
+	xway_chan_close(a);
+}
