@@ -261,9 +261,16 @@ static int xw_owner_dead(uint64_t o)
 	struct xw_slot *s;
 	int r;
 
-	if (!xw_rg || i >= XW_SLOTS)
-		return 1;
-	s = &xw_rg->slot[i];
+	/* The region made at load, not xw_rg: a converter that never
+	 * claimed anything itself (never ran xw_proc_init) shares the
+	 * owner's region all the same (it is the same image's, inherited
+	 * by fork; an endpoint never crosses exec), and taking a live owner
+	 * for dead here let two senders in at once. */
+	struct xw_region *rg = xw_ctor_region;
+
+	if (!rg || i >= XW_SLOTS)
+		return 1;   /* no region: no token was ever handed out */
+	s = &rg->slot[i];
 	if (atomic_load(&s->gen) != o >> XW_SLOT_BITS)
 		return 1;
 	r = pthread_mutex_trylock(&s->m);

@@ -17,6 +17,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include "pair.h"
+#include "../../../shim/chan/chan_int.h"
 
 #define ALARM_S 300
 
@@ -546,4 +548,57 @@ Test(stress, sibling_senders, .timeout = ALARM_S)
 	cr_assert_eq(xway_chan_shutdown_wr(a), 0);
 	cr_assert_eq(wait_child(reader), 0);
 	xway_chan_close(a);
+}
+
+/* A sibling process that never claimed anything itself takes a direction
+ * over while the owner sits inside its critical section: it must wait for
+ * the owner, however long, not take it for dead.  (The liveness check once
+ * looked the owner's slot up through a pointer that only a claim sets, took
+ * every live owner for dead after ~1000 spins, and let two senders into a
+ * ring at once: sibling_senders interleaved records in about one ASan run
+ * in five in CI.)  Driven at the exclusion level, so the owner's critical
+ * section can be made long on purpose. */
+Test(stress, converter_waits_for_live_owner, .timeout = 60)
+{
+	struct shared {
+		struct xw_excl x;
+		_Atomic int inside, owner_in, done;
+	} *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t owner, conv;
+
+	cr_assert_neq(sh, MAP_FAILED);
+	cr_assert_eq(xw_lock_init(&sh->x), 0);
+	owner = fork();
+	cr_assert_geq(owner, 0);
+	if (owner == 0) {
+		alarm(60);
+		if (xw_lock(&sh->x))
+			_exit(2);
+		/* Only valid if this took the fast path (owner set). */
+		if (atomic_load(&sh->x.owner) == 0 || atomic_load(&sh->x.owner) == UINT64_MAX)
+			_exit(3);
+		atomic_store(&sh->inside, 1);
+		atomic_store(&sh->owner_in, 1);
+		usleep(300000);          /* far beyond the converter's spins */
+		atomic_store(&sh->inside, 0);
+		xw_unlock(&sh->x);
+		_exit(0);
+	}
+	while (!atomic_load(&sh->owner_in))
+		usleep(1000);
+	conv = fork();
+	cr_assert_geq(conv, 0);
+	if (conv == 0) {
+		alarm(60);
+		if (xw_lock(&sh->x))
+			_exit(2);
+		if (atomic_load(&sh->inside))
+			_exit(4);        /* both inside at once */
+		xw_unlock(&sh->x);
+		_exit(0);
+	}
+	cr_assert_eq(wait_child(conv), 0, "the converter entered beside a live owner");
+	cr_assert_eq(wait_child(owner), 0);
+	munmap(sh, sizeof(*sh));
 }
