@@ -387,6 +387,10 @@ int xway_fd_to_high(int fd)
 
 int xway_conn_last_slot(struct xway_conn *c, int fd)
 {
+	/* Passed by SCM_RIGHTS: settle that first (a receiver without the
+	 * shim makes us revert to TCP while our endpoint still exists). */
+	xway_scm_closing(c);
+
 	/* Our reference (the slot's, moved to the caller) and the epoll
 	 * records' aside, a reference is a call in flight in another thread
 	 * (a blocked recv, send or poll): the kernel keeps the socket open

@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <linux/sockios.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <time.h>
@@ -101,8 +102,18 @@ static long xway_tcp_peek(struct xway_conn *c)
 	char b;
 	long r = XWAY_SYS(real.recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT));
 
-	if (r > 0)
+	if (r > 0) {
+		/* Only a holder of the peer's socket that does not run the
+		 * shim writes there (it got the socket by SCM_RIGHTS): the
+		 * bytes wait on TCP until the peer's shim reverts the
+		 * connection (xway_io_revert); never silent. */
+		if (!atomic_exchange_explicit(&c->tcp_payload, 1, memory_order_relaxed))
+			XWARN("fd %d: TCP payload arrived on an accelerated connection "
+			      "(the peer's socket is held by a process without "
+			      "libxway.so); it is read once the peer reverts to TCP",
+			      c->fd);
 		return -EAGAIN;
+	}
 	if (r == 0)
 		atomic_store_explicit(&c->tcp_eof, 1, memory_order_relaxed);
 	return r;
@@ -116,6 +127,126 @@ static ssize_t xway_chan_in(struct xway_conn *c, const struct iovec *iov,
 	if (flags & MSG_TRUNC)
 		return xway_chan_recv(c->chan, NULL, want, f);
 	return xway_chan_recvv(c->chan, iov, iovcnt, f);
+}
+
+/* Reset the TCP connection (connect(AF_UNSPEC) sends the RST) after a
+ * revert that cannot carry every byte: a loud failure, never a silent
+ * loss. */
+static void xway_revert_fail(struct xway_conn *c, const char *why, ssize_t n)
+{
+	struct sockaddr sa = { .sa_family = AF_UNSPEC };
+
+	XLOG(XWAY_LOG_ERROR, "fd %d: the connection left the channel for TCP but "
+	     "cannot continue (%s; %zd byte(s) of ours unconsumed): connection "
+	     "reset", c->fd, why, n);
+	real.connect(c->fd, &sa, sizeof(sa));
+	atomic_store_explicit(&c->rst_state, 1, memory_order_relaxed);
+}
+
+int xway_io_revert(struct xway_conn *c)
+{
+	char *buf = NULL;
+	ssize_t n = 0;
+	unsigned f;
+	int st, push = 0;
+
+	/* A client that never looked at the broker's decision (no call since
+	 * connect): the leaver's revert implies "claimed"; take it first. */
+	if (atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_PENDING &&
+	    xway_pending_resolve(c, 0) == XWAY_ST_PENDING &&
+	    xway_pending_resolve(c, 1) == XWAY_ST_PENDING) {
+		XLOG(XWAY_LOG_ERROR, "fd %d: reverted to TCP while still pending: "
+		     "connection reset", c->fd);
+		return -ECONNRESET;
+	}
+	pthread_mutex_lock(&c->lock);
+	st = atomic_load_explicit(&c->state, memory_order_acquire);
+	if (st != XWAY_ST_ACCEL || !c->chan)
+		goto out;
+	f = xway_chan_reverted(c->chan);
+	if (!c->reverted && (f & XWAY_REVERT_PEER_STOPPED) && !(f & XWAY_REVERT_PEER_FINAL)) {
+		/* The leaver sets its second flag right after the first (a
+		 * few instructions under its own lock): wait for it, bounded;
+		 * a leaver killed in between leaves its ring undecided. */
+		for (int i = 0; i < 2000 && !(f & XWAY_REVERT_PEER_FINAL); i++) {
+			struct timespec nap = { 0, 1000000 };
+			nanosleep(&nap, NULL);
+			f = xway_chan_reverted(c->chan);
+		}
+		if (!(f & XWAY_REVERT_PEER_FINAL)) {
+			c->reverted = 2;
+			xway_revert_fail(c, "the leaving peer stopped half-way", 0);
+			atomic_store_explicit(&c->state, XWAY_ST_FLUSH, memory_order_release);
+			st = XWAY_ST_FLUSH;
+			goto out;
+		}
+	}
+	if (!c->reverted && (f & XWAY_REVERT_PEER_STOPPED)) {
+		size_t cap = xway_chan_capacity(c->chan);
+
+		c->reverted = 1;
+		if (f & XWAY_REVERT_LEFT)
+			XWARN("fd %d: both ends left the channel at once (each passed "
+			      "its socket to a process without the shim): bytes of a "
+			      "holder that already closed cannot be recovered", c->fd);
+		buf = malloc(cap ? cap : 1);
+		n = buf ? xway_chan_take_back(c->chan, buf, cap) : -ENOMEM;
+		if (n < 0) {
+			xway_revert_fail(c, strerror((int)-n), n);
+			n = 0;
+		} else if (n > 0 && atomic_load_explicit(&c->wr_shut, memory_order_relaxed)) {
+			/* Our FIN already went out on TCP after the ring's
+			 * EOF: these bytes can no longer precede it. */
+			xway_revert_fail(c, "FIN already sent", n);
+			n = 0;
+		} else if (n > 0) {
+			c->flush_buf = buf;
+			c->flush_len = (size_t)n;
+			c->flush_off = 0;
+			buf = NULL;
+			push = 1;
+		}
+		XINFO("fd %d: the peer left the channel (its socket was passed to a "
+		      "process without the shim); continuing on plain TCP, %zd "
+		      "byte(s) of ours re-sent on TCP first", c->fd, n);
+	} else if (!c->reverted && (f & XWAY_REVERT_LEFT)) {
+		c->reverted = 2;     /* the peer carries on; nothing is ours */
+		XINFO("fd %d: left the channel (socket passed to a process without "
+		      "the shim); continuing on plain TCP", c->fd);
+	}
+	/* Nothing left for us in the ring, and it is final: the channel is
+	 * done here; owed bytes go first, then plain TCP. */
+	if (c->reverted == 2 ||
+	    (c->reverted == 1 && xway_chan_readable(c->chan) == 0)) {
+		atomic_store_explicit(&c->state, XWAY_ST_FLUSH, memory_order_release);
+		st = XWAY_ST_FLUSH;
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+	free(buf);
+	/* A reverted connection stays in the fd table as FLUSH (a thin
+	 * pass-through to the socket) instead of being dropped: the epoll
+	 * emulation tells "went back to TCP" (turn the registration into a
+	 * direct one) from "closed" by the slots a dropped one no longer has. */
+	if (push || st == XWAY_ST_FLUSH)
+		xway_flush_owed(c, 1);
+	return st;
+}
+
+/* Reverted but bytes of the leaver still in our ring: sends already go to
+ * TCP, after what we took back. */
+static ssize_t xway_reverted_send(struct xway_conn *c, const struct iovec *iov,
+				  int iovcnt, int flags, int nb)
+{
+	struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+	int r;
+
+	if (atomic_load_explicit(&c->wr_shut, memory_order_relaxed))
+		return xway_epipe(flags);
+	r = xway_flush_owed(c, nb);
+	if (r < 0)
+		return r == -EPIPE ? xway_epipe(flags) : r;
+	return XWAY_SYS(real.sendmsg(c->fd, &m, flags));
 }
 
 /* PENDING reader: returns 1 when the state changed (caller loops), or a
@@ -183,7 +314,7 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 				if (real.poll(&pf, 1, -1) > 0 && (pf.revents & ~POLLOUT))
 					break;          /* readable: read meanwhile */
 			}
-			if (!xway_flush_pending(c))
+			if (!xway_flush_pending(c) && !c->reverted)
 				xway_fd_drop_conn(c);     /* plain TCP from now on */
 			return XWAY_SYS(real.recvmsg(c->fd, &m, flags));
 		}
@@ -210,6 +341,30 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 		}
 		if (r == 0 && want > 0)
 			return (ssize_t)copied;                     /* EOF */
+		if (r == -ECANCELED) {
+			/* Reverted to TCP and the ring is drained: the rest
+			 * comes from the socket (MSG_WAITALL keeps waiting). */
+			int rs = xway_io_revert(c);
+			if (rs < 0)
+				return copied ? (ssize_t)copied : rs;
+			if (copied && waitall) {
+				struct msghdr m = { .msg_iov = sub };
+				m.msg_iovlen = (size_t)xway_iov_skip(iov, iovcnt, copied, sub);
+				long t = XWAY_SYS(real.recvmsg(c->fd, &m, flags));
+				return t > 0 ? (ssize_t)(copied + (size_t)t) : (ssize_t)copied;
+			}
+			if (copied)
+				return (ssize_t)copied;
+			if (atomic_load_explicit(&c->state, memory_order_acquire) ==
+			    XWAY_ST_ACCEL) {
+				/* Our tree still holds it on the channel elsewhere
+				 * (another thread between calls): read TCP. */
+				struct msghdr m = { .msg_iov = (struct iovec *)iov,
+						    .msg_iovlen = (size_t)iovcnt };
+				return XWAY_SYS(real.recvmsg(c->fd, &m, flags));
+			}
+			continue;
+		}
 		if (r == -ECONNRESET || r == -EPROTO) {
 			if (copied)
 				return (ssize_t)copied;
@@ -254,7 +409,17 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 		if (left == 0)
 			return copied ? (ssize_t)copied : -EAGAIN;
 		xway_last_sig = 0;
-		int w = xway_chan_wait(c->chan, XWAY_EV_IN, c->fd, left);
+		/* TCP payload of a holder without the shim (xway_tcp_peek)
+		 * keeps the socket readable: watch the ring alone, in slices
+		 * (a dead peer still shows at the next look). */
+		int sliced = atomic_load_explicit(&c->tcp_payload, memory_order_relaxed);
+		int w = xway_chan_wait(c->chan, XWAY_EV_IN, sliced ? -1 : c->fd,
+				       sliced && (left < 0 || left > XWAY_PENDING_SLICE_MS)
+				       ? XWAY_PENDING_SLICE_MS : left);
+		if (w == 0 && sliced && xway_left(deadline) != 0) {
+			extra_seen = 1;
+			continue;
+		}
 		if (w == 0)
 			return copied ? (ssize_t)copied : -EAGAIN;   /* SO_RCVTIMEO */
 		if (w == -EINTR) {
@@ -326,7 +491,7 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 			struct msghdr m = { .msg_iov = (struct iovec *)iov,
 					    .msg_iovlen = (size_t)iovcnt };
 			r = XWAY_SYS(real.sendmsg(c->fd, &m, flags));
-			if (c->flush_len == 0)
+			if (c->flush_len == 0 && !c->reverted)
 				xway_fd_drop_conn(c);     /* plain TCP from now on */
 			return r;
 		}
@@ -348,6 +513,19 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 			if (sent >= total)
 				return (ssize_t)sent;
 			continue;
+		}
+		if (r == -ECANCELED) {
+			/* Reverted to TCP: what we took back goes first. */
+			int rs = xway_io_revert(c);
+			if (rs < 0)
+				return sent ? (ssize_t)sent : rs;
+			if (rs != XWAY_ST_ACCEL)
+				continue;                     /* FLUSH path */
+			if (sent) {
+				ssize_t t = xway_reverted_send(c, v, vn, flags, nb);
+				return t > 0 ? (ssize_t)(sent + (size_t)t) : (ssize_t)sent;
+			}
+			return xway_reverted_send(c, iov, iovcnt, flags, nb);
 		}
 		if (r == -EPIPE) {
 			/* The peer closed its reading side (our own SHUT_WR
@@ -503,7 +681,8 @@ int xway_io_ioctl(struct xway_conn *c, unsigned long req, void *arg)
 					      memory_order_relaxed);
 		return (int)r;
 	}
-	if (st == XWAY_ST_ACCEL && (req == FIONREAD || req == SIOCOUTQ) && arg) {
+	if (st == XWAY_ST_ACCEL && (req == FIONREAD || req == SIOCOUTQ) && arg &&
+	    !(xway_chan_poll(c->chan) & XWAY_EV_REVERT)) {
 		size_t n = req == FIONREAD ? xway_chan_readable(c->chan)
 					   : xway_chan_unsent(c->chan);
 		*(int *)arg = n > INT_MAX ? INT_MAX : (int)n;
@@ -539,6 +718,20 @@ short xway_io_poll_mask(struct xway_conn *c, short events)
 		return pf.revents;
 	}
 	unsigned e = xway_chan_poll(c->chan);
+	if (e & XWAY_EV_REVERT) {
+		/* Reverted: the leaver's bytes still in the ring are readable;
+		 * everything else is the socket's. */
+		pf.events = events;
+		int rs = xway_io_revert(c);
+		if (rs < 0)
+			return POLLERR | POLLHUP;
+		if (rs == XWAY_ST_ACCEL) {
+			real.poll(&pf, 1, 0);
+			return (short)((pf.revents | POLLIN) & (events | POLLERR | POLLHUP));
+		}
+		real.poll(&pf, 1, 0);
+		return pf.revents;
+	}
 	if (e & (XWAY_EV_IN | XWAY_EV_RST))
 		m |= POLLIN;
 	if ((e & XWAY_EV_OUT) || atomic_load_explicit(&c->wr_shut, memory_order_relaxed))

@@ -11,16 +11,19 @@
  * the memfd is sealed and carries that cookie: xway_chan_local_attach),
  * re-attaches, closes the marker and hands the app exactly the fds that
  * were sent, in their order, with the kernel's MSG_CTRUNC behaviour for a
- * control buffer that is too small.  A receiver WITHOUT the shim gets the
- * extra fds and a socket whose bytes travel on a channel it cannot read:
- * documented in shim/README.md (LD_PRELOAD reaches every process of the
- * applications in HAZARDS.md that pass sockets).  Both processes then use
- * the connection like two forked holders.
+ * control buffer that is too small.  Both processes then use the
+ * connection like two forked holders.  A receiver WITHOUT the shim cannot
+ * read the channel: the sender notices that nobody took the hand-over (a
+ * state word in the marker) and reverts the connection to plain TCP
+ * (xway_chan_revert; the peer's shim re-sends on TCP what nobody read and
+ * reads the rest of the ring before TCP).  shim/README.md has the protocol.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -45,10 +48,25 @@ struct xway_scm_rec {
 
 /* Hand-over state word (the marker memfd stays mapped by the sender):
  * OFFERED when sent; a shimmed receiver moves it to TAKEN (CAS); a sender
- * that still sees OFFERED XWAY_SCM_AUDIT_NS later (or at its exit) moves it
- * to UNTAKEN and logs that the receiver cannot use the connection. */
+ * that decides the receiver cannot take it (below) moves it to UNTAKEN and
+ * reverts the connection(s) to TCP (xway_chan_revert: the peer re-sends
+ * what we never read, and reads what we wrote before its TCP bytes).  The
+ * seq_cst CAS on both sides makes exactly one of TAKEN and UNTAKEN win, so
+ * a receiver that comes late sees UNTAKEN and keeps the socket as plain TCP,
+ * and either outcome is correct: the timing only decides whether the
+ * connection stays accelerated.
+ *
+ * When the sender decides: the receiver consumed the message (SIOCOUTQ of
+ * the sending AF_UNIX socket fell to 0: the kernel frees a message's
+ * accounting when it is read, or dropped) and XWAY_SCM_GRACE_NS passed
+ * without TAKEN (a shimmed receiver CASes inside the same recvmsg call);
+ * or XWAY_SCM_AUDIT_NS after sending (the socket was closed or carries
+ * other traffic); or at exit after a short wait.  It looks when it closes
+ * its own copy of a handed-over connection (bounded wait: xway_scm_closing),
+ * at its next SCM_RIGHTS send, and at exit. */
 enum { XWAY_SCM_OFFERED = 1, XWAY_SCM_TAKEN = 2, XWAY_SCM_UNTAKEN = 3 };
 #define XWAY_SCM_AUDIT_NS (2 * 1000000000LL)
+#define XWAY_SCM_GRACE_NS (100 * 1000000LL)
 #define XWAY_SCM_OUT 64
 
 struct xway_scm_hdr {
@@ -56,106 +74,234 @@ struct xway_scm_hdr {
 	uint32_t count;
 	uint32_t napp;            /* fds the app sent */
 	_Atomic uint32_t state;   /* XWAY_SCM_* (shared: both map the memfd) */
-	uint32_t reserved;
+	uint32_t audit;           /* 1: the sender settles the hand-over and
+				     reverts to TCP if nobody takes it (a
+				     receiver that cannot confirm must not
+				     attach); 0: it cannot (seccomp) */
 	struct xway_scm_rec rec[XWAY_SCM_MAXREC];
 };
 
-/* Hand-overs this process sent and has not seen taken yet. */
+/* Hand-overs this process sent and has not seen settled yet. */
 static struct xway_scm_out {
 	struct xway_scm_hdr *map;
 	int64_t sent_ns;
+	int64_t consumed_ns;      /* when SIOCOUTQ was first seen at 0 */
 	pid_t pid;                /* the sender (a fork child forgets them) */
+	int usock;                /* the AF_UNIX socket it went through ... */
+	dev_t udev;               /* ... identified, the number may be reused */
+	ino_t uino;
 } xway_scm_out[XWAY_SCM_OUT];
 static pthread_mutex_t xway_scm_out_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Look at the hand-overs still out: forget the taken ones; one untaken for
- * XWAY_SCM_AUDIT_NS (every one with wait_ns < 0: exit) is logged.  The
- * receiver of an unshimmed process gets a socket whose bytes travel on a
- * channel it cannot read; nothing here can repair that (see shim/README.md),
- * but it must never be silent. */
-static void xway_scm_audit(int64_t force_after_ns)
+/* Has the receiver read (or dropped) everything we sent on o's socket? */
+static int xway_scm_consumed(const struct xway_scm_out *o)
 {
-	int64_t now = xway_now_ns();
+	struct stat st;
+	int q;
 
-	pthread_mutex_lock(&xway_scm_out_lock);
-	for (int i = 0; i < XWAY_SCM_OUT; i++) {
-		struct xway_scm_out *o = &xway_scm_out[i];
-		uint32_t exp = XWAY_SCM_OFFERED;
+	if (o->usock < 0 || fstat(o->usock, &st) != 0 || st.st_dev != o->udev ||
+	    st.st_ino != o->uino || real.ioctl(o->usock, SIOCOUTQ, &q) != 0)
+		return 0;
+	return q == 0;
+}
 
-		if (!o->map)
-			continue;
-		if (o->pid != getpid())
-			goto forget;      /* our parent's hand-over: its business */
-		/* Acquire: pairs with the receiver's CAS (nothing else is read
-		 * from the page after it; the order is for clarity). */
-		if (atomic_load_explicit(&o->map->state, memory_order_acquire) ==
-		    XWAY_SCM_OFFERED) {
-			if (now - o->sent_ns < (force_after_ns >= 0 ? force_after_ns
-					       : XWAY_SCM_AUDIT_NS))
+/* Find the connection of a record in this process (a reference), or NULL. */
+struct xway_scm_find { const struct xway_scm_rec *rec; struct xway_conn *c; };
+
+static void xway_scm_find_one(int fd, struct xway_conn *c, void *arg)
+{
+	struct xway_scm_find *f = arg;
+
+	(void)fd;
+	if (!f->c && c->chan && c->cookie == f->rec->cookie && c->side == f->rec->side) {
+		xway_conn_hold(c);
+		f->c = c;
+	}
+}
+
+/* The receiver cannot use these connections: leave the channel for TCP.
+ * known: a connection being closed (no longer in the fd table). */
+static void xway_scm_revert(uint32_t count, const struct xway_scm_rec *recs,
+			    struct xway_conn *known, int64_t age_ns)
+{
+	for (uint32_t k = 0; k < count; k++) {
+		struct xway_scm_find f = { &recs[k], NULL };
+		const char *why = NULL;
+		int st;
+
+		if (known && known->cookie == recs[k].cookie && known->side == recs[k].side) {
+			xway_conn_hold(known);
+			f.c = known;
+		} else {
+			xway_fd_foreach(xway_scm_find_one, &f);
+		}
+		st = f.c ? atomic_load_explicit(&f.c->state, memory_order_acquire) : 0;
+		if (!f.c)
+			why = "this process no longer holds it";
+		else if (st == XWAY_ST_PENDING)
+			why = "its offer was still undecided";
+		else if (st != XWAY_ST_ACCEL)
+			why = NULL;              /* already on TCP */
+		else if (xway_chan_revert(f.c->chan) < 0)
+			why = "the channel refused the revert";
+		if (why)
+			XWARN("sendmsg: an accelerated connection passed by SCM_RIGHTS "
+			      "%lld ms ago was not taken by a process running libxway.so "
+			      "(receiver without the shim, the fds dropped, or a "
+			      "receiver under a seccomp filter); it cannot be moved "
+			      "back to TCP (%s): the receiver cannot read its bytes",
+			      (long long)(age_ns / 1000000), why);
+		else if (st == XWAY_ST_ACCEL)
+			XWARN("sendmsg: an accelerated connection passed by SCM_RIGHTS "
+			      "%lld ms ago was not taken by a process running libxway.so "
+			      "(receiver without the shim, or the fds dropped): it "
+			      "reverts to plain TCP (the peer re-sends on TCP what "
+			      "nobody read)", (long long)(age_ns / 1000000));
+		if (f.c) {
+			/* Our own copy follows at once (not the one being
+			 * closed: its teardown is under way). */
+			if (f.c != known && st == XWAY_ST_ACCEL && !why)
+				xway_io_revert(f.c);
+			xway_conn_put(f.c);
+		}
+	}
+}
+
+/* Settle the hand-overs still out (only those naming `only`, if given):
+ * forget the taken ones, decide the ones the receiver cannot take (see
+ * above; force_after_ns >= 0 decides every one older than that) and revert
+ * them.  Returns how many of ours are still undecided. */
+static int xway_scm_settle(int64_t force_after_ns, struct xway_conn *only)
+{
+	int left = 0;
+
+	for (int round = 0; round <= XWAY_SCM_OUT; round++) {
+		struct xway_scm_rec recs[XWAY_SCM_MAXREC];
+		struct xway_scm_hdr *undo = NULL;
+		uint32_t count = 0;
+		int64_t now = xway_now_ns(), age = 0;
+
+		left = 0;
+		pthread_mutex_lock(&xway_scm_out_lock);
+		for (int i = 0; i < XWAY_SCM_OUT && !undo; i++) {
+			struct xway_scm_out *o = &xway_scm_out[i];
+			uint32_t exp = XWAY_SCM_OFFERED;
+			int mine = !only;
+
+			if (!o->map)
 				continue;
+			if (o->pid != getpid())
+				goto forget;      /* our parent's hand-over: its business */
+			for (uint32_t k = 0; only && k < o->map->count && k < XWAY_SCM_MAXREC; k++)
+				mine |= o->map->rec[k].cookie == only->cookie &&
+					o->map->rec[k].side == only->side;
+			/* Acquire: pairs with the receiver's CAS (nothing else is
+			 * read from the page after it; the order is for clarity). */
+			if (atomic_load_explicit(&o->map->state, memory_order_acquire) !=
+			    XWAY_SCM_OFFERED)
+				goto forget;
+			if (!mine)
+				continue;
+			age = now - o->sent_ns;
+			if (xway_scm_consumed(o)) {
+				if (!o->consumed_ns)
+					o->consumed_ns = now;
+			} else {
+				o->consumed_ns = 0;
+			}
+			if (age < XWAY_SCM_AUDIT_NS &&
+			    (force_after_ns < 0 || age < force_after_ns) &&
+			    (!o->consumed_ns || now - o->consumed_ns < XWAY_SCM_GRACE_NS)) {
+				left++;
+				continue;
+			}
 			/* seq_cst CAS against the receiver's: exactly one of
 			 * TAKEN and UNTAKEN wins. */
 			if (atomic_compare_exchange_strong(&o->map->state, &exp,
-							   XWAY_SCM_UNTAKEN))
-				XWARN("sendmsg: %u accelerated connection(s) passed by "
-				      "SCM_RIGHTS %lld ms ago were not taken by a process "
-				      "running libxway.so (receiver without the shim, or "
-				      "the fds were dropped; or a receiver under a seccomp "
-				      "filter that could not confirm): a process without "
-				      "the shim cannot read their bytes, which travel on "
-				      "the channel",
-				      o->map->count, (long long)((now - o->sent_ns) / 1000000));
-		}
+							   XWAY_SCM_UNTAKEN)) {
+				/* Read once: the receiver maps this page too. */
+				count = *(volatile uint32_t *)&o->map->count;
+				if (count > XWAY_SCM_MAXREC)
+					count = 0;
+				memcpy(recs, o->map->rec, sizeof(recs[0]) * count);
+				undo = o->map;
+			}
 forget:
-		munmap(o->map, sizeof(*o->map));
-		o->map = NULL;
+			munmap(o->map, sizeof(*o->map));
+			o->map = NULL;
+		}
+		pthread_mutex_unlock(&xway_scm_out_lock);
+		if (!undo)
+			break;
+		/* Outside the lock: the revert takes the fd table's and the
+		 * channel's locks. */
+		xway_scm_revert(count, recs, only, age);
 	}
-	pthread_mutex_unlock(&xway_scm_out_lock);
+	return left;
+}
+
+static void xway_scm_audit(int64_t force_after_ns)
+{
+	xway_scm_settle(force_after_ns, NULL);
 }
 
 /* Keep the marker of a sent hand-over mapped for the audit. */
-static void xway_scm_remember(int marker)
+static void xway_scm_remember(struct xway_scm_hdr *map, int usock)
 {
-	void *map;
+	struct stat st;
 
-	/* Under a seccomp filter a writable shared mapping may be fatal (see
-	 * xway_scm_taken): no audit there. */
-	if (xway_lc_sandboxed)
-		return;
-	map = mmap(NULL, sizeof(struct xway_scm_hdr), PROT_READ | PROT_WRITE,
-		   MAP_SHARED, marker, 0);
-	if (map == MAP_FAILED)
-		return;               /* no audit for this one: not fatal */
+	if (fstat(usock, &st) != 0)
+		st.st_ino = 0;
 	for (int round = 0; round < 2; round++) {
 		pthread_mutex_lock(&xway_scm_out_lock);
 		for (int i = 0; i < XWAY_SCM_OUT; i++)
 			if (!xway_scm_out[i].map) {
-				xway_scm_out[i].map = map;
-				xway_scm_out[i].sent_ns = xway_now_ns();
-				xway_scm_out[i].pid = getpid();
+				struct xway_scm_out *o = &xway_scm_out[i];
+				o->map = map;
+				o->sent_ns = xway_now_ns();
+				o->consumed_ns = 0;
+				o->pid = getpid();
+				o->usock = st.st_ino ? usock : -1;
+				o->udev = st.st_dev;
+				o->uino = st.st_ino;
 				pthread_mutex_unlock(&xway_scm_out_lock);
 				return;
 			}
 		pthread_mutex_unlock(&xway_scm_out_lock);
+		/* Full: settle the oldest at once (force). */
 		xway_scm_audit(round == 0 ? XWAY_SCM_AUDIT_NS : 0);
 	}
+	/* Still full: decide this one now rather than leave it unwatched. */
+	uint32_t exp = XWAY_SCM_OFFERED;
+	if (atomic_compare_exchange_strong(&map->state, &exp, XWAY_SCM_UNTAKEN)) {
+		struct xway_scm_rec recs[XWAY_SCM_MAXREC];
+		uint32_t count = *(volatile uint32_t *)&map->count;
+		if (count > XWAY_SCM_MAXREC)
+			count = 0;
+		memcpy(recs, map->rec, sizeof(recs[0]) * count);
+		xway_scm_revert(count, recs, NULL, 0);
+	}
 	munmap(map, sizeof(struct xway_scm_hdr));
+}
+
+void xway_scm_closing(struct xway_conn *c)
+{
+	if (!atomic_load_explicit(&c->handed, memory_order_relaxed) || xway_lc_sandboxed)
+		return;
+	/* Bounded: XWAY_SCM_AUDIT_NS after the send at most (500 rounds of
+	 * 5 ms is more), usually one grace period after the receiver read. */
+	for (int i = 0; i < 500 && xway_scm_settle(-1, c) > 0; i++) {
+		struct timespec nap = { 0, 5000000 };
+		nanosleep(&nap, NULL);
+	}
+	xway_scm_settle(0, c);
 }
 
 void xway_scm_at_exit(void)
 {
 	/* At exit: a receiver that is still about to take the hand-over gets
-	 * a moment (bounded), then whatever is untaken is logged. */
-	for (int i = 0; i < 50; i++) {
-		int out = 0;
-		xway_scm_audit(XWAY_SCM_AUDIT_NS);
-		pthread_mutex_lock(&xway_scm_out_lock);
-		for (int k = 0; k < XWAY_SCM_OUT; k++)
-			out += xway_scm_out[k].map != NULL &&
-			       xway_scm_out[k].pid == getpid();
-		pthread_mutex_unlock(&xway_scm_out_lock);
-		if (!out)
-			return;
+	 * a moment (bounded), then whatever is untaken is reverted. */
+	for (int i = 0; i < 50 && xway_scm_settle(-1, NULL) > 0; i++) {
 		struct timespec nap = { 0, 10000000 };
 		nanosleep(&nap, NULL);
 	}
@@ -170,6 +316,7 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 	struct xway_scm_hdr hdr;
 	struct xway_conn *conns[XWAY_SCM_MAXREC];
 	int app[XWAY_SCM_MAXFD], napp = 0, nconn = 0, marker = -1;
+	struct xway_scm_hdr *audit_map = NULL;
 	ssize_t r;
 
 	xway_scm_audit(-1);
@@ -205,6 +352,7 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 			hdr.rec[nconn].pending = 1;
 			hdr.rec[nconn].offer_id = c->offer_id;
 		}
+		atomic_store_explicit(&c->handed, 1, memory_order_relaxed);
 		hdr.rec[nconn].index = i;
 		hdr.rec[nconn].side = c->side;
 		hdr.rec[nconn].cookie = c->cookie;
@@ -223,11 +371,26 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 	hdr.count = (uint32_t)nconn;
 	hdr.napp = (uint32_t)napp;
 	atomic_store_explicit(&hdr.state, XWAY_SCM_OFFERED, memory_order_relaxed);
+	/* Under a seccomp filter a writable shared mapping may be fatal: no
+	 * audit there (and the receiver is told, see xway_scm_recvmsg). */
+	hdr.audit = !xway_lc_sandboxed;
 	r = XWAY_SYS(memfd_create("xway-scm", MFD_CLOEXEC));
 	if (r < 0)
 		goto out_plain;
 	marker = (int)r;
-	if (XWAY_SYS(real.write(marker, &hdr, sizeof(hdr))) != (long)sizeof(hdr))
+	if (hdr.audit) {
+		if (XWAY_SYS(ftruncate(marker, sizeof(hdr))) == 0)
+			audit_map = mmap(NULL, sizeof(hdr), PROT_READ | PROT_WRITE,
+					 MAP_SHARED, marker, 0);
+		if (audit_map == MAP_FAILED) {
+			audit_map = NULL;
+			hdr.audit = 0;
+			XWARN("sendmsg: cannot watch an SCM_RIGHTS hand-over (%s): a "
+			      "receiver without the shim will not be detected",
+			      strerror(errno));
+		}
+	}
+	if (XWAY_SYS(pwrite(marker, &hdr, sizeof(hdr), 0)) != (long)sizeof(hdr))
 		goto out_plain;
 
 	/* A new control buffer: the app's non-rights cmsgs as they are, then
@@ -271,8 +434,10 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 		for (int k = 0; r >= 0 && k < nconn; k++)
 			atomic_fetch_add_explicit(&conns[k]->shared->holders, 1,
 						  memory_order_acq_rel);
-		if (r >= 0)
-			xway_scm_remember(marker);
+		if (r >= 0 && audit_map) {
+			xway_scm_remember(audit_map, fd);
+			audit_map = NULL;
+		}
 		XDBG("sendmsg fd %d: %d accelerated connection(s) handed over", fd, nconn);
 	}
 	goto out_put;
@@ -281,6 +446,8 @@ out_plain:
 	      strerror(r < 0 ? (int)-r : EIO));
 	r = XWAY_SYS(real.sendmsg(fd, msg, flags));
 out_put:
+	if (audit_map)
+		munmap(audit_map, sizeof(hdr));
 	if (marker >= 0)
 		real.close(marker);
 	for (int k = 0; k < nconn; k++)
@@ -390,26 +557,28 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
 }
 
 /* Tell the sender a shimmed process took the hand-over (CAS on the state
- * word of the marker it keeps mapped). */
-static void xway_scm_taken(int marker)
+ * word of the marker it keeps mapped).  Returns 1 if we may attach: we
+ * won the CAS, or the sender does not audit (then nobody reverts). */
+static int xway_scm_taken(int marker, const struct xway_scm_hdr *hdr)
 {
 	struct xway_scm_hdr *map;
 	uint32_t exp = XWAY_SCM_OFFERED;
+	int ok;
 
 	/* Under a seccomp filter a writable shared mapping may be fatal
-	 * (vsftpd's allows only private anonymous ones): no confirmation
-	 * then; the sender's warning names that case too. */
+	 * (vsftpd's allows only private anonymous ones): we cannot confirm,
+	 * so an auditing sender will revert the connection to TCP; attaching
+	 * too would split it.  Plain TCP here, then. */
 	if (xway_lc_sandboxed)
-		return;
+		return !hdr->audit;
 	map = mmap(NULL, sizeof(*map), PROT_READ | PROT_WRITE, MAP_SHARED, marker, 0);
 	if (map == MAP_FAILED)
-		return;       /* the sender will log a false alarm; harmless */
-	/* seq_cst CAS: see xway_scm_audit. */
-	if (!atomic_compare_exchange_strong(&map->state, &exp, XWAY_SCM_TAKEN) &&
-	    exp == XWAY_SCM_UNTAKEN)
-		XWARN("recvmsg: taking accelerated connection(s) the sender had "
-		      "already reported as not taken (received late)");
+		return !hdr->audit;
+	/* seq_cst CAS: see the state word above. */
+	ok = atomic_compare_exchange_strong(&map->state, &exp, XWAY_SCM_TAKEN) ||
+	     exp == XWAY_SCM_TAKEN || !hdr->audit;
 	munmap(map, sizeof(*map));
+	return ok;
 }
 
 ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags)
@@ -450,12 +619,21 @@ ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags)
 			if (hdr.napp != (uint32_t)i || i + 1 + 3 * (int)hdr.count > n)
 				break;              /* not ours after all */
 			int *cf = f + i + 1;
-			xway_scm_taken(f[i]);
+			int take = xway_scm_taken(f[i], &hdr);
+			if (!take)
+				XINFO("recvmsg: %u connection(s) received by SCM_RIGHTS "
+				      "stay plain TCP (%s)", hdr.count, xway_lc_sandboxed
+				      ? "under a seccomp filter we cannot confirm the "
+					"hand-over, so the sender reverts them"
+				      : "the sender already reverted them: received late");
 			for (uint32_t k = 0; k < hdr.count; k++) {
 				int idx = hdr.rec[k].index;
-				int rr = idx >= 0 && idx < i
+				int rr = !take ? 0 : idx >= 0 && idx < i
 					 ? xway_scm_attach(f[idx], &hdr.rec[k], cf + 3 * k) : -EINVAL;
-				if (rr < 0) {
+				if (!take) {
+					for (int j = 0; j < 3; j++)
+						real.close(cf[3 * k + j]);
+				} else if (rr < 0) {
 					XWARN("recvmsg: a handed-over connection was refused "
 					      "(%s); it stays plain TCP", strerror(-rr));
 					for (int j = 0; j < 3; j++)

@@ -59,6 +59,9 @@
 #pragma weak xway_chan_pollfd
 #pragma weak xway_chan_arm
 #pragma weak xway_chan_ack
+#pragma weak xway_chan_revert
+#pragma weak xway_chan_take_back
+#pragma weak xway_chan_reverted
 
 /* ---- the real functions ------------------------------------------------ */
 
@@ -220,6 +223,18 @@ struct xway_conn {
 	 * once refs == ep_refs (see xway_close_app_fd, fdtable.c). */
 	_Atomic int   ep_refs;
 	_Atomic int   deferred;
+
+	/* Revert to TCP (scm.c, io.c): `reverted` (under lock) 1 once this
+	 * process took its bytes back from the channel, 2 when our tree left
+	 * it (nothing to take back); `tcp_payload` 1 once
+	 * TCP payload was seen while on the channel (a holder of the peer's
+	 * socket without the shim writes there: logged once, and waits stop
+	 * watching the socket until the peer reverts); `handed` 1 once this
+	 * process passed the connection by SCM_RIGHTS (its close settles the
+	 * hand-over first, see xway_scm_closing). */
+	int           reverted;
+	_Atomic int   tcp_payload;
+	_Atomic int   handed;
 };
 
 /* Lock-free lookup: returns the object with a reference taken, or NULL for
@@ -371,5 +386,22 @@ int     xway_io_ioctl(struct xway_conn *c, unsigned long req, void *arg);
  * xway_chan_pollfd(c->chan) and c->fd together.  Does not block.
  */
 short   xway_io_poll_mask(struct xway_conn *c, short events);
+/*
+ * The channel reverted to TCP (XWAY_EV_REVERT, or a data call's
+ * -ECANCELED): take back what we produced and the leaver never consumed
+ * (once per process, under c->lock) and push it to TCP ahead of anything
+ * else; when nothing is left for us in the ring (or we are the leaver) the
+ * connection becomes FLUSH for good (a pass-through to the socket that
+ * stays in the fd table, so epoll turns its registration into a direct
+ * one).  Returns the new state, or -ECONNRESET (logged) when it cannot.
+ */
+int     xway_io_revert(struct xway_conn *c);
+
+/* ---- SCM_RIGHTS hand-over (scm.c) ---------------------------------------- */
+
+/* The last fd of a connection this process handed over by SCM_RIGHTS is
+ * being closed: settle the hand-over first (bounded wait for the receiver
+ * to take it; a receiver without the shim makes us revert to TCP). */
+void    xway_scm_closing(struct xway_conn *c);
 
 #endif /* XWAY_SHIM_H */

@@ -41,6 +41,9 @@ enum xway_backend {
 #define XWAY_EV_ATTACH 0x80u  /* local side 0: the broker's `attached` word is
 				 no longer PENDING (the broker writes efd[0]
 				 after deciding, so a wait for this wakes) */
+#define XWAY_EV_REVERT 0x100u /* the connection left the channel for TCP
+				 (XWAY_RING_F_REVERT, either side): see
+				 xway_chan_revert; every wait returns on it */
 
 /* Flags for xway_chan_recv(). */
 #define XWAY_RECV_PEEK 0x1u
@@ -96,6 +99,34 @@ int xway_chan_attached(const struct xway_chan *c);
  */
 ssize_t xway_chan_take_unsent(struct xway_chan *c, void *buf, size_t len);
 
+/*
+ * Revert to TCP (local backend; -EOPNOTSUPP otherwise).  The leaver (this
+ * endpoint's socket went by SCM_RIGHTS to a process that cannot use the
+ * channel) calls xway_chan_revert(): under each direction's lock it stops
+ * for good (later data calls of our whole process tree return -ECANCELED),
+ * sets XWAY_RING_F_REVERT in its two words (ring.h) and wakes the peer.
+ * The leaver has nothing more to do: what it produced stays in the ring for
+ * the peer, what the peer produced is taken back by the peer.
+ *
+ * On the peer, once the flag is seen (XWAY_EV_REVERT): sends return
+ * -ECANCELED without writing; receives return the bytes still in the ring,
+ * then -ECANCELED (the ring is drained and final: read TCP from now on).
+ * xway_chan_take_back() takes back up to len bytes this endpoint produced
+ * that the leaver never consumed, oldest first, so they go onto TCP before
+ * anything else; returns the count (0 when none are left), -EBUSY unless the
+ * peer reverted, -EOPNOTSUPP for Xen, -EPROTO on corruption.
+ */
+int     xway_chan_revert(struct xway_chan *c);
+ssize_t xway_chan_take_back(struct xway_chan *c, void *buf, size_t len);
+/* Where a revert stands (0 for Xen): LEFT, we called xway_chan_revert;
+ * PEER_STOPPED, the peer consumes no more (take back now); PEER_FINAL, what
+ * the peer produced is final (set after PEER_STOPPED): once
+ * xway_chan_readable() is 0 after this, read TCP. */
+#define XWAY_REVERT_LEFT          0x1u
+#define XWAY_REVERT_PEER_STOPPED  0x2u
+#define XWAY_REVERT_PEER_FINAL    0x4u
+unsigned xway_chan_reverted(struct xway_chan *c);
+
 /* Where the channel layer logs its few set-up failures (default: one line
  * on stderr).  The shim installs its own sink. */
 void xway_chan_set_logger(void (*fn)(const char *line));
@@ -139,13 +170,15 @@ void xway_chan_close(struct xway_chan *c);
 
 /* Copy up to len bytes into the channel.  Returns the count written (may be
  * short), -EAGAIN when full, -EPIPE after our own SHUT_WR or when the peer
- * closed its reading side, -ECONNRESET after a reset, -EPROTO on corruption. */
+ * closed its reading side, -ECONNRESET after a reset, -EPROTO on corruption,
+ * -ECANCELED once the connection reverted to TCP (xway_chan_revert). */
 ssize_t xway_chan_send(struct xway_chan *c, const void *buf, size_t len);
 ssize_t xway_chan_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt);
 
 /* Copy up to len bytes out (XWAY_RECV_PEEK leaves them there).  Returns the
  * count, 0 at EOF once all data was read, -EAGAIN when empty, -ECONNRESET
- * once after the peer reset (after the queued data), -EPROTO on corruption.
+ * once after the peer reset (after the queued data), -EPROTO on corruption,
+ * -ECANCELED once reverted to TCP and nothing is left in the ring.
  * buf may be NULL to discard (MSG_TRUNC).  len 0 returns 0 at once: the
  * shim implements TCP's zero-length-read rules itself.  A corrupt peer
  * index is detected when it is read, which may be a few calls after the

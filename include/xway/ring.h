@@ -41,6 +41,19 @@
 #define XWAY_RING_F_RST      0x2u   /* producer aborted the connection (RST) */
 /* cons_flags: written only by the consumer of that ring. */
 #define XWAY_RING_F_CLOSED   0x1u   /* consumer closed: writes get EPIPE */
+/*
+ * Revert to TCP (additive in version 2; a reader that predates it sees an
+ * unknown flag and fails the channel with EPROTO: a reset, never silent).
+ * Set by one side (the "leaver": it handed its socket by SCM_RIGHTS to a
+ * process without the shim) in both its words, first the cons_flags of the
+ * ring it consumes ("nothing more will be consumed": the peer takes back
+ * what it produced there and nobody consumed, and writes it to TCP before
+ * anything else it sends, as a withdrawn client does with ring 0), then the
+ * prod_flags of the ring it produces ("what is published is final": the
+ * peer reads it before any TCP byte).  Each with release after the
+ * leaver's last consume/publish of that ring.  Never cleared.
+ */
+#define XWAY_RING_F_REVERT   0x4u
 
 /*
  * Waiting words.  A consumer that is about to sleep stores 1 into

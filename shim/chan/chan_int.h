@@ -82,7 +82,10 @@ struct xway_chan {
 	uint32_t rx_cons;                  /* trusted consumer index */
 	uint32_t rx_prod_seen;             /* last validated peer prod */
 
-	_Atomic int failed;                /* peer corrupted the ring: -EPROTO */
+	_Atomic int failed;                /* 1: peer corrupted the ring (-EPROTO);
+					      2: we left it for TCP (-ECANCELED,
+					      xway_chan_revert; set under both
+					      locks, re-read under each) */
 	_Atomic int wr_shut;               /* our SHUT_WR (or reset) done */
 	_Atomic int reset_done;            /* we reset */
 	_Atomic int rst_reported;          /* peer's RST returned once */

@@ -155,19 +155,24 @@ ssize_t xw_local_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt)
 {
 	ssize_t n;
 	uint32_t pf, cf;
-	int r;
+	int r, f;
 
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed))
-		return -EPROTO;
+	if ((f = atomic_load_explicit(&c->failed, memory_order_relaxed)))
+		return f == 2 ? -ECANCELED : -EPROTO;
 	if ((r = xw_lock(&c->tx_lock)))
 		return r;
 	/* Peer's flags are hints: validated, then only steer the answer. */
 	pf = xw_load_acquire(&c->rx.ctl->prod_flags);
 	cf = xw_load_acquire(&c->tx.ctl->cons_flags);
-	if (flags_bad(pf, XWAY_RING_F_EOF | XWAY_RING_F_RST) ||
-	    flags_bad(cf, XWAY_RING_F_CLOSED)) {
+	if (flags_bad(pf, XWAY_RING_F_EOF | XWAY_RING_F_RST | XWAY_RING_F_REVERT) ||
+	    flags_bad(cf, XWAY_RING_F_CLOSED | XWAY_RING_F_REVERT)) {
 		fail(c);
 		n = -EPROTO;
+	} else if ((cf & XWAY_RING_F_REVERT) ||
+		   atomic_load_explicit(&c->failed, memory_order_relaxed) == 2) {
+		/* The peer left (take back, then TCP), or we did while we
+		 * waited for the lock (xway_chan_revert sets it under it). */
+		n = -ECANCELED;
 	} else if (atomic_load_explicit(&c->reset_done, memory_order_relaxed) ||
 		   (pf & XWAY_RING_F_RST)) {
 		n = -ECONNRESET;
@@ -212,19 +217,21 @@ ssize_t xw_local_recvv(struct xway_chan *c, const struct iovec *iov, int iovcnt,
 	int peek = !!(flags & XWAY_RECV_PEEK);
 	ssize_t n;
 	uint32_t pf;
-	int r;
+	int r, f;
 
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed))
-		return -EPROTO;
+	if ((f = atomic_load_explicit(&c->failed, memory_order_relaxed)))
+		return f == 2 ? -ECANCELED : -EPROTO;
 	if ((r = xw_lock(&c->rx_lock)))
 		return r;
 	/* Acquire, and before the index: the producer publishes all its data
-	 * before it sets EOF/RST, so "flag seen, then ring empty" means the
-	 * stream really ended. */
+	 * before it sets EOF/RST/REVERT, so "flag seen, then ring empty" means
+	 * the stream really ended (or continues on TCP). */
 	pf = xw_load_acquire(&c->rx.ctl->prod_flags);
-	if (flags_bad(pf, XWAY_RING_F_EOF | XWAY_RING_F_RST)) {
+	if (flags_bad(pf, XWAY_RING_F_EOF | XWAY_RING_F_RST | XWAY_RING_F_REVERT)) {
 		fail(c);
 		n = -EPROTO;
+	} else if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2) {
+		n = -ECANCELED;     /* we left while we waited for the lock */
 	} else {
 		/* As in send: the shared prod is read only when the count
 		 * seen last time cannot satisfy the request. */
@@ -254,6 +261,10 @@ out:
 	if (n > 0 && !peek)
 		notify_if_waiting(c, &c->rx.ctl->prod_waiting);
 	if (n == -EAGAIN) {
+		/* Empty after the flag was seen (the shared prod was re-read
+		 * after it): the leaver's bytes are all read; TCP now. */
+		if (pf & XWAY_RING_F_REVERT)
+			return -ECANCELED;
 		if (pf & XWAY_RING_F_RST)
 			return atomic_exchange(&c->rst_reported, 1) ? 0 : -ECONNRESET;
 		if (pf & XWAY_RING_F_EOF)
@@ -287,8 +298,11 @@ unsigned xw_local_poll(struct xway_chan *c)
 	uint32_t pf, cf;
 	int64_t a, s;
 
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed))
-		return XWAY_EV_ERR | XWAY_EV_IN | XWAY_EV_OUT;
+	int f = atomic_load_explicit(&c->failed, memory_order_relaxed);
+
+	if (f)
+		return f == 2 ? XWAY_EV_REVERT | XWAY_EV_IN | XWAY_EV_OUT
+			      : XWAY_EV_ERR | XWAY_EV_IN | XWAY_EV_OUT;
 	/* Flags before the index, as in recv. */
 	pf = xw_load_acquire(&c->rx.ctl->prod_flags);
 	a = xw_ring_avail(&c->rx, xw_load_relaxed(&c->rx_cons));
@@ -304,8 +318,10 @@ unsigned xw_local_poll(struct xway_chan *c)
 		m |= XWAY_EV_OUT;
 	if (cf & XWAY_RING_F_CLOSED)
 		m |= XWAY_EV_OUT | XWAY_EV_HUP;
-	if (flags_bad(pf, XWAY_RING_F_EOF | XWAY_RING_F_RST) ||
-	    flags_bad(cf, XWAY_RING_F_CLOSED))
+	if ((pf | cf) & XWAY_RING_F_REVERT)
+		m |= XWAY_EV_REVERT | XWAY_EV_OUT;   /* sends go to TCP */
+	if (flags_bad(pf, XWAY_RING_F_EOF | XWAY_RING_F_RST | XWAY_RING_F_REVERT) ||
+	    flags_bad(cf, XWAY_RING_F_CLOSED | XWAY_RING_F_REVERT))
 		m |= XWAY_EV_IN | XWAY_EV_OUT;   /* let the data call fail it */
 	/* Relaxed: only "decided yet?"; xway_chan_attached() reads it with
 	 * acquire before anything acts on the decision. */
@@ -390,7 +406,7 @@ static void pass_on(struct xway_chan *c)
 	arm_words(c, in, out);
 	m = xw_local_poll(c);
 	if ((in && (m & EV_IN_CLASS)) || (out && (m & EV_OUT_CLASS)) ||
-	    (m & XWAY_EV_ERR))
+	    (m & (XWAY_EV_ERR | XWAY_EV_REVERT)))
 		(void)xw_sys_write(c->pollfd, &one, sizeof(one));
 }
 
@@ -455,7 +471,7 @@ static unsigned spin(struct xway_chan *c, unsigned want)
 int xw_local_wait(struct xway_chan *c, unsigned events, int extra_fd,
 		  int timeout_ms)
 {
-	unsigned want = events | XWAY_EV_ERR;
+	unsigned want = events | XWAY_EV_ERR | XWAY_EV_REVERT;
 	int in = !!(events & EV_IN_CLASS), out = !!(events & EV_OUT_CLASS);
 	uint64_t deadline = 0;
 	unsigned m;
@@ -545,7 +561,7 @@ unregister:
 unsigned xw_local_arm(struct xway_chan *c, unsigned events)
 {
 	arm_words(c, !!(events & EV_IN_CLASS), !!(events & EV_OUT_CLASS));
-	return xw_local_poll(c) & (events | XWAY_EV_ERR);
+	return xw_local_poll(c) & (events | XWAY_EV_ERR | XWAY_EV_REVERT);
 }
 
 void xw_local_ack(struct xway_chan *c)
@@ -554,11 +570,31 @@ void xw_local_ack(struct xway_chan *c)
 	pass_on(c);
 }
 
-/* ---- local: hand-back of unsent bytes (withdrawn offers) ----------------- */
+/* ---- local: hand-back of unsent bytes (withdrawn offers, reverts) -------- */
+
+/* Under tx_lock: nobody else consumes ring `side` any more (the server
+ * never attached, or the leaver stopped for good): we act as its consumer. */
+static ssize_t take_locked(struct xway_chan *c, void *buf, size_t len)
+{
+	uint32_t cons, used;
+	ssize_t n;
+
+	cons = xw_load_acquire(&c->tx.ctl->cons);
+	used = c->tx_prod - cons;
+	if (used > c->tx.size) {
+		fail(c);
+		return -EPROTO;
+	}
+	n = used < len ? used : len;
+	xw_ring_copy_out(&c->tx, cons, buf, n);
+	/* Release: our copy-out before the space is reused. */
+	xw_store_release(&c->tx.ctl->cons, cons + (uint32_t)n);
+	c->tx_cons_seen = cons + (uint32_t)n;
+	return n;
+}
 
 ssize_t xway_chan_take_unsent(struct xway_chan *c, void *buf, size_t len)
 {
-	uint32_t cons, used;
 	ssize_t n;
 	int r;
 
@@ -568,19 +604,77 @@ ssize_t xway_chan_take_unsent(struct xway_chan *c, void *buf, size_t len)
 		return -EBUSY;
 	if ((r = xw_lock(&c->tx_lock)))
 		return r;
-	/* Nobody else consumes ring `side` any more: we act as its consumer. */
-	cons = xw_load_acquire(&c->tx.ctl->cons);
-	used = c->tx_prod - cons;
-	if (used > c->tx.size) {
-		fail(c);
-		n = -EPROTO;
-	} else {
-		n = used < len ? used : len;
-		xw_ring_copy_out(&c->tx, cons, buf, n);
-		/* Release: our copy-out before the space is reused. */
-		xw_store_release(&c->tx.ctl->cons, cons + (uint32_t)n);
-		c->tx_cons_seen = cons + (uint32_t)n;
-	}
+	n = take_locked(c, buf, len);
 	xw_unlock(&c->tx_lock);
 	return n;
+}
+
+ssize_t xway_chan_take_back(struct xway_chan *c, void *buf, size_t len)
+{
+	ssize_t n;
+	int r;
+
+	if (c->backend != XWAY_BACKEND_LOCAL)
+		return -EOPNOTSUPP;
+	if ((r = xw_lock(&c->tx_lock)))
+		return r;
+	/* Acquire: pairs with the leaver's release OR, made after its last
+	 * consume of this ring (its cons is final when we read it). */
+	if (!(xw_load_acquire(&c->tx.ctl->cons_flags) & XWAY_RING_F_REVERT))
+		n = -EBUSY;
+	else
+		n = take_locked(c, buf, len);
+	xw_unlock(&c->tx_lock);
+	return n;
+}
+
+int xway_chan_revert(struct xway_chan *c)
+{
+	int r;
+
+	if (c->backend != XWAY_BACKEND_LOCAL)
+		return -EOPNOTSUPP;
+	/* One direction at a time (the lock order forbids holding both);
+	 * consuming first.  The peer trusts "our production is final" (the
+	 * prod flag) only after it has seen the cons flag, which this order
+	 * makes visible first.  failed = 2 under each lock: a data call of our
+	 * tree that takes the lock after us re-reads it there (-ECANCELED). */
+	if ((r = xw_lock(&c->rx_lock)))
+		return r;
+	atomic_store(&c->failed, 2);
+	/* Release: our last copy-out before the peer takes the rest back. */
+	xw_or_release(&c->rx.ctl->cons_flags, XWAY_RING_F_REVERT);
+	xw_unlock(&c->rx_lock);
+	if ((r = xw_lock(&c->tx_lock)))
+		return r;
+	/* Release: every byte we published (and the cons flag) before
+	 * "final". */
+	xw_or_release(&c->tx.ctl->prod_flags, XWAY_RING_F_REVERT);
+	xw_unlock(&c->tx_lock);
+	/* Wake the peer whether it sleeps for data or for room; an idle peer
+	 * sees the flags at its next call (a spurious wake-up is harmless). */
+	notify_if_waiting(c, &c->tx.ctl->cons_waiting);
+	notify_if_waiting(c, &c->rx.ctl->prod_waiting);
+	{
+		static const uint64_t one = 1;
+		(void)xw_sys_write(c->peer_efd, &one, sizeof(one));
+	}
+	return 0;
+}
+
+unsigned xway_chan_reverted(struct xway_chan *c)
+{
+	unsigned m = 0;
+
+	if (c->backend != XWAY_BACKEND_LOCAL)
+		return 0;
+	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
+		m |= XWAY_REVERT_LEFT;
+	/* Acquire, each: pairs with the leaver's release ORs; what follows
+	 * (take back, the readable count) sees its final indices. */
+	if (xw_load_acquire(&c->tx.ctl->cons_flags) & XWAY_RING_F_REVERT)
+		m |= XWAY_REVERT_PEER_STOPPED;
+	if (xw_load_acquire(&c->rx.ctl->prod_flags) & XWAY_RING_F_REVERT)
+		m |= XWAY_REVERT_PEER_FINAL;
+	return m;
 }

@@ -1759,13 +1759,14 @@ static int case_epoll_close(void)
 
 /* ---- SCM_RIGHTS to a process without the shim ----------------------------- */
 
-#define NOSHIM_WARN "were not taken by a process running libxway.so"
+#define NOSHIM_WARN "was not taken by a process running libxway.so"
+#define REVERT_LOG  "reverts to plain TCP"
 
 /* The receiver, exec'ed without LD_PRELOAD: takes the first fd of the
- * message (a shimmed sender may have added its own) and, unless the
- * connection is accelerated (its bytes are then on a channel this process
- * cannot read: the known limit), reads what the peer sent after the pass. */
-static int scm_plain_recv(int u, int accel)
+ * message (a shimmed sender may have added its own) and reads what the
+ * peer sent after the pass (accelerated, the connection reverted to TCP
+ * for it). */
+static int scm_plain_recv(int u)
 {
 	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int) * 16)]; } ctl;
 	char c, b[5];
@@ -1779,82 +1780,288 @@ static int scm_plain_recv(int u, int accel)
 	cm = CMSG_FIRSTHDR(&m);
 	CHECK(cm && cm->cmsg_type == SCM_RIGHTS, "SCM_RIGHTS");
 	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
-	if (!accel) {
-		read_all(fd, b, 5);
-		CHECK(memcmp(b, "hello", 5) == 0, "bytes sent after the pass");
-	}
+	read_all(fd, b, 5);
+	CHECK(memcmp(b, "hello", 5) == 0, "bytes sent after the pass");
 	return 0;
 }
 
-/* A connection passed by SCM_RIGHTS to a process WITHOUT the shim.  Plain
- * TCP (no shim, or no broker): the receiver reads what the peer sends.
- * Accelerated: the receiver cannot (known limit, shim/README.md), and the
- * sender must say so: its shim logs that no shimmed process took the
- * hand-over (checked on our stderr, after the 2 s the receiver is given;
- * sleeping longer can only make it pass, never fail it wrongly). */
-static int case_scm_noshim(void)
+/* Start `xway-lc ROLE ARGS...` without LD_PRELOAD (the rest of the
+ * environment kept). */
+static pid_t spawn_noshim(char *const argv[], int keep1, int keep2)
 {
-	const char *e = getenv("XWAY_TEST_EXPECT");
-	int accel = e && !strcmp(e, "accel");
-	int c, s, u[2], t[2], log, saved;
-	char buf[8192], us[16], ac[4];
-	ssize_t n;
-
-	mkpair(&c, &s);
-	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, u) == 0, "socketpair");
 	pid_t pid = fork();
+
 	CHECK(pid >= 0, "fork");
 	if (pid == 0) {
-		char *argv[] = { "xway-lc", "scm-plain-recv", us, ac, NULL };
 		char *env[256];
 		int ne = 0;
-		close(u[0]);
-		close(c);
-		close(s);
+		for (int fd = 3; fd < 64; fd++)
+			if (fd != keep1 && fd != keep2)
+				close(fd);
 		for (char **ev = environ; *ev && ne < 255; ev++)
 			if (strncmp(*ev, "LD_PRELOAD=", 11))
 				env[ne++] = *ev;
 		env[ne] = NULL;
-		snprintf(us, sizeof(us), "%d", u[1]);
-		snprintf(ac, sizeof(ac), "%d", accel);
 		execve("/proc/self/exe", argv, env);
 		_exit(126);
 	}
-	close(u[1]);
-	/* Our stderr into a file for the rest of the case (the shim logs
-	 * there), restored before any CHECK can fail. */
-	log = (int)syscall(SYS_memfd_create, "scm-noshim-log", 0);
+	return pid;
+}
+
+/* Our stderr into a memfd (the shim logs there); returns it, *saved the
+ * original.  Restore with log_end before any CHECK can fail. */
+static int log_begin(int *saved)
+{
+	int log = (int)syscall(SYS_memfd_create, "lc-log", 0);
+
 	CHECK(log >= 0, "memfd_create");
-	saved = dup(2);
-	CHECK(saved >= 0 && dup2(log, 2) == 2, "stderr to the log");
+	*saved = dup(2);
+	CHECK(*saved >= 0 && dup2(log, 2) == 2, "stderr to the log");
+	return log;
+}
+
+static void log_end(int log, int saved, char *buf, size_t len)
+{
+	ssize_t n;
+
+	dup2(saved, 2);
+	close(saved);
+	n = pread(log, buf, len - 1, 0);
+	CHECK(n >= 0, "read the log");
+	buf[n] = 0;
+	close(log);
+}
+
+/* A connection passed by SCM_RIGHTS to a process WITHOUT the shim: the
+ * receiver reads what the peer sends after the pass.  Accelerated, the
+ * sender's shim must also say that nobody with the shim took it and that
+ * the connection reverted to TCP (on our stderr). */
+static int case_scm_noshim(void)
+{
+	const char *e = getenv("XWAY_TEST_EXPECT");
+	int accel = e && !strcmp(e, "accel");
+	int c, s, u[2], log, saved;
+	char buf[8192], us[16];
+
+	mkpair(&c, &s);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, u) == 0, "socketpair");
+	snprintf(us, sizeof(us), "%d", u[1]);
+	char *argv[] = { "xway-lc", "scm-plain-recv", us, NULL };
+	pid_t pid = spawn_noshim(argv, u[1], -1);
+	close(u[1]);
+	log = log_begin(&saved);
 	send_fd(u[0], s);
 	close(s);
 	write_all(c, "hello", 5);
 	int rc = reap(pid);
-	if (accel) {
-		usleep(2200000);
-		/* The next SCM_RIGHTS send looks at the hand-overs still out. */
-		CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, t) == 0, "socketpair");
-		send_fd(t[0], t[1]);
-		close(t[0]);
-		close(t[1]);
-	}
-	dup2(saved, 2);
-	close(saved);
+	log_end(log, saved, buf, sizeof(buf));
 	CHECK(rc == 0, "receiver without the shim");
-	n = pread(log, buf, sizeof(buf) - 1, 0);
-	CHECK(n >= 0, "read the log");
-	buf[n] = 0;
 	if (accel)
-		CHECK(strstr(buf, NOSHIM_WARN) != NULL, "the sender did not log the "
-		      "hand-over nobody took; stderr: %s", buf);
+		CHECK(strstr(buf, NOSHIM_WARN) && strstr(buf, REVERT_LOG), "the sender "
+		      "did not log the hand-over nobody took and its revert; stderr: %s",
+		      buf);
 	else
 		CHECK(strstr(buf, NOSHIM_WARN) == NULL, "warning without a hand-over: %s",
 		      buf);
-	close(log);
 	close(c);
 	close(u[0]);
 	return 0;
+}
+
+/* ---- SCM_RIGHTS to a process without the shim: the full conversation ---- */
+
+#define RV_P1    (1536u * 1024u)   /* client -> server before the pass: more
+				      than the default ring, so the client is
+				      blocked in send when the pass happens */
+#define RV_SEEN  1000u             /* ... of which the server reads this */
+#define RV_Q1    (48u * 1024u)     /* server -> client before the pass, unread */
+#define RV_ROUNDS 200
+#define RV_STREAM (1024u * 1024u)
+
+static uint32_t sum32(const unsigned char *b, size_t n)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 16777619u;
+	return h;
+}
+
+static uint64_t tcp_bytes(int fd, int received)
+{
+	struct tcp_info ti;
+	socklen_t l = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	CHECK(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) == 0, "TCP_INFO");
+	return received ? ti.tcpi_bytes_received : ti.tcpi_bytes_acked;
+}
+
+/* The helper without the shim: gets the server's socket, reads the rest of
+ * P1, runs RV_ROUNDS request/response rounds, then a checksummed stream
+ * each way; asserts the kernel carried all of it. */
+static int scm_revert_helper(int u, unsigned seed)
+{
+	unsigned char *p1 = malloc(RV_P1), *st = malloc(RV_STREAM), *got = malloc(RV_P1);
+	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int) * 16)]; } ctl;
+	char q[16], a[16], c;
+	struct iovec iov = { &c, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+			    .msg_controllen = sizeof(ctl.b) };
+	struct cmsghdr *cm;
+	int fd;
+
+	/* The first fd (a shimmed sender appends its own, which a process
+	 * without the shim just keeps). */
+	CHECK(recvmsg(u, &m, 0) == 1 && c == 'F', "recvmsg");
+	cm = CMSG_FIRSTHDR(&m);
+	CHECK(cm && cm->cmsg_type == SCM_RIGHTS, "SCM_RIGHTS");
+	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+
+	CHECK(p1 && st && got, "malloc");
+	fill(p1, RV_P1, seed);
+	read_all(fd, got, RV_P1 - RV_SEEN);
+	CHECK(memcmp(got, p1 + RV_SEEN, RV_P1 - RV_SEEN) == 0,
+	      "P1 after the pass differs (seed %u)", seed);
+	for (int i = 0; i < RV_ROUNDS; i++) {
+		snprintf(q, sizeof(q), "ping %010d", i);
+		write_all(fd, q, 16);
+		read_all(fd, a, 16);
+		snprintf(q, sizeof(q), "pong %010d", i);
+		CHECK(memcmp(a, q, 16) == 0, "round %d: got %.16s", i, a);
+	}
+	fill(st, RV_STREAM, seed + 1);
+	write_all(fd, st, RV_STREAM);
+	uint32_t want = 0;
+	read_all(fd, &want, 4);
+	CHECK(want == sum32(st, RV_STREAM), "peer's checksum of our stream");
+	fill(st, RV_STREAM, seed + 2);
+	read_all(fd, got, RV_STREAM);
+	CHECK(memcmp(got, st, RV_STREAM) == 0, "peer's stream (seed %u)", seed + 2);
+	/* All of it went through the kernel: the connection is plain TCP. */
+	uint64_t rx = tcp_bytes(fd, 1), tx = tcp_bytes(fd, 0);
+	CHECK(rx >= RV_P1 - RV_SEEN + 16u * RV_ROUNDS + 4 + RV_STREAM &&
+	      tx >= 16u * RV_ROUNDS + RV_STREAM, "kernel TCP carried only %llu in, "
+	      "%llu out", (unsigned long long)rx, (unsigned long long)tx);
+	close(fd);
+	return 0;
+}
+
+/* The peer of the leaver (shimmed, a fork child of the case): P1 (blocks:
+ * more than the ring), then reads Q1, answers the rounds (poll() or an
+ * epoll registered while accelerated, before each read), checks
+ * and returns the helper's stream, sends its own, and sees EOF. */
+static int scm_revert_peer(int fd, unsigned seed)
+{
+	unsigned char *b = malloc(RV_P1), *got = malloc(RV_STREAM);
+	char q[16], a[16];
+	/* Registered while accelerated: must keep working after the revert. */
+	int ep = epoll_create1(0);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 7 };
+
+	CHECK(b && got, "malloc");
+	CHECK(ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0, "epoll");
+	fill(b, RV_P1, seed);
+	write_all(fd, b, RV_P1);
+	fill(b, RV_Q1, seed + 3);
+	read_all(fd, got, RV_Q1);
+	CHECK(memcmp(got, b, RV_Q1) == 0, "Q1 (written by the server before the "
+	      "pass) differs (seed %u)", seed + 3);
+	for (int i = 0; i < RV_ROUNDS; i++) {
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		if (i % 2)
+			CHECK(epoll_wait(ep, &ev, 1, 60000) == 1 && ev.data.u32 == 7 &&
+			      (ev.events & EPOLLIN), "epoll_wait round %d", i);
+		else
+			CHECK(poll(&pf, 1, 60000) == 1 && (pf.revents & POLLIN),
+			      "poll round %d", i);
+		read_all(fd, q, 16);
+		snprintf(a, sizeof(a), "ping %010d", i);
+		CHECK(memcmp(a, q, 16) == 0, "round %d: got %.16s", i, q);
+		snprintf(a, sizeof(a), "pong %010d", i);
+		write_all(fd, a, 16);
+	}
+	read_all(fd, got, RV_STREAM);
+	uint32_t sum = sum32(got, RV_STREAM);
+	write_all(fd, &sum, 4);
+	fill(got, RV_STREAM, seed + 2);
+	write_all(fd, got, RV_STREAM);
+	expect_eof(fd);
+	CHECK(tcp_bytes(fd, 1) >= RV_STREAM, "peer: kernel TCP carried only %llu in",
+	      (unsigned long long)tcp_bytes(fd, 1));
+	close(ep);
+	close(fd);
+	free(b);
+	free(got);
+	return 0;
+}
+
+/* One end (server, or client when leaver_is_client) of an accelerated
+ * connection reads part of what the other sends, writes Q1 unread, then
+ * passes its socket by SCM_RIGHTS to a helper WITHOUT the shim and closes
+ * its copy.  The other end is a shimmed child.  Bytes in flight both ways
+ * at that moment (the peer blocked sending P1, Q1 unread) must reach their
+ * readers exactly once, in order, and the conversation (request/response,
+ * then a checksummed stream each way) then runs on kernel TCP.
+ * Accelerated: before the pass the kernel carried no payload, and the
+ * leaver's shim logged the revert. */
+static int scm_revert(int leaver_is_client)
+{
+	const char *e = getenv("XWAY_TEST_EXPECT");
+	int accel = e && !strcmp(e, "accel");
+	unsigned seed = (unsigned)time(NULL);
+	int port, l = listener(&port), u[2], log, saved, s;
+	unsigned char *b = malloc(RV_P1);
+	char buf[16384], us[16], sd[16];
+
+	fprintf(stderr, "seed %u\n", seed);
+	CHECK(b != NULL, "malloc");
+	snprintf(sd, sizeof(sd), "%u", seed);
+	pid_t cpid = fork();
+	CHECK(cpid >= 0, "fork");
+	if (cpid == 0) {
+		int fd = leaver_is_client ? accept(l, NULL, NULL) : connect_to(port);
+		CHECK(fd >= 0, "peer's socket");
+		close(l);
+		_exit(scm_revert_peer(fd, seed));
+	}
+	s = leaver_is_client ? connect_to(port) : accept(l, NULL, NULL);
+	CHECK(s >= 0, "leaver's socket");
+	close(l);
+	read_all(s, b, RV_SEEN);
+	fill(b + RV_SEEN, RV_SEEN, seed);
+	CHECK(memcmp(b, b + RV_SEEN, RV_SEEN) == 0, "P1 head (seed %u)", seed);
+	fill(b, RV_Q1, seed + 3);
+	write_all(s, b, RV_Q1);
+	if (accel)
+		check_path(s, RV_SEEN + RV_Q1);       /* on the channel so far */
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, u) == 0, "socketpair");
+	snprintf(us, sizeof(us), "%d", u[1]);
+	char *argv[] = { "xway-lc", "scm-revert-helper", us, sd, NULL };
+	pid_t hpid = spawn_noshim(argv, u[1], -1);
+	close(u[1]);
+	log = log_begin(&saved);
+	send_fd(u[0], s);
+	close(s);
+	int hrc = reap(hpid), crc = reap(cpid);
+	log_end(log, saved, buf, sizeof(buf));
+	CHECK(hrc == 0 && crc == 0, "helper exit %d, peer exit %d; our stderr: %s",
+	      hrc, crc, buf);
+	if (accel)
+		CHECK(strstr(buf, REVERT_LOG), "the revert was not logged: %s", buf);
+	close(u[0]);
+	free(b);
+	return 0;
+}
+
+static int case_scm_revert(void)
+{
+	return scm_revert(0);
+}
+
+static int case_scm_revert_client(void)
+{
+	return scm_revert(1);
 }
 
 static const struct { const char *name; int (*fn)(void); } cases[] = {
@@ -1890,14 +2097,20 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "poll-epoll", case_poll_epoll },
 	{ "epoll-close", case_epoll_close },
 	{ "scm-noshim", case_scm_noshim },
+	{ "scm-revert", case_scm_revert },
+	{ "scm-revert-client", case_scm_revert_client },
 };
 
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
-	if (argc == 4 && !strcmp(argv[1], "scm-plain-recv")) {
+	if (argc == 3 && !strcmp(argv[1], "scm-plain-recv")) {
 		tcase = "scm-plain-recv";
-		return scm_plain_recv(atoi(argv[2]), atoi(argv[3]));
+		return scm_plain_recv(atoi(argv[2]));
+	}
+	if (argc == 4 && !strcmp(argv[1], "scm-revert-helper")) {
+		tcase = "scm-revert-helper";
+		return scm_revert_helper(atoi(argv[2]), (unsigned)strtoul(argv[3], NULL, 10));
 	}
 	if (argc >= 2 && !strcmp(argv[1], "exec-child")) {
 		tcase = "exec-child";
