@@ -143,8 +143,14 @@ static void decide_withdrawn(struct xwayd_conn *k, const char *detail)
 {
 	/* Release: publish the decision before the wake-up below; the client
 	 * reads attached (acquire) after waking or before sleeping. */
-	__atomic_store_n(&k->hdr->attached, XWAY_ATTACH_WITHDRAWN, __ATOMIC_RELEASE);
-	wake_efd0(k);
+	if (k->hdr) {
+		__atomic_store_n(&k->hdr->attached, XWAY_ATTACH_WITHDRAWN, __ATOMIC_RELEASE);
+		wake_efd0(k);
+	}
+	if (k->xen && k->xen_remote)
+		xwayd_xen_outcome(k, false);      /* we decide: tell the client's broker */
+	else if (k->xen)
+		xwayd_xen_unpublish_offer(k);     /* the peer forgets it */
 	owner_offer_done(k);
 	k->state = XC_FALLBACK;
 	k->reason = XWAY_R_WITHDRAWN;
@@ -165,8 +171,12 @@ static gboolean offer_expired(gpointer p)
 	char detail[64];
 
 	k->timer = 0;
-	snprintf(detail, sizeof(detail), "not claimed within %u ms",
-		 xd->cfg.claim_timeout_ms);
+	if (k->xen && !k->xen_remote)
+		snprintf(detail, sizeof(detail), "no decision from Xen domain %u",
+			 k->xen_dom);
+	else
+		snprintf(detail, sizeof(detail), "not claimed within %u ms",
+			 xd->cfg.claim_timeout_ms);
 	xd->st.expiries++;
 	decide_withdrawn(k, detail);
 	return G_SOURCE_REMOVE;
@@ -236,6 +246,214 @@ static int map_header(struct xwayd_conn *k, int memfd, const struct xway_offer *
 	return 0;
 }
 
+/* The client's broker: the shim made the vchan server at the path we
+ * named; register the offer (PENDING, decided by domain dom's broker) and
+ * publish it in xenstore.  fds[1..3] are the decision header's. */
+static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4],
+		      uint32_t dom, const struct xwayd_side *cl,
+		      const struct xwayd_side *sv, xwayd_netns ns)
+{
+	const struct xway_offer *o = &r->u.offer;
+	struct xwayd_conn *k = NULL;
+	const char *why = NULL;
+	char detail[200];
+	int e;
+
+	if (g_hash_table_contains(xd->live, &o->cookie)) {
+		why = "OFFER: cookie already in use";
+		e = -EEXIST;
+		goto reject;
+	}
+	if (c->noffers >= XWAYD_OFFERS_MAX ||
+	    g_hash_table_size(xd->live) >= XWAYD_ACTIVE_MAX) {
+		why = "OFFER: too many pending offers";
+		e = -ENOBUFS;
+		goto reject;
+	}
+	if ((e = xwayd_fd_is_eventfd(fds[2])) || (e = xwayd_fd_is_eventfd(fds[3]))) {
+		why = "OFFER: efd0/efd1 are not eventfds";
+		goto reject;
+	}
+	k = conn_new(o->cookie);
+	if ((e = map_header(k, fds[1], o, &why)))
+		goto reject;
+	k->offer_id = ++xd->next_offer_id;
+	k->state = XC_PENDING;
+	k->backend = XWAY_BACKEND_XEN;
+	k->ring_order = o->ring_order;
+	k->client_id = c->id;
+	k->netns_client = ns;
+	k->side[0] = *cl;
+	k->side[1] = *sv;
+	k->xen = true;
+	k->xen_dom = dom;
+	k->xen_id = k->offer_id;
+	xwayd_xen_vchan_path(dom, o->cookie, k->xen_path, sizeof(k->xen_path));
+	if ((e = xwayd_xen_publish_offer(k))) {
+		why = "OFFER: cannot publish the offer in xenstore";
+		goto reject;
+	}
+	k->efd0 = fds[2];
+	fds[2] = -1;
+	/* The peer's broker decides (its claim timeout runs from when it
+	 * reads the offer); ours only gives up if it never answers. */
+	k->timer = g_timeout_add(3 * xd->cfg.claim_timeout_ms + 2000, offer_expired, k);
+	k->offered_us = g_get_monotonic_time();
+	g_hash_table_insert(xd->offers, &k->offer_id, k);
+	g_hash_table_insert(xd->live, &k->cookie, k);
+	c->noffers++;
+	snprintf(k->detail, sizeof(k->detail), "Xen domain %u, vchan %s", dom, k->xen_path);
+	xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, 1, 0, k->offer_id, "pending (xen)");
+	return;
+reject:
+	if (k)
+		conn_free(k);
+	xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_CHAN, 0,
+			  "%s", why);
+	snprintf(detail, sizeof(detail), "%s (%s)", why, g_strerror(-e));
+	record_fallback(o->cookie, XWAY_R_SETUP_CHAN, cl, sv, detail);
+}
+
+/* The server's broker: domain dom's broker published offer id.  A PENDING
+ * record that a CLAIM matches like a local offer; we alone decide. */
+void xwayd_conn_remote_offer(uint32_t dom, uint64_t id, uint64_t cookie,
+			     const struct xway_addr *src, const struct xway_addr *dst,
+			     const char *path)
+{
+	struct xwayd_listener *l;
+	struct xwayd_conn *k;
+	uint32_t reason = 0;
+
+	k = conn_new(cookie);
+	k->state = XC_PENDING;
+	k->backend = XWAY_BACKEND_XEN;
+	k->xen = k->xen_remote = true;
+	k->xen_dom = dom;
+	k->xen_id = id;
+	g_strlcpy(k->xen_path, path, sizeof(k->xen_path));
+	k->side[0].addr = *src;
+	k->side[1].addr = *dst;
+	k->side[0].uid = k->side[1].uid = (uid_t)-1;
+	l = xwayd_dir_lookup(dst, xd->netns, getpid(), &reason);
+	if (!l || g_hash_table_contains(xd->live, &cookie) ||
+	    g_hash_table_size(xd->live) >= XWAYD_ACTIVE_MAX) {
+		/* Decided at once: withdrawn. */
+		XLOG_INFO("Xen domain %u offer %llu: %s", dom, (unsigned long long)id,
+			  !l ? "no listener here" : "refused (cookie in use or too many)");
+		k->offer_id = ++xd->next_offer_id;
+		xwayd_xen_outcome(k, false);
+		k->state = XC_FALLBACK;
+		k->reason = !l ? XWAY_R_NO_LISTENER : XWAY_R_SETUP_CHAN;
+		g_strlcpy(k->detail, "offer from another Xen domain refused", sizeof(k->detail));
+		conn_finish(k);
+		return;
+	}
+	k->netns_server = l->netns;
+	k->side[1].uid = l->uid;
+	k->offer_id = ++xd->next_offer_id;
+	snprintf(k->detail, sizeof(k->detail), "from Xen domain %u, vchan %s", dom, path);
+	k->timer = g_timeout_add(xd->cfg.claim_timeout_ms, offer_expired, k);
+	k->offered_us = g_get_monotonic_time();
+	g_hash_table_insert(xd->offers, &k->offer_id, k);
+	g_hash_table_insert(xd->live, &k->cookie, k);
+	xd->st.offers++;
+	XLOG_DEBUG("Xen domain %u offer %llu pending as %llu", dom,
+		   (unsigned long long)id, (unsigned long long)k->offer_id);
+}
+
+void xwayd_conn_remote_withdraw(uint32_t dom, uint64_t id, const char *why)
+{
+	GHashTableIter it;
+	gpointer key, v;
+
+	g_hash_table_iter_init(&it, xd->offers);
+	while (g_hash_table_iter_next(&it, &key, &v)) {
+		struct xwayd_conn *k = v;
+
+		if (k->xen_remote && k->xen_dom == dom && k->xen_id == id) {
+			if (k->state == XC_PENDING) {
+				if (k->timer) {
+					g_source_remove(k->timer);
+					k->timer = 0;
+				}
+				decide_withdrawn(k, why);
+			}
+			return;
+		}
+	}
+}
+
+void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed)
+{
+	if (k->state != XC_PENDING || !k->xen || k->xen_remote)
+		return;
+	if (k->timer) {
+		g_source_remove(k->timer);
+		k->timer = 0;
+	}
+	if (!claimed) {
+		decide_withdrawn(k, k->xen_withdraw_asked ? "withdrawn by the client"
+				 : "not claimed in the server's domain");
+		return;
+	}
+	/* Release: the decision before the wake-up (as for a local claim). */
+	__atomic_store_n(&k->hdr->attached, XWAY_ATTACH_CLAIMED, __ATOMIC_RELEASE);
+	wake_efd0(k);
+	owner_offer_done(k);
+	conn_release_fds(k);
+	conn_unmap(k);                 /* the counters come with the REPORTs */
+	xwayd_xen_unpublish_offer(k);
+	/* Stays in xd->offers (as a local claimed offer does): a late
+	 * WITHDRAW must get -EALREADY, not "withdrawn". */
+	k->state = XC_ACCELERATED;
+	xd->st.claims++;
+	XLOG_DEBUG("Xen offer %llu claimed in domain %u", (unsigned long long)k->offer_id,
+		   k->xen_dom);
+}
+
+static void conn_close(struct xwayd_conn *k, const char *detail);
+
+void xwayd_conn_xen_vanished(uint32_t dom)
+{
+	GHashTableIter it;
+	gpointer key, v;
+	GPtrArray *all = g_ptr_array_new();
+
+	g_hash_table_iter_init(&it, xd->live);
+	while (g_hash_table_iter_next(&it, &key, &v))
+		if (((struct xwayd_conn *)v)->xen && ((struct xwayd_conn *)v)->xen_dom == dom)
+			g_ptr_array_add(all, v);
+	for (guint i = 0; i < all->len; i++) {
+		struct xwayd_conn *k = all->pdata[i];
+		char detail[64];
+
+		snprintf(detail, sizeof(detail), "Xen domain %u vanished", dom);
+		if (k->state == XC_PENDING) {
+			/* Nobody else can decide any more: withdraw here. */
+			if (k->timer) {
+				g_source_remove(k->timer);
+				k->timer = 0;
+			}
+			decide_withdrawn(k, detail);
+			continue;
+		}
+		/* Our end's socket: the server's (side 1) on the server's
+		 * broker; the client's local address is only known as a
+		 * wildcard on the client's broker, so that one is left to
+		 * TCP's own timeouts (docs/XEN.md). */
+		if (k->xen_remote) {
+			int e = xwayd_xen_destroy_tcp(&k->side[1].addr, &k->side[0].addr);
+
+			XLOG_INFO("connection %016llx: %s; TCP socket aborted: %s",
+				  (unsigned long long)k->cookie, detail,
+				  e ? g_strerror(-e) : "ok");
+		}
+		g_strlcpy(k->detail, detail, sizeof(k->detail));
+		conn_close(k, NULL);
+	}
+	g_ptr_array_free(all, TRUE);
+}
+
 void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
 {
 	const struct xway_offer *o = &r->u.offer;
@@ -294,14 +512,35 @@ void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
 	if (!l && xwayd_xen_active()) {
 		uint32_t dom = xwayd_xen_lookup(&o->dst);
 
+		if (dom != UINT32_MAX && o->backend == XWAY_BACKEND_LOCAL) {
+			char path[XWAY_XEN_PATH_MAX];
+
+			/* Tell the shim to make the vchan server and offer
+			 * again as a Xen offer; nothing is registered yet. */
+			if (xwayd_xen_vchan_path(dom, o->cookie, path, sizeof(path)) == 0) {
+				xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq,
+						  XWAY_RESULT_XEN, XWAY_R_NONE, 0,
+						  "xen %u %s", dom, path);
+				goto out;
+			}
+		}
+		if (dom != UINT32_MAX && o->backend == XWAY_BACKEND_XEN) {
+			xen_offer(c, r, fds, dom, &cl, &sv, ns);
+			goto out;
+		}
 		if (dom != UINT32_MAX) {
 			snprintf(detail, sizeof(detail), "xway listener in Xen domain %u; "
-				 "cross-domain channels are not implemented yet", dom);
+				 "no vchan path for it", dom);
 			xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -ENOENT,
 					  XWAY_R_NOT_CORESIDENT, 0, "%s", detail);
 			record_fallback(o->cookie, XWAY_R_NOT_CORESIDENT, &cl, &sv, detail);
 			goto out;
 		}
+	}
+	if (l && o->backend != XWAY_BACKEND_LOCAL) {
+		why = "OFFER: a Xen offer to a listener of this domain";
+		e = -EINVAL;
+		goto reject;
 	}
 	if (!l) {
 		const char *t = reason == XWAY_R_NO_LISTENER
@@ -421,10 +660,25 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 	}
 	g_hash_table_iter_init(&it, xd->offers);
 	while (g_hash_table_iter_next(&it, &key, &v))
-		if (claim_matches(v, cl, ns)) {
+		if (claim_matches(v, cl, ns) &&
+		    (!((struct xwayd_conn *)v)->xen_remote ||
+		     xwayd_xen_dom_owns(((struct xwayd_conn *)v)->xen_dom, cl->peer.ip))) {
 			k = v;
 			break;
 		}
+	if (!k && xwayd_xen_active()) {
+		/* A Xen peer's broker publishes its offer before its client
+		 * connects, but our watch event may not have been read yet:
+		 * read the offers now, then match again. */
+		xwayd_xen_scan_now();
+		g_hash_table_iter_init(&it, xd->offers);
+		while (g_hash_table_iter_next(&it, &key, &v))
+			if (claim_matches(v, cl, ns) && ((struct xwayd_conn *)v)->xen_remote &&
+			    xwayd_xen_dom_owns(((struct xwayd_conn *)v)->xen_dom, cl->peer.ip)) {
+				k = v;
+				break;
+			}
+	}
 	if (!k) {
 		xd->st.claim_misses++;
 		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -ENOENT,
@@ -454,6 +708,33 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 		return;
 	}
 
+	if (k->xen_remote) {
+		struct xway_claimed_xen xo;
+
+		/* The decision: the server connects to the client's vchan;
+		 * the client's broker learns it from xenstore. */
+		memset(&xo, 0, sizeof(xo));
+		xo.base = (struct xway_claimed){
+			.offer_id = k->offer_id, .cookie = k->cookie,
+			.ring_order = 0, .backend = XWAY_BACKEND_XEN, .peer_pid = 0,
+		};
+		xo.peer_domid = k->xen_dom;
+		g_strlcpy(xo.path, k->xen_path, sizeof(xo.path));
+		xwayd_send(c, XWAY_MSG_CLAIMED, r->hdr.seq, 0, &xo, sizeof(xo), NULL, 0);
+		xwayd_xen_outcome(k, true);
+		if (k->timer) {
+			g_source_remove(k->timer);
+			k->timer = 0;
+		}
+		k->state = XC_ACCELERATED;
+		srv.addr = name;
+		k->side[1] = srv;
+		k->side[0].addr = cl->peer;
+		xd->st.claims++;
+		XLOG_DEBUG("Xen offer %llu of domain %u claimed by pid %d",
+			   (unsigned long long)k->xen_id, k->xen_dom, (int)c->pid);
+		return;
+	}
 	/* The claim decision.  Release: the client, which reads attached
 	 * with acquire after its efd0 wake-up, sees the decision. */
 	__atomic_store_n(&k->hdr->attached, XWAY_ATTACH_CLAIMED, __ATOMIC_RELEASE);
@@ -514,6 +795,16 @@ void xwayd_withdraw(struct xwayd_client *c, const struct xway_req *r)
 	if (k->state != XC_PENDING) {
 		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -EALREADY, 0,
 				  k->offer_id, "already claimed");
+		return;
+	}
+	if (k->xen && !k->xen_remote) {
+		/* The server's broker decides: ask it, once. */
+		if (!k->xen_withdraw_asked) {
+			k->xen_withdraw_asked = true;
+			xwayd_xen_publish_offer(k);
+		}
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, 1, 0, k->offer_id,
+				  "withdraw requested from Xen domain %u", k->xen_dom);
 		return;
 	}
 	decide_withdrawn(k, "withdrawn by the client");
@@ -642,6 +933,9 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 		return;
 	s = &k->side[p->side];
 	s->closed = true;
+	/* A cross-domain connection's other end reports to its own broker. */
+	if (k->xen)
+		k->side[!p->side].closed = true;
 	s->tcp_sent = p->tcp_bytes_sent;
 	s->tcp_received = p->tcp_bytes_received;
 	s->chan_tx = p->chan_tx_bytes;

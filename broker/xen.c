@@ -6,15 +6,31 @@
  * that domain only, readable by the other participants) and watches
  * /local/xway for the other domains' entries, which `xwayctl peers` shows
  * and OFFER uses to tell "that address is a co-resident domain with an xway
- * listener" from "not co-resident".  Cross-domain channels (the control
- * vchan between brokers and the data vchan pools of docs/DESIGN.md §7) are
- * NOT implemented: such offers are declined, and the connection stays TCP.
+ * listener" from "not co-resident".
+ *
+ * Second part: the cross-domain handshake, through xenstore (docs/XEN.md,
+ * "Cross-domain connections").  The client's broker A publishes a pending
+ * offer as /local/xway/<A>/offers/<id> = "v1 COOKIE SRC DST PATH" (only A
+ * can write there: the author is authenticated by the node's owner), asks
+ * for its withdrawal with /local/xway/<A>/withdraw/<id>, and removes both
+ * once decided.  The server's broker B, the single place of decision,
+ * matches the offer against CLAIMs like a local one and writes
+ * /local/xway/<B>/outcomes/<A>/<id> = "claimed" | "withdrawn", which A
+ * applies to the client's header; B removes the outcome when A removed the
+ * offer.  Everything read from another domain's entry is untrusted:
+ * bounded, parsed strictly, logged once when bad.
  *
  * libxenstore is loaded with dlopen so that xwayd runs (in local mode) on
  * hosts without Xen; only the few calls used are declared here.
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <glib-unix.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +54,7 @@ static struct {
 		      const void *data, unsigned len);
 	char **(*directory)(struct xs_handle *h, uint32_t t, const char *path, unsigned *num);
 	bool (*watch)(struct xs_handle *h, const char *path, const char *token);
+	bool (*rm)(struct xs_handle *h, uint32_t t, const char *path);
 	int (*fileno)(struct xs_handle *h);
 	char **(*check_watch)(struct xs_handle *h);
 } xs;
@@ -53,6 +70,8 @@ struct xen_peer {
 static struct xs_handle *xsh;
 static uint32_t self_domid;
 static GHashTable *peers;       /* domid -> struct xen_peer */
+/* Offers of other domains seen here: "dom/id" -> GINT (1 ok, 2 bad). */
+static GHashTable *remote_seen;
 static guint xs_watch_src, publish_idle;
 
 static void peer_free(gpointer p)
@@ -82,6 +101,7 @@ static int load_lib(char **err)
 	SYM(write, "xs_write");
 	SYM(directory, "xs_directory");
 	SYM(watch, "xs_watch");
+	SYM(rm, "xs_rm");
 	SYM(fileno, "xs_fileno");
 	SYM(check_watch, "xs_check_watch");
 #undef SYM
@@ -184,11 +204,94 @@ static void parse_list(const char *text, GArray *out, bool ips_only)
 	g_strfreev(w);
 }
 
+/* Drop what we remember of a vanished domain's offers. */
+static void forget_remote(uint32_t d)
+{
+	GHashTableIter it;
+	gpointer k, v;
+	char pre[16];
+
+	if (!remote_seen)
+		return;
+	snprintf(pre, sizeof(pre), "%u/", d);
+	g_hash_table_iter_init(&it, remote_seen);
+	while (g_hash_table_iter_next(&it, &k, &v))
+		if (g_str_has_prefix(k, pre))
+			g_hash_table_iter_remove(&it);
+}
+
+/*
+ * Abort our end's TCP socket of a connection to a vanished domain
+ * (NETLINK_SOCK_DIAG SOCK_DESTROY, as `ss -K`; needs CAP_NET_ADMIN and a
+ * kernel with INET_DIAG_DESTROY): the peer will never send FIN or RST, and
+ * the shim learns that its peer is gone from that socket (the vchan's other
+ * end stays mapped and silent).  0 or -errno.
+ */
+int xwayd_xen_destroy_tcp(const struct xway_addr *local, const struct xway_addr *peer)
+{
+	struct {
+		struct nlmsghdr nlh;
+		struct inet_diag_req_v2 r;
+	} req;
+	union {
+		char buf[1024];
+		struct nlmsghdr align;
+	} u;
+	struct timeval tv = { .tv_usec = 200000 };
+	bool v4 = xway_addr_is_v4(local);
+	int fd, e = -ETIMEDOUT;
+
+	fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	memset(&req, 0, sizeof(req));
+	req.nlh.nlmsg_len = sizeof(req);
+	req.nlh.nlmsg_type = SOCK_DESTROY;
+	req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+	req.nlh.nlmsg_seq = 1;
+	req.r.sdiag_family = v4 ? AF_INET : AF_INET6;
+	req.r.sdiag_protocol = IPPROTO_TCP;
+	req.r.idiag_states = ~0u;
+	req.r.id.idiag_sport = local->port;
+	req.r.id.idiag_dport = peer->port;
+	memcpy(req.r.id.idiag_src, v4 ? local->ip + 12 : local->ip, v4 ? 4 : 16);
+	memcpy(req.r.id.idiag_dst, v4 ? peer->ip + 12 : peer->ip, v4 ? 4 : 16);
+	req.r.id.idiag_cookie[0] = req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	if (send(fd, &req, sizeof(req), 0) < 0) {
+		e = -errno;
+		goto out;
+	}
+	for (int tries = 0; tries < 4; tries++) {
+		ssize_t n = recv(fd, u.buf, sizeof(u.buf), 0);
+		struct nlmsghdr *h;
+
+		if (n < 0) {
+			e = -errno;
+			break;
+		}
+		for (h = &u.align; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n))
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				e = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+				goto out;
+			}
+	}
+out:
+	close(fd);
+	return e;
+}
+
 static void rescan(void)
 {
 	unsigned n = 0;
 	char **dom = xs.directory(xsh, XBT_NULL, XS_ROOT, &n);
+	GArray *before = g_array_new(FALSE, FALSE, sizeof(uint32_t));
+	GHashTableIter it;
+	gpointer k, v;
 
+	g_hash_table_iter_init(&it, peers);
+	while (g_hash_table_iter_next(&it, &k, &v))
+		g_array_append_val(before, ((struct xen_peer *)v)->domid);
 	g_hash_table_remove_all(peers);
 	for (unsigned i = 0; dom && i < n && i < 1024; i++) {
 		char path[96], *v;
@@ -219,6 +322,274 @@ static void rescan(void)
 		g_hash_table_insert(peers, &x->domid, x);
 	}
 	free(dom);
+	/* A domain whose entry went away (dom0 removes it when the domain
+	 * is destroyed: xway-xen-setup remove) takes its connections along. */
+	for (guint i = 0; i < before->len; i++) {
+		uint32_t d = g_array_index(before, uint32_t, i);
+
+		if (!g_hash_table_contains(peers, &d)) {
+			XLOG_INFO("Xen domain %u left " XS_ROOT ": resetting its connections", d);
+			forget_remote(d);
+			xwayd_conn_xen_vanished(d);
+		}
+	}
+	g_array_free(before, TRUE);
+}
+
+/* ---- the cross-domain exchange --------------------------------------- */
+
+#define XEN_OFFERS_PER_SCAN 4096
+
+int xwayd_xen_vchan_path(uint32_t dom, uint64_t cookie, char *buf, size_t n)
+{
+	/* Under our own domain's data/ (writable by us, the vchan server's
+	 * side); libxenvchan gives the peer read access to its two nodes. */
+	int w = snprintf(buf, n, "/local/domain/%u/data/vchan/%u/x%016llx",
+			 self_domid, dom, (unsigned long long)cookie);
+
+	return w > 0 && (size_t)w < n ? 0 : -ENAMETOOLONG;
+}
+
+int xwayd_xen_publish_offer(const struct xwayd_conn *k)
+{
+	char path[96], a[80], b[80];
+	char *val;
+	bool ok;
+
+	if (!xsh)
+		return -ENODEV;
+	if (k->xen_withdraw_asked) {
+		snprintf(path, sizeof(path), XS_ROOT "/%u/withdraw/%llu", self_domid,
+			 (unsigned long long)k->xen_id);
+		ok = xs_put(path, "1");
+	} else {
+		snprintf(path, sizeof(path), XS_ROOT "/%u/offers/%llu", self_domid,
+			 (unsigned long long)k->xen_id);
+		val = g_strdup_printf("v1 %016llx %s %s %s", (unsigned long long)k->cookie,
+				      xway_addr_format(&k->side[0].addr, a, sizeof(a)),
+				      xway_addr_format(&k->side[1].addr, b, sizeof(b)),
+				      k->xen_path);
+		ok = xs_put(path, val);
+		g_free(val);
+	}
+	if (!ok) {
+		int e = errno ? errno : EIO;
+
+		XLOG_WARN("xenstore: cannot write %s: %s", path, g_strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+void xwayd_xen_unpublish_offer(const struct xwayd_conn *k)
+{
+	char path[96];
+
+	if (!xsh)
+		return;
+	snprintf(path, sizeof(path), XS_ROOT "/%u/offers/%llu", self_domid,
+		 (unsigned long long)k->xen_id);
+	xs.rm(xsh, XBT_NULL, path);
+	snprintf(path, sizeof(path), XS_ROOT "/%u/withdraw/%llu", self_domid,
+		 (unsigned long long)k->xen_id);
+	xs.rm(xsh, XBT_NULL, path);
+}
+
+void xwayd_xen_outcome(const struct xwayd_conn *k, bool claimed)
+{
+	char path[96];
+
+	if (!xsh)
+		return;
+	snprintf(path, sizeof(path), XS_ROOT "/%u/outcomes/%u/%llu", self_domid,
+		 k->xen_dom, (unsigned long long)k->xen_id);
+	if (!xs_put(path, claimed ? "claimed" : "withdrawn"))
+		XLOG_WARN("xenstore: cannot write %s: %s (domain %u's client waits "
+			  "for its broker's timeout)", path, g_strerror(errno), k->xen_dom);
+}
+
+bool xwayd_xen_dom_owns(uint32_t dom, const uint8_t ip[16])
+{
+	struct xen_peer *x = peers ? g_hash_table_lookup(peers, &dom) : NULL;
+
+	for (guint i = 0; x && i < x->addrs->len; i++)
+		if (xway_ip_equal((uint8_t *)x->addrs->data + 16 * i, ip))
+			return true;
+	return false;
+}
+
+/*
+ * Parse domain dom's offer text "v1 COOKIE SRC DST PATH" strictly.  PATH
+ * must be exactly the one our side would compute for (dom, COOKIE), so a
+ * peer cannot point our server at anything else.  0 or -EINVAL + *why.
+ */
+int xwayd_xen_parse_offer(uint32_t dom, uint32_t self, const char *text,
+			  uint64_t *cookie, struct xway_addr *src,
+			  struct xway_addr *dst, char *path, size_t pathlen,
+			  const char **why)
+{
+	gchar **w = g_strsplit(text, " ", 7);
+	guint64 ck = 0;
+	char want[XWAY_XEN_PATH_MAX];
+	int e = -EINVAL;
+
+	*why = NULL;
+	if (g_strv_length(w) != 5 || strcmp(w[0], "v1")) {
+		*why = "not 5 fields starting with v1";
+		goto out;
+	}
+	if (strlen(w[1]) != 16 || !g_ascii_string_to_unsigned(w[1], 16, 1, G_MAXUINT64, &ck, NULL)) {
+		*why = "bad cookie";
+		goto out;
+	}
+	if (xway_addr_parse(w[2], src) || xway_addr_parse(w[3], dst) ||
+	    src->port == 0 || dst->port == 0 || xway_addr_is_wildcard(dst)) {
+		*why = "bad address";
+		goto out;
+	}
+	if ((size_t)snprintf(want, sizeof(want), "/local/domain/%u/data/vchan/%u/x%016llx",
+			     dom, self, (unsigned long long)ck) >= sizeof(want) ||
+	    strcmp(want, w[4]) || strlen(w[4]) >= pathlen) {
+		*why = "vchan path is not the expected one";
+		goto out;
+	}
+	g_strlcpy(path, w[4], pathlen);
+	*cookie = ck;
+	e = 0;
+out:
+	g_strfreev(w);
+	return e;
+}
+
+/* Server side: the offers (and withdraw requests) of every other domain. */
+static void scan_remote_offers(void)
+{
+	GHashTableIter it;
+	gpointer k, v;
+	GHashTable *present = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	GPtrArray *gone = g_ptr_array_new_with_free_func(g_free);
+	unsigned budget = XEN_OFFERS_PER_SCAN;
+
+	g_hash_table_iter_init(&it, peers);
+	while (g_hash_table_iter_next(&it, &k, &v)) {
+		struct xen_peer *x = v;
+		char path[96];
+		unsigned n = 0;
+		char **ids;
+
+		snprintf(path, sizeof(path), XS_ROOT "/%u/offers", x->domid);
+		ids = xs.directory(xsh, XBT_NULL, path, &n);
+		for (unsigned i = 0; ids && i < n && budget; i++, budget--) {
+			guint64 id;
+			char key[48], *val, vpath[XWAY_XEN_PATH_MAX];
+			struct xway_addr src, dst;
+			uint64_t cookie;
+			const char *why;
+
+			if (!g_ascii_string_to_unsigned(ids[i], 10, 1, G_MAXUINT64, &id, NULL))
+				continue;
+			snprintf(key, sizeof(key), "%u/%llu", x->domid, (unsigned long long)id);
+			g_hash_table_add(present, g_strdup(key));
+			if (g_hash_table_contains(remote_seen, key))
+				continue;
+			snprintf(path, sizeof(path), XS_ROOT "/%u/offers/%llu", x->domid,
+				 (unsigned long long)id);
+			val = xs_get(path);
+			if (!val)
+				continue;       /* removed meanwhile */
+			if (xwayd_xen_parse_offer(x->domid, self_domid, val, &cookie, &src,
+						  &dst, vpath, sizeof(vpath), &why)) {
+				struct xwayd_conn tmp = { .xen_dom = x->domid, .xen_id = id };
+
+				XLOG_WARN("Xen domain %u: bad offer %llu (%s): refused",
+					  x->domid, (unsigned long long)id, why);
+				g_hash_table_insert(remote_seen, g_strdup(key), GINT_TO_POINTER(2));
+				xwayd_xen_outcome(&tmp, false);
+			} else {
+				g_hash_table_insert(remote_seen, g_strdup(key), GINT_TO_POINTER(1));
+				xwayd_conn_remote_offer(x->domid, id, cookie, &src, &dst, vpath);
+			}
+			g_free(val);
+		}
+		free(ids);
+		snprintf(path, sizeof(path), XS_ROOT "/%u/withdraw", x->domid);
+		ids = xs.directory(xsh, XBT_NULL, path, &n);
+		for (unsigned i = 0; ids && i < n && i < XEN_OFFERS_PER_SCAN; i++) {
+			guint64 id;
+
+			if (g_ascii_string_to_unsigned(ids[i], 10, 1, G_MAXUINT64, &id, NULL))
+				xwayd_conn_remote_withdraw(x->domid, id, "withdrawn by the client");
+		}
+		free(ids);
+	}
+	/* Offers their broker removed: forget them and our outcome. */
+	g_hash_table_iter_init(&it, remote_seen);
+	while (g_hash_table_iter_next(&it, &k, &v))
+		if (!g_hash_table_contains(present, k) && budget)
+			g_ptr_array_add(gone, g_strdup(k));
+	for (guint i = 0; i < gone->len; i++) {
+		const char *key = gone->pdata[i];
+		unsigned dom;
+		unsigned long long id;
+		char path[96];
+
+		if (sscanf(key, "%u/%llu", &dom, &id) == 2) {
+			xwayd_conn_remote_withdraw(dom, id, "offer removed by the client's broker");
+			snprintf(path, sizeof(path), XS_ROOT "/%u/outcomes/%u/%llu",
+				 self_domid, dom, id);
+			xs.rm(xsh, XBT_NULL, path);
+		}
+		g_hash_table_remove(remote_seen, key);
+	}
+	g_ptr_array_free(gone, TRUE);
+	g_hash_table_destroy(present);
+}
+
+/* Client side: the decisions on our pending Xen offers. */
+static void scan_outcomes(void)
+{
+	GHashTableIter it;
+	gpointer k, v;
+	GPtrArray *claimed = g_ptr_array_new(), *withdrawn = g_ptr_array_new();
+
+	g_hash_table_iter_init(&it, xd->offers);
+	while (g_hash_table_iter_next(&it, &k, &v)) {
+		struct xwayd_conn *c = v;
+		char path[96], *val;
+
+		if (!c->xen || c->xen_remote || c->state != XC_PENDING)
+			continue;
+		snprintf(path, sizeof(path), XS_ROOT "/%u/outcomes/%u/%llu", c->xen_dom,
+			 self_domid, (unsigned long long)c->xen_id);
+		if (!(val = xs_get(path)))
+			continue;
+		if (!strcmp(val, "claimed"))
+			g_ptr_array_add(claimed, c);
+		else if (!strcmp(val, "withdrawn"))
+			g_ptr_array_add(withdrawn, c);
+		else
+			XLOG_WARN("Xen domain %u: bad outcome for offer %llu ignored",
+				  c->xen_dom, (unsigned long long)c->xen_id);
+		g_free(val);
+	}
+	for (guint i = 0; i < claimed->len; i++)
+		xwayd_conn_xen_decided(claimed->pdata[i], true);
+	for (guint i = 0; i < withdrawn->len; i++)
+		xwayd_conn_xen_decided(withdrawn->pdata[i], false);
+	g_ptr_array_free(claimed, TRUE);
+	g_ptr_array_free(withdrawn, TRUE);
+}
+
+void xwayd_xen_scan_now(void)
+{
+	if (xsh)
+		scan_remote_offers();
+}
+
+static void scan_exchange(void)
+{
+	scan_remote_offers();
+	scan_outcomes();
 }
 
 static gboolean on_xs_event(gint fd, GIOCondition cond, gpointer unused)
@@ -234,8 +605,10 @@ static gboolean on_xs_event(gint fd, GIOCondition cond, gpointer unused)
 		changed = true;
 		free(ev);
 	}
-	if (changed)
+	if (changed) {
 		rescan();
+		scan_exchange();
+	}
 	return G_SOURCE_CONTINUE;
 }
 
@@ -269,6 +642,7 @@ int xwayd_xen_start(char **err)
 		goto fail;
 	}
 	peers = g_hash_table_new_full(g_int_hash, g_int_equal, NULL, peer_free);
+	remote_seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	if (!xs.watch(xsh, XS_ROOT, "xway")) {
 		*err = g_strdup_printf("cannot watch " XS_ROOT ": %s", g_strerror(errno));
 		goto fail;
@@ -286,6 +660,9 @@ fail:
 	if (peers)
 		g_hash_table_destroy(peers);
 	peers = NULL;
+	if (remote_seen)
+		g_hash_table_destroy(remote_seen);
+	remote_seen = NULL;
 	return -EIO;
 }
 
@@ -309,6 +686,8 @@ void xwayd_xen_stop(void)
 	xsh = NULL;
 	g_hash_table_destroy(peers);
 	peers = NULL;
+	g_hash_table_destroy(remote_seen);
+	remote_seen = NULL;
 }
 
 bool xwayd_xen_active(void)
@@ -328,6 +707,8 @@ uint32_t xwayd_xen_lookup(const struct xway_addr *dst)
 		struct xen_peer *x = v;
 		bool owns = false;
 
+		if (!x->instance[0])
+			continue;       /* its broker stopped: nobody would decide */
 		for (guint i = 0; i < x->addrs->len && !owns; i++)
 			owns = xway_ip_equal((uint8_t *)x->addrs->data + 16 * i, dst->ip);
 		if (!owns)

@@ -111,6 +111,15 @@ struct xwayd_conn {
 	size_t map_len;
 	guint timer;                      /* PENDING: claim-timeout source */
 	gint64 offered_us;                /* PENDING: g_get_monotonic_time() at OFFER */
+	/* Xen mode (xen.c, docs/XEN.md): a cross-domain connection.  On the
+	 * client's broker (xen_remote false) the offer is published in
+	 * xenstore and decided by the peer's broker; on the server's broker
+	 * (xen_remote true) it is a record made from the peer's published
+	 * offer, with no descriptors and no header. */
+	bool xen, xen_remote, xen_withdraw_asked;
+	uint32_t xen_dom;                 /* the other domain */
+	uint64_t xen_id;                  /* offer id in the client's broker */
+	char xen_path[XWAY_XEN_PATH_MAX]; /* the vchan's xenstore path */
 };
 
 struct xwayd_stats {
@@ -215,6 +224,37 @@ void xwayd_xen_listeners_changed(void);
 uint32_t xwayd_xen_lookup(const struct xway_addr *dst);
 uint32_t xwayd_xen_self(void);
 void xwayd_xen_peers(GString *o, bool json);
+/* The vchan path for a connection to domain dom with this cookie. */
+int xwayd_xen_vchan_path(uint32_t dom, uint64_t cookie, char *buf, size_t n);
+/* Client's broker: publish / re-publish with the withdraw request / remove
+ * the offer node /local/xway/<self>/offers/<offer_id>.  0 or -errno. */
+int xwayd_xen_publish_offer(const struct xwayd_conn *k);
+void xwayd_xen_unpublish_offer(const struct xwayd_conn *k);
+/* Server's broker: the decision for the peer's offer. */
+void xwayd_xen_outcome(const struct xwayd_conn *k, bool claimed);
+/* Parse domain dom's offer text (docs/XEN.md); pure, for the unit test. */
+int xwayd_xen_parse_offer(uint32_t dom, uint32_t self, const char *text,
+			  uint64_t *cookie, struct xway_addr *src,
+			  struct xway_addr *dst, char *path, size_t pathlen,
+			  const char **why);
+/* Abort our TCP socket local->peer (SOCK_DESTROY); 0 or -errno. */
+int xwayd_xen_destroy_tcp(const struct xway_addr *local, const struct xway_addr *peer);
+/* conn.c: domain dom vanished: withdraw its pending offers, reset and
+ * close its accelerated connections. */
+void xwayd_conn_xen_vanished(uint32_t dom);
+/* Read the other domains' offers now (a CLAIM found no match). */
+void xwayd_xen_scan_now(void);
+/* dom published ip among its addresses. */
+bool xwayd_xen_dom_owns(uint32_t dom, const uint8_t ip[16]);
+
+/* conn.c: the Xen exchange's entry points (called from xen.c). */
+void xwayd_conn_remote_offer(uint32_t dom, uint64_t id, uint64_t cookie,
+			     const struct xway_addr *src, const struct xway_addr *dst,
+			     const char *path);
+/* The peer asked to withdraw its offer, or the offer node vanished. */
+void xwayd_conn_remote_withdraw(uint32_t dom, uint64_t id, const char *why);
+/* The client's broker: the peer decided k. */
+void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed);
 
 /* diag.c: kernel TCP counters of the socket local->peer in the broker's
  * own namespace (NETLINK_SOCK_DIAG); 0 or -errno. */

@@ -316,7 +316,8 @@ static int xway_decision_wait_ms(void);
 void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 {
 	struct xway_claim body;
-	union { struct xway_claimed cl; struct xway_result res; } rep;
+	union { struct xway_claimed cl; struct xway_claimed_xen xen;
+		struct xway_result res; } rep;
 	struct xway_claimed *clp = &rep.cl;
 	struct xway_chan_params p = xway_params();
 	struct xway_chan *chan = NULL;
@@ -352,7 +353,14 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 			real.close(fds[i]);
 		return;
 	}
-	if (nf != 3 || !xway_chan_local_attach) {
+	if (clp->backend == XWAY_BACKEND_XEN) {
+		/* Cross-domain: the client's end is the libxenvchan server
+		 * at the path its broker chose; we are its client. */
+		rep.xen.path[sizeof(rep.xen.path) - 1] = 0;
+		r = nf == 0 && rep.xen.path[0] && rep.xen.peer_domid < 0x7ff0
+		    ? xway_chan_xen_client((int)rep.xen.peer_domid, rep.xen.path, &p, &chan)
+		    : -EPROTO;
+	} else if (nf != 3 || !xway_chan_local_attach) {
 		r = -EPROTO;
 	} else {
 		r = xway_chan_local_attach(fds, 1, clp->cookie, &p, &chan);
@@ -414,6 +422,55 @@ static int xway_bind_wildcard(int fd, int family)
 		sl = sizeof(*s6);
 	}
 	return (int)XWAY_SYS(real.bind(fd, (struct sockaddr *)&ss, sl));
+}
+
+/* The Xen end made by xway_xen_offer, handed to the rest of
+ * xway_setup_connect (same thread, set and taken within one call). */
+static _Thread_local struct xway_chan *xway_xen_pending_chan;
+
+/*
+ * The broker said "the listener is in Xen domain D; be the vchan server at
+ * PATH" (res->text "xen D PATH", untrusted only as far as a broker is):
+ * make the vchan server end and offer again with backend XEN.  On success
+ * *res is the answer to that second OFFER and the Xen end waits in
+ * xway_xen_pending_chan; on failure nothing is registered (the first
+ * answer registered nothing).
+ */
+static long xway_xen_offer(struct xway_offer *off, struct xway_result *res,
+			   const struct xway_chan_params *p, struct xway_chan **local,
+			   struct xway_chan **xc, int ofds[4])
+{
+	char path[XWAY_XEN_PATH_MAX];
+	unsigned long dom;
+	char *end;
+	long r;
+	int nf = 0;
+
+	(void)local;
+	res->text[sizeof(res->text) - 1] = 0;
+	if (strncmp(res->text, "xen ", 4))
+		return -EPROTO;
+	dom = strtoul(res->text + 4, &end, 10);
+	if (end == res->text + 4 || *end != ' ' || dom == 0 || dom >= 0x7ff0 ||
+	    strlen(end + 1) >= sizeof(path) || strncmp(end + 1, "/local/domain/", 14))
+		return -EPROTO;
+	strcpy(path, end + 1);
+	r = xway_chan_xen_server((int)dom, path, p, xc);
+	if (r < 0)
+		return r;
+	off->backend = XWAY_BACKEND_XEN;
+	memset(res, 0, sizeof(*res));
+	r = xway_broker_call_tmo(xway_decision_wait_ms(), XWAY_MSG_OFFER, off,
+				 sizeof(*off), ofds, 4, XWAY_MSG_RESULT, res,
+				 sizeof(*res), NULL, &nf);
+	if (r != XWAY_MSG_RESULT || res->status != 1) {
+		xway_chan_close(*xc);
+		*xc = NULL;
+		return r < 0 ? r : -ECONNREFUSED;
+	}
+	xway_xen_pending_chan = *xc;
+	XDBG("offer to Xen domain %lu: vchan server at %s", dom, path);
+	return XWAY_MSG_RESULT;
 }
 
 /* Returns 1 when the caller should do a plain connect itself, else the
@@ -479,6 +536,22 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	r = xway_broker_call_tmo(xway_decision_wait_ms(), XWAY_MSG_OFFER, &off,
 				 sizeof(off), ofds, 4, XWAY_MSG_RESULT, &res,
 				 sizeof(res), NULL, &nf);
+	if (r == XWAY_MSG_RESULT && res.status == XWAY_RESULT_XEN) {
+		/* The listener is in another Xen domain: our data end is a
+		 * libxenvchan server there; the local channel only carries
+		 * the broker's decision (docs/XEN.md). */
+		struct xway_chan *xc = NULL;
+
+		r = xway_xen_offer(&off, &res, &p, &chan, &xc, ofds);
+		if (r < 0) {
+			xway_chan_close(chan);
+			XDBG("connect fd %d: plain TCP (setup-chan: xen: %s)", fd,
+			     strerror((int)-r));
+			xway_report_fallback(NULL, 0, XWAY_R_SETUP_CHAN, "xen vchan set-up failed");
+			return 1;
+		}
+		r = XWAY_MSG_RESULT;
+	}
 	if (r != XWAY_MSG_RESULT || res.status != 1) {
 		xway_chan_close(chan);
 		if (r == XWAY_MSG_RESULT && res.reason == XWAY_R_NO_LISTENER)
@@ -505,6 +578,26 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 			munmap(map, (size_t)st.st_size);
 		xway_chan_close(chan);
 		return 1;
+	}
+	if (off.backend == XWAY_BACKEND_XEN) {
+		/* The Xen end owns the decision channel from now on. */
+		struct xway_chan *xc = xway_xen_pending_chan;
+
+		xway_xen_pending_chan = NULL;
+		if (xway_chan_xen_set_decision(xc, chan) < 0) {
+			struct xway_withdraw w = { .offer_id = res.offer_id };
+			xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
+					 XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
+			/* The server-side broker decides: it may claim, and
+			 * the server then finds a vchan whose writer is gone
+			 * (it sees EOF).  Rare: epoll_create failed. */
+			xway_chan_close(xc);
+			munmap(map, (size_t)st.st_size);
+			xway_conn_put(c);
+			xway_chan_close(chan);
+			return 1;
+		}
+		chan = xc;
 	}
 	c->chan = chan;
 	c->family = family;
@@ -549,6 +642,24 @@ static void xway_go_tcp(struct xway_conn *c)
 	const struct xway_chan_shm *h = c->hdr;
 	uint32_t order, prod, cons, flags, size, n, off;
 
+	if (xway_chan_backend(c->chan) == XWAY_BACKEND_XEN) {
+		/* The bytes we wrote into the vchan nobody connected to. */
+		size_t cap = xway_chan_capacity(c->chan);
+		ssize_t k;
+
+		c->flush_buf = cap ? malloc(cap) : NULL;
+		if (c->flush_buf) {
+			k = xway_chan_xen_take_unsent(c->chan, c->flush_buf, cap);
+			c->flush_len = k > 0 ? (size_t)k : 0;
+			c->flush_off = 0;
+			if (k < 0)
+				XWARN("fd %d: withdrawn Xen offer: unsent bytes lost (%s)",
+				      c->fd, strerror((int)-k));
+		}
+		if (atomic_load_explicit(&c->wr_shut, memory_order_relaxed) == 3)
+			atomic_store_explicit(&c->wr_shut, 2, memory_order_relaxed); /* owed */
+		goto out;
+	}
 	order = h->ring_order[0];
 	if (order < XWAY_RING_ORDER_MIN || order > XWAY_RING_ORDER_MAX ||
 	    XWAY_CHAN_HDR_SIZE + ((size_t)1 << order) > c->hdr_len)
@@ -598,6 +709,11 @@ int xway_pending_resolve(struct xway_conn *c, int tcp_ready)
 		goto out;
 	/* Acquire: the broker's decision before anything it implies. */
 	a = __atomic_load_n(&c->hdr->attached, __ATOMIC_ACQUIRE);
+	int xen = xway_chan_backend(c->chan) == XWAY_BACKEND_XEN;
+	/* Xen: the server connects to our vchan only after its broker said
+	 * "claimed"; our broker may not have heard it yet. */
+	if (a == XWAY_ATTACH_PENDING && xen && xway_chan_xen_peer_attached(c->chan))
+		a = XWAY_ATTACH_CLAIMED;
 	if (a == XWAY_ATTACH_PENDING && tcp_ready) {
 		/* The server answered on TCP (or closed): it is not on the
 		 * channel.  Only "already claimed" keeps us on it. */
@@ -607,7 +723,20 @@ int xway_pending_resolve(struct xway_conn *c, int tcp_ready)
 		long r = xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
 					  XWAY_MSG_RESULT, &res, sizeof(res),
 					  NULL, NULL);
-		if (r == XWAY_MSG_RESULT && res.status == -EPERM) {
+		if (xen && !(r == XWAY_MSG_RESULT &&
+			     (res.status == -EALREADY || res.status == 0))) {
+			/* Forwarded to the server-side broker (status 1; our
+			 * broker asks once however often we call), or no
+			 * answer: only that broker decides, and the decision
+			 * lands in the header.  Sleep a little on it rather
+			 * than spin on the readable TCP socket. */
+			struct pollfd pf = { .fd = xway_chan_pollfd(c->chan), .events = POLLIN };
+
+			real.poll(&pf, 1, 20);
+			a = __atomic_load_n(&c->hdr->attached, __ATOMIC_ACQUIRE);
+			if (a == XWAY_ATTACH_PENDING && xway_chan_xen_peer_attached(c->chan))
+				a = XWAY_ATTACH_CLAIMED;
+		} else if (r == XWAY_MSG_RESULT && res.status == -EPERM) {
 			/* The offer belongs to another user's link (it was
 			 * handed to us by SCM_RIGHTS): only the broker's
 			 * expiry can withdraw it now; stay pending until the

@@ -158,6 +158,25 @@ int xway_chan_xen_client(int peer_domid, const char *xs_path,
 /* Non-zero when the Xen backend can be used on this host. */
 int xway_chan_xen_available(const char **why);
 
+/*
+ * The client (libxenvchan server) side of a cross-domain connection while
+ * its offer is pending: `decision` is the local channel whose header the
+ * broker writes the decision into and whose efd[0] it wakes (made with
+ * xway_chan_local_create, sent with the OFFER).  The Xen endpoint takes
+ * ownership of it: its pollfd then also wakes on the decision, and
+ * xway_chan_poll reports XWAY_EV_ATTACH once the decision word is no
+ * longer PENDING or the peer connected.  0 or -errno.
+ */
+int xway_chan_xen_set_decision(struct xway_chan *c, struct xway_chan *decision);
+/* 1 once the libxenvchan client (the peer) connected to this server end:
+ * it only does after its broker decided "claimed". */
+int xway_chan_xen_peer_attached(const struct xway_chan *c);
+/* Withdrawn offer, Xen server end: take back up to len bytes this end
+ * wrote into the vchan and nobody consumed (the peer never connected),
+ * oldest first.  Count, 0 when none are left, -EBUSY once the peer
+ * connected, -EINVAL for another backend. */
+ssize_t xway_chan_xen_take_unsent(struct xway_chan *c, void *buf, size_t len);
+
 enum xway_backend xway_chan_backend(const struct xway_chan *c);
 int  xway_chan_side(const struct xway_chan *c);
 

@@ -156,6 +156,30 @@ struct xway_claimed {
 	uint32_t reserved;
 };
 
+/*
+ * Xen mode (docs/XEN.md "Cross-domain connections").  An OFFER whose
+ * destination is an xway listener of another Xen domain is answered with
+ * RESULT status XWAY_RESULT_XEN (offer_id 0, nothing registered) and text
+ * "xen <peer domid> <xenstore path>": the client shim then creates the
+ * libxenvchan server at that path for that peer and sends the OFFER again
+ * with backend XWAY_BACKEND_XEN (same cookie, same descriptors; the memfd
+ * header then only carries the decision word).  A WITHDRAW of such an
+ * offer is answered status 1: the request went to the server-side broker,
+ * which decides; the decision arrives in the header as usual.
+ * The server's CLAIMED for a Xen channel carries struct xway_claimed_xen
+ * (backend XWAY_BACKEND_XEN, no descriptors): it connects as the
+ * libxenvchan client of peer_domid at path.
+ */
+#define XWAY_RESULT_XEN 2
+#define XWAY_XEN_PATH_MAX 128
+
+struct xway_claimed_xen {
+	struct xway_claimed base;
+	uint32_t peer_domid;
+	uint32_t reserved;
+	char     path[XWAY_XEN_PATH_MAX];   /* NUL-terminated */
+};
+
 enum xway_report_kind {
 	XWAY_REP_FALLBACK = 1,    /* a connection stays/went TCP: reason */
 	XWAY_REP_CLOSED   = 2,    /* an accelerated endpoint closed */

@@ -16,8 +16,15 @@
  * MSG_PEEK is emulated with a private stash of bytes already read out of
  * the vchan.  The endpoint is not shared across fork (libxenvchan's state is
  * process-private); the locks still serialise threads.
+ *
+ * A connecting client is the libxenvchan server (it allocates, so it may
+ * write while its offer is pending); while pending, the endpoint also owns
+ * the local "decision" channel of the offer (only its header's `attached`
+ * word and efd[0] are used) and sleeps on an epoll set of the event
+ * channel and that eventfd, so a poll()er wakes on the broker's decision.
  */
 #include <dlfcn.h>
+#include <sys/epoll.h>
 #include <stdio.h>
 #include <errno.h>
 #include <poll.h>
@@ -57,6 +64,10 @@ struct xw_xen {
 	pthread_mutex_t ack_lock;
 	uint8_t *stash;                 /* peeked bytes, already out of the vchan */
 	size_t   stash_len, stash_off;
+	int      evfd;                  /* the event channel's fd */
+	int      epfd;                  /* -1, or epoll of evfd + decision efd0 */
+	struct xway_chan *decision;     /* pending offer's local header, or NULL */
+	int      decision_drained;      /* efd0 left the epoll set (ack_lock) */
 };
 
 static struct xw_vchan_lib lib;
@@ -293,6 +304,10 @@ static unsigned xen_poll(struct xway_chan *c)
 		m |= XWAY_EV_OUT;
 	if (!lib.is_open(c->xen->v))
 		m |= XWAY_EV_IN | XWAY_EV_RDHUP | XWAY_EV_OUT | XWAY_EV_HUP;
+	if (c->xen->decision &&
+	    (xway_chan_attached(c->xen->decision) != XWAY_ATTACH_PENDING ||
+	     xway_chan_xen_peer_attached(c)))
+		m |= XWAY_EV_ATTACH;
 	return m;
 }
 
@@ -302,15 +317,23 @@ static int xen_unsupported(struct xway_chan *c)
 	return -EOPNOTSUPP;
 }
 
-/* Consume a pending event-channel notification, without blocking. */
+/* Consume a pending event-channel notification, without blocking; once
+ * the broker decided, take the decision eventfd out of the epoll set (its
+ * one wake-up was seen: the caller re-reads the decision word next). */
 static void xen_ack(struct xway_chan *c)
 {
-	struct pollfd p = { .fd = c->pollfd, .events = POLLIN };
+	struct xw_xen *x = c->xen;
+	struct pollfd p = { .fd = x->evfd, .events = POLLIN };
 
-	pthread_mutex_lock(&c->xen->ack_lock);
+	pthread_mutex_lock(&x->ack_lock);
 	if (xw_sys_ppoll(&p, 1, &(struct timespec){ 0, 0 }) > 0)
-		lib.wait(c->xen->v);
-	pthread_mutex_unlock(&c->xen->ack_lock);
+		lib.wait(x->v);
+	if (x->decision && x->epfd >= 0 && !x->decision_drained &&
+	    xway_chan_attached(x->decision) != XWAY_ATTACH_PENDING) {
+		epoll_ctl(x->epfd, EPOLL_CTL_DEL, x->decision->fds[1], NULL);
+		x->decision_drained = 1;
+	}
+	pthread_mutex_unlock(&x->ack_lock);
 }
 
 static unsigned xen_arm(struct xway_chan *c, unsigned events)
@@ -363,6 +386,10 @@ static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
 
 static void xen_close(struct xway_chan *c)
 {
+	if (c->xen->decision)
+		xway_chan_close(c->xen->decision);
+	if (c->xen->epfd >= 0)
+		close(c->xen->epfd);
 	lib.close(c->xen->v);
 	free(c->xen->stash);
 	free(c->xen);
@@ -406,6 +433,7 @@ static int xen_init(int server, int peer_domid, const char *xs_path,
 	if (!x)
 		return -ENOMEM;
 	pthread_mutex_init(&x->ack_lock, NULL);
+	x->epfd = -1;
 	x->stash = malloc(XW_XEN_STASH_MAX);
 	c = xw_chan_alloc();
 	if (!x->stash || !c) {
@@ -437,7 +465,7 @@ static int xen_init(int server, int peer_domid, const char *xs_path,
 	c->backend = XWAY_BACKEND_XEN;
 	c->side = server ? 1 : 0;
 	c->xen = x;
-	c->pollfd = lib.fd_for_select(x->v);
+	c->pollfd = x->evfd = lib.fd_for_select(x->v);
 	c->tx.size = 1u << x->v->write.order;   /* for capacity/unsent */
 	c->spin_ns = 0;
 	*out = c;
@@ -456,4 +484,81 @@ int xway_chan_xen_client(int peer_domid, const char *xs_path,
 			 struct xway_chan **out)
 {
 	return xen_init(0, peer_domid, xs_path, p, out);
+}
+
+int xway_chan_xen_set_decision(struct xway_chan *c, struct xway_chan *decision)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct xw_xen *x;
+	int ep;
+
+	if (!c || !decision || c->backend != XWAY_BACKEND_XEN ||
+	    decision->backend != XWAY_BACKEND_LOCAL || c->xen->decision)
+		return -EINVAL;
+	x = c->xen;
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		return -errno;
+	ev.data.fd = x->evfd;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, x->evfd, &ev) < 0)
+		goto fail;
+	ev.data.fd = decision->fds[1];
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, decision->fds[1], &ev) < 0)
+		goto fail;
+	x->epfd = xw_fd_to_high(ep);
+	x->decision = decision;
+	c->pollfd = x->epfd;
+	return 0;
+fail:
+	{
+		int e = -errno;
+
+		close(ep);
+		return e;
+	}
+}
+
+int xway_chan_xen_peer_attached(const struct xway_chan *c)
+{
+	const struct libxenvchan *v;
+
+	if (!c || c->backend != XWAY_BACKEND_XEN)
+		return 0;
+	v = c->xen->v;
+	/* cli_live: 2 until the client connected, 1 while it is, 0 once it
+	 * left.  Relaxed: only a hint that the peer's broker said "claimed"
+	 * (it connects after that); the data it wrote is ordered by the
+	 * vchan's own indexes. */
+	return v->is_server &&
+	       __atomic_load_n(&v->ring->cli_live, __ATOMIC_RELAXED) != 2;
+}
+
+ssize_t xway_chan_xen_take_unsent(struct xway_chan *c, void *buf, size_t len)
+{
+	struct libxenvchan_ring *w;
+	uint32_t prod, cons, size, n, off, first;
+
+	if (!c || c->backend != XWAY_BACKEND_XEN || !c->xen->v->is_server)
+		return -EINVAL;
+	if (xway_chan_xen_peer_attached(c))
+		return -EBUSY;
+	w = &c->xen->v->write;
+	size = 1u << w->order;
+	/* Acquire: the bytes before the producer index (our own threads
+	 * wrote them); nobody else consumes, the peer never connected. */
+	prod = __atomic_load_n(&w->shr->prod, __ATOMIC_ACQUIRE);
+	cons = __atomic_load_n(&w->shr->cons, __ATOMIC_ACQUIRE);
+	n = prod - cons;
+	if (n > size)
+		return -EPROTO;
+	if (n > len)
+		n = (uint32_t)len;
+	off = cons & (size - 1);
+	first = size - off < n ? size - off : n;
+	memcpy(buf, (const uint8_t *)w->buffer + off, first);
+	memcpy((uint8_t *)buf + first, w->buffer, n - first);
+	/* Release: we are done reading those bytes before they count as
+	 * consumed. */
+	__atomic_store_n(&w->shr->cons, cons + n, __ATOMIC_RELEASE);
+	return n;
 }

@@ -7,7 +7,10 @@ Reads RAW/server/* and RAW/client/* (what domu.sh wrote in each domU:
 and after) and RAW/dom0.status, checks every workload passed on both sides,
 checks that the raw vchan transfer's bytes did not cross the bridge (the
 netfront NIC counters moved by less than 1% of the bytes transferred while
-the TCP comparison moved them by at least the bytes transferred), and
+the TCP comparison moved them by at least the bytes transferred), that
+xway's cross-domain connections (50-xway-xen) were accelerated on both
+brokers with their payload off TCP and off the bridge, that an unshimmed
+client stays on verified plain TCP (55-xway-xen-plain), and
 writes the ratios of raw vchan against netfront TCP in the same run, marked
 as emulated.  Exit status 0 only if every check passed.
 """
@@ -179,6 +182,50 @@ def main():
                 f" ping p50 {fmt(num(lo, 'local.pp_p50_us'), ' us')},"
                 f" channel carried {fmt(num(lo, 'local.chan_bytes_c2s'))} B (emulated)")
 
+    # ---- xway across domains (50-xway-xen, 55-xway-xen-plain) ------------
+    xc, xs_ = get("50-xway-xen", "client"), get("50-xway-xen", "server")
+    say("")
+    say("xway between the domUs (shim + xwayd in Xen mode on both, 50-xway-xen):")
+    if "50-xway-xen" not in res:
+        fail("workload 50-xway-xen did not run")
+    elif xc.get("status") != "pass" or xs_.get("status") != "pass":
+        fail(f"50-xway-xen: server {xs_.get('status', 'missing')}, client "
+             f"{xc.get('status', 'missing')} (a skip is a failure here)")
+    else:
+        xb = num(xc, "xen.bytes") or 0
+        # c2s: client domU -> listener in the server domU; s2c: the reverse.
+        for d, cli, srv in (("c2s", xc, xs_), ("s2c", xs_, xc)):
+            ok = (cli.get(f"{d}.client.xfer_ok") == "1" and cli.get(f"{d}.client.pp_ok") == "1"
+                  and srv.get(f"{d}.server.xfer_ok") == "1")
+            if not ok:
+                fail(f"50-xway-xen {d}: transfer or ping-pong not verified")
+            say(f"  {d}: {fmt(num(cli, f'{d}.client.xfer_bytes'))} B verified "
+                f"{'OK' if ok else 'NOT OK'}, transfer {fmt(num(cli, f'{d}.client.xfer_MBps'), ' MB/s')}"
+                f" (tcp {fmt(num(tc, 'block.xfer_MBps'), ' MB/s')}: "
+                f"{ratio(num(cli, f'{d}.client.xfer_MBps'), num(tc, 'block.xfer_MBps'))}),"
+                f" ping p50 {fmt(num(cli, f'{d}.client.pp_p50_us'), ' us')} (emulated)")
+        for side, kv in (("client", xc), ("server", xs_)):
+            n, tp = num(kv, "xen.accel_records"), num(kv, "xen.max_tcp_payload")
+            say(f"  {side} broker: {fmt(n)} connection(s) with backend xen and >= {fmt(xb)} B"
+                f" on the channel; largest kernel TCP payload count of them {fmt(tp)} B")
+            if not n or n < 2:
+                fail(f"50-xway-xen {side}: the broker shows {fmt(n)} accelerated xen connections, not 2")
+            if tp is None or not xb or tp >= 0.01 * xb:
+                fail(f"50-xway-xen {side}: the TCP socket of a xen connection carried {fmt(tp)} B")
+    pc, ps = get("55-xway-xen-plain", "client"), get("55-xway-xen-plain", "server")
+    if "55-xway-xen-plain" not in res:
+        fail("workload 55-xway-xen-plain did not run")
+    elif pc.get("status") != "pass" or ps.get("status") != "pass":
+        fail("55-xway-xen-plain did not pass on both sides")
+    else:
+        tx = delta(pc, "tx_bytes")
+        ok = (pc.get("plain.client.xfer_ok") == "1" and ps.get("xen.plain_no_offer") == "1"
+              and tx is not None and tx >= (num(pc, "xen.bytes") or 1))
+        say(f"  unshimmed client -> shimmed server (55-xway-xen-plain): plain TCP, verified,"
+            f" server broker reason no-offer, client NIC tx {fmt(tx)} B: {'OK' if ok else 'NOT OK'}")
+        if not ok:
+            fail("55-xway-xen-plain: not verified plain TCP with a no-offer record")
+
     # ---- did the vchan bytes cross the bridge? ---------------------------
     say("")
     say("netfront NIC counters (enX0) during each workload, rx+tx bytes / TCP segments:")
@@ -194,7 +241,8 @@ def main():
     # Shared-memory workloads: the NIC must not carry their bytes.
     shm = [("10-vchan-raw", sum(v for v in (num(vc, "block.xfer_bytes"),
                                             num(vc, "poll.xfer_bytes")) if v)),
-           ("20-xway-vchan", num(get("20-xway-vchan", "client"), "xway_bytes") or 0)]
+           ("20-xway-vchan", num(get("20-xway-vchan", "client"), "xway_bytes") or 0),
+           ("50-xway-xen", 2 * (num(get("50-xway-xen", "client"), "xen.bytes") or 0))]
     for wl, moved in shm:
         if get(wl, "client").get("status") != "pass":
             continue

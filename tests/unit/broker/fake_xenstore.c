@@ -34,6 +34,7 @@ char **xs_directory(struct xs_handle *h, uint32_t t, const char *path, unsigned 
 bool xs_watch(struct xs_handle *h, const char *path, const char *token);
 int xs_fileno(struct xs_handle *h);
 char **xs_check_watch(struct xs_handle *h);
+bool xs_rm(struct xs_handle *h, uint32_t t, const char *path);
 
 static void fs_path(struct xs_handle *h, const char *p, char *out, size_t n)
 {
@@ -216,4 +217,35 @@ char **xs_check_watch(struct xs_handle *h)
 	memcpy(out[0], h->wpath, a);
 	memcpy(out[1], h->token, b);
 	return out;
+}
+
+/* Remove a node and everything below it (bounded depth). */
+static void rm_tree(const char *p, int depth)
+{
+	DIR *d;
+	struct dirent *e;
+	char sub[PATH_MAX];
+
+	if (depth < 8 && (d = opendir(p))) {
+		while ((e = readdir(d))) {
+			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+				continue;
+			snprintf(sub, sizeof(sub), "%s/%s", p, e->d_name);
+			rm_tree(sub, depth + 1);
+		}
+		closedir(d);
+		rmdir(p);
+		return;
+	}
+	unlink(p);
+}
+
+bool xs_rm(struct xs_handle *h, uint32_t t, const char *path)
+{
+	char p[PATH_MAX];
+
+	(void)t;
+	fs_path(h, path, p, sizeof(p));
+	rm_tree(p, 0);
+	return true;
 }

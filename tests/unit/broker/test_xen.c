@@ -4,9 +4,9 @@
  * directory tree with inotify watches), since CI has no Xen: the broker
  * publishes its instance, addresses and listeners under /local/xway/<domid>,
  * discovers the other domains (at start and through the watch), shows them
- * in `peers`, and declines offers to another domain's listener as
- * not-coresident (cross-domain channels are not implemented).  The real
- * xenstore path is exercised by the Xen test bed.
+ * in `peers`, and runs both halves of the cross-domain exchange through
+ * the store (docs/XEN.md).  The real xenstore, vchans and shims are
+ * exercised by the Xen test bed (workload 50-xway-xen).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -15,6 +15,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <xway/chan.h>
 
 #include "helper.h"
 
@@ -150,25 +152,173 @@ Test(xen, listeners_are_published)
 	close(ll);
 }
 
-Test(xen, offer_to_other_domain_is_declined)
+/* Wait (up to 5 s) until the store holds rel (with want, if not NULL). */
+static char *wait_node(const char *rel, const char *want)
 {
-	/* Check an offer to domain 2's listener gets NOT_CORESIDENT with a
-	 * detail naming the domain, and one to an unknown address too. */
+	for (int i = 0; i < 500; i++) {
+		char *v = get(rel);
+
+		free(tb_query(bfd, XWAY_Q_STATUS, false));   /* let the loop run */
+		if (v && (!want || strstr(v, want)))
+			return v;
+		usleep(10000);
+	}
+	return NULL;
+}
+
+static int xen_offer(const struct xway_addr *dst, int s, const struct xway_addr *src,
+		     struct tchan *ch, uint32_t backend, struct xway_result *res)
+{
+	struct xway_offer o = { .dst = *dst, .src = *src, .cookie = ch->cookie,
+				.ring_order = ch->hdr->ring_order[0], .backend = backend };
+	int fds[4] = { s, ch->fds[0], ch->fds[1], ch->fds[2] };
+
+	memset(res, 0, sizeof(*res));
+	return tb_call_result(bfd, XWAY_MSG_OFFER, &o, sizeof(o), fds, 4, res);
+}
+
+Test(xen, offer_to_other_domain_goes_through_xenstore)
+{
+	/* Check the client broker's half of the cross-domain exchange: an
+	 * offer to domain 2's listener is answered "be the vchan server at
+	 * PATH"; the Xen offer is then published under our entry; domain 2's
+	 * "claimed" outcome sets the header's decision word and the offer node
+	 * goes away.  An address without a listener is still declined. */
 	struct xway_addr dst, src;
+	struct xway_result res;
 	struct tchan ch;
-	uint32_t reason = 0;
 	int s = tb_bound("127.0.0.1", &src);
-	char *q;
+	char want[160], rel[128], *v;
 
 	cr_assert_eq(tb_chan(&ch, tb_random64(), 12), 0);
 	tb_addr_v4(&dst, "192.0.2.50", 7000);
-	cr_assert_eq(tb_offer(bfd, &dst, s, &src, &ch, NULL, &reason), -ENOENT);
-	cr_assert_eq(reason, XWAY_R_NOT_CORESIDENT);
-	q = tb_query(bfd, XWAY_Q_CONNECTIONS, true);
-	cr_assert(q && strstr(q, "Xen domain 2; cross-domain channels are not implemented"), "%s", q);
-	free(q);
+	cr_assert_eq(xen_offer(&dst, s, &src, &ch, XWAY_BACKEND_LOCAL, &res), XWAY_MSG_RESULT);
+	cr_assert_eq(res.status, XWAY_RESULT_XEN, "status %d: %s", res.status, res.text);
+	snprintf(want, sizeof(want), "xen 2 /local/domain/1/data/vchan/2/x%016llx",
+		 (unsigned long long)ch.cookie);
+	cr_assert_str_eq(res.text, want);
+	cr_assert_eq(xen_offer(&dst, s, &src, &ch, XWAY_BACKEND_XEN, &res), XWAY_MSG_RESULT);
+	cr_assert_eq(res.status, 1, "status %d: %s", res.status, res.text);
+	snprintf(rel, sizeof(rel), "local/xway/1/offers/%llu", (unsigned long long)res.offer_id);
+	v = get(rel);
+	cr_assert(v, "offer not published at %s", rel);
+	snprintf(want, sizeof(want), "v1 %016llx 127.0.0.1:%u 192.0.2.50:7000 "
+		 "/local/domain/1/data/vchan/2/x%016llx", (unsigned long long)ch.cookie,
+		 ntohs(src.port), (unsigned long long)ch.cookie);
+	cr_assert_str_eq(v, want);
+	cr_assert_eq(__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_PENDING);
+	snprintf(rel, sizeof(rel), "local/xway/2/outcomes/1/%llu", (unsigned long long)res.offer_id);
+	put(rel, "claimed");
+	for (int i = 0; i < 500 && __atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE) ==
+	     XWAY_ATTACH_PENDING; i++)
+		usleep(10000);
+	cr_assert_eq(__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_CLAIMED);
+	snprintf(rel, sizeof(rel), "local/xway/1/offers/%llu", (unsigned long long)res.offer_id);
+	for (int i = 0; i < 500 && get(rel); i++)
+		usleep(10000);
+	cr_assert(!get(rel), "decided offer still published");
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"backend\":\"xen\""));
+	close(s);
+	tb_chan_close(&ch);
+
+	s = tb_bound("127.0.0.1", &src);
+	cr_assert_eq(tb_chan(&ch, tb_random64(), 12), 0);
 	tb_addr_v4(&dst, "192.0.2.50", 7002);
-	cr_assert_eq(tb_offer(bfd, &dst, s, &src, &ch, NULL, &reason), -ENOENT);
+	cr_assert_eq(xen_offer(&dst, s, &src, &ch, XWAY_BACKEND_LOCAL, &res), XWAY_MSG_RESULT);
+	cr_assert_eq(res.status, -ENOENT);
+	close(s);
+	tb_chan_close(&ch);
+}
+
+Test(xen, withdraw_is_asked_not_decided)
+{
+	/* Check a WITHDRAW of a pending Xen offer is forwarded (status 1, a
+	 * withdraw node) and only the peer's "withdrawn" outcome decides. */
+	struct xway_addr dst, src;
+	struct xway_result res;
+	struct xway_withdraw w;
+	struct tchan ch;
+	int s = tb_bound("127.0.0.1", &src);
+	char rel[128];
+
+	cr_assert_eq(tb_chan(&ch, tb_random64(), 12), 0);
+	tb_addr_v4(&dst, "192.0.2.50", 7001);
+	cr_assert_eq(xen_offer(&dst, s, &src, &ch, XWAY_BACKEND_XEN, &res), XWAY_MSG_RESULT);
+	cr_assert_eq(res.status, 1, "status %d: %s", res.status, res.text);
+	w.offer_id = res.offer_id;
+	cr_assert_eq(tb_call_result(bfd, XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0, &res),
+		     XWAY_MSG_RESULT);
+	cr_assert_eq(res.status, 1, "status %d: %s", res.status, res.text);
+	snprintf(rel, sizeof(rel), "local/xway/1/withdraw/%llu", (unsigned long long)w.offer_id);
+	cr_assert(get(rel), "withdraw request not published");
+	cr_assert_eq(__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_PENDING);
+	snprintf(rel, sizeof(rel), "local/xway/2/outcomes/1/%llu", (unsigned long long)w.offer_id);
+	put(rel, "withdrawn");
+	for (int i = 0; i < 500 && __atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE) ==
+	     XWAY_ATTACH_PENDING; i++)
+		usleep(10000);
+	cr_assert_eq(__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_WITHDRAWN);
+	close(s);
+	tb_chan_close(&ch);
+}
+
+Test(xen, peer_offers_are_decided_here)
+{
+	/* Check the server broker's half: domain 2's offer to our listener is
+	 * withdrawn when nobody claims it within the claim timeout; a bad
+	 * offer text and one naming a foreign vchan path are refused at once;
+	 * once domain 2 removes its offer, our outcome goes too. */
+	struct xway_addr a;
+	int l = tb_listener("0.0.0.0", &a);
+	char rel[128], val[256], *v;
+
+	cr_assert_eq(tb_listen_add(bfd, l, &a), 0);
+	snprintf(val, sizeof(val), "v1 00000000000000ab 192.0.2.50:40000 127.0.0.1:%u "
+		 "/local/domain/2/data/vchan/1/x00000000000000ab", ntohs(a.port));
+	put("local/xway/2/offers/7", val);
+	put("local/xway/2/offers/8", "v1 zz");
+	snprintf(val, sizeof(val), "v1 00000000000000ac 192.0.2.50:40001 192.0.2.1:%u "
+		 "/local/domain/3/data/vchan/1/x00000000000000ac", ntohs(a.port));
+	put("local/xway/2/offers/9", val);
+	cr_assert(wait_node("local/xway/1/outcomes/2/8", "withdrawn"), "bad offer not refused");
+	cr_assert(wait_node("local/xway/1/outcomes/2/9", "withdrawn"), "foreign path not refused");
+	v = wait_node("local/xway/1/outcomes/2/7", NULL);
+	cr_assert(v && !strcmp(v, "withdrawn"), "unclaimed offer: outcome '%s'", v ? v : "none");
+	unlink(strcat(strcpy(rel, store), "/local/xway/2/offers/7"));
+	put("local/xway/2/poke", "1");     /* a watch event */
+	for (int i = 0; i < 500 && get("local/xway/1/outcomes/2/7"); i++) {
+		free(tb_query(bfd, XWAY_Q_STATUS, false));
+		usleep(10000);
+	}
+	cr_assert(!get("local/xway/1/outcomes/2/7"), "outcome of a removed offer kept");
+	close(l);
+}
+
+Test(xen, vanished_domain_withdraws)
+{
+	/* Check a domain whose entry goes away (dom0's xway-xen-setup remove
+	 * after the domain was destroyed) takes its pending offers along: the
+	 * client is told WITHDRAWN by its own broker, nobody else is left to
+	 * decide. */
+	struct xway_addr dst, src;
+	struct xway_result res;
+	struct tchan ch;
+	int s = tb_bound("127.0.0.1", &src);
+	char cmd[160];
+
+	cr_assert_eq(tb_chan(&ch, tb_random64(), 12), 0);
+	tb_addr_v4(&dst, "192.0.2.50", 7000);
+	cr_assert_eq(xen_offer(&dst, s, &src, &ch, XWAY_BACKEND_XEN, &res), XWAY_MSG_RESULT);
+	cr_assert_eq(res.status, 1, "status %d: %s", res.status, res.text);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/local/xway/2'", store);
+	cr_assert_eq(system(cmd), 0);
+	for (int i = 0; i < 500 && __atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE) ==
+	     XWAY_ATTACH_PENDING; i++) {
+		free(tb_query(bfd, XWAY_Q_STATUS, false));
+		usleep(10000);
+	}
+	cr_assert_eq(__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_WITHDRAWN);
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "Xen domain 2 vanished"));
 	close(s);
 	tb_chan_close(&ch);
 }

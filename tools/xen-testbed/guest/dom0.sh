@@ -93,6 +93,14 @@ done
 # client must be able to read them.
 xenstore-write "/local/domain/$srv/data/vchan/$cli" ""
 xenstore-chmod -r "/local/domain/$srv/data/vchan" "n$srv" "r$cli"
+# xway's cross-domain connections: the connecting side's shim is the vchan
+# server, under its own domain's data/vchan/<peer> (both directions), and
+# the two brokers find each other under /local/xway (xway-xen-setup).
+xenstore-write "/local/domain/$cli/data/vchan/$srv" ""
+xenstore-chmod -r "/local/domain/$cli/data/vchan" "n$cli" "r$srv"
+if [ -x /opt/xway/bin/xway-xen-setup ]; then
+	/opt/xway/bin/xway-xen-setup add "$srv" "$cli" || say "xway-xen-setup add failed"
+fi
 
 xl unpause xtb-server && xl unpause xtb-client || { status "unpause-failed"; finish; }
 status running

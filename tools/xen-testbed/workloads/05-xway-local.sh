@@ -20,6 +20,10 @@ sock=$d/xwayd.sock
 bpid=$!
 trap 'kill $bpid 2> /dev/null; rm -rf "$d"' EXIT
 wait_for 60 test -S "$sock" || { echo "xwayd did not start" >&2; cat "$d/xwayd.log" >&2; exit 1; }
+# Under emulation (and a loaded host) a broker reply can take longer than
+# the shim's default 100 ms; a LISTEN_ADD that times out is only retried at
+# the next accept, so the listener would never show up in time.
+export XWAY_BROKER_TIMEOUT_MS=3000
 run() { LD_PRELOAD=$lib XWAY_BROKER_SOCK=$sock "$TB_BIN/xtb-vchan" "$@" --timeout "$TB_PROBE_TIMEOUT"; }
 run server --tcp 127.0.0.1 47201 > "$d/s" 2> "$d/s.err" &
 spid=$!
