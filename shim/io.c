@@ -110,7 +110,9 @@ static long xway_tcp_peek(struct xway_conn *c)
 		if (!atomic_exchange_explicit(&c->tcp_payload, 1, memory_order_relaxed))
 			XWARN("fd %d: TCP payload arrived on an accelerated connection "
 			      "(the peer's socket is held by a process without "
-			      "libxway.so); it is read once the peer reverts to TCP",
+			      "libxway.so); it is read only once the peer's shim "
+			      "reverts the connection to TCP, which a sender killed "
+			      "before settling its SCM_RIGHTS hand-over never does",
 			      c->fd);
 		return -EAGAIN;
 	}
