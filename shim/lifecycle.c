@@ -652,6 +652,11 @@ static int xway_exec_common(char *const envp[], xway_exec_fn fn, const void *ctx
 	xway_lc_check();
 	memset(&a, 0, sizeof(a));
 	a.spawn = fn == xway_do_spawn;
+	/* The new image forgets our SCM_RIGHTS hand-overs still unsettled
+	 * (the markers are mapped in this one): settle them now, as at exit
+	 * (bounded), so a receiver without the shim still gets its revert. */
+	if (!a.spawn)
+		xway_scm_at_exit();
 	a.maxrestore = 3 * 64;
 	a.restore = malloc(sizeof(int) * (size_t)a.maxrestore);
 	if (!a.restore || xway_exec_prepare(&a) < 0) {
