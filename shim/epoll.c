@@ -73,6 +73,8 @@ struct xway_epr {
 	int disabled;             /* EPOLLONESHOT fired */
 	int queued;               /* on ep->ready */
 	uint64_t reported;        /* ep->serial of the last report */
+	unsigned sleeping;        /* channel events counted as a sleeper */
+	pid_t sl_pid;             /* ... by this process (not a fork child) */
 	struct xway_epr *next, *next_ready;
 };
 
@@ -243,6 +245,7 @@ static void xway_pend_set(struct xway_ep *ep)
 }
 
 static void xway_epr_drop(struct xway_ep *ep, struct xway_epr *r, int kernel_del);
+static void xway_epr_sleeper(struct xway_epr *r, uint32_t events);
 
 /* Forget an instance whose epfd number is being closed by the app, or was
  * closed and reused.  Only our side is undone: the kernel object goes with
@@ -391,6 +394,7 @@ static void xway_epr_unqueue(struct xway_ep *ep, struct xway_epr *r)
 /* Under ep->lock.  kernel_del: also remove our kernel registrations. */
 static void xway_epr_drop(struct xway_ep *ep, struct xway_epr *r, int kernel_del)
 {
+	xway_epr_sleeper(r, 0);
 	xway_epr_unqueue(ep, r);
 	for (struct xway_epr **pp = &ep->all; *pp; pp = &(*pp)->next)
 		if (*pp == r) {
@@ -415,6 +419,32 @@ static void xway_epr_drop(struct xway_ep *ep, struct xway_epr *r, int kernel_del
 	atomic_fetch_sub_explicit(&r->c->ep_refs, 1, memory_order_release);
 	xway_conn_put(r->c);
 	xway_slot_free(r);
+}
+
+static unsigned xway_epr_chan_events(uint32_t events);
+
+/*
+ * A record counts as a sleeper of its endpoint (xway_chan_sleeper) for as
+ * long as it exists.  Whoever drains the shared notification fd (a thread
+ * blocked in recv or send on the same connection, or a poll()) then re-arms
+ * the ring and passes the wake-up on when the record's events are ready;
+ * without that, a drain made the peer's next arrival go unnotified (the
+ * ring's waiting word was spent) and an epoll_wait slept through data
+ * (shim/README.md: the drained-wake-up gap).  Undone only by the process
+ * that did it: a fork child's copy of the record was never counted.
+ */
+static void xway_epr_sleeper(struct xway_epr *r, uint32_t events)
+{
+	unsigned ev = events ? xway_epr_chan_events(events) : 0;
+
+	if (r->sleeping && r->sl_pid == getpid() && r->c->chan)
+		xway_chan_sleeper(r->c->chan, r->sleeping, -1);
+	r->sleeping = 0;
+	if (ev && r->c->chan) {
+		xway_chan_sleeper(r->c->chan, ev, 1);
+		r->sleeping = ev;
+		r->sl_pid = getpid();
+	}
 }
 
 static unsigned xway_epr_chan_events(uint32_t events)
@@ -535,6 +565,8 @@ static int xway_ep_add(struct xway_ep *ep, struct xway_conn *c, int fd,
 	r->magic = XWAY_EPR_MAGIC;
 	r->next = ep->all;
 	ep->all = r;
+	r->sleeping = 0;
+	xway_epr_sleeper(r, r->events);
 	/* As the kernel does at ADD: ready now means an event now. */
 	if (xway_epr_level(r, 1) & (r->events | EPOLLERR | EPOLLHUP))
 		xway_epr_queue(ep, r);
@@ -569,6 +601,7 @@ static int xway_ep_ctl(struct xway_ep *ep, struct xway_conn *c, int op, int fd,
 		r->events = ev->events;
 		r->data = ev->data;
 		r->disabled = 0;
+		xway_epr_sleeper(r, r->events);
 		xway_epr_unqueue(ep, r);
 		if (xway_epr_alive(r) < 0) {
 			xway_epr_direct(ep, r);

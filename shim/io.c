@@ -280,6 +280,16 @@ static long xway_pending_read_wait(struct xway_conn *c, int nb, long deadline)
 	return w < 0 ? w : 1;
 }
 
+int xway_sock_rcvlowat(int fd)
+{
+	int v = 1;
+	socklen_t l = sizeof(v);
+
+	if (XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, &l)) < 0 || v < 1)
+		v = 1;
+	return v;
+}
+
 ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 		     int flags)
 {
@@ -287,10 +297,17 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 	int nb = (flags & MSG_DONTWAIT) ||
 		 atomic_load_explicit(&c->nonblock, memory_order_relaxed);
 	int waitall = (flags & MSG_WAITALL) && !(flags & MSG_PEEK) && !nb;
+	/* A blocking read returns once it has min(SO_RCVLOWAT, len) bytes
+	 * (all of them under MSG_WAITALL); nonblocking ones return what
+	 * there is.  A peek is not held back by the mark: peeking again
+	 * would copy the same bytes twice. */
+	size_t target = waitall ? want : 1;
 	long deadline = c->rcvtimeo_ms > 0 ? xway_ms_now() + c->rcvtimeo_ms : -1;
 	int extra_seen = nb;
 	struct iovec sub[XWAY_IOV_MAX];
 
+	if (!waitall && c->rcvlowat > 1 && !(flags & MSG_PEEK))
+		target = (size_t)c->rcvlowat < want ? (size_t)c->rcvlowat : want;
 	if (flags & MSG_OOB)
 		return -EINVAL;      /* no urgent data on the channel (kernel: EINVAL when none) */
 	for (int rounds = 0;; rounds++) {
@@ -337,7 +354,7 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 		}
 		if (r > 0) {
 			copied += (size_t)r;
-			if (!waitall || copied >= want)
+			if (copied >= target || copied >= want)
 				return (ssize_t)copied;
 			continue;
 		}
@@ -736,6 +753,12 @@ short xway_io_poll_mask(struct xway_conn *c, short events)
 	}
 	if (e & (XWAY_EV_IN | XWAY_EV_RST))
 		m |= POLLIN;
+	/* SO_RCVLOWAT: data below the mark is not "readable" (EOF, reset
+	 * and errors still are). */
+	if (c->rcvlowat > 1 && (m & POLLIN) &&
+	    !(e & (XWAY_EV_RST | XWAY_EV_RDHUP | XWAY_EV_ERR)) &&
+	    xway_chan_readable(c->chan) < (size_t)c->rcvlowat)
+		m &= (short)~POLLIN;
 	if ((e & XWAY_EV_OUT) || atomic_load_explicit(&c->wr_shut, memory_order_relaxed))
 		m |= POLLOUT;
 	if (e & XWAY_EV_RDHUP)

@@ -1051,6 +1051,7 @@ static int xway_reattach_one(char *rec)
 		len = sizeof(tv);
 		if (real.getsockopt(fds[0], SOL_SOCKET, SO_SNDTIMEO, &tv, &len) == 0)
 			c->sndtimeo_ms = (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
+		c->rcvlowat = xway_sock_rcvlowat(fds[0]);
 		struct linger lg;
 		len = sizeof(lg);
 		if (real.getsockopt(fds[0], SOL_SOCKET, SO_LINGER, &lg, &len) == 0) {

@@ -109,6 +109,7 @@ static void xway_snapshot_opts(struct xway_conn *c, int fd)
 			      memory_order_relaxed);
 	c->rcvtimeo_ms = xway_timeo_ms(fd, SO_RCVTIMEO);
 	c->sndtimeo_ms = xway_timeo_ms(fd, SO_SNDTIMEO);
+	c->rcvlowat = xway_sock_rcvlowat(fd);
 	if (XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &l)) == 0) {
 		c->linger_on = lg.l_onoff;
 		c->linger_s = lg.l_linger;

@@ -196,6 +196,7 @@ struct xway_conn {
 	_Atomic int   nonblock;        /* O_NONBLOCK of the open file */
 	int           rcvtimeo_ms;     /* SO_RCVTIMEO, 0 = none */
 	int           sndtimeo_ms;     /* SO_SNDTIMEO, 0 = none */
+	int           rcvlowat;        /* SO_RCVLOWAT as the kernel keeps it (>= 1) */
 	int           linger_on, linger_s;   /* SO_LINGER as set */
 	int           defer_accept;    /* TCP_DEFER_ACCEPT kept from the kernel */
 	_Atomic int   registered;      /* listener: LISTEN_ADD accepted */
@@ -403,5 +404,7 @@ int     xway_io_revert(struct xway_conn *c);
  * being closed: settle the hand-over first (bounded wait for the receiver
  * to take it; a receiver without the shim makes us revert to TCP). */
 void    xway_scm_closing(struct xway_conn *c);
+/* SO_RCVLOWAT of the real socket, as the kernel keeps it (>= 1). */
+int     xway_sock_rcvlowat(int fd);
 
 #endif /* XWAY_SHIM_H */

@@ -592,6 +592,8 @@ XWAY_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen
 			c->rcvtimeo_ms = xway_tv_ms(val, len);
 		else if (name == SO_SNDTIMEO)
 			c->sndtimeo_ms = xway_tv_ms(val, len);
+		else if (name == SO_RCVLOWAT)
+			c->rcvlowat = xway_sock_rcvlowat(fd);  /* as the kernel clamped it */
 		else if (name == SO_LINGER && val && len >= sizeof(struct linger)) {
 			struct linger lg;
 			memcpy(&lg, val, sizeof(lg));

@@ -17,6 +17,7 @@
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -28,6 +29,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -496,6 +498,132 @@ static int case_misc(void)
 	return 0;
 }
 
+/* SO_RCVLOWAT (libevent's bufferevent watermarks, some RPC stacks): POLLIN,
+ * select's read set and epoll stay quiet below the mark, a blocking recv
+ * waits until min(mark, len) bytes are there; EOF wakes whatever is
+ * queued; a nonblocking recv returns what there is (TCP-SEMANTICS.md). */
+struct late_write { int fd; const char *buf; size_t n; };
+
+static void *late_writer(void *arg)
+{
+	struct late_write *w = arg;
+
+	usleep(100000);
+	write_all(w->fd, w->buf, w->n);
+	return NULL;
+}
+
+static int case_rcvlowat(void)
+{
+	int c, s, ep, n;
+	struct pollfd pf;
+	struct epoll_event ev = { .events = EPOLLIN }, got[2];
+	fd_set rs;
+	struct timeval tv;
+	char b[64];
+	pthread_t th;
+	struct late_write lw;
+
+	mkpair(&c, &s);
+	transfer(c, s, 1 << 20, 37);
+	seti(s, SOL_SOCKET, SO_RCVLOWAT, 10);
+	CHECK(geti(s, SOL_SOCKET, SO_RCVLOWAT) == 10, "SO_RCVLOWAT reads back");
+
+	write_all(c, "abcd", 4);
+	usleep(20000);
+	CHECK(ioctl(s, FIONREAD, &n) == 0 && n == 4, "FIONREAD %d, want 4", n);
+	pf = (struct pollfd){ .fd = s, .events = POLLIN };
+	n = poll(&pf, 1, 200);
+	CHECK(n == 0, "poll: 4 bytes below a mark of 10 (n=%d revents %#x)", n, pf.revents);
+	FD_ZERO(&rs);
+	FD_SET(s, &rs);
+	tv = (struct timeval){ 0, 200000 };
+	n = select(s + 1, &rs, NULL, NULL, &tv);
+	CHECK(n == 0, "select: 4 bytes below the mark (n=%d)", n);
+	ep = epoll_create1(0);
+	CHECK(ep >= 0, "epoll_create1");
+	ev.data.fd = s;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) == 0, "EPOLL_CTL_ADD");
+	n = epoll_wait(ep, got, 2, 200);
+	CHECK(n == 0, "epoll (level): 4 bytes below the mark (n=%d)", n);
+
+	/* A blocking recv waits for the mark: 4 now + 10 later.  (Not 4 + 6:
+	 * the kernel takes the 4, then wakes the reader only when the mark
+	 * is queued again, so 6 more would leave it blocked.) */
+	lw = (struct late_write){ c, "efghijklmn", 10 };
+	CHECK(pthread_create(&th, NULL, late_writer, &lw) == 0, "pthread_create");
+	n = (int)recv(s, b, sizeof(b), 0);
+	pthread_join(th, NULL);
+	CHECK(n == 14 && !memcmp(b, "abcdefghijklmn", 14), "blocking recv returned %d, want 14", n);
+
+	/* At the mark: ready at once, in all three. */
+	write_all(c, "0123456789", 10);
+	pf.revents = 0;
+	CHECK(poll(&pf, 1, 10000) == 1 && (pf.revents & POLLIN), "poll at the mark");
+	n = epoll_wait(ep, got, 2, 10000);
+	CHECK(n == 1 && (got[0].events & EPOLLIN), "epoll at the mark (n=%d)", n);
+	CHECK(recv(s, b, sizeof(b), 0) == 10, "read the 10");
+
+	/* A read shorter than the mark needs only its own length. */
+	write_all(c, "xyz", 3);
+	CHECK(recv(s, b, 2, 0) == 2 && !memcmp(b, "xy", 2), "recv of 2 below the mark");
+	/* Nonblocking: what there is. */
+	CHECK(recv(s, b, sizeof(b), MSG_DONTWAIT) == 1 && b[0] == 'z', "MSG_DONTWAIT below the mark");
+
+	/* EOF below the mark: readable, the bytes then 0. */
+	write_all(c, "end", 3);
+	CHECK(shutdown(c, SHUT_WR) == 0, "shutdown");
+	pf.revents = 0;
+	CHECK(poll(&pf, 1, 10000) == 1 && (pf.revents & POLLIN), "poll after EOF below the mark");
+	CHECK(recv(s, b, sizeof(b), 0) == 3, "the last 3 bytes");
+	CHECK(recv(s, b, sizeof(b), 0) == 0, "then EOF");
+
+	/* 0 means 1, as in the kernel. */
+	seti(s, SOL_SOCKET, SO_RCVLOWAT, 0);
+	CHECK(geti(s, SOL_SOCKET, SO_RCVLOWAT) == 1, "SO_RCVLOWAT 0 reads back as 1");
+	check_path(c, 1 << 20);
+	close(ep);
+	close(c);
+	close(s);
+	return 0;
+}
+
+/* An epoll registration, then a blocking recv on the same socket that
+ * sleeps until data comes (it drains the connection's wake-up), then new
+ * data: epoll_wait must report it at once (it slept through it: the
+ * recv's drain spent the ring's one notification). */
+static int case_epdrain(void)
+{
+	int c, s, ep, n;
+	struct epoll_event ev = { .events = EPOLLIN }, got[2];
+	char b[64];
+	pthread_t th;
+	struct late_write lw = { 0, "efghijklmn", 10 };
+
+	mkpair(&c, &s);
+	transfer(c, s, 1 << 20, 41);
+	ep = epoll_create1(0);
+	CHECK(ep >= 0, "epoll_create1");
+	ev.data.fd = s;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) == 0, "EPOLL_CTL_ADD");
+	CHECK(epoll_wait(ep, got, 2, 100) == 0, "nothing yet");
+	lw.fd = c;
+	CHECK(pthread_create(&th, NULL, late_writer, &lw) == 0, "pthread_create");
+	n = (int)recv(s, b, sizeof(b), 0);
+	pthread_join(th, NULL);
+	CHECK(n == 10, "blocking recv: %d", n);
+	CHECK(epoll_wait(ep, got, 2, 0) == 0, "nothing left after the recv");
+	write_all(c, "0123456789", 10);
+	n = epoll_wait(ep, got, 2, 10000);
+	CHECK(n == 1 && (got[0].events & EPOLLIN), "epoll_wait after the recv's drain: n=%d", n);
+	CHECK(recv(s, b, sizeof(b), 0) == 10, "the 10 bytes");
+	check_path(c, 1 << 20);
+	close(ep);
+	close(c);
+	close(s);
+	return 0;
+}
+
 static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "tcpopts", case_tcpopts },
 	{ "msg60k", case_msg60k },
@@ -503,6 +631,8 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "credthread", case_credthread },
 	{ "fsize0", case_fsize0 },
 	{ "misc", case_misc },
+	{ "rcvlowat", case_rcvlowat },
+	{ "epdrain", case_epdrain },
 };
 
 int main(int argc, char **argv)
