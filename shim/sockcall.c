@@ -58,11 +58,58 @@ XWAY_EXPORT int socket(int domain, int type, int protocol)
 	return fd;
 }
 
+/*
+ * connect(AF_UNSPEC) dissolved the connection (the kernel reset it): the
+ * peer sees a reset on the channel too, after what it had not read yet,
+ * and the socket is the kernel's again, free to connect anew (and to be
+ * accelerated again).  Without this, the next connect's bytes went into
+ * the old channel and were lost.
+ */
+static void xway_disconnected(struct xway_conn *c)
+{
+	int st = atomic_load_explicit(&c->state, memory_order_acquire);
+
+	if (st == XWAY_ST_PENDING)
+		st = xway_pending_resolve(c, 1);
+	if (st == XWAY_ST_ACCEL && c->chan)
+		xway_chan_reset(c->chan);
+	if (st == XWAY_ST_ACCEL || st == XWAY_ST_FLUSH || st == XWAY_ST_PENDING) {
+		c->flush_len = c->flush_off = 0;   /* the kernel drops unsent data too */
+		atomic_store_explicit(&c->state, XWAY_ST_FLUSH, memory_order_release);
+		xway_fd_drop_conn(c);
+	}
+}
+
 XWAY_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 {
 	struct xway_conn *c = xway_lookup_fd(fd);
 	int r;
 
+	if (c && sa && len >= sizeof(sa_family_t) && sa->sa_family == AF_UNSPEC) {
+		r = real.connect(fd, sa, len);
+		if (r == 0) {
+			int saved = errno;
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+
+			xway_disconnected(c);
+			/* The kernel released an automatic port but getsockname
+			 * still shows it, and the next connect takes a new one:
+			 * an offer made for the old one would never be claimed.
+			 * Bind a fresh one now (same address); EINVAL when the
+			 * app had bound the port itself, which then stays. */
+			if (real.getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+				if (ss.ss_family == AF_INET)
+					((struct sockaddr_in *)&ss)->sin_port = 0;
+				else if (ss.ss_family == AF_INET6)
+					((struct sockaddr_in6 *)&ss)->sin6_port = 0;
+				(void)real.bind(fd, (struct sockaddr *)&ss, sl);
+			}
+			errno = saved;
+		}
+		xway_conn_put(c);
+		return r;
+	}
 	if (c) {
 		/* Second connect on a connection of ours: the real socket
 		 * answers (0 after EINPROGRESS completed, EISCONN, EALREADY). */

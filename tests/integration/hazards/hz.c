@@ -624,6 +624,50 @@ static int case_epdrain(void)
 	return 0;
 }
 
+/* connect(AF_UNSPEC) dissolves a connection and the same socket connects
+ * again (TCP-SEMANTICS.md): the old peer gets a reset after what it had
+ * queued, the new connection carries the next bytes (they once went into
+ * the old channel and were lost), and is accelerated like any other. */
+static int case_unspec(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr un = { .sa_family = AF_UNSPEC };
+	socklen_t sl = sizeof(sa);
+	int l, c, s, s2, n;
+	char b[16];
+
+	l = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(l >= 0, "socket");
+	CHECK(bind(l, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind");
+	CHECK(listen(l, 16) == 0, "listen");
+	CHECK(getsockname(l, (struct sockaddr *)&sa, &sl) == 0, "getsockname");
+	c = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(c >= 0, "socket");
+	CHECK(connect(c, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect");
+	s = accept(l, NULL, NULL);
+	CHECK(s >= 0, "accept");
+	transfer(c, s, 1 << 16, 43);
+	CHECK(connect(c, &un, sizeof(un)) == 0, "connect(AF_UNSPEC)");
+	CHECK(connect(c, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect again");
+	s2 = accept(l, NULL, NULL);
+	CHECK(s2 >= 0, "accept the second connection");
+	write_all(c, "hello", 5);
+	read_all(s2, b, 5);
+	CHECK(!memcmp(b, "hello", 5), "the new connection's bytes");
+	errno = 0;
+	n = (int)recv(s, b, sizeof(b), 0);
+	CHECK(n < 0 && errno == ECONNRESET, "the old peer: reset (%d)", n);
+	transfer(c, s2, 1 << 20, 47);
+	transfer(s2, c, 1 << 20, 53);
+	check_path(c, 2 << 20);
+	close(s);
+	close(s2);
+	close(c);
+	close(l);
+	return 0;
+}
+
 static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "tcpopts", case_tcpopts },
 	{ "msg60k", case_msg60k },
@@ -633,6 +677,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "misc", case_misc },
 	{ "rcvlowat", case_rcvlowat },
 	{ "epdrain", case_epdrain },
+	{ "unspec", case_unspec },
 };
 
 int main(int argc, char **argv)
