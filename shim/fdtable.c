@@ -364,15 +364,9 @@ void xway_conn_put(struct xway_conn *c)
 
 int xway_high_fd_base(void)
 {
-	struct rlimit rl;
-	long lim = 1024;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-		lim = (long)rl.rlim_cur;
-	if (lim > 65536)
-		lim = 65536;
-	/* Well above what programs use, below the limit: the top quarter. */
-	return lim >= 64 ? (int)(lim - lim / 4) : (int)(lim / 2);
+	/* Where the channel layer puts its own (chan/local.c): from 1024 up
+	 * when the real limit allows (rlimit.c makes room), else the top. */
+	return xway_chan_high_fd_base();
 }
 
 int xway_fd_to_high(int fd)

@@ -641,7 +641,7 @@ typedef int (*xway_exec_fn)(const void *ctx, char *const envp[]);
 
 static int xway_do_spawn(const void *ctx, char *const envp[]);
 
-static int xway_exec_common(char *const envp[], xway_exec_fn fn, const void *ctx)
+static int xway_exec_common2(char *const envp[], xway_exec_fn fn, const void *ctx)
 {
 	struct xway_exec_acc a;
 	char **nenv;
@@ -687,6 +687,20 @@ static int xway_exec_common(char *const envp[], xway_exec_fn fn, const void *ctx
 	xway_exec_undo(&a);
 	xway_exec_release(&a);
 	free(nenv);
+	errno = saved;
+	return r;
+}
+
+/* The original soft RLIMIT_NOFILE for the new image (rlimit.c); ours again
+ * if the exec failed (or after posix_spawn). */
+static int xway_exec_common(char *const envp[], xway_exec_fn fn, const void *ctx)
+{
+	int r, saved;
+
+	xway_nofile_before_exec();
+	r = xway_exec_common2(envp, fn, ctx);
+	saved = errno;
+	xway_nofile_after_exec();
 	errno = saved;
 	return r;
 }
@@ -1230,6 +1244,8 @@ __attribute__((constructor)) static void xway_lc_ctor(void)
 
 	if (!xway_ready())
 		return;
+	if (!xway_cfg.disabled)
+		xway_nofile_init();     /* before any descriptor of ours is placed */
 	pg = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (pg != MAP_FAILED) {
 		/* Zero in every child that ran no atfork handler (Linux >= 4.14;

@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -89,6 +90,11 @@ extern struct xway_real real;
  * it never allocates once bound.
  */
 int  xway_ready(void);
+/* rlimit.c: room for our descriptors above the application's soft
+ * RLIMIT_NOFILE (raised at start-up, hidden from the application). */
+void xway_nofile_init(void);
+void xway_nofile_before_exec(void);
+void xway_nofile_after_exec(void);
 void xway_real_init(void);          /* real.c: idempotent, thread-safe */
 extern _Thread_local int xway_depth;
 

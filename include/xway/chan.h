@@ -135,6 +135,8 @@ void xway_chan_set_logger(void (*fn)(const char *line));
  * shim/chan/local.c), closing the original; returns the fd to use (the
  * original if no high number was free). */
 int xway_chan_fd_to_high(int fd);
+/* The lowest number xway_chan_fd_to_high() moves descriptors to. */
+int xway_chan_high_fd_base(void);
 
 /*
  * Call before a seccomp filter goes up in this process (the shim does at

@@ -68,7 +68,9 @@ static int high_fd_base(void)
 	struct rlimit rl;
 	rlim_t lim = 1024;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+	/* The real limit, by a raw call: the shim shows applications a
+	 * smaller one (shim/rlimit.c) through getrlimit. */
+	if (xw_raw_syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&rl, 0) == 0)
 		lim = rl.rlim_cur;
 	if (lim > 1280)
 		return 1024;
@@ -89,6 +91,11 @@ int xw_fd_to_high(int fd)
 		return fd;
 	xw_sys_close(fd);
 	return nfd;
+}
+
+int xway_chan_high_fd_base(void)
+{
+	return high_fd_base();
 }
 
 int xway_chan_fd_to_high(int fd)
@@ -261,6 +268,16 @@ int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
 	}
 	for (int i = 0; i < 3; i++)
 		f[i] = xw_fd_to_high(f[i]);
+	/* No number free above the application's range: a channel would
+	 * take three of its low numbers, and enough of them give it EMFILE
+	 * where kernel TCP would not.  The connection stays on TCP instead
+	 * (an attaching server keeps its fds where they are: it has claimed
+	 * already). */
+	for (int i = 0; i < 3; i++)
+		if (f[i] < high_fd_base()) {
+			r = -EMFILE;
+			goto out_close;
+		}
 	shm = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f[0], 0);
 	if (shm == MAP_FAILED) {
 		r = -errno;

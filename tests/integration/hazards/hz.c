@@ -668,6 +668,74 @@ static int case_unspec(void)
 	return 0;
 }
 
+/* Hundreds of connections under the usual soft RLIMIT_NOFILE of 1024
+ * (run.sh starts this case with `ulimit -Sn 1024`): each accelerated one
+ * costs the shim three descriptors, which must not come out of the
+ * application's numbers (it got EMFILE at ~127 pairs in one process);
+ * and the limit the application reads is the one it was given. */
+static int case_nofile(void)
+{
+	struct rlimit rl;
+	int l, n, pairs, *fds;
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	const char *e = getenv("XWAY_TEST_EXPECT");
+	int accel = e && !strcmp(e, "accel");
+
+	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit");
+	if (rl.rlim_cur > 1280 || rl.rlim_cur < 256) {
+		printf("skip: needs a soft RLIMIT_NOFILE in 256..1280 (have %ld)\n",
+		       (long)rl.rlim_cur);
+		return 77;
+	}
+	if (accel && rl.rlim_max < rl.rlim_cur + 1024) {
+		printf("skip: the hard RLIMIT_NOFILE (%ld) leaves the shim no room above "
+		       "the soft one (%ld)\n", (long)rl.rlim_max, (long)rl.rlim_cur);
+		return 77;
+	}
+	CHECK(sysconf(_SC_OPEN_MAX) == (long)rl.rlim_cur, "sysconf(_SC_OPEN_MAX) %ld, "
+	      "getrlimit %ld", sysconf(_SC_OPEN_MAX), (long)rl.rlim_cur);
+	CHECK(getdtablesize() == (int)rl.rlim_cur, "getdtablesize %d", getdtablesize());
+	pairs = ((int)rl.rlim_cur - 64) / 2;
+	if (pairs > 450)
+		pairs = 450;
+	fds = calloc((size_t)pairs * 2, sizeof(int));
+	CHECK(fds, "calloc");
+	l = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(l >= 0, "socket");
+	CHECK(bind(l, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind");
+	CHECK(listen(l, 1024) == 0, "listen");
+	CHECK(getsockname(l, (struct sockaddr *)&sa, &sl) == 0, "getsockname");
+	for (int i = 0; i < pairs; i++) {
+		char b[256];
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		CHECK(c >= 0, "socket %d of %d", i, pairs);
+		CHECK(connect(c, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect %d", i);
+		int s = accept(l, NULL, NULL);
+		CHECK(s >= 0, "accept %d of %d", i, pairs);
+		CHECK(c < (int)rl.rlim_cur && s < (int)rl.rlim_cur, "fds %d %d within the limit", c, s);
+		fill((unsigned char *)b, sizeof(b), (unsigned)i);
+		write_all(c, b, sizeof(b));
+		char r[256];
+		read_all(s, r, sizeof(r));
+		CHECK(!memcmp(b, r, sizeof(b)), "pair %d data", i);
+		fds[2 * i] = c;
+		fds[2 * i + 1] = s;
+	}
+	/* The last ones too took the channel (not a fallback for want of
+	 * descriptors). */
+	transfer(fds[2 * pairs - 2], fds[2 * pairs - 1], 1 << 20, 59);
+	check_path(fds[2 * pairs - 2], 1 << 20);
+	n = pairs;
+	for (int i = 0; i < 2 * pairs; i++)
+		close(fds[i]);
+	free(fds);
+	close(l);
+	printf("%d connections under RLIMIT_NOFILE %ld\n", n, (long)rl.rlim_cur);
+	return 0;
+}
+
 static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "tcpopts", case_tcpopts },
 	{ "msg60k", case_msg60k },
@@ -678,6 +746,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "rcvlowat", case_rcvlowat },
 	{ "epdrain", case_epdrain },
 	{ "unspec", case_unspec },
+	{ "nofile", case_nofile },
 };
 
 int main(int argc, char **argv)
