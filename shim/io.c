@@ -308,8 +308,21 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 
 	if (!waitall && c->rcvlowat > 1 && !(flags & MSG_PEEK))
 		target = (size_t)c->rcvlowat < want ? (size_t)c->rcvlowat : want;
-	if (flags & MSG_OOB)
-		return -EINVAL;      /* no urgent data on the channel (kernel: EINVAL when none) */
+	if (flags & MSG_OOB) {
+		/* Urgent data only ever travels on TCP: a sender of it made
+		 * the connection leave the channel first (xway_oob_leave). */
+		int st = atomic_load_explicit(&c->state, memory_order_acquire);
+		struct msghdr m = { .msg_iov = (struct iovec *)iov,
+				    .msg_iovlen = (size_t)iovcnt };
+
+		if (st == XWAY_ST_ACCEL && c->chan && !c->reverted &&
+		    (xway_chan_poll(c->chan) & XWAY_EV_REVERT))
+			xway_io_revert(c);
+		st = atomic_load_explicit(&c->state, memory_order_acquire);
+		if (st == XWAY_ST_FLUSH || (st == XWAY_ST_ACCEL && c->reverted))
+			return XWAY_SYS(real.recvmsg(c->fd, &m, flags));
+		return -EINVAL;      /* none (the kernel's answer when none) */
+	}
 	for (int rounds = 0;; rounds++) {
 		int st = atomic_load_explicit(&c->state, memory_order_acquire);
 		ssize_t r;
@@ -464,6 +477,31 @@ static int xway_peer_gone(struct xway_conn *c)
 	return xway_tcp_peek(c) != -EAGAIN;
 }
 
+/*
+ * send(MSG_OOB) on a connection on the channel: urgent data has no place
+ * there, so the connection leaves it for TCP as a process without the
+ * shim would make it (xway_chan_revert: what we produced stays in the ring
+ * for the peer, who reads it before TCP and re-sends on TCP what it had
+ * produced for us), and the send goes to the socket with MSG_OOB.  The
+ * Xen backend cannot revert: there the bytes go inline (as a receiver with
+ * SO_OOBINLINE would read them), without SIGURG.
+ */
+static void xway_oob_leave(struct xway_conn *c)
+{
+	int st = atomic_load_explicit(&c->state, memory_order_acquire);
+
+	if (st == XWAY_ST_PENDING && xway_pending_resolve(c, 0) == XWAY_ST_PENDING)
+		xway_pending_resolve(c, 1);
+	st = atomic_load_explicit(&c->state, memory_order_acquire);
+	if (st != XWAY_ST_ACCEL || !c->chan || c->reverted)
+		return;
+	if (xway_chan_revert(c->chan) < 0)
+		return;
+	XINFO("fd %d: MSG_OOB: urgent data has no place on the channel; the "
+	      "connection continues on plain TCP", c->fd);
+	xway_io_revert(c);
+}
+
 static ssize_t xway_pending_send(struct xway_conn *c, const struct iovec *iov,
 				 int iovcnt)
 {
@@ -487,10 +525,15 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 	long deadline = c->sndtimeo_ms > 0 ? xway_ms_now() + c->sndtimeo_ms : -1;
 	struct iovec sub[XWAY_IOV_MAX];
 
-	/* MSG_OOB: the channel has no urgent pointer.  The bytes go inline, in
-	 * order, as a receiver with SO_OOBINLINE sees them on kernel TCP; no
-	 * SIGURG (shim/README.md). */
+	/* MSG_OOB: the channel has no urgent pointer; the connection leaves it
+	 * for TCP (xway_oob_leave) and the kernel does the rest: the urgent
+	 * byte out of the stream, SIGURG, POLLPRI, SIOCATMARK.  `flags` is
+	 * without it below, `oob` puts it back on the real socket's calls. */
+	int oob = flags & MSG_OOB;
+
 	flags &= ~MSG_OOB;
+	if (oob)
+		xway_oob_leave(c);
 	for (int rounds = 0;; rounds++) {
 		int st = atomic_load_explicit(&c->state, memory_order_acquire);
 		const struct iovec *v = iov;
@@ -509,7 +552,7 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 				return r == -EPIPE ? xway_epipe(flags) : r;
 			struct msghdr m = { .msg_iov = (struct iovec *)iov,
 					    .msg_iovlen = (size_t)iovcnt };
-			r = XWAY_SYS(real.sendmsg(c->fd, &m, flags));
+			r = XWAY_SYS(real.sendmsg(c->fd, &m, flags | oob));
 			if (c->flush_len == 0 && !c->reverted)
 				xway_fd_drop_conn(c);     /* plain TCP from now on */
 			return r;
@@ -541,10 +584,10 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 			if (rs != XWAY_ST_ACCEL)
 				continue;                     /* FLUSH path */
 			if (sent) {
-				ssize_t t = xway_reverted_send(c, v, vn, flags, nb);
+				ssize_t t = xway_reverted_send(c, v, vn, flags | oob, nb);
 				return t > 0 ? (ssize_t)(sent + (size_t)t) : (ssize_t)sent;
 			}
-			return xway_reverted_send(c, iov, iovcnt, flags, nb);
+			return xway_reverted_send(c, iov, iovcnt, flags | oob, nb);
 		}
 		if (r == -EPIPE) {
 			/* The peer closed its reading side (our own SHUT_WR

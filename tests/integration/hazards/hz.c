@@ -14,6 +14,7 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
@@ -736,6 +737,76 @@ static int case_nofile(void)
 	return 0;
 }
 
+/* Urgent data (TCP-SEMANTICS.md; telnet, FTP's ABOR, rlogin): only the
+ * last byte of a MSG_OOB send is urgent, taken out of the stream (or left
+ * in place under SO_OOBINLINE), read by recv(MSG_OOB), shown by POLLPRI
+ * and SIOCATMARK, and SIGURG goes to the F_SETOWN owner.  Bytes either
+ * side had in flight before it arrive intact and in order: the connection
+ * leaves the channel for TCP (xway_oob_leave), which must lose nothing. */
+static volatile sig_atomic_t urg_seen;
+static void on_urg(int sig) { (void)sig; urg_seen++; }
+
+static void urgent_round(int inline_mode, unsigned seed)
+{
+	int c, s, n, am = -1, on = 1;
+	unsigned char *a = malloc(100000), *r = malloc(300000);
+	struct pollfd pf;
+	char o;
+
+	CHECK(a && r, "malloc");
+	mkpair(&c, &s);
+	transfer(c, s, 1 << 16, seed);          /* on the channel, when accelerated */
+	if (inline_mode)
+		CHECK(setsockopt(s, SOL_SOCKET, SO_OOBINLINE, &on, sizeof(on)) == 0, "SO_OOBINLINE");
+	CHECK(fcntl(s, F_SETOWN, getpid()) == 0, "F_SETOWN");
+	urg_seen = 0;
+	/* In flight both ways when the urgent byte goes. */
+	fill(a, 100000, seed + 1);
+	write_all(c, a, 50000);
+	write_all(s, a + 50000, 40000);         /* not read by c yet */
+	CHECK(send(c, "XYZ", 3, MSG_OOB) == 3, "send MSG_OOB");
+	write_all(c, a + 50000, 50000);
+	pf = (struct pollfd){ .fd = s, .events = POLLIN | POLLPRI };
+	CHECK(poll(&pf, 1, 10000) == 1 && (pf.revents & POLLPRI), "POLLPRI (revents %#x)", pf.revents);
+	for (int i = 0; i < 200 && !urg_seen; i++)
+		usleep(5000);
+	CHECK(urg_seen >= 1, "SIGURG to the F_SETOWN owner");
+	if (!inline_mode) {
+		CHECK(ioctl(s, SIOCATMARK, &am) == 0 && am == 0, "not at the mark yet (%d)", am);
+		CHECK(recv(s, &o, 1, MSG_OOB) == 1 && o == 'Z', "the urgent byte");
+		errno = 0;
+		CHECK(recv(s, &o, 1, MSG_OOB) < 0 && errno == EINVAL, "read once: then EINVAL");
+		read_all(s, r, 100002);         /* XY and the 100000 around them */
+		CHECK(!memcmp(r, a, 50000) && !memcmp(r + 50000, "XY", 2) &&
+		      !memcmp(r + 50002, a + 50000, 50000), "the stream without the urgent byte");
+	} else {
+		read_all(s, r, 100003);
+		CHECK(!memcmp(r, a, 50000) && !memcmp(r + 50000, "XYZ", 3) &&
+		      !memcmp(r + 50003, a + 50000, 50000), "the stream with the urgent byte in place");
+	}
+	n = 0;
+	CHECK(ioctl(s, FIONREAD, &n) == 0 && n == 0, "nothing more (%d)", n);
+	read_all(c, r, 40000);
+	CHECK(!memcmp(r, a + 50000, 40000), "the other direction, in flight at the time");
+	transfer(c, s, 1 << 20, seed + 2);
+	transfer(s, c, 1 << 20, seed + 3);
+	close(c);
+	close(s);
+	free(a);
+	free(r);
+}
+
+static int case_urgent(void)
+{
+	struct sigaction sa = { .sa_handler = on_urg };
+
+	sigemptyset(&sa.sa_mask);
+	CHECK(sigaction(SIGURG, &sa, NULL) == 0, "sigaction");
+	urgent_round(0, 61);
+	urgent_round(1, 67);
+	return 0;
+}
+
 static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "tcpopts", case_tcpopts },
 	{ "msg60k", case_msg60k },
@@ -747,6 +818,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "epdrain", case_epdrain },
 	{ "unspec", case_unspec },
 	{ "nofile", case_nofile },
+	{ "urgent", case_urgent },
 };
 
 int main(int argc, char **argv)
