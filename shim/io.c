@@ -86,6 +86,20 @@ static int xway_iov_skip(const struct iovec *iov, int iovcnt, size_t skip,
 
 /* EPIPE the way the kernel gives it: with SIGPIPE to this thread unless
  * MSG_NOSIGNAL. */
+/*
+ * The peer's TCP socket closed (FIN) with no flag of ours on the channel:
+ * its process died without running the shim (SIGKILL, a crash).  Kernel
+ * TCP sends RST instead of FIN when the dying socket had unread data, and
+ * here the unread data is what we produced and it never consumed.  (A
+ * clean close leaves EOF/CLOSED or RST on the rings, a half-close EOF.)
+ */
+static int xway_died_unread(struct xway_conn *c)
+{
+	return c->chan &&
+	       !(xway_chan_poll(c->chan) & (XWAY_EV_HUP | XWAY_EV_RDHUP | XWAY_EV_RST)) &&
+	       xway_chan_unsent(c->chan) > 0;
+}
+
 static ssize_t xway_epipe(int flags)
 {
 	if (!(flags & MSG_NOSIGNAL))
@@ -426,6 +440,10 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 					return (ssize_t)r;
 				if (copied)
 					return (ssize_t)copied;
+				if (t == 0 && r == -EAGAIN && want > 0 &&
+				    atomic_load_explicit(&c->rst_state, memory_order_relaxed) == 0 &&
+				    xway_died_unread(c))
+					t = -ECONNRESET;     /* what the kernel would have sent */
 				if (t == 0 ||
 				    atomic_load_explicit(&c->rst_state, memory_order_relaxed) == 2)
 					return 0;
@@ -558,6 +576,12 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 			return r;
 		}
 		if (atomic_load_explicit(&c->wr_shut, memory_order_relaxed))
+			return sent ? (ssize_t)sent : xway_epipe(flags);
+		if (st == XWAY_ST_ACCEL &&
+		    atomic_load_explicit(&c->rst_state, memory_order_relaxed) == 2 &&
+		    xway_died_unread(c))
+			/* recv reported the reset the dead peer's kernel sent
+			 * (xway_died_unread): writes fail as after a real one. */
 			return sent ? (ssize_t)sent : xway_epipe(flags);
 		if (sent) {
 			vn = xway_iov_skip(iov, iovcnt, sent, sub);

@@ -807,6 +807,70 @@ static int case_urgent(void)
 	return 0;
 }
 
+/* A peer killed with SIGKILL (no shim code runs): with data of ours it had
+ * not read, its kernel resets the connection (RST, not FIN), so we read
+ * what it sent, then ECONNRESET, and a write then fails with EPIPE; with
+ * nothing unread, its data, then EOF (TCP-SEMANTICS.md). */
+static void killed_peer(int unread)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	int l, s, p[2];
+	char b[64];
+	ssize_t r;
+	pid_t k;
+
+	l = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(l >= 0 && bind(l, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(l, 4) == 0 &&
+	      getsockname(l, (struct sockaddr *)&sa, &sl) == 0, "listener");
+	CHECK(pipe(p) == 0, "pipe");
+	k = fork();
+	CHECK(k >= 0, "fork");
+	if (k == 0) {
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		alarm(60);
+		if (c < 0 || connect(c, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			_exit(2);
+		write_all(c, "hi", 2);
+		if (!unread) {
+			read_all(c, b, 16);
+		}
+		write_all(p[1], "r", 1);
+		pause();
+		_exit(0);
+	}
+	s = accept(l, NULL, NULL);
+	CHECK(s >= 0, "accept");
+	write_all(s, "unread-by-child!", 16);
+	read_all(p[0], b, 1);              /* the child wrote (and maybe read) */
+	usleep(50000);
+	CHECK(kill(k, SIGKILL) == 0 && waitpid(k, NULL, 0) == k, "kill");
+	read_all(s, b, 2);
+	CHECK(!memcmp(b, "hi", 2), "what the child sent");
+	errno = 0;
+	r = recv(s, b, sizeof(b), 0);
+	if (unread) {
+		CHECK(r < 0 && errno == ECONNRESET, "after the killed peer's reset: %zd", r);
+		errno = 0;
+		r = send(s, "x", 1, 0);
+		CHECK(r < 0 && errno == EPIPE, "write after the reset: %zd", r);
+	} else {
+		CHECK(r == 0, "EOF from a killed peer that had read everything: %zd", r);
+	}
+	close(s);
+	close(l);
+	close(p[0]);
+	close(p[1]);
+}
+
+static int case_killunread(void)
+{
+	killed_peer(1);
+	killed_peer(0);
+	return 0;
+}
+
 static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "tcpopts", case_tcpopts },
 	{ "msg60k", case_msg60k },
@@ -819,6 +883,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "unspec", case_unspec },
 	{ "nofile", case_nofile },
 	{ "urgent", case_urgent },
+	{ "killunread", case_killunread },
 };
 
 int main(int argc, char **argv)
