@@ -125,8 +125,20 @@ relay() {
 
 # The domUs power themselves off when their workloads are done.
 i=0
+destroyed=0
 while xl domid xtb-server > /dev/null 2>&1 || xl domid xtb-client > /dev/null 2>&1; do
 	relay
+	# Workload 60-xway-xen-vanish: the server domU asks us to destroy the
+	# client domU mid-transfer, as an operator's `xl destroy` would, and
+	# to remove its xway entry (what dom0 tooling does for a gone domain).
+	if [ $destroyed = 0 ] && xenstore-read "/local/domain/$srv/data/xway-testbed/destroy-client" \
+			> /dev/null 2>&1; then
+		destroyed=1
+		say "destroying xtb-client (domid $cli) on the server domU's request"
+		xl destroy xtb-client || say "xl destroy failed"
+		/opt/xway/bin/xway-xen-setup remove "$cli" || say "xway-xen-setup remove failed"
+		xenstore-write "/local/domain/$srv/data/xway-testbed/client-destroyed" 1
+	fi
 	i=$((i + 5))
 	if [ $i -gt "$TB_DOMU_TIMEOUT" ]; then
 		say "timeout: destroying the domUs"

@@ -1,0 +1,83 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# Step 3 of the cross-domain work; the LAST workload (the client domU does
+# not survive it).  A shimmed client in the client domU streams to a shimmed
+# server in the server domU over an accelerated Xen connection; once the
+# server's broker shows it accelerated, the server asks dom0 (xenstore key
+# destroy-client) to `xl destroy` the client domU mid-transfer and to remove
+# its /local/xway entry.  Passes (server side) when the server application
+# gets an error or EOF within VANISH_LIMIT seconds of the destroy (the
+# broker aborts its TCP socket: nothing else would ever tell it) and the
+# server's broker no longer lists the domain.  The client side has no
+# result: report.py accepts that when the server passed.
+set -u
+role=$1
+. "$TB_LIB"
+lib=/opt/xway/lib/libxway.so
+for f in "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib"; do
+	[ -e "$f" ] || { echo "skip: $f not built" >&2; exit 77; }
+done
+limit=${VANISH_LIMIT:-120}
+port=47305
+d=$(mktemp -d)
+sock=$d/xwayd.sock
+printf '[broker]\nmode=xen\nlog_level=7\n' > "$d/xwayd.conf"
+"$TB_BIN/xwayd" --foreground --config "$d/xwayd.conf" --socket "$sock" > "$d/xwayd.log" 2>&1 &
+bpid=$!
+trap 'kill $bpid 2> /dev/null; cp "$d/xwayd.log" "${TB_OUT:-/tmp/x}.xwayd.log" 2> /dev/null; rm -rf "$d"' EXIT
+wait_for 60 test -S "$sock" || { echo "xwayd did not start" >&2; exit 1; }
+ctl() { "$TB_BIN/xwayctl" "$@" --socket "$sock"; }
+export XWAY_BROKER_TIMEOUT_MS=3000
+peer_listens() { xenstore-read "/local/xway/$TB_PEER_DOMID/listeners" | grep -Eq ":$port( |\$)"; }
+
+if [ "$role" = client ]; then
+	sync        # our earlier results must survive the destroy
+	tb_wait vanish/listening 300 > /dev/null || { echo "peer never listened" >&2; exit 1; }
+	wait_for 60 peer_listens
+	sleep 1
+	sync
+	LD_PRELOAD=$lib XWAY_BROKER_SOCK=$sock "$TB_BIN/xtb-vchan" client --tcp "$TB_PEER_IP" $port \
+		--bytes 64G --pings 1 --timeout "$TB_PROBE_TIMEOUT" > /dev/null 2>&1
+	echo "the client domU was not destroyed" >&2
+	exit 1
+fi
+
+LD_PRELOAD=$lib XWAY_BROKER_SOCK=$sock "$TB_BIN/xtb-vchan" server --tcp "$TB_SELF_IP" $port \
+	--timeout "$TB_PROBE_TIMEOUT" > "$d/s" 2> "$d/s.err" &
+spid=$!
+wait_for 60 sh -c "'$TB_BIN/xwayctl' listeners --json --socket '$sock' | grep -q ':$port\"'" \
+	|| { echo "listener never reached the broker" >&2; exit 1; }
+tb_signal vanish/listening
+accel() { ctl connections --json | grep -q '"state":"accelerated","backend":"xen"'; }
+wait_for 120 accel || { echo "the connection was never accelerated" >&2; ctl connections >&2; exit 1; }
+sleep 2
+kill -0 $spid 2> /dev/null || { echo "the server ended before the destroy" >&2; exit 1; }
+tb_signal destroy-client
+wait_for 120 xenstore-read "/local/domain/$TB_SELF_DOMID/data/xway-testbed/client-destroyed" \
+	|| { echo "dom0 never destroyed the client" >&2; exit 1; }
+t0=$(date +%s)
+gone=0
+for i in $(seq 1 $((limit * 2))); do
+	kill -0 $spid 2> /dev/null || { gone=1; break; }
+	sleep 0.5
+done
+t1=$(date +%s)
+echo "vanish.server_exit_seconds=$((t1 - t0))"
+echo "vanish.server_exited=$gone"
+if [ $gone = 0 ]; then
+	kill $spid 2> /dev/null
+	echo "the server application still waits $limit s after the destroy" >&2
+	cat "$d/xwayd.log" >&2
+	exit 1
+fi
+wait $spid; src=$?
+cat "$d/s.err" >&2
+echo "vanish.server_rc=$src"
+forgot=0
+wait_for 30 sh -c "! '$TB_BIN/xwayctl' peers --json --socket '$sock' | grep -q '\"domid\":$TB_PEER_DOMID,'" && forgot=1
+echo "vanish.broker_forgot=$forgot"
+ctl connections >&2 || true
+grep -q "Xen domain $TB_PEER_DOMID vanished" <(ctl connections --json) && echo "vanish.record=1" || echo "vanish.record=0"
+[ $src != 0 ] || { echo "the server application saw a clean end, not an error" >&2; exit 1; }
+[ $forgot = 1 ] || { echo "the broker still lists domain $TB_PEER_DOMID" >&2; exit 1; }
+exit 0
