@@ -246,6 +246,44 @@ static int map_header(struct xwayd_conn *k, int memfd, const struct xway_offer *
 	return 0;
 }
 
+/* What every OFFER must pass before it becomes a record (local and Xen):
+ * a fresh cookie, room, real eventfds, a pending header in the memfd.
+ * On success *out is a new PENDING record for client c with the client's
+ * side, an offer id and the ring order; else -errno and *why, and *out
+ * is whatever needs freeing (NULL or the half-made record). */
+static int offer_admit(struct xwayd_client *c, const struct xway_offer *o, int fds[4],
+		       xwayd_netns ns, enum xway_backend backend,
+		       struct xwayd_conn **out, const char **why)
+{
+	struct xwayd_conn *k;
+	int e;
+
+	*out = NULL;
+	if (g_hash_table_contains(xd->live, &o->cookie)) {
+		*why = "OFFER: cookie already in use";
+		return -EEXIST;
+	}
+	if (c->noffers >= XWAYD_OFFERS_MAX ||
+	    g_hash_table_size(xd->live) >= XWAYD_ACTIVE_MAX) {
+		*why = "OFFER: too many pending offers";
+		return -ENOBUFS;
+	}
+	if ((e = xwayd_fd_is_eventfd(fds[2])) || (e = xwayd_fd_is_eventfd(fds[3]))) {
+		*why = "OFFER: efd0/efd1 are not eventfds";
+		return e;
+	}
+	*out = k = conn_new(o->cookie);
+	if ((e = map_header(k, fds[1], o, why)))
+		return e;
+	k->offer_id = ++xd->next_offer_id;
+	k->state = XC_PENDING;
+	k->backend = backend;
+	k->ring_order = o->ring_order;
+	k->client_id = c->id;
+	k->netns_client = ns;
+	return 0;
+}
+
 /* The client's broker: the shim made the vchan server at the path we
  * named; register the offer (PENDING, decided by domain dom's broker) and
  * publish it in xenstore.  fds[1..3] are the decision header's. */
@@ -259,30 +297,8 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	char detail[200];
 	int e;
 
-	if (g_hash_table_contains(xd->live, &o->cookie)) {
-		why = "OFFER: cookie already in use";
-		e = -EEXIST;
+	if ((e = offer_admit(c, o, fds, ns, XWAY_BACKEND_XEN, &k, &why)))
 		goto reject;
-	}
-	if (c->noffers >= XWAYD_OFFERS_MAX ||
-	    g_hash_table_size(xd->live) >= XWAYD_ACTIVE_MAX) {
-		why = "OFFER: too many pending offers";
-		e = -ENOBUFS;
-		goto reject;
-	}
-	if ((e = xwayd_fd_is_eventfd(fds[2])) || (e = xwayd_fd_is_eventfd(fds[3]))) {
-		why = "OFFER: efd0/efd1 are not eventfds";
-		goto reject;
-	}
-	k = conn_new(o->cookie);
-	if ((e = map_header(k, fds[1], o, &why)))
-		goto reject;
-	k->offer_id = ++xd->next_offer_id;
-	k->state = XC_PENDING;
-	k->backend = XWAY_BACKEND_XEN;
-	k->ring_order = o->ring_order;
-	k->client_id = c->id;
-	k->netns_client = ns;
 	k->side[0] = *cl;
 	k->side[1] = *sv;
 	k->xen = true;
@@ -552,31 +568,8 @@ void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
 		record_fallback(o->cookie, reason, &cl, &sv, t);
 		goto out;
 	}
-	if (g_hash_table_contains(xd->live, &o->cookie)) {
-		why = "OFFER: cookie already in use";
-		e = -EEXIST;
+	if ((e = offer_admit(c, o, fds, ns, XWAY_BACKEND_LOCAL, &k, &why)))
 		goto reject;
-	}
-	if (c->noffers >= XWAYD_OFFERS_MAX ||
-	    g_hash_table_size(xd->live) >= XWAYD_ACTIVE_MAX) {
-		why = "OFFER: too many pending offers";
-		e = -ENOBUFS;
-		goto reject;
-	}
-	if ((e = xwayd_fd_is_eventfd(fds[2])) || (e = xwayd_fd_is_eventfd(fds[3]))) {
-		why = "OFFER: efd0/efd1 are not eventfds";
-		goto reject;
-	}
-	k = conn_new(o->cookie);
-	if ((e = map_header(k, fds[1], o, &why)))
-		goto reject;
-
-	k->offer_id = ++xd->next_offer_id;
-	k->state = XC_PENDING;
-	k->backend = XWAY_BACKEND_LOCAL;
-	k->ring_order = o->ring_order;
-	k->client_id = c->id;
-	k->netns_client = ns;
 	k->netns_server = l->netns;
 	k->side[0] = cl;
 	k->side[1] = sv;
