@@ -17,6 +17,10 @@
 #   XEN_TESTBED_TIMEOUT=S       limit for boot + workloads (3000)
 #   XEN_TESTBED_BYTES=N[KMG]    transfer size per test (64M)
 #   XEN_TESTBED_PINGS=N         ping-pong round trips per test (1000)
+#   XEN_TESTBED_ONLY="50 90"    run only the workloads whose names start
+#                               with one of these prefixes (development)
+# Runs on one machine queue behind each other (flock on the cache): two
+# emulated machines on two cores would only slow each other past limits.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -42,6 +46,16 @@ bytes=${XEN_TESTBED_BYTES:-64M}
 pings=${XEN_TESTBED_PINGS:-1000}
 case "$limit$pings" in *[!0-9]*) tb_die "XEN_TESTBED_TIMEOUT and XEN_TESTBED_PINGS must be numbers" ;; esac
 [[ "$bytes" =~ ^[0-9]+[KMG]?$ ]] || tb_die "XEN_TESTBED_BYTES must be a number with an optional K, M or G"
+only=$(echo "${XEN_TESTBED_ONLY:-}" | tr ',' ' ')
+for p in $only; do
+	[[ "$p" =~ ^[0-9A-Za-z_-]+$ ]] || tb_die "XEN_TESTBED_ONLY: '$p' is not a workload name prefix"
+done
+selected() { # selected NAME: is workload NAME in this run?
+	local p
+	[ -z "$only" ] && return 0
+	for p in $only; do case "$1" in "$p"*) return 0 ;; esac; done
+	return 1
+}
 
 [ "$(id -u)" = 0 ] || tb_die "needs root (debootstrap, chroot, image building)"
 
@@ -60,6 +74,11 @@ bdir=$repo/${B:-build}
 
 # ---- work directory, cleaned on exit --------------------------------------
 mkdir -p "$cache" "$outdir"
+exec 9> "$cache/.run.lock"
+if ! flock -n 9; then
+	tb_say "another test-bed run holds $cache/.run.lock: waiting (up to 60 min)"
+	flock -w 3600 9 || tb_die "the other test-bed run did not finish within 60 min"
+fi
 work=$(mktemp -d "$cache/run.XXXXXX")
 qpid=
 cleanup() {
@@ -107,9 +126,13 @@ done
 for f in "$here"/guest/*.sh; do
 	put 0755 "$f" "/opt/xway-testbed/guest/${f##*/}"
 done
+nsel=0
 for f in "$here"/workloads/*.sh; do
-	put 0755 "$f" "/opt/xway-testbed/workloads/${f##*/}"
+	n=${f##*/}; selected "${n%.sh}" || continue
+	put 0755 "$f" "/opt/xway-testbed/workloads/$n"; nsel=$((nsel + 1))
 done
+[ $nsel -gt 0 ] || tb_die "XEN_TESTBED_ONLY='$only' selects no workload"
+[ -n "$only" ] && tb_say "only the workloads starting with: $only ($nsel)"
 cat > "$work/config" <<EOF
 # Written by run.sh for this run.
 TB_SRV_IP=192.0.2.11
@@ -231,7 +254,7 @@ tr -d '\r' < "$console" > "$run/console.log" 2> /dev/null || true
 tb_say "report"
 rc=0
 python3 "$here/report.py" "$run/raw" "$run/results.txt" \
-	--elapsed "$(( $(date +%s) - TB_T0 ))" || rc=$?
+	--elapsed "$(( $(date +%s) - TB_T0 ))" --only "$only" || rc=$?
 cat "$run/results.txt" 2> /dev/null || true
 tb_say "results: $run/results.txt; console: $run/console.log"
 [ $rc = 0 ] && tb_say "PASS" || tb_say "FAIL"

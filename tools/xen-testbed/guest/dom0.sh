@@ -128,7 +128,7 @@ i=0
 destroyed=0
 while xl domid xtb-server > /dev/null 2>&1 || xl domid xtb-client > /dev/null 2>&1; do
 	relay
-	# Workload 60-xway-xen-vanish: the server domU asks us to destroy the
+	# Workload 90-xway-xen-vanish: the server domU asks us to destroy the
 	# client domU mid-transfer, as an operator's `xl destroy` would, and
 	# to remove its xway entry (what dom0 tooling does for a gone domain).
 	if [ $destroyed = 0 ] && xenstore-read "/local/domain/$srv/data/xway-testbed/destroy-client" \

@@ -97,7 +97,7 @@ for w in /opt/xway-testbed/workloads/*.sh; do
 	if [ $st != pass ]; then
 		tail -n 8 "$out.log" | while IFS= read -r l; do say "  > $l"; done
 	fi
-	# dom0 destroyed the peer on our request (60-xway-xen-vanish, the
+	# dom0 destroyed the peer on our request (90-xway-xen-vanish, the
 	# last workload): nobody is left to meet at the barrier.
 	if xenstore-read "/local/domain/$TB_SELF_DOMID/data/xway-testbed/client-destroyed" \
 			> /dev/null 2>&1; then
