@@ -116,6 +116,10 @@ for f in xwayd xwayctl; do
 	[ -x "$bdir/$f" ] && put 0755 "$bdir/$f" "/opt/xway/bin/$f"
 done
 [ -f "$bdir/libxway.so" ] && put 0644 "$bdir/libxway.so" /opt/xway/lib/libxway.so
+# The shim's integration test programs (60-/61- workloads).
+for f in tests/shim/xway-tcpsem tests/lifecycle/xway-lc; do
+	[ -x "$bdir/$f" ] && put 0755 "$bdir/$f" "/opt/xway/bin/${f##*/}"
+done
 put 0755 "$repo/tools/xen-setup/xway-xen-setup" /opt/xway/bin/xway-xen-setup
 for f in "$repo/tools/bench/xway-vchan-test" "$bdir/xway-vchan-test" \
 	 "$bdir/tools/bench/xway-vchan-test"; do
