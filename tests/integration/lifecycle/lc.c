@@ -10,6 +10,7 @@
  * are reaped by pid.  Random payloads print their seed.
  */
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -2180,9 +2181,229 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "scm-killed-sender", case_scm_killed_sender },
 };
 
+/* ---- across hosts (the Xen test bed's 61 workload) --------------------
+ * One end of a connection in each domain: `xway-lc remote-server` (on the
+ * server's host) listens on XWAY_TEST_BIND, prints "PORT PID" and echoes
+ * one connection until EOF (XWAY_TEST_SERVE=fork: the accepting process
+ * forks, closes its copy, and the child echoes, as forking servers do);
+ * `xway-lc remote-CASE PORT` (on the other host) connects to
+ * XWAY_TEST_HOST:PORT and runs CASE over the echo: the payload is 64 KiB
+ * blocks, each read back and compared.  These never appear in `list`
+ * (they need the peer); `remote-list` names them. */
+
+static int remote_dial(int port)
+{
+	const char *host = getenv("XWAY_TEST_HOST");
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	CHECK(host && inet_pton(AF_INET, host, &sa.sin_addr) == 1,
+	      "XWAY_TEST_HOST must be the peer's IPv4 address");
+	CHECK(fd >= 0, "socket");
+	CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect %s:%d", host, port);
+	return fd;
+}
+
+/* n 64 KiB blocks out and back, block i filled from seed + i. */
+static void remote_echo(int fd, unsigned seed, int n)
+{
+	static unsigned char out[65536], in[65536];
+
+	for (int i = 0; i < n; i++) {
+		fill(out, sizeof(out), seed + (unsigned)i);
+		write_all(fd, out, sizeof(out));
+		read_all(fd, in, sizeof(in));
+		CHECK(!memcmp(in, out, sizeof(in)), "echo block %d of seed %u differs", i, seed);
+	}
+}
+
+/* Our half-close, then the echo server's EOF: nothing left in flight. */
+static void remote_finish(int fd, uint64_t payload)
+{
+	check_path(fd, payload);
+	CHECK(shutdown(fd, SHUT_WR) == 0, "shutdown");
+	expect_eof(fd);
+	CHECK(close(fd) == 0, "close");
+}
+
+static int remote_server(void)
+{
+	const char *bind_ip = getenv("XWAY_TEST_BIND"), *serve = getenv("XWAY_TEST_SERVE");
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	static char b[65536];
+	int l = socket(AF_INET, SOCK_STREAM, 0), one = 1, fd;
+	uint64_t total = 0;
+	ssize_t r;
+	pid_t child = 0;
+
+	CHECK(l >= 0, "socket");
+	CHECK(bind_ip && inet_pton(AF_INET, bind_ip, &sa.sin_addr) == 1,
+	      "XWAY_TEST_BIND must be an IPv4 address");
+	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	CHECK(bind(l, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind");
+	CHECK(listen(l, 16) == 0, "listen");
+	CHECK(getsockname(l, (struct sockaddr *)&sa, &sl) == 0, "getsockname");
+	printf("%d %d\n", ntohs(sa.sin_port), (int)getpid());
+	fflush(stdout);
+	fd = accept(l, NULL, NULL);
+	CHECK(fd >= 0, "accept");
+	close(l);
+	if (serve && !strcmp(serve, "fork")) {
+		child = fork();
+		CHECK(child >= 0, "fork");
+		if (child > 0) {
+			close(fd);          /* the child alone holds it now */
+			int rc = reap(child);
+			CHECK(rc == 0, "the serving child ended with %d", rc);
+			return 0;
+		}
+	}
+	while ((r = read(fd, b, sizeof(b))) != 0) {
+		if (r < 0 && errno == EINTR)
+			continue;
+		CHECK(r > 0, "echo read after %llu bytes", (unsigned long long)total);
+		write_all(fd, b, (size_t)r);
+		total += (uint64_t)r;
+	}
+	check_path(fd, 2 * total);
+	CHECK(close(fd) == 0, "close");
+	fprintf(stderr, "remote-server: echoed %llu bytes%s\n", (unsigned long long)total,
+		child == 0 && serve ? " (forked child)" : "");
+	return 0;
+}
+
+/* The plain echo (a forking server's child serves it with
+ * XWAY_TEST_SERVE=fork). */
+static int remote_case_echo(int port)
+{
+	int fd = remote_dial(port);
+
+	remote_echo(fd, 1, 16);
+	remote_finish(fd, 2 * 16 * 65536);
+	return 0;
+}
+
+/* Parent and child take turns on the inherited connection. */
+static int remote_case_fork(int port)
+{
+	int fd = remote_dial(port);
+
+	remote_echo(fd, 10, 4);
+	pid_t ch = fork();
+	CHECK(ch >= 0, "fork");
+	if (ch == 0) {
+		remote_echo(fd, 20, 4);
+		_exit(0);
+	}
+	int rc = reap(ch);
+	CHECK(rc == 0, "the child's echo ended with %d", rc);
+	remote_echo(fd, 30, 4);
+	remote_finish(fd, 2 * 12 * 65536);
+	return 0;
+}
+
+/* The parent hands the connection to its child and closes its copy. */
+static int remote_case_fork_handoff(int port)
+{
+	int fd = remote_dial(port);
+
+	remote_echo(fd, 40, 4);
+	pid_t ch = fork();
+	CHECK(ch >= 0, "fork");
+	if (ch == 0) {
+		remote_echo(fd, 50, 4);
+		remote_finish(fd, 2 * 8 * 65536);
+		_exit(0);
+	}
+	CHECK(close(fd) == 0, "parent close");
+	int rc = reap(ch);
+	CHECK(rc == 0, "the child's echo ended with %d", rc);
+	return 0;
+}
+
+/* The connection survives an exec of this program (fd without
+ * FD_CLOEXEC): the new image goes on with it. */
+static int remote_case_exec(int port)
+{
+	int fd = remote_dial(port);
+	char fds[16], self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	CHECK(n > 0, "readlink /proc/self/exe");
+	self[n] = 0;
+	remote_echo(fd, 60, 4);
+	snprintf(fds, sizeof(fds), "%d", fd);
+	execl(self, self, "remote-exec-child", fds, (char *)NULL);
+	CHECK(0, "exec %s", self);
+	return 1;
+}
+
+static int remote_exec_child(int fd)
+{
+	remote_echo(fd, 70, 4);
+	remote_finish(fd, 2 * 8 * 65536);
+	return 0;
+}
+
+/* dup/dup2/F_DUPFD_CLOEXEC twins share the connection; the original
+ * closed first. */
+static int remote_case_dup(int port)
+{
+	int fd = remote_dial(port);
+	int d = dup(fd);
+
+	CHECK(d >= 0, "dup");
+	remote_echo(fd, 80, 2);
+	CHECK(close(fd) == 0, "close the original");
+	remote_echo(d, 81, 2);
+	int d2 = fcntl(d, F_DUPFD_CLOEXEC, 100);
+	CHECK(d2 >= 100, "F_DUPFD_CLOEXEC");
+	CHECK(dup2(d2, d) == d, "dup2 onto the twin");
+	remote_echo(d2, 82, 2);
+	CHECK(close(d2) == 0, "close one twin");
+	remote_finish(d, 2 * 6 * 65536);
+	return 0;
+}
+
+static const struct { const char *name; int (*fn)(int port); } remote_cases[] = {
+	{ "remote-echo", remote_case_echo },
+	{ "remote-fork", remote_case_fork },
+	{ "remote-fork-handoff", remote_case_fork_handoff },
+	{ "remote-exec", remote_case_exec },
+	{ "remote-dup", remote_case_dup },
+};
+
+static int remote_main(int argc, char **argv)
+{
+	alarm(300);          /* bounded: a hang fails */
+	if (!strcmp(argv[1], "remote-list")) {
+		for (size_t i = 0; i < sizeof(remote_cases) / sizeof(remote_cases[0]); i++)
+			printf("%s\n", remote_cases[i].name);
+		return 0;
+	}
+	if (!strcmp(argv[1], "remote-server")) {
+		tcase = "remote-server";
+		return remote_server();
+	}
+	if (argc == 3 && !strcmp(argv[1], "remote-exec-child")) {
+		tcase = "remote-exec-child";
+		return remote_exec_child(atoi(argv[2]));
+	}
+	for (size_t i = 0; i < sizeof(remote_cases) / sizeof(remote_cases[0]); i++)
+		if (argc == 3 && !strcmp(argv[1], remote_cases[i].name)) {
+			tcase = remote_cases[i].name;
+			return remote_cases[i].fn(atoi(argv[2]));
+		}
+	fprintf(stderr, "xway-lc: usage: remote-server | remote-list | remote-CASE PORT\n");
+	return 2;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
+	if (argc >= 2 && !strncmp(argv[1], "remote-", 7))
+		return remote_main(argc, argv);
 	if (argc == 3 && !strcmp(argv[1], "scm-plain-recv")) {
 		tcase = "scm-plain-recv";
 		return scm_plain_recv(atoi(argv[2]));
