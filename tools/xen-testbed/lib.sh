@@ -43,9 +43,13 @@ tb_mirror() {
 }
 
 # Packages of the guest root file system (dom0 and both domUs share it).
+# The servers on the second and third lines are for the 8x application
+# workloads, which start them; run.sh masks their units.
 TB_GUEST_PKGS=(xen-system-amd64 xen-utils-4.17 xenstore-utils libxen-dev
 	linux-image-amd64 initramfs-tools systemd-sysv udev kmod iproute2
-	bridge-utils iperf3 procps libglib2.0-0)
+	bridge-utils iperf3 procps libglib2.0-0
+	openssh-server openssh-client apache2 nginx curl vsftpd
+	mariadb-server mariadb-client)
 
 # Cache key: the package list plus each package's candidate version in the
 # host's apt lists (same mirror, same release), plus the version of the

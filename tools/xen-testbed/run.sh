@@ -158,8 +158,12 @@ put 0644 "$here/xway-testbed.service" /etc/systemd/system/xway-testbed.service
 mkdir -p "$stage/etc/systemd/system/multi-user.target.wants"
 ln -sfn /etc/systemd/system/xway-testbed.service \
 	"$stage/etc/systemd/system/multi-user.target.wants/xway-testbed.service"
+# The application servers of the 8x workloads start only when a workload
+# starts them (at every boot they would cost emulated minutes).
 masks="apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer
-       systemd-timesyncd.service xendomains.service"
+       systemd-timesyncd.service xendomains.service
+       ssh.service ssh.socket apache2.service apache-htcacheclean.service
+       nginx.service vsftpd.service mariadb.service"
 [ "$interactive" = 1 ] || masks="$masks serial-getty@hvc0.service getty@.service"
 for u in $masks; do
 	rm -f "$stage/etc/systemd/system/$u"
