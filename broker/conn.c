@@ -453,16 +453,23 @@ void xwayd_conn_xen_vanished(uint32_t dom)
 			decide_withdrawn(k, detail);
 			continue;
 		}
-		/* Our end's socket: the server's (side 1) on the server's
-		 * broker; the client's local address is only known as a
-		 * wildcard on the client's broker, so that one is left to
-		 * TCP's own timeouts (docs/XEN.md). */
+		/* Our end's TCP socket: the peer will never send FIN or RST.
+		 * On the server's broker that is side 1, whose 4-tuple is
+		 * known; on the client's broker the client's port is not (the
+		 * OFFER precedes the SYN), so its sockets to the server's
+		 * address are found by a dump and matched to its pid. */
 		if (k->xen_remote) {
 			int e = xwayd_xen_destroy_tcp(&k->side[1].addr, &k->side[0].addr);
 
 			XLOG_INFO("connection %016llx: %s; TCP socket aborted: %s",
 				  (unsigned long long)k->cookie, detail,
 				  e ? g_strerror(-e) : "ok");
+		} else if (k->side[0].pid > 0) {
+			int e = xwayd_tcp_abort_to(&k->side[1].addr, k->side[0].pid);
+
+			XLOG_INFO("connection %016llx: %s; client's TCP socket(s) aborted: %s",
+				  (unsigned long long)k->cookie, detail,
+				  e < 0 ? g_strerror(-e) : e ? "ok" : "none found");
 		}
 		g_strlcpy(k->detail, detail, sizeof(k->detail));
 		conn_close(k, NULL);

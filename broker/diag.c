@@ -8,8 +8,15 @@
  * sockets in the broker's own network namespace can be looked up; others
  * stay unknown (null).  Answers come from the kernel, bounded by a 200 ms
  * receive timeout.
+ *
+ * Also the client side of a vanished Xen domain (xwayd_tcp_abort_to): the
+ * client's broker knows the peer's address and the client's pid, not the
+ * client's port (the OFFER comes before the SYN), so it dumps the TCP
+ * sockets to that peer and aborts those the client process holds.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -17,6 +24,7 @@
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -123,4 +131,160 @@ int xwayd_tcp_counters(const struct xway_addr *local, const struct xway_addr *pe
 		}
 	}
 	return -ETIMEDOUT;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The socket inodes process pid holds, sorted (for bsearch); NULL if none
+ * or the process is gone.  Bounded by max. */
+static uint64_t *pid_socket_inodes(pid_t pid, size_t max, size_t *n)
+{
+	char dir[32], lnk[64], tgt[64];
+	uint64_t *v = NULL;
+	struct dirent *de;
+	size_t cap = 0;
+	DIR *d;
+
+	*n = 0;
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	if (!(d = opendir(dir)))
+		return NULL;
+	while ((de = readdir(d)) && *n < max) {
+		ssize_t l;
+		uint64_t ino;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(lnk, sizeof(lnk), "%s/%.16s", dir, de->d_name);
+		l = readlink(lnk, tgt, sizeof(tgt) - 1);
+		if (l <= 0)
+			continue;
+		tgt[l] = 0;
+		if (sscanf(tgt, "socket:[%" SCNu64 "]", &ino) != 1)
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			v = g_renew(uint64_t, v, cap);
+		}
+		v[(*n)++] = ino;
+	}
+	closedir(d);
+	if (v)
+		qsort(v, *n, sizeof(*v), cmp_u64);
+	return v;
+}
+
+/*
+ * Abort (SOCK_DESTROY, as `ss -K`) every TCP socket of this namespace whose
+ * peer is *peer and that process pid holds: the client side of connections
+ * to a Xen domain that vanished, whose FIN or RST will never come.  Returns
+ * how many were aborted, or -errno if the dump itself failed.  Only sockets
+ * of that one process are touched, so another application's plain TCP
+ * connection to the same address keeps its kernel timeouts.
+ */
+int xwayd_tcp_abort_to(const struct xway_addr *peer, pid_t pid)
+{
+	struct {
+		struct nlmsghdr nlh;
+		struct inet_diag_req_v2 r;
+	} req;
+	union {
+		char buf[16384];
+		struct nlmsghdr align;
+	} u;
+	struct timeval tv = { .tv_usec = 200000 };
+	bool v4 = xway_addr_is_v4(peer);
+	struct xway_addr hits[64];
+	size_t ninodes = 0, nhits = 0;
+	uint64_t *inodes;
+	int fd, e = 0, aborted = 0;
+	bool done = false;
+
+	inodes = pid_socket_inodes(pid, 65536, &ninodes);
+	if (!inodes)
+		return 0;
+	fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (fd < 0) {
+		g_free(inodes);
+		return -errno;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	memset(&req, 0, sizeof(req));
+	req.nlh.nlmsg_len = sizeof(req);
+	req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	req.nlh.nlmsg_seq = 1;
+	req.r.sdiag_family = v4 ? AF_INET : AF_INET6;
+	req.r.sdiag_protocol = IPPROTO_TCP;
+	/* Every state but LISTEN: a listener has no peer. */
+	req.r.idiag_states = ~0u & ~(1u << 10);     /* 10: TCP_LISTEN */
+	if (send(fd, &req, sizeof(req), 0) < 0) {
+		e = -errno;
+		goto out;
+	}
+	/* Bounded: a dump of a domU's sockets is a few messages; stop at
+	 * NLMSG_DONE, an error, a timeout or 4096 reads. */
+	for (int reads = 0; !done && reads < 4096; reads++) {
+		ssize_t n = recv(fd, u.buf, sizeof(u.buf), 0);
+		struct nlmsghdr *h;
+
+		if (n < 0) {
+			e = -errno;
+			break;
+		}
+		for (h = &u.align; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+			struct inet_diag_msg *m;
+			uint64_t ino;
+
+			if (h->nlmsg_type == NLMSG_DONE) {
+				done = true;
+				break;
+			}
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				e = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+				done = true;
+				break;
+			}
+			if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+			    h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
+				continue;
+			m = NLMSG_DATA(h);
+			ino = m->idiag_inode;
+			if (m->id.idiag_dport != peer->port ||
+			    memcmp(m->id.idiag_dst, v4 ? peer->ip + 12 : peer->ip, v4 ? 4 : 16) ||
+			    !bsearch(&ino, inodes, ninodes, sizeof(ino), cmp_u64) ||
+			    nhits == G_N_ELEMENTS(hits))
+				continue;
+			/* Aborted after the dump: a SOCK_DESTROY on this
+			 * socket now would interleave with the dump. */
+			memset(&hits[nhits], 0, sizeof(hits[nhits]));
+			hits[nhits].family = peer->family;
+			hits[nhits].port = m->id.idiag_sport;
+			if (v4) {
+				hits[nhits].ip[10] = hits[nhits].ip[11] = 0xff;
+				memcpy(hits[nhits].ip + 12, m->id.idiag_src, 4);
+			} else {
+				memcpy(hits[nhits].ip, m->id.idiag_src, 16);
+			}
+			nhits++;
+		}
+	}
+out:
+	close(fd);
+	g_free(inodes);
+	for (size_t i = 0; i < nhits; i++) {
+		int r = xwayd_xen_destroy_tcp(&hits[i], peer);
+
+		if (r == 0)
+			aborted++;
+		else
+			XLOG_WARN("aborting the TCP socket to a vanished peer: %s",
+				     g_strerror(-r));
+	}
+	return e && !aborted ? e : aborted;
 }

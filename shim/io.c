@@ -132,6 +132,11 @@ static long xway_tcp_peek(struct xway_conn *c)
 	}
 	if (r == 0)
 		atomic_store_explicit(&c->tcp_eof, 1, memory_order_relaxed);
+	/* A Xen peer's domain vanished: its broker aborted our socket
+	 * (SOCK_DESTROY gives ECONNABORTED).  The peer is gone as if it had
+	 * reset the connection, and that is what applications handle. */
+	if (r == -ECONNABORTED && c->chan && xway_chan_backend(c->chan) == XWAY_BACKEND_XEN)
+		r = -ECONNRESET;
 	return r;
 }
 

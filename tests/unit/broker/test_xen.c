@@ -13,7 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <xway/chan.h>
@@ -337,4 +343,147 @@ Test(xen, watch_sees_new_domain)
 	cr_assert_eq(rename(tmp, dst), 0);
 	cr_assert(eventually(XWAY_Q_PEERS, "{\"domid\":3,\"instance\":\"00000000000000cc\""),
 		  "domain 3 not discovered through the watch");
+}
+
+/* ---- the client side of a vanished domain, in a private network namespace
+ * holding the peer's address (root only: unshare + SOCK_DESTROY) ---------- */
+
+static bool vanish_started;
+static pid_t vanish_child = -1;
+
+static void vanish_fini(void)
+{
+	if (vanish_child > 0) {
+		kill(vanish_child, SIGKILL);
+		waitpid(vanish_child, NULL, 0);
+	}
+	if (vanish_started)
+		teardown();
+}
+
+static int tcp_at(const char *ip, uint16_t port, bool listening)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0);
+	inet_pton(AF_INET, ip, &a.sin_addr);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	cr_assert_eq(bind(fd, (void *)&a, sizeof(a)), 0, "bind %s:%u: %s", ip, port, strerror(errno));
+	if (listening)
+		cr_assert_eq(listen(fd, 16), 0);
+	return fd;
+}
+
+static void tcp_connect(int fd, const char *ip, uint16_t port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+
+	inet_pton(AF_INET, ip, &a.sin_addr);
+	cr_assert_eq(connect(fd, (void *)&a, sizeof(a)), 0, "connect %s:%u: %s", ip, port,
+		     strerror(errno));
+}
+
+Test(xenvanish, client_socket_is_aborted, .fini = vanish_fini, .timeout = 60)
+{
+	/* Check that when the server's domain vanishes, the client's broker
+	 * aborts the client's TCP socket of a claimed Xen connection (its port
+	 * unknown to the broker: found by a socket dump and the client's pid),
+	 * so the application does not wait forever for a FIN that will never
+	 * come; and that the same address's connection held by another process
+	 * and a connection elsewhere are left alone. */
+	struct xway_addr dst, src;
+	struct xway_result res;
+	struct tchan ch;
+	int lst, lo_l, s, a, other, pfd[2], qfd[2];
+	char rel[128], cmd[160], b;
+	pid_t child;
+	ssize_t n;
+
+	if (geteuid() != 0 || unshare(CLONE_NEWNET) != 0)
+		cr_skip_test("needs root for a private network namespace");
+	cr_assert_eq(system("ip link set lo up && ip addr add 192.0.2.50/32 dev lo"), 0);
+	setup();
+	vanish_started = true;
+	lst = tcp_at("192.0.2.50", 7000, true);
+	lo_l = tcp_at("127.0.0.1", 0, true);
+
+	/* Another process's connection to the same address: not ours. */
+	cr_assert_eq(pipe(pfd), 0);     /* child -> us */
+	cr_assert_eq(pipe(qfd), 0);     /* us -> child */
+	child = fork();
+	cr_assert_geq(child, 0);
+	vanish_child = child;
+	if (child == 0) {
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+
+		alarm(30);
+		struct sockaddr_in t = { .sin_family = AF_INET, .sin_port = htons(7000) };
+
+		inet_pton(AF_INET, "192.0.2.50", &t.sin_addr);
+		if (connect(c, (void *)&t, sizeof(t)) != 0)
+			_exit(2);
+		if (write(pfd[1], "c", 1) != 1)
+			_exit(3);
+		/* Wait for the parent's verdict time, then check we are alive. */
+		if (read(qfd[0], &b, 1) != 1)
+			_exit(4);
+		n = recv(c, &b, 1, MSG_DONTWAIT);
+		_exit(n < 0 && errno == EAGAIN ? 0 : 5);
+	}
+	cr_assert_eq(read(pfd[0], &b, 1), 1);
+	other = accept(lst, NULL, NULL);
+	cr_assert_geq(other, 0);
+
+	/* Our claimed Xen connection to domain 2's listener. */
+	s = tcp_at("192.0.2.50", 0, false);
+	tb_sock_name(s, false, &src);
+	cr_assert_eq(tb_chan(&ch, tb_random64(), 12), 0);
+	tb_addr_v4(&dst, "192.0.2.50", 7000);
+	cr_assert_eq(xen_offer(&dst, s, &src, &ch, XWAY_BACKEND_XEN, &res), XWAY_MSG_RESULT);
+	cr_assert_eq(res.status, 1, "status %d: %s", res.status, res.text);
+	snprintf(rel, sizeof(rel), "local/xway/2/outcomes/1/%llu", (unsigned long long)res.offer_id);
+	put(rel, "claimed");
+	for (int i = 0; i < 500 && __atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE) ==
+	     XWAY_ATTACH_PENDING; i++)
+		usleep(10000);
+	cr_assert_eq(__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_CLAIMED);
+	tcp_connect(s, "192.0.2.50", 7000);
+	a = accept(lst, NULL, NULL);
+	cr_assert_geq(a, 0);
+	/* And one elsewhere. */
+	int far = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in la;
+	socklen_t ll = sizeof(la);
+	cr_assert_eq(getsockname(lo_l, (void *)&la, &ll), 0);
+	tcp_connect(far, "127.0.0.1", ntohs(la.sin_port));
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/local/xway/2'", store);
+	cr_assert_eq(system(cmd), 0);
+	n = 1;
+	for (int i = 0; i < 500; i++) {
+		free(tb_query(bfd, XWAY_Q_STATUS, false));
+		n = recv(s, &b, 1, MSG_DONTWAIT);
+		if (!(n < 0 && errno == EAGAIN))
+			break;
+		usleep(10000);
+	}
+	cr_assert(n < 0 && errno == ECONNABORTED, "client socket after the vanish: %zd (%s)", n,
+		  n < 0 ? strerror(errno) : "data/EOF");
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "Xen domain 2 vanished"));
+	n = recv(far, &b, 1, MSG_DONTWAIT);
+	cr_assert(n < 0 && errno == EAGAIN, "an unrelated connection was touched");
+	cr_assert_eq(write(qfd[1], "v", 1), 1);
+	int st;
+	cr_assert_eq(waitpid(child, &st, 0), child);
+	vanish_child = -1;
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		  "another process's connection to that address was touched (%d)", st);
+	close(s);
+	close(a);
+	close(other);
+	close(far);
+	close(lo_l);
+	close(lst);
+	tb_chan_close(&ch);
 }
