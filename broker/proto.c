@@ -135,6 +135,13 @@ static int check_addr(const struct xway_addr *a, const char **why)
 	return 0;
 }
 
+static bool addr_unset(const struct xway_addr *a)
+{
+	static const struct xway_addr zero;
+
+	return !memcmp(a, &zero, sizeof(zero));
+}
+
 struct msg_shape {
 	uint32_t body;          /* exact body size */
 	uint8_t  fds_min, fds_max;
@@ -244,9 +251,19 @@ int xway_msg_parse(const void *buf, size_t len, unsigned nfds,
 			*why = "report reason or side out of range";
 			return -EBADMSG;
 		}
+		/* A set-up that failed before the shim knew the 4-tuple
+		 * (shim/setup.c: bind or channel creation) reports its
+		 * fallback with both addresses left zero.  Refusing it made
+		 * every such failure a protocol error, and the 65th dropped
+		 * the process's broker link (seen at the grant limit with a
+		 * few hundred connections in one process). */
+		if (p->kind == XWAY_REP_FALLBACK && addr_unset(&p->local) &&
+		    addr_unset(&p->peer))
+			goto report_text;
 		if ((r = check_addr(&p->local, why)) ||
 		    (r = check_addr(&p->peer, why)))
 			return r;
+report_text:
 		/* Text is free-form from an untrusted sender: terminate it
 		 * rather than reject a report for a missing NUL. */
 		p->text[sizeof(p->text) - 1] = 0;

@@ -149,6 +149,29 @@ Test(parse, wrong_fd_counts)
 	cr_assert_eq(xway_msg_parse(buf, n, 1, &r, &why), -EBADF);
 }
 
+Test(parse, fallback_report_without_addresses)
+{
+	/* Check that a FALLBACK report whose addresses are both unset (a
+	 * set-up that failed before the shim knew its 4-tuple) is accepted,
+	 * while a CLOSED report, or one address half set, is still refused:
+	 * refused, each was a protocol error and the 65th dropped the
+	 * process's broker link. */
+	uint8_t buf[1024];
+	struct xway_req r;
+	const char *why = NULL;
+	struct xway_report rep;
+
+	memset(&rep, 0, sizeof(rep));
+	rep.kind = XWAY_REP_FALLBACK;
+	rep.reason = XWAY_R_SETUP_CHAN;
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_REPORT, &rep, sizeof(rep)), 0, &r, &why), 0);
+	rep.kind = XWAY_REP_CLOSED;
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_REPORT, &rep, sizeof(rep)), 0, &r, &why), -EBADMSG);
+	rep.kind = XWAY_REP_FALLBACK;
+	v4(&rep.local, "127.0.0.1", 1);
+	cr_assert_eq(xway_msg_parse(buf, mk(buf, XWAY_MSG_REPORT, &rep, sizeof(rep)), 0, &r, &why), -EBADMSG);
+}
+
 Test(parse, bad_fields)
 {
 	/* Check field validation: family, v4 mapping, ports, cookie, ring
