@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <glib-unix.h>
+#include <linux/capability.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -472,6 +474,24 @@ static void usage(FILE *f)
 		"  --version        print the version\n", XWAY_BROKER_SOCK_DEFAULT);
 }
 
+/*
+ * Local mode needs no capability (the unit's header says why); only Xen
+ * mode uses the two its unit keeps in the bounding set: CAP_NET_ADMIN to
+ * abort the TCP sockets of connections to a vanished domain (SOCK_DESTROY)
+ * and CAP_SYS_PTRACE to read another user's /proc/<pid>/fd when looking
+ * for them.  So a broker that ends up in local mode drops everything it
+ * was started with; failure is logged, not fatal (nothing depends on it).
+ */
+static void drop_capabilities(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+
+	memset(d, 0, sizeof(d));
+	if (syscall(SYS_capset, &h, d) != 0)
+		XLOG_WARN("dropping capabilities: %s", g_strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -577,6 +597,8 @@ int main(int argc, char **argv)
 		err = NULL;
 		xd->cfg.mode = xwayd_xen_active() ? XWAYD_MODE_XEN : XWAYD_MODE_LOCAL;
 	}
+	if (xd->cfg.mode != XWAYD_MODE_XEN)
+		drop_capabilities();
 	listen_watch = g_unix_fd_add(xd->lfd, G_IO_IN, listener_in, NULL);
 	g_unix_signal_add(SIGTERM, on_signal, NULL);
 	g_unix_signal_add(SIGINT, on_signal, NULL);

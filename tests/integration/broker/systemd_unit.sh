@@ -23,9 +23,20 @@ fi
 [ -z "$ours" ] || { echo "FAIL: systemd-analyze complains:"; printf '%s\n' "$ours"; exit 1; }
 for want in 'Type=notify' 'NoNewPrivileges=yes' 'ProtectSystem=strict' 'RuntimeDirectory=xway' \
 	    'RuntimeDirectoryMode=0755' 'ProtectHome=yes' 'PrivateTmp=yes' 'DevicePolicy=closed' \
-	    'RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6' 'CapabilityBoundingSet='; do
+	    'RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6' 'CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_PTRACE'; do
 	grep -qxF "$want" "$unit" || { echo "FAIL: unit lacks '$want'"; exit 1; }
 done
 grep -q '@SBINDIR@' "$unit" && { echo "FAIL: @SBINDIR@ not substituted"; exit 1; }
 grep -q '^ExecStart=/.*/xwayd --foreground$' "$unit" || { echo "FAIL: ExecStart"; exit 1; }
-echo "PASS (systemd-analyze: ${out:-no complaints})"
+# dom0's unit (xway-xen-setup watch): verified the same way.
+dunit=$B/xway-xen-setup.service
+[ -f "$dunit" ] || { echo "FAIL: $dunit not built"; exit 1; }
+sed "s|^ExecStart=[^ ]*|ExecStart=$(realpath tools/xen-setup/xway-xen-setup)|" "$dunit" \
+	> "$T/xway-xen-setup.service"
+dout=$(systemd-analyze verify "$T/xway-xen-setup.service" 2>&1)
+dours=$(printf '%s\n' "$dout" | grep -F "xway-xen-setup.service" || true)
+[ -z "$dours" ] || { echo "FAIL: systemd-analyze complains:"; printf '%s\n' "$dours"; exit 1; }
+grep -q '^ExecStart=/.*/xway-xen-setup watch$' "$dunit" || { echo "FAIL: dom0 unit ExecStart"; exit 1; }
+grep -qxF 'ExecCondition=/bin/grep -q control_d /proc/xen/capabilities' "$dunit" \
+	|| { echo "FAIL: dom0 unit not limited to dom0"; exit 1; }
+echo "PASS (systemd-analyze: ${out:-no complaints}; dom0 unit: ${dout:-no complaints})"

@@ -3,7 +3,9 @@
 # tools/xen-setup/xway-xen-setup against stand-in xenstore-* commands (a
 # directory tree; chmod calls are logged): adding domains creates their
 # entries with the right owner and readers, adding a third re-grants read
-# to all, removing one drops it everywhere, bad input exits 2.
+# to all, removing one drops it everywhere, bad input exits 2; `sync`
+# removes the participants whose /local/domain/<d> is gone and `watch` does
+# it at each @releaseDomain event (a stand-in watch fed through a FIFO).
 set -u
 tool=$PWD/tools/xen-setup/xway-xen-setup
 [ -x "$tool" ] || { echo "SKIP: $tool missing"; exit 77; }
@@ -31,6 +33,12 @@ cat >"$T/bin/xenstore-chmod" <<'SH'
 #!/bin/sh
 echo "$*" >> "$XSLOG"
 SH
+# The watch: the path once at registration, then one line per event
+# written to $XSWATCH; ends when the writer closes it.
+cat >"$T/bin/xenstore-watch" <<'SH'
+#!/bin/sh
+echo "$1"; cat "$XSWATCH"
+SH
 chmod +x "$T/bin"/*
 export PATH="$T/bin:$PATH"
 fail() { echo "FAIL: $*"; cat "$XSLOG" 2>/dev/null; exit 1; }
@@ -51,6 +59,30 @@ grep -qx -- "-r /local/xway/1 n1 r3" "$XSLOG" || fail "entry 1 still readable by
 "$tool" list | grep -q '^3 ' || fail "list"
 "$tool" --dry-run add 9 | grep -q "xenstore-write /local/xway/9" || fail "dry-run"
 [ -d "$XS/local/xway/9" ] && fail "dry-run wrote"
+# sync: domain 3 is gone (no /local/domain/3), domain 1 is alive.
+mkdir -p "$XS/local/domain/1/domid"
+"$tool" sync 2>/dev/null || fail "sync"
+[ -d "$XS/local/xway/3" ] && fail "sync kept the gone domain 3"
+[ -d "$XS/local/xway/1" ] || fail "sync removed the living domain 1"
+# watch: domains 1, 4, 5 alive; 5 dies, then an event comes.
+mkdir -p "$XS/local/domain/4/domid" "$XS/local/domain/5/domid"
+"$tool" add 4 5 || fail "add 4 5"
+export XSWATCH="$T/watch.fifo"
+mkfifo "$XSWATCH"
+"$tool" watch 2> "$T/watch.err" &
+wpid=$!
+exec 7> "$XSWATCH"
+sleep 0.3
+[ -d "$XS/local/xway/5" ] || fail "watch removed a living domain at start"
+rm -rf "$XS/local/domain/5"
+echo @releaseDomain >&7
+for _ in $(seq 50); do [ -d "$XS/local/xway/5" ] || break; sleep 0.1; done
+[ -d "$XS/local/xway/5" ] && fail "watch did not remove the gone domain 5"
+[ -d "$XS/local/xway/4" ] && [ -d "$XS/local/xway/1" ] || fail "watch removed a living domain"
+exec 7>&-
+for _ in $(seq 50); do kill -0 $wpid 2>/dev/null || break; sleep 0.1; done
+kill -0 $wpid 2>/dev/null && { kill $wpid; fail "watch did not end with its watch"; }
+wait $wpid; [ $? = 1 ] || fail "watch's end is not an error (systemd would not restart it)"
 "$tool" add abc >/dev/null 2>&1; [ $? = 2 ] || fail "bad domid not exit 2"
 "$tool" frob >/dev/null 2>&1; [ $? = 2 ] || fail "bad command not exit 2"
 "$tool" >/dev/null 2>&1; [ $? = 2 ] || fail "no args not exit 2"

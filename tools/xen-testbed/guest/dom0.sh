@@ -100,6 +100,9 @@ xenstore-write "/local/domain/$cli/data/vchan/$srv" ""
 xenstore-chmod -r "/local/domain/$cli/data/vchan" "n$cli" "r$srv"
 if [ -x /opt/xway/bin/xway-xen-setup ]; then
 	/opt/xway/bin/xway-xen-setup add "$srv" "$cli" || say "xway-xen-setup add failed"
+	# What xway-xen-setup.service runs in dom0: a destroyed domain's entry
+	# goes at the next @releaseDomain (90-xway-xen-vanish relies on it).
+	/opt/xway/bin/xway-xen-setup watch 2>&1 | while IFS= read -r l; do say "xen-setup: $l"; done &
 fi
 
 xl unpause xtb-server && xl unpause xtb-client || { status "unpause-failed"; finish; }
@@ -130,13 +133,13 @@ while xl domid xtb-server > /dev/null 2>&1 || xl domid xtb-client > /dev/null 2>
 	relay
 	# Workload 90-xway-xen-vanish: the server domU asks us to destroy the
 	# client domU mid-transfer, as an operator's `xl destroy` would, and
-	# to remove its xway entry (what dom0 tooling does for a gone domain).
+	# leaves the removal of its xway entry to the `xway-xen-setup watch`
+	# started above, as xway-xen-setup.service does on a real host.
 	if [ $destroyed = 0 ] && xenstore-read "/local/domain/$srv/data/xway-testbed/destroy-client" \
 			> /dev/null 2>&1; then
 		destroyed=1
 		say "destroying xtb-client (domid $cli) on the server domU's request"
 		xl destroy xtb-client || say "xl destroy failed"
-		/opt/xway/bin/xway-xen-setup remove "$cli" || say "xway-xen-setup remove failed"
 		xenstore-write "/local/domain/$srv/data/xway-testbed/client-destroyed" 1
 	fi
 	i=$((i + 5))
