@@ -68,6 +68,12 @@ struct xw_xen {
 	int      epfd;                  /* -1, or epoll of evfd + decision efd0 */
 	struct xway_chan *decision;     /* pending offer's local header, or NULL */
 	int      decision_drained;      /* efd0 left the epoll set (ack_lock) */
+	/* One event channel wakes both directions: a thread that consumes
+	 * a notification (xen_ack) may take the one another thread was
+	 * about to sleep for.  acks counts consumed notifications, sleepers
+	 * the threads in xen_wait (see there). */
+	_Atomic unsigned acks;
+	_Atomic int      sleepers;
 };
 
 static struct xw_vchan_lib lib;
@@ -326,8 +332,12 @@ static void xen_ack(struct xway_chan *c)
 	struct pollfd p = { .fd = x->evfd, .events = POLLIN };
 
 	pthread_mutex_lock(&x->ack_lock);
-	if (xw_sys_ppoll(&p, 1, &(struct timespec){ 0, 0 }) > 0)
+	if (xw_sys_ppoll(&p, 1, &(struct timespec){ 0, 0 }) > 0) {
 		lib.wait(x->v);
+		/* Release: orders the consumed notification before a waiter's
+		 * acquire re-read of acks, so it re-checks the rings. */
+		atomic_fetch_add_explicit(&x->acks, 1, memory_order_release);
+	}
 	if (x->decision && x->epfd >= 0 && !x->decision_drained &&
 	    xway_chan_attached(x->decision) != XWAY_ATTACH_PENDING) {
 		epoll_ctl(x->epfd, EPOLL_CTL_DEL, x->decision->fds[1], NULL);
@@ -341,9 +351,23 @@ static unsigned xen_arm(struct xway_chan *c, unsigned events)
 	return xen_poll(c) & (events | XWAY_EV_ERR);
 }
 
-static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
-		    int timeout_ms)
+/*
+ * A thread between its readiness check and its ppoll() can lose its
+ * wake-up to another thread of ours that consumes the notification
+ * (xen_ack) meanwhile: the event channel is no longer readable, and the
+ * peer sends no second one for the same request.  Seen as a hang of a
+ * bulk transfer both ways at once (a writer thread and a reader sleeping
+ * on one endpoint).  So a waiter re-checks when an ack happened since its
+ * check began, and while another thread also waits, it sleeps in slices
+ * of XW_XEN_SHARED_SLICE_NS and re-checks (a lost wake-up costs at most
+ * that; a lone waiter sleeps for as long as it asked).
+ */
+#define XW_XEN_SHARED_SLICE_NS 10000000LL
+
+static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
+			int timeout_ms)
 {
+	struct xw_xen *x = c->xen;
 	unsigned want = events | XWAY_EV_ERR;
 	struct timespec t0, t;
 	unsigned m;
@@ -355,20 +379,30 @@ static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
 			{ .fd = extra_fd, .events = POLLIN | POLLRDHUP },
 		};
 		struct timespec ts, *tsp = NULL;
+		int64_t left = -1;
 		long r;
+		/* Acquire: pairs with xen_ack's release increment. */
+		unsigned a0 = atomic_load_explicit(&x->acks, memory_order_acquire);
 
 		m = xen_poll(c);     /* re-checks after asking for notification */
 		if (m & want)
 			return m;
 		if (timeout_ms >= 0) {
-			int64_t left;
-
 			clock_gettime(CLOCK_MONOTONIC, &t);
 			left = (int64_t)timeout_ms * 1000000 -
 			       ((t.tv_sec - t0.tv_sec) * 1000000000LL +
 				(t.tv_nsec - t0.tv_nsec));
 			if (left <= 0)
 				return 0;
+		}
+		/* Acquire: as above; a notification consumed since a0 may
+		 * have been ours. */
+		if (atomic_load_explicit(&x->acks, memory_order_acquire) != a0)
+			continue;
+		if (atomic_load_explicit(&x->sleepers, memory_order_relaxed) > 1 &&
+		    (left < 0 || left > XW_XEN_SHARED_SLICE_NS))
+			left = XW_XEN_SHARED_SLICE_NS;
+		if (left >= 0) {
 			ts.tv_sec = left / 1000000000LL;
 			ts.tv_nsec = left % 1000000000LL;
 			tsp = &ts;
@@ -382,6 +416,20 @@ static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
 		if (extra_fd >= 0 && p[1].revents)
 			return xen_poll(c) | XWAY_EV_EXTRA;
 	}
+}
+
+static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
+		    int timeout_ms)
+{
+	struct xw_xen *x = c->xen;
+	int r;
+
+	/* Relaxed: only decides between slices and one long sleep; a stale
+	 * count costs one slice or is caught by the acks re-check. */
+	atomic_fetch_add_explicit(&x->sleepers, 1, memory_order_relaxed);
+	r = xen_wait_one(c, events, extra_fd, timeout_ms);
+	atomic_fetch_sub_explicit(&x->sleepers, 1, memory_order_relaxed);
+	return r;
 }
 
 static void xen_close(struct xway_chan *c)
