@@ -140,6 +140,43 @@ static long xway_tcp_peek(struct xway_conn *c)
 	return r;
 }
 
+/*
+ * The Xen channel ended (libxenvchan: the peer's end went away and every
+ * byte of it was read).  That is neither EOF nor a reset: both ride on the
+ * TCP socket (shim/chan/xen.c), sent as the peer closed it, and may arrive
+ * after the channel showed the end (shared memory is faster than the
+ * bridge).  TCP's verdict: 0 EOF, -ECONNRESET (or another error the kernel
+ * reports once), -EAGAIN nothing yet (nonblocking, or the timeout), -EINTR;
+ * or 1: the channel has bytes again (read them first).  The wait is in
+ * slices that re-check the channel: only TCP wakes it otherwise.
+ * An rst case read EOF instead of the peer's reset before this.
+ */
+static long xway_xen_end(struct xway_conn *c, int nb, long deadline)
+{
+	for (;;) {
+		long t = atomic_load_explicit(&c->tcp_eof, memory_order_relaxed)
+			 ? 0 : xway_tcp_peek(c);
+		struct pollfd pf = { .fd = c->fd, .events = POLLIN | POLLRDHUP };
+		int left;
+
+		if (t != -EAGAIN)
+			return t;
+		/* TCP payload of a holder without the shim: no verdict
+		 * comes while it writes; end as the channel says. */
+		if (atomic_load_explicit(&c->tcp_payload, memory_order_relaxed))
+			return 0;
+		if (xway_chan_readable(c->chan) > 0)
+			return 1;
+		left = nb ? 0 : xway_left(deadline);
+		if (left == 0)
+			return -EAGAIN;
+		xway_last_sig = 0;
+		if (XWAY_SYS(real.poll(&pf, 1, left < 0 || left > 100 ? 100 : left)) == -EINTR &&
+		    !xway_restart_ok(c->rcvtimeo_ms))
+			return -EINTR;
+	}
+}
+
 static ssize_t xway_chan_in(struct xway_conn *c, const struct iovec *iov,
 			    int iovcnt, size_t want, int flags)
 {
@@ -389,6 +426,18 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 			if (copied >= target || copied >= want)
 				return (ssize_t)copied;
 			continue;
+		}
+		if (r == 0 && want > 0 && !copied &&
+		    xway_chan_backend(c->chan) == XWAY_BACKEND_XEN) {
+			long t = xway_xen_end(c, nb, deadline);
+
+			if (t == 1)
+				continue;
+			if (t <= 0 && t != -ECONNRESET)
+				return t;                /* EOF, EAGAIN, EINTR */
+			int prev = atomic_exchange_explicit(&c->rst_state, 2,
+							    memory_order_relaxed);
+			return prev == 2 ? 0 : t;
 		}
 		if (r == 0 && want > 0)
 			return (ssize_t)copied;                     /* EOF */
@@ -823,6 +872,11 @@ short xway_io_poll_mask(struct xway_conn *c, short events)
 		real.poll(&pf, 1, 0);
 		return pf.revents;
 	}
+	/* A Xen channel that ended and is drained is not readable: the FIN
+	 * or reset behind it shows on the TCP socket below (xway_xen_end). */
+	if ((e & XWAY_EV_HUP) && xway_chan_backend(c->chan) == XWAY_BACKEND_XEN &&
+	    xway_chan_readable(c->chan) == 0)
+		e &= ~(XWAY_EV_IN | XWAY_EV_RDHUP);
 	if (e & (XWAY_EV_IN | XWAY_EV_RST))
 		m |= POLLIN;
 	/* SO_RCVLOWAT: data below the mark is not "readable" (EOF, reset
