@@ -40,6 +40,20 @@
 
 #define XW_XEN_STASH_MAX (64u * 1024u)
 
+/*
+ * Ring size per direction.  Each libxenvchan channel shares its two rings'
+ * pages plus one control page from the connecting domain: at the shim's
+ * default 1 MiB that is 513 grant pages, and the domU's gntalloc driver
+ * allows 1024 by default (xwayd raises it).  The domU's grant table was
+ * the next wall in the test bed: ~5600 pages, ~170 channels of 64 KiB
+ * rings (docs/XEN.md §5).  So Xen rings are capped at 32 KiB (17 pages,
+ * ~330 channels there); when the grants run out anyway, the server end is
+ * retried once with 4 KiB rings (3 pages) before the connection falls
+ * back to TCP.
+ */
+#define XW_XEN_ORDER_CAP 15u
+#define XW_XEN_ORDER_LOW 12u
+
 struct xw_vchan_lib {
 	void *dl;
 	struct libxenvchan *(*server_init)(struct xentoollog_logger *, int,
@@ -461,6 +475,28 @@ static const struct xway_chan_ops xen_ops = {
 
 /* ---- set-up -------------------------------------------------------------- */
 
+/*
+ * libxenvchan 4.17's server_init mallocs its struct and sets xs_path only
+ * once it reaches xenstore; when the grant or event-channel allocation
+ * fails before that, its clean-up (libxenvchan_close -> close_xs_srv)
+ * frees the uninitialised xs_path: "free(): invalid pointer", and the
+ * application died (test bed, 1000 channels at the grant limit).  Work
+ * around: hand malloc a zeroed chunk of that size just before the call;
+ * glibc's per-thread cache and fast bins give the last freed chunk of a
+ * size class back first, and server_init's malloc is its first.  Not a
+ * guarantee (another allocator, ASan's quarantine): the real fix is in
+ * libxenvchan (initialise xs_path) or in not calling it near exhaustion.
+ */
+static void xen_zero_next_ctrl(void)
+{
+	/* Through volatile pointers: the compiler may drop a calloc/free
+	 * pair whose memory is never used. */
+	static void *(*volatile zalloc)(size_t, size_t) = calloc;
+	static void (*volatile release)(void *) = free;
+
+	release(zalloc(1, sizeof(struct libxenvchan)));
+}
+
 static int xen_init(int server, int peer_domid, const char *xs_path,
 		    const struct xway_chan_params *p, struct xway_chan **out)
 {
@@ -491,12 +527,28 @@ static int xen_init(int server, int peer_domid, const char *xs_path,
 			xw_chan_free(c);
 		return -ENOMEM;
 	}
+	if (order > XW_XEN_ORDER_CAP)
+		order = XW_XEN_ORDER_CAP;
 	errno = 0;
-	if (server)
+	if (server) {
+		xen_zero_next_ctrl();
 		x->v = lib.server_init(NULL, peer_domid, xs_path,
 				       (size_t)1 << order, (size_t)1 << order);
-	else
+		/* libxenvchan's clean-up may overwrite the errno of the
+		 * grant allocation: retry on any failure. */
+		if (!x->v && order > XW_XEN_ORDER_LOW) {
+			xw_log("libxenvchan_server_init(domid %d, %u KiB rings): %s; "
+			       "retrying with %u KiB rings", peer_domid, (1u << order) >> 10,
+			       strerror(errno), (1u << XW_XEN_ORDER_LOW) >> 10);
+			errno = 0;
+			xen_zero_next_ctrl();
+			x->v = lib.server_init(NULL, peer_domid, xs_path,
+					       (size_t)1 << XW_XEN_ORDER_LOW,
+					       (size_t)1 << XW_XEN_ORDER_LOW);
+		}
+	} else {
 		x->v = lib.client_init(NULL, peer_domid, xs_path);
+	}
 	if (!x->v) {
 		int e = errno ? errno : EIO;
 
