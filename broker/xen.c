@@ -25,6 +25,7 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
@@ -72,7 +73,10 @@ static uint32_t self_domid;
 static GHashTable *peers;       /* domid -> struct xen_peer */
 /* Offers of other domains seen here: "dom/id" -> GINT (1 ok, 2 bad). */
 static GHashTable *remote_seen;
-static guint xs_watch_src, publish_idle;
+static guint xs_watch_src, publish_idle, gc_src;
+/* vchan nodes with no live connection at the last collection pass:
+ * "dom/xCOOKIE" (see gc_vchans). */
+static GHashTable *gc_suspects;
 
 static void peer_free(gpointer p)
 {
@@ -281,8 +285,25 @@ out:
 	return e;
 }
 
+/*
+ * The shims cache "no listener at this address" while the broker's
+ * listener generation stays the same (shim/broker_link.c).  Another
+ * domain's listeners appearing (its broker started again, or a listener
+ * was added there) must end those entries as a local listener does, or a
+ * client that connected while the peer's broker was down stays on TCP.
+ * Release: a shim that sees the new generation (acquire load) and then
+ * asks the broker finds the new peer view.
+ */
+static void peer_view_changed(void)
+{
+	__atomic_store_n(&xd->gen->listener_gen, xd->gen->listener_gen + 1,
+			 __ATOMIC_RELEASE);
+}
+
 static void rescan(void)
 {
+	static char *last_view;
+	GString *view = g_string_new(NULL);
 	unsigned n = 0;
 	char **dom = xs.directory(xsh, XBT_NULL, XS_ROOT, &n);
 	GArray *before = g_array_new(FALSE, FALSE, sizeof(uint32_t));
@@ -318,10 +339,18 @@ static void rescan(void)
 		snprintf(path, sizeof(path), XS_ROOT "/%u/listeners", x->domid);
 		v = xs_get(path);
 		parse_list(v, x->listeners, false);
+		g_string_append_printf(view, "%u %s %s\n", x->domid, x->instance, v ? v : "");
 		g_free(v);
 		g_hash_table_insert(peers, &x->domid, x);
 	}
 	free(dom);
+	if (g_strcmp0(view->str, last_view)) {
+		g_free(last_view);
+		last_view = g_strdup(view->str);
+		if (xd->gen)
+			peer_view_changed();
+	}
+	g_string_free(view, TRUE);
 	/* A domain whose entry went away (dom0 removes it when the domain
 	 * is destroyed: xway-xen-setup remove) takes its connections along. */
 	for (guint i = 0; i < before->len; i++) {
@@ -390,6 +419,8 @@ void xwayd_xen_unpublish_offer(const struct xwayd_conn *k)
 	snprintf(path, sizeof(path), XS_ROOT "/%u/offers/%llu", self_domid,
 		 (unsigned long long)k->xen_id);
 	xs.rm(xsh, XBT_NULL, path);
+	if (!k->xen_withdraw_asked)
+		return;                 /* no withdraw node: one request less */
 	snprintf(path, sizeof(path), XS_ROOT "/%u/withdraw/%llu", self_domid,
 		 (unsigned long long)k->xen_id);
 	xs.rm(xsh, XBT_NULL, path);
@@ -586,30 +617,267 @@ void xwayd_xen_scan_now(void)
 		scan_remote_offers();
 }
 
-static void scan_exchange(void)
+/* What a watch event on PATH asks us to read again. */
+enum { XS_EV_PEERS = 1, XS_EV_OFFERS = 2, XS_EV_OUTCOMES = 4, XS_EV_ALL = 7 };
+
+/*
+ * Every write under /local/xway fires the watch of every broker, ours
+ * included: a connection makes about five (offer, outcome, their
+ * removals), and reading the whole tree again for each made the set-up of
+ * a cross-domain connection cost ~100 xenstore requests (3.5 connections/s
+ * in the emulated test bed against 72 for plain TCP).  Only what the path
+ * can have changed is read again; our own nodes are never read back (we
+ * wrote them).  Anything not recognised reads everything.
+ */
+static unsigned xs_event_scope(const char *path)
 {
-	scan_remote_offers();
-	scan_outcomes();
+	const char *p;
+	char *end;
+	unsigned long d;
+
+	if (!g_str_has_prefix(path, XS_ROOT "/"))
+		return XS_EV_ALL;               /* the root itself, or foreign */
+	p = path + strlen(XS_ROOT "/");
+	d = strtoul(p, &end, 10);
+	if (end == p)
+		return XS_EV_ALL;
+	if (!*end)
+		return XS_EV_ALL;               /* a domain entry came or went */
+	if (*end != '/')
+		return XS_EV_ALL;
+	p = end + 1;
+	if (d == self_domid)
+		return 0;                       /* our own writes */
+	if (!strcmp(p, "instance") || !strcmp(p, "addrs") || !strcmp(p, "listeners"))
+		return XS_EV_PEERS;
+	if (g_str_has_prefix(p, "offers") || g_str_has_prefix(p, "withdraw"))
+		return XS_EV_OFFERS;
+	if (g_str_has_prefix(p, "outcomes"))
+		return XS_EV_OUTCOMES;
+	return XS_EV_ALL;
 }
 
 static gboolean on_xs_event(gint fd, GIOCondition cond, gpointer unused)
 {
 	char **ev;
-	bool changed = false;
+	unsigned scope = 0;
 
 	(void)fd;
 	(void)cond;
 	(void)unused;
-	/* Drain every pending event (bounded), then rescan once. */
+	/* Drain every pending event (bounded), then read once what they
+	 * may have changed. */
 	for (int i = 0; i < 1024 && (ev = xs.check_watch(xsh)); i++) {
-		changed = true;
+		scope |= xs_event_scope(ev[XS_WATCH_PATH]);
 		free(ev);
 	}
-	if (changed) {
+	if (scope & XS_EV_PEERS)
 		rescan();
-		scan_exchange();
-	}
+	if (scope & (XS_EV_PEERS | XS_EV_OFFERS))
+		scan_remote_offers();
+	if (scope & (XS_EV_PEERS | XS_EV_OUTCOMES))
+		scan_outcomes();
 	return G_SOURCE_CONTINUE;
+}
+
+/* ---- scale and restart ------------------------------------------------ */
+
+/*
+ * Grant pages the domain's gntalloc driver lets user space share, all
+ * processes together: its module parameter `limit` defaults to 1024 pages,
+ * which a few Xen channels exhaust (each shares its rings' pages plus one
+ * control page).  Raised, never lowered; a failure only costs scale (the
+ * shim then falls back to small rings, then to TCP, with a reason).
+ */
+#define XEN_GNTALLOC_PARAM "/sys/module/xen_gntalloc/parameters/limit"
+#define XEN_GNTALLOC_LIMIT 65536u        /* pages: 256 MiB of shared rings */
+
+static void raise_gntalloc_limit(void)
+{
+	char *v = NULL;
+	guint64 cur = 0;
+	int fd;
+
+	if (!g_file_get_contents(XEN_GNTALLOC_PARAM, &v, NULL, NULL) ||
+	    !g_ascii_string_to_unsigned(g_strstrip(v), 10, 0, G_MAXUINT32, &cur, NULL)) {
+		XLOG_INFO("xen: %s unreadable (xen-gntalloc not loaded?): grant limit unchanged",
+			  XEN_GNTALLOC_PARAM);
+		g_free(v);
+		return;
+	}
+	g_free(v);
+	if (cur >= XEN_GNTALLOC_LIMIT)
+		return;
+	/* A sysfs attribute: written in place, not replaced by a file. */
+	v = g_strdup_printf("%u\n", XEN_GNTALLOC_LIMIT);
+	fd = open(XEN_GNTALLOC_PARAM, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, v, strlen(v)) != (ssize_t)strlen(v)) {
+		XLOG_WARN("xen: cannot raise the gntalloc limit from %llu pages: %s "
+			  "(about %llu concurrent Xen channels)", (unsigned long long)cur,
+			  g_strerror(errno), (unsigned long long)cur / 33);
+	} else {
+		XLOG_INFO("xen: gntalloc limit raised from %llu to %u pages",
+			  (unsigned long long)cur, XEN_GNTALLOC_LIMIT);
+	}
+	if (fd >= 0)
+		close(fd);
+	g_free(v);
+}
+
+/*
+ * Collect the vchan nodes of ended connections.  libxenvchan's server end
+ * (the connecting client's shim) writes <path>/{ring-ref,event-channel}
+ * under /local/domain/<self>/data/vchan/<peer>/x<cookie> and never removes
+ * them: three nodes per connection against this domain's xenstore quota
+ * (oxenstored: 1000 nodes), so a churn of a few hundred connections
+ * exhausted it and every later set-up failed.  A node is ours when named
+ * x<16 hex digits>; it is removed once no live connection has had its
+ * cookie for XEN_GC_IDLE_S (a set-up between the shim's server_init and its
+ * OFFER reaching us is not yet live; the shim waits at most a few seconds
+ * for that OFFER's answer, then closes its end).
+ *
+ * A live connection needs its nodes only until the server's shim has read
+ * them, right after its broker's CLAIMED reply, inside the same accept();
+ * keeping them for its whole life capped the concurrent connections at
+ * about a third of the quota (~320).  So an accelerated connection's nodes
+ * go once its offer is older than our give-up time (3 x claim timeout +
+ * 2 s, 8 s by default): the claim was decided by then, and a server shim
+ * stalled that long between its claim and its client_init already splits
+ * the decision (the documented v1 risk, docs/XEN.md §3).  What is left is
+ * three nodes per connection set up in the last ~10 s: a domain setting up
+ * more than ~30 connections/s for long would still reach the default quota
+ * (a notice from the shim once the peer has mapped would remove them at
+ * once; it needs a new REPORT kind).
+ */
+#define XEN_GC_PERIOD_S 2
+#define XEN_GC_IDLE_S   10
+#define XEN_GC_MAX      4096            /* nodes looked at per pass */
+
+/* 0: keep the nodes of cookie; 1: they may go now; 2: suspect (not live). */
+static int gc_verdict(uint64_t cookie, gint64 now_us)
+{
+	const struct xwayd_conn *k = g_hash_table_lookup(xd->live, &cookie);
+	gint64 grace_us = (3 * (gint64)xd->cfg.claim_timeout_ms + 2000) * 1000;
+
+	if (!k)
+		return 2;
+	return k->xen && !k->xen_remote && k->state == XC_ACCELERATED &&
+	       now_us - k->offered_us > grace_us;
+}
+
+static void gc_vchans(void)
+{
+	GHashTable *now = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	gint64 now_us = g_get_monotonic_time();
+	char base[96];
+	unsigned ndom = 0, budget = XEN_GC_MAX, removed = 0;
+	char **doms;
+
+	snprintf(base, sizeof(base), "/local/domain/%u/data/vchan", self_domid);
+	doms = xs.directory(xsh, XBT_NULL, base, &ndom);
+	for (unsigned i = 0; doms && i < ndom && budget; i++) {
+		char path[160];
+		unsigned n = 0;
+		char **names;
+
+		snprintf(path, sizeof(path), "%s/%s", base, doms[i]);
+		names = xs.directory(xsh, XBT_NULL, path, &n);
+		for (unsigned j = 0; names && j < n && budget; j++, budget--) {
+			guint64 cookie;
+			char key[64];
+			gpointer seen;
+			int verdict;
+
+			if (names[j][0] != 'x' || strlen(names[j]) != 17 ||
+			    !g_ascii_string_to_unsigned(names[j] + 1, 16, 1, G_MAXUINT64,
+							&cookie, NULL) ||
+			    !(verdict = gc_verdict(cookie, now_us)))
+				continue;
+			snprintf(key, sizeof(key), "%s/%s", doms[i], names[j]);
+			/* Seconds of monotonic time when first seen unused. */
+			seen = gc_suspects ? g_hash_table_lookup(gc_suspects, key) : NULL;
+			if (!seen)
+				seen = GINT_TO_POINTER((gint)(now_us / G_USEC_PER_SEC) | 1);
+			if (verdict == 1 ||
+			    now_us / G_USEC_PER_SEC - GPOINTER_TO_INT(seen) >= XEN_GC_IDLE_S) {
+				snprintf(path, sizeof(path), "%s/%s", base, key);
+				if (xs.rm(xsh, XBT_NULL, path))
+					removed++;
+			} else {
+				g_hash_table_insert(now, g_strdup(key), seen);
+			}
+		}
+		free(names);
+	}
+	free(doms);
+	if (gc_suspects)
+		g_hash_table_destroy(gc_suspects);
+	gc_suspects = now;
+	if (removed)
+		XLOG_DEBUG("xen: removed the vchan nodes of %u connection(s)", removed);
+}
+
+static gboolean on_gc(gpointer unused)
+{
+	(void)unused;
+	if (xsh)
+		gc_vchans();
+	return G_SOURCE_CONTINUE;
+}
+
+/*
+ * A broker that starts again (restart, crash) finds what its previous
+ * instance left in xenstore.  Offer ids restart with the process, so a new
+ * offer could reuse the id of an old one whose outcome the peer has not
+ * removed yet and be "decided" by it: ids start above the wall clock in
+ * microseconds (above any earlier instance's, barring a clock set back).
+ * The previous instance's own pending offers and withdraw requests lost
+ * their clients with it: removed (the peer's broker withdraws them).  Our
+ * outcomes for offers that still exist are adopted as seen, so the peer's
+ * removal of the offer removes them as usual, and the offer is not decided
+ * twice; outcomes for offers that are gone are removed.
+ */
+static void adopt_previous_state(void)
+{
+	GHashTableIter it;
+	gpointer k, v;
+	char path[96];
+	guint64 base = (guint64)g_get_real_time();
+
+	if (xd->next_offer_id < base)
+		xd->next_offer_id = base;
+	snprintf(path, sizeof(path), XS_ROOT "/%u/offers", self_domid);
+	xs.rm(xsh, XBT_NULL, path);
+	snprintf(path, sizeof(path), XS_ROOT "/%u/withdraw", self_domid);
+	xs.rm(xsh, XBT_NULL, path);
+	g_hash_table_iter_init(&it, peers);
+	while (g_hash_table_iter_next(&it, &k, &v)) {
+		struct xen_peer *x = v;
+		unsigned n = 0;
+		char **ids;
+
+		snprintf(path, sizeof(path), XS_ROOT "/%u/outcomes/%u", self_domid, x->domid);
+		ids = xs.directory(xsh, XBT_NULL, path, &n);
+		for (unsigned i = 0; ids && i < n && i < XEN_OFFERS_PER_SCAN; i++) {
+			char opath[160], key[48], *val;
+			guint64 id;
+
+			if (!g_ascii_string_to_unsigned(ids[i], 10, 1, G_MAXUINT64, &id, NULL))
+				continue;
+			snprintf(opath, sizeof(opath), XS_ROOT "/%u/offers/%llu", x->domid,
+				 (unsigned long long)id);
+			if ((val = xs_get(opath))) {
+				snprintf(key, sizeof(key), "%u/%llu", x->domid,
+					 (unsigned long long)id);
+				g_hash_table_insert(remote_seen, g_strdup(key), GINT_TO_POINTER(1));
+				g_free(val);
+			} else {
+				snprintf(opath, sizeof(opath), "%s/%s", path, ids[i]);
+				xs.rm(xsh, XBT_NULL, opath);
+			}
+		}
+		free(ids);
+	}
 }
 
 int xwayd_xen_start(char **err)
@@ -651,6 +919,9 @@ int xwayd_xen_start(char **err)
 	publish_addrs();
 	publish_listeners(NULL);
 	rescan();
+	adopt_previous_state();
+	raise_gntalloc_limit();
+	gc_src = g_timeout_add_seconds(XEN_GC_PERIOD_S, on_gc, NULL);
 	XLOG_INFO("xen mode: domain %u, %u other domain(s) in " XS_ROOT, self_domid,
 		  g_hash_table_size(peers));
 	return 0;
@@ -674,7 +945,12 @@ void xwayd_xen_stop(void)
 		g_source_remove(xs_watch_src);
 	if (publish_idle)
 		g_source_remove(publish_idle);
-	xs_watch_src = publish_idle = 0;
+	if (gc_src)
+		g_source_remove(gc_src);
+	xs_watch_src = publish_idle = gc_src = 0;
+	if (gc_suspects)
+		g_hash_table_destroy(gc_suspects);
+	gc_suspects = NULL;
 	/* Our entry says "gone" by an empty instance; dom0 removes the dir. */
 	{
 		char path[96];
