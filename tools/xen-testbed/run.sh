@@ -17,6 +17,7 @@
 #   XEN_TESTBED_TIMEOUT=S       limit for boot + workloads (3000)
 #   XEN_TESTBED_BYTES=N[KMG]    transfer size per test (64M)
 #   XEN_TESTBED_PINGS=N         ping-pong round trips per test (1000)
+#   XEN_TESTBED_SCALE=1         also run workloads 70-75 (scale, restart)
 #   XEN_TESTBED_ONLY="50 90"    run only the workloads whose names start
 #                               with one of these prefixes (development)
 # Runs on one machine queue behind each other (flock on the cache): two
@@ -112,6 +113,7 @@ put() { # put MODE SRC DST
 	install -m "$1" "$2" "$stage$3"
 }
 put 0755 "$bdir/xen-testbed/xtb-vchan" /opt/xway/bin/xtb-vchan
+[ -x "$bdir/xen-testbed/xtb-conns" ] && put 0755 "$bdir/xen-testbed/xtb-conns" /opt/xway/bin/xtb-conns
 for f in xwayd xwayctl; do
 	[ -x "$bdir/$f" ] && put 0755 "$bdir/$f" "/opt/xway/bin/$f"
 done
@@ -150,6 +152,8 @@ TB_PROBE_TIMEOUT=400
 TB_WORKLOAD_TIMEOUT=900
 TB_BARRIER_TIMEOUT=900
 TB_DOMU_TIMEOUT=$(( limit - 300 > 300 ? limit - 300 : 300 ))
+# Workloads 70-75 (scale, broker restart) run only when asked for.
+TB_SCALE=${XEN_TESTBED_SCALE:-0}
 EOF
 put 0644 "$work/config" /opt/xway-testbed/config
 # The boot unit, and quiet consoles: a getty on hvc0 hangs up the console

@@ -12,5 +12,14 @@ $(XTB_VCHAN): $(B)/tools/xen-testbed/xtb-vchan.o
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(XLDFLAGS) -o $@ $^ -lxenvchan
 
+# xtb-conns: the many-connections probe of workloads 7x (plain sockets).
+XTB_CONNS := $(B)/xen-testbed/xtb-conns
+ALL_BINS += $(XTB_CONNS)
+
+$(XTB_CONNS): $(B)/tools/xen-testbed/xtb-conns.o
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(XLDFLAGS) -o $@ $^
+
 test-xen: build-all
 	$(Q)B=$(B) tools/xen-testbed/run.sh --no-build
