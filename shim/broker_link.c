@@ -358,3 +358,13 @@ int xway_broker_fd(void)
 {
 	return xway_bfd;
 }
+
+uint32_t xway_broker_mode(void)
+{
+	uint32_t m;
+
+	pthread_mutex_lock(&xway_blk);
+	m = xway_hello.mode;
+	pthread_mutex_unlock(&xway_blk);
+	return m;
+}

@@ -312,6 +312,9 @@ void xway_broker_neg_add(const struct xway_addr *dst);
 /* Forget the parent's link in a child (lifecycle calls it on pid change). */
 void xway_broker_after_fork(void);
 int  xway_broker_fd(void);           /* -1 when closed */
+/* The mode of the last HELLO_OK (1 local, 2 xen), 0 before the first; a
+ * fork child keeps its parent's. */
+uint32_t xway_broker_mode(void);
 /* Bumped at every successful HELLO (new process, broker restart): a
  * listener registered over an older link is registered again. */
 uint32_t xway_broker_link_gen(void);
