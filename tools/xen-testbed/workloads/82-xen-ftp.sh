@@ -125,7 +125,8 @@ verdict() {
 		[ "$nicb" -le $((payload / 20 + 1048576)) ] || bad "netfront moved $nicb B for a $payload B payload"
 		echo "report.$app.$role=$nx/$n connections on the Xen channel, $chan B on it, netfront $nicb B for $payload B payload"
 	else
-		echo "report.$app.$role=$nx/$n on Xen, $nt on TCP (reasons:$why), netfront $nicb B for $payload B payload"
+		why=$(echo $why | tr ' ' '\n' | sort | uniq -c | awk '{ printf " %s x%d", $2, $1 }')
+		echo "report.$app.$role=$nx/$n on Xen, $nt on TCP (documented reasons:$why), netfront $nicb B for $payload B payload"
 	fi
 }
 # finish: both domUs publish their verdict and exit with the worse one
