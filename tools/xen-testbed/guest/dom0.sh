@@ -107,6 +107,7 @@ if [ -x /opt/xway/bin/xway-xen-setup ]; then
 	# What xway-xen-setup.service runs in dom0: a destroyed domain's entry
 	# goes at the next @releaseDomain (90-xway-xen-vanish relies on it).
 	/opt/xway/bin/xway-xen-setup watch 2>&1 | while IFS= read -r l; do say "xen-setup: $l"; done &
+	watcher=$!
 fi
 
 xl unpause xtb-server && xl unpause xtb-client || { status "unpause-failed"; finish; }
@@ -144,6 +145,24 @@ while xl domid xtb-server > /dev/null 2>&1 || xl domid xtb-client > /dev/null 2>
 		destroyed=1
 		say "destroying xtb-client (domid $cli) on the server domU's request"
 		xl destroy xtb-client || say "xl destroy failed"
+		# The watcher removes the entry (at @releaseDomain or within 10 s).
+		# If it has not after 40 s, say what dom0 sees, remove the entry
+		# by hand so the brokers' half is still tested, and tell the
+		# server domU (its workload reports it).
+		for _ in $(seq 40); do
+			xenstore-read "/local/xway/$cli/instance" > /dev/null 2>&1 || break
+			sleep 1
+		done
+		if xenstore-read "/local/xway/$cli/instance" > /dev/null 2>&1; then
+			say "xway-xen-setup watch did not remove /local/xway/$cli within 40 s:" \
+			    "watcher alive: $(kill -0 "${watcher:-0}" 2> /dev/null && echo yes || echo no);" \
+			    "/local/domain/$cli/domid: $(xenstore-read "/local/domain/$cli/domid" 2>&1);" \
+			    "xl list: $(xl list 2>&1 | tail -n +2 | awk '{print $1 "/" $2}' | tr '\n' ' ')"
+			/opt/xway/bin/xway-xen-setup remove "$cli" || say "xway-xen-setup remove failed"
+			xenstore-write "/local/domain/$srv/data/xway-testbed/watch-missed" 1
+		else
+			xenstore-write "/local/domain/$srv/data/xway-testbed/watch-missed" 0
+		fi
 		xenstore-write "/local/domain/$srv/data/xway-testbed/client-destroyed" 1
 	fi
 	i=$((i + 5))

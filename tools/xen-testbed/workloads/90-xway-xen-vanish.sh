@@ -78,6 +78,14 @@ wait_for 30 sh -c "! '$TB_BIN/xwayctl' peers --json --socket '$sock' | grep -q '
 echo "vanish.broker_forgot=$forgot"
 ctl connections >&2 || true
 grep -q "Xen domain $TB_PEER_DOMID vanished" <(ctl connections --json) && echo "vanish.record=1" || echo "vanish.record=0"
+# dom0's `xway-xen-setup watch` (xway-xen-setup.service) removes the gone
+# domain's entry; dom0 says whether it had to do it by hand instead.
+wm=$(xenstore-read "/local/domain/$TB_SELF_DOMID/data/xway-testbed/watch-missed" 2> /dev/null || echo "?")
+echo "vanish.watch_missed=$wm"
+case $wm in
+0) echo "report.vanish_watch=dom0's xway-xen-setup watch removed the destroyed domain's entry" ;;
+*) echo "report.vanish_watch=dom0's xway-xen-setup watch did NOT remove the entry (dom0 removed it by hand; its console says why)" ;;
+esac
 [ $src != 0 ] || { echo "the server application saw a clean end, not an error" >&2; exit 1; }
 [ $forgot = 1 ] || { echo "the broker still lists domain $TB_PEER_DOMID" >&2; exit 1; }
 exit 0
