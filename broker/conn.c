@@ -284,16 +284,21 @@ static int offer_admit(struct xwayd_client *c, const struct xway_offer *o, int f
 	return 0;
 }
 
-/* The client's broker: the shim made the vchan server at the path we
- * named; register the offer (PENDING, decided by domain dom's broker) and
- * publish it in xenstore.  fds[1..3] are the decision header's. */
+/* The client's broker: make the vchan server end at the path we named
+ * (DESIGN §7: we do the privileged part, the application gets the
+ * descriptors), register the offer (PENDING, decided by domain dom's
+ * broker) and publish it in xenstore.  fds[1..3] are the decision
+ * header's. */
 static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4],
 		      uint32_t dom, const struct xwayd_side *cl,
 		      const struct xwayd_side *sv, xwayd_netns ns)
 {
 	const struct xway_offer *o = &r->u.offer;
+	struct xway_result_xen rx;
 	struct xwayd_conn *k = NULL;
 	const char *why = NULL;
+	int vfds[2] = { -1, -1 };
+	uint32_t ring_ref = 0;
 	char detail[200];
 	int e;
 
@@ -304,8 +309,21 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	k->xen = true;
 	k->xen_dom = dom;
 	k->xen_id = k->offer_id;
-	xwayd_xen_vchan_path(dom, o->cookie, k->xen_path, sizeof(k->xen_path));
+	memset(&rx, 0, sizeof(rx));
+	if ((e = xwayd_xen_vchan_path(dom, o->cookie, k->xen_path, sizeof(k->xen_path))) ||
+	    (e = xwayd_vchan_serve(dom, o->ring_order, vfds, &ring_ref, &rx.v, &why))) {
+		k->xen_path[0] = 0;
+		why = why ? why : "OFFER: no vchan path";
+		goto reject;
+	}
+	/* The nodes before the offer: the peer reads them once it sees the
+	 * offer (and only after its CLAIM). */
+	if ((e = xwayd_xen_vchan_publish(k->xen_path, dom, ring_ref, rx.v.port))) {
+		why = "OFFER: cannot publish the vchan in xenstore";
+		goto reject;
+	}
 	if ((e = xwayd_xen_publish_offer(k))) {
+		xwayd_xen_vchan_unpublish(k->xen_path);
 		why = "OFFER: cannot publish the offer in xenstore";
 		goto reject;
 	}
@@ -319,9 +337,19 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	g_hash_table_insert(xd->live, &k->cookie, k);
 	c->noffers++;
 	snprintf(k->detail, sizeof(k->detail), "Xen domain %u, vchan %s", dom, k->xen_path);
-	xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, 1, 0, k->offer_id, "pending (xen)");
+	rx.base.status = 1;
+	rx.base.offer_id = k->offer_id;
+	g_strlcpy(rx.base.text, "pending (xen)", sizeof(rx.base.text));
+	xwayd_send(c, XWAY_MSG_RESULT, r->hdr.seq, 0, &rx, sizeof(rx), vfds, 2);
+	/* No copy kept: the grants and the port live as long as the
+	 * application's mapping and descriptors. */
+	close(vfds[0]);
+	close(vfds[1]);
 	return;
 reject:
+	for (int i = 0; i < 2; i++)
+		if (vfds[i] >= 0)
+			close(vfds[i]);
 	if (k)
 		conn_free(k);
 	xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_CHAN, 0,
@@ -709,18 +737,46 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 	}
 
 	if (k->xen_remote) {
-		struct xway_claimed_xen xo;
+		struct xway_claimed_xenfd xo;
+		const char *vwhy = NULL;
+		uint32_t ring_ref = 0, rport = 0;
+		int vfds[2] = { -1, -1 };
 
+		/* The client end of the client's vchan, made here (DESIGN
+		 * §7): only the process holding this connection's socket
+		 * (checked above) gets its descriptors.  If it cannot be made
+		 * the offer is withdrawn: both ends stay on TCP. */
+		memset(&xo, 0, sizeof(xo));
+		e = xwayd_xen_vchan_read(k->xen_path, &ring_ref, &rport, &vwhy);
+		if (!e)
+			e = xwayd_vchan_attach(k->xen_dom, ring_ref, rport, vfds, &xo.v, &vwhy);
+		if (e) {
+			char d[160];
+
+			if (k->timer) {
+				g_source_remove(k->timer);
+				k->timer = 0;
+			}
+			snprintf(d, sizeof(d), "vchan attach failed: %s (%s)", vwhy,
+				 g_strerror(-e));
+			XLOG_WARN("Xen offer %llu of domain %u: %s", (unsigned long long)k->xen_id,
+				  k->xen_dom, d);
+			decide_withdrawn(k, d);
+			xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e,
+					  XWAY_R_SETUP_CHAN, 0, "%s", d);
+			return;
+		}
 		/* The decision: the server connects to the client's vchan;
 		 * the client's broker learns it from xenstore. */
-		memset(&xo, 0, sizeof(xo));
-		xo.base = (struct xway_claimed){
+		xo.base.base = (struct xway_claimed){
 			.offer_id = k->offer_id, .cookie = k->cookie,
 			.ring_order = 0, .backend = XWAY_BACKEND_XEN, .peer_pid = 0,
 		};
-		xo.peer_domid = k->xen_dom;
-		g_strlcpy(xo.path, k->xen_path, sizeof(xo.path));
-		xwayd_send(c, XWAY_MSG_CLAIMED, r->hdr.seq, 0, &xo, sizeof(xo), NULL, 0);
+		xo.base.peer_domid = k->xen_dom;
+		g_strlcpy(xo.base.path, k->xen_path, sizeof(xo.base.path));
+		xwayd_send(c, XWAY_MSG_CLAIMED, r->hdr.seq, 0, &xo, sizeof(xo), vfds, 2);
+		close(vfds[0]);
+		close(vfds[1]);
 		xwayd_xen_outcome(k, true);
 		if (k->timer) {
 			g_source_remove(k->timer);

@@ -45,6 +45,13 @@
 #define XS_WATCH_PATH 0
 
 struct xs_handle;
+/* libxenstore's struct xs_permissions (xenstore_lib.h). */
+struct xs_perm {
+	unsigned int id;
+	unsigned int perms;
+};
+#define XS_PERM_NONE 0u
+#define XS_PERM_READ 1u
 
 static struct {
 	void *lib;
@@ -58,6 +65,10 @@ static struct {
 	bool (*rm)(struct xs_handle *h, uint32_t t, const char *path);
 	int (*fileno)(struct xs_handle *h);
 	char **(*check_watch)(struct xs_handle *h);
+	/* Optional (the unit tests' stand-in store has none): without it a
+	 * vchan node keeps the permissions it inherits from its parent. */
+	bool (*set_permissions)(struct xs_handle *h, uint32_t t, const char *path,
+				struct xs_perm *perms, unsigned num);
 } xs;
 
 struct xen_peer {
@@ -109,6 +120,7 @@ static int load_lib(char **err)
 	SYM(fileno, "xs_fileno");
 	SYM(check_watch, "xs_check_watch");
 #undef SYM
+	*(void **)&xs.set_permissions = dlsym(xs.lib, "xs_set_permissions");
 	return 0;
 }
 
@@ -379,6 +391,86 @@ int xwayd_xen_vchan_path(uint32_t dom, uint64_t cookie, char *buf, size_t n)
 	return w > 0 && (size_t)w < n ? 0 : -ENAMETOOLONG;
 }
 
+/* The vchan server end's two nodes, as libxenvchan's init_xs_srv writes
+ * them: owner us, the peer may read, nobody else. */
+int xwayd_xen_vchan_publish(const char *path, uint32_t peer, uint32_t ring_ref,
+			    uint32_t port)
+{
+	struct xs_perm perms[2] = { { self_domid, XS_PERM_NONE }, { peer, XS_PERM_READ } };
+	static const char *const names[2] = { "ring-ref", "event-channel" };
+	uint32_t vals[2] = { ring_ref, port };
+	char node[XWAY_XEN_PATH_MAX + 32], val[16];
+
+	if (!xsh)
+		return -ENODEV;
+	for (int i = 0; i < 2; i++) {
+		snprintf(node, sizeof(node), "%s/%s", path, names[i]);
+		snprintf(val, sizeof(val), "%u", vals[i]);
+		if (!xs_put(node, val) ||
+		    (xs.set_permissions && !xs.set_permissions(xsh, XBT_NULL, node, perms, 2))) {
+			int e = errno ? errno : EIO;
+
+			XLOG_WARN("xenstore: cannot write %s: %s", node, g_strerror(e));
+			xs.rm(xsh, XBT_NULL, path);
+			return -e;
+		}
+	}
+	return 0;
+}
+
+void xwayd_xen_vchan_unpublish(const char *path)
+{
+	if (xsh && path[0])
+		xs.rm(xsh, XBT_NULL, path);
+}
+
+/* Strict unsigned decimal in [1, max]. */
+static int parse_u32(const char *s, uint32_t max, uint32_t *out)
+{
+	unsigned long long v = 0;
+
+	if (!s || !*s || strlen(s) > 10)
+		return -EINVAL;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		v = v * 10 + (unsigned)(*p - '0');
+	}
+	if (v == 0 || v > max)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+int xwayd_xen_vchan_read(const char *path, uint32_t *ring_ref, uint32_t *port,
+			 const char **why)
+{
+	char node[XWAY_XEN_PATH_MAX + 32];
+	char *v;
+	int e;
+
+	if (!xsh)
+		return -ENODEV;
+	/* Untrusted: the client's domain wrote them. */
+	snprintf(node, sizeof(node), "%s/ring-ref", path);
+	v = xs_get(node);
+	e = parse_u32(v, UINT32_MAX, ring_ref);
+	g_free(v);
+	if (e) {
+		*why = "the peer's ring-ref is missing or not a number";
+		return -EPROTO;
+	}
+	snprintf(node, sizeof(node), "%s/event-channel", path);
+	v = xs_get(node);
+	e = parse_u32(v, 1u << 17, port);       /* FIFO ABI: 17-bit ports */
+	g_free(v);
+	if (e) {
+		*why = "the peer's event-channel is missing or out of range";
+		return -EPROTO;
+	}
+	return 0;
+}
+
 int xwayd_xen_publish_offer(const struct xwayd_conn *k)
 {
 	char path[96], a[80], b[80];
@@ -424,6 +516,10 @@ void xwayd_xen_unpublish_offer(const struct xwayd_conn *k)
 	snprintf(path, sizeof(path), XS_ROOT "/%u/withdraw/%llu", self_domid,
 		 (unsigned long long)k->xen_id);
 	xs.rm(xsh, XBT_NULL, path);
+	/* The vchan's nodes too (libxenvchan's close_xs_srv, done here now
+	 * that the application has no xenstore access): decided, the peer
+	 * has read them or never will. */
+	xwayd_xen_vchan_unpublish(k->xen_path);
 }
 
 void xwayd_xen_outcome(const struct xwayd_conn *k, bool claimed)

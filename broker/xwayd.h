@@ -237,6 +237,26 @@ int xwayd_xen_parse_offer(uint32_t dom, uint32_t self, const char *text,
 			  uint64_t *cookie, struct xway_addr *src,
 			  struct xway_addr *dst, char *path, size_t pathlen,
 			  const char **why);
+/* Client's broker: the vchan server end's ring-ref and event-channel
+ * nodes under path (owner us, peer may read); removal when the offer ends.
+ * Server's broker: read and parse them (untrusted).  0 or -errno. */
+int xwayd_xen_vchan_publish(const char *path, uint32_t peer, uint32_t ring_ref,
+			    uint32_t port);
+void xwayd_xen_vchan_unpublish(const char *path);
+int xwayd_xen_vchan_read(const char *path, uint32_t *ring_ref, uint32_t *port,
+			 const char **why);
+
+/* xenvchan.c: the privileged half of a vchan (DESIGN §7).  serve: the
+ * server end for peer (client domain), fds [gntalloc, evtchn]; attach: the
+ * client end of peer's vchan (server domain), fds [gntdev, evtchn].  The
+ * caller owns the fds (send them, then close).  0 or -errno and *why. */
+int xwayd_vchan_serve(uint32_t peer, uint32_t ring_order, int fds[2],
+		      uint32_t *ring_ref, struct xway_xen_vchan *v, const char **why);
+int xwayd_vchan_attach(uint32_t peer, uint32_t ring_ref, uint32_t remote_port,
+		       int fds[2], struct xway_xen_vchan *v, const char **why);
+/* libxenvchan's limits on a shared page's orders (pure, for tests). */
+int xwayd_vchan_orders_ok(uint32_t left_order, uint32_t right_order);
+
 /* Abort our TCP socket local->peer (SOCK_DESTROY); 0 or -errno. */
 int xwayd_xen_destroy_tcp(const struct xway_addr *local, const struct xway_addr *peer);
 /* conn.c: domain dom vanished: withdraw its pending offers, reset and

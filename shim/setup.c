@@ -363,7 +363,7 @@ static int xway_decision_wait_ms(void);
 void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 {
 	struct xway_claim body;
-	union { struct xway_claimed cl; struct xway_claimed_xen xen;
+	union { struct xway_claimed cl; struct xway_claimed_xenfd xen;
 		struct xway_result res; } rep;
 	struct xway_claimed *clp = &rep.cl;
 	struct xway_chan_params p = xway_params();
@@ -403,12 +403,16 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 		return;
 	}
 	if (clp->backend == XWAY_BACKEND_XEN) {
-		/* Cross-domain: the client's end is the libxenvchan server
-		 * at the path its broker chose; we are its client. */
-		rep.xen.path[sizeof(rep.xen.path) - 1] = 0;
-		r = nf == 0 && rep.xen.path[0] && rep.xen.peer_domid < 0x7ff0
-		    ? xway_chan_xen_client((int)rep.xen.peer_domid, rep.xen.path, &p, &chan)
-		    : -EPROTO;
+		/* Cross-domain: the client's end is the libxenvchan server;
+		 * our broker attached to it as the vchan client and hands us
+		 * [gntdev, evtchn] (DESIGN §7: we need no /dev/xen access). */
+		if (nf == 2) {
+			r = xway_chan_xen_client_fds(fds, &rep.xen.v, &p, &chan);
+			fds[0] = fds[1] = -1;       /* taken, even on failure */
+			nf = 0;
+		} else {
+			r = -EPROTO;
+		}
 	} else if (nf != 3 || !xway_chan_local_attach) {
 		r = -EPROTO;
 	} else {
@@ -478,47 +482,64 @@ static int xway_bind_wildcard(int fd, int family)
 static _Thread_local struct xway_chan *xway_xen_pending_chan;
 
 /*
- * The broker said "the listener is in Xen domain D; be the vchan server at
- * PATH" (res->text "xen D PATH", untrusted only as far as a broker is):
- * make the vchan server end and offer again with backend XEN.  On success
- * *res is the answer to that second OFFER and the Xen end waits in
- * xway_xen_pending_chan; on failure nothing is registered (the first
- * answer registered nothing).
+ * The broker said "the listener is in Xen domain D, vchan at PATH"
+ * (res->text "xen D PATH", untrusted only as far as a broker is): offer
+ * again with backend XEN.  The broker makes the vchan server end (DESIGN
+ * §7: grants, event channel, xenstore nodes) and answers "pending" with
+ * [gntalloc, evtchn] and the geometry; we build our end from them.  On
+ * success *res is that answer and the Xen end waits in
+ * xway_xen_pending_chan; on failure the offer is withdrawn (or was never
+ * registered).
  */
 static long xway_xen_offer(struct xway_offer *off, struct xway_result *res,
 			   const struct xway_chan_params *p, struct xway_chan **local,
 			   struct xway_chan **xc, int ofds[4])
 {
-	char path[XWAY_XEN_PATH_MAX];
+	struct xway_result_xen rx;
 	unsigned long dom;
 	char *end;
 	long r;
-	int nf = 0;
+	int vfds[2] = { -1, -1 }, nf = 2;
 
 	(void)local;
 	res->text[sizeof(res->text) - 1] = 0;
 	if (strncmp(res->text, "xen ", 4))
 		return -EPROTO;
 	dom = strtoul(res->text + 4, &end, 10);
-	if (end == res->text + 4 || *end != ' ' || dom == 0 || dom >= 0x7ff0 ||
-	    strlen(end + 1) >= sizeof(path) || strncmp(end + 1, "/local/domain/", 14))
+	if (end == res->text + 4 || *end != ' ' || dom == 0 || dom >= 0x7ff0)
 		return -EPROTO;
-	strcpy(path, end + 1);
-	r = xway_chan_xen_server((int)dom, path, p, xc);
-	if (r < 0)
-		return r;
 	off->backend = XWAY_BACKEND_XEN;
-	memset(res, 0, sizeof(*res));
+	memset(&rx, 0, sizeof(rx));
 	r = xway_broker_call_tmo(xway_decision_wait_ms(), XWAY_MSG_OFFER, off,
-				 sizeof(*off), ofds, 4, XWAY_MSG_RESULT, res,
-				 sizeof(*res), NULL, &nf);
+				 sizeof(*off), ofds, 4, XWAY_MSG_RESULT, &rx,
+				 sizeof(rx), vfds, &nf);
+	*res = rx.base;
 	if (r != XWAY_MSG_RESULT || res->status != 1) {
-		xway_chan_close(*xc);
-		*xc = NULL;
+		for (int i = 0; i < nf; i++)
+			real.close(vfds[i]);
 		return r < 0 ? r : -ECONNREFUSED;
 	}
+	if (nf == 2 && rx.v.peer_domid == dom) {
+		r = xway_chan_xen_server_fds(vfds, &rx.v, p, xc);   /* takes vfds */
+	} else {
+		for (int i = 0; i < nf; i++)
+			real.close(vfds[i]);
+		r = -EPROTO;
+	}
+	if (r < 0) {
+		struct xway_withdraw w = { .offer_id = res->offer_id };
+		struct xway_result wr;
+
+		/* Registered but unusable: withdraw.  Nobody can claim it
+		 * meanwhile (no SYN has left), and our grants are gone. */
+		xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
+				 XWAY_MSG_RESULT, &wr, sizeof(wr), NULL, NULL);
+		*xc = NULL;
+		return r;
+	}
 	xway_xen_pending_chan = *xc;
-	XDBG("offer to Xen domain %lu: vchan server at %s", dom, path);
+	XDBG("offer to Xen domain %lu: vchan server end from the broker (port %u, "
+	     "%u pages)", dom, rx.v.port, rx.v.map_pages);
 	return XWAY_MSG_RESULT;
 }
 

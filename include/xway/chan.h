@@ -159,6 +159,20 @@ int xway_chan_xen_client(int peer_domid, const char *xs_path,
 			 struct xway_chan **out);
 /* Non-zero when the Xen backend can be used on this host. */
 int xway_chan_xen_available(const char **why);
+/*
+ * The same ends from the descriptors the broker made (privilege model,
+ * docs/DESIGN.md §7; what the shim uses): fds = [grant descriptor
+ * (gntalloc for the server end, gntdev for the client end), evtchn], v the
+ * geometry from the broker's reply (include/xway/proto.h).  Needs no
+ * access to /dev/xen or xenstore, only libxenvchan and libxenevtchn.  Takes
+ * both descriptors (closed on failure too; the grant descriptor is closed
+ * once mapped).  0 or -errno.
+ */
+struct xway_xen_vchan;
+int xway_chan_xen_server_fds(const int fds[2], const struct xway_xen_vchan *v,
+			     const struct xway_chan_params *p, struct xway_chan **out);
+int xway_chan_xen_client_fds(const int fds[2], const struct xway_xen_vchan *v,
+			     const struct xway_chan_params *p, struct xway_chan **out);
 
 /*
  * The client (libxenvchan server) side of a cross-domain connection while

@@ -180,6 +180,40 @@ struct xway_claimed_xen {
 	char     path[XWAY_XEN_PATH_MAX];   /* NUL-terminated */
 };
 
+/*
+ * Privilege model (docs/DESIGN.md §7): applications never open /dev/xen
+ * nor write xenstore.  The broker makes each end of a vchan with fresh
+ * per-channel opens and hands the application only those descriptors:
+ *  - client domain (vchan server end): the answer to the Xen OFFER (status 1)
+ *    is struct xway_result_xen with fds [gntalloc, evtchn];
+ *  - server domain (vchan client end): CLAIMED is struct xway_claimed_xenfd
+ *    with fds [gntdev, evtchn].
+ * The application maps map_pages pages of the grant descriptor at
+ * map_offset (the shared page first, then the left ring's pages, then the
+ * right ring's, as libxenvchan lays them out; rings of order 10/11 live
+ * inside the shared page) and fills a struct libxenvchan by hand.  The
+ * orders are the broker's validated copies: never re-read from the page.
+ */
+struct xway_xen_vchan {
+	uint64_t map_offset;       /* mmap offset in the grant descriptor */
+	uint32_t map_pages;        /* 1 + pages of the rings of order >= 12 */
+	uint32_t port;             /* local event-channel port (bound on the fd) */
+	uint32_t peer_domid;
+	uint8_t  left_order;       /* client writes, server reads */
+	uint8_t  right_order;      /* server writes, client reads */
+	uint16_t reserved;
+};
+
+struct xway_result_xen {
+	struct xway_result base;
+	struct xway_xen_vchan v;
+};
+
+struct xway_claimed_xenfd {
+	struct xway_claimed_xen base;
+	struct xway_xen_vchan v;
+};
+
 enum xway_report_kind {
 	XWAY_REP_FALLBACK = 1,    /* a connection stays/went TCP: reason */
 	XWAY_REP_CLOSED   = 2,    /* an accelerated endpoint closed */

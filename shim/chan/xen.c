@@ -17,6 +17,14 @@
  * the vchan.  The endpoint is not shared across fork (libxenvchan's state is
  * process-private); the locks still serialise threads.
  *
+ * Two ways to make an end: xway_chan_xen_server/client call libxenvchan's
+ * own init (root: /dev/xen and xenstore; the tools and unit tests use it),
+ * and xway_chan_xen_server_fds/client_fds (what the shim uses: privilege
+ * model, docs/DESIGN.md §7) build struct libxenvchan by hand from the
+ * descriptors the broker made, exactly as libxenvchan 4.17's init.c lays
+ * it out, and do libxenvchan_close's work by hand at close (that struct has
+ * no gntshr/gnttab handle then).  The data path is libxenvchan's either way.
+ *
  * A connecting client is the libxenvchan server (it allocates, so it may
  * write while its offer is pending); while pending, the endpoint also owns
  * the local "decision" channel of the offer (only its header's `attached`
@@ -33,7 +41,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/mman.h>
+
 #include <libxenvchan.h>
+#include <xway/proto.h>
 
 #include "chan_int.h"
 #include "sys.h"
@@ -88,7 +99,35 @@ struct xw_xen {
 	 * the threads in xen_wait (see there). */
 	_Atomic unsigned acks;
 	_Atomic int      sleepers;
+	void    *map;                   /* fd-based end: our mapping, else NULL */
+	size_t   map_len;
 };
+
+/* libxenevtchn, for the fd-based ends (loaded on first use). */
+static struct {
+	void *dl;
+	xenevtchn_handle *(*fdopen)(struct xentoollog_logger *, int, unsigned);
+	int (*notify)(xenevtchn_handle *, evtchn_port_t);
+	int (*close)(xenevtchn_handle *);
+} evl;
+static pthread_once_t evl_once = PTHREAD_ONCE_INIT;
+
+static void evl_load(void)
+{
+	const char *names[] = { "libxenevtchn.so.1", "libxenevtchn.so" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !evl.dl; i++)
+		evl.dl = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+	if (!evl.dl)
+		return;
+	*(void **)&evl.fdopen = dlsym(evl.dl, "xenevtchn_fdopen");
+	*(void **)&evl.notify = dlsym(evl.dl, "xenevtchn_notify");
+	*(void **)&evl.close = dlsym(evl.dl, "xenevtchn_close");
+	if (!evl.fdopen || !evl.notify || !evl.close) {
+		dlclose(evl.dl);
+		evl.dl = NULL;
+	}
+}
 
 static struct xw_vchan_lib lib;
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -446,13 +485,36 @@ static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
 	return r;
 }
 
+/* libxenvchan_close's work for an end built from descriptors: our live
+ * flag 0, notify, unmap, close the event channel.  The kernel's unmap
+ * notification (set by the broker) would clear the flag too; doing it
+ * first tells the peer at once, as libxenvchan does. */
+static void xen_close_fds(struct xw_xen *x)
+{
+	struct libxenvchan *v = x->v;
+
+	/* Release: our last writes to the rings before "gone"; the notify
+	 * (a hypercall) comes after. */
+	if (v->is_server)
+		__atomic_store_n(&v->ring->srv_live, 0, __ATOMIC_RELEASE);
+	else
+		__atomic_store_n(&v->ring->cli_live, 0, __ATOMIC_RELEASE);
+	evl.notify(v->event, v->event_port);
+	munmap(x->map, x->map_len);
+	evl.close(v->event);           /* closes the evtchn descriptor */
+	free(v);
+}
+
 static void xen_close(struct xway_chan *c)
 {
 	if (c->xen->decision)
 		xway_chan_close(c->xen->decision);
 	if (c->xen->epfd >= 0)
 		close(c->xen->epfd);
-	lib.close(c->xen->v);
+	if (c->xen->map)
+		xen_close_fds(c->xen);
+	else
+		lib.close(c->xen->v);
 	free(c->xen->stash);
 	free(c->xen);
 	xw_chan_free(c);
@@ -584,6 +646,158 @@ int xway_chan_xen_client(int peer_domid, const char *xs_path,
 			 struct xway_chan **out)
 {
 	return xen_init(0, peer_domid, xs_path, p, out);
+}
+
+static uint32_t vc_ring_pages(uint32_t order)
+{
+	return order >= 12 ? 1u << (order - 12) : 0;
+}
+
+/* The broker's geometry, checked again (the shim trusts its broker only
+ * so far): libxenvchan's order limits and a page count that matches. */
+static int vc_geometry_ok(const struct xway_xen_vchan *g)
+{
+	uint32_t lo = g->left_order, ro = g->right_order;
+
+	if (lo < 10 || lo > 20 || ro < 10 || ro > 20 || (lo == ro && lo < 12))
+		return 0;
+	if (g->map_pages != 1 + vc_ring_pages(lo) + vc_ring_pages(ro))
+		return 0;
+	return (g->map_offset & 4095) == 0 && g->port != 0;
+}
+
+/* Where a ring of this order lives: in the shared page (orders 10/11, at
+ * 1024/2048 as init.c puts them) or at page `first` of our mapping. */
+static void *vc_ring_buffer(uint8_t *base, uint32_t order, uint32_t first)
+{
+	if (order == 10)
+		return base + 1024;
+	if (order == 11)
+		return base + 2048;
+	return base + (size_t)first * 4096;
+}
+
+static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vchan *g,
+			const struct xway_chan_params *p, struct xway_chan **out)
+{
+	struct libxenvchan *v = NULL;
+	struct xway_chan *c = NULL;
+	struct xw_xen *x = NULL;
+	uint32_t nl;
+	uint8_t *base = MAP_FAILED;
+	size_t len;
+	int gfd = fds ? fds[0] : -1, efd = fds ? fds[1] : -1, e;
+
+	(void)p;
+	if (!out || !g || gfd < 0 || efd < 0 || !vc_geometry_ok(g)) {
+		e = -EINVAL;
+		goto fail;
+	}
+	pthread_once(&lib_once, lib_load);
+	pthread_once(&evl_once, evl_load);
+	if (!lib.dl || !evl.dl) {
+		xw_log("xen backend unavailable: %s", lib_why ? lib_why
+		       : "libxenevtchn.so.1 lacks xenevtchn_fdopen (Xen 4.13 or later needed)");
+		e = -ENOSYS;
+		goto fail;
+	}
+	len = (size_t)g->map_pages * 4096;
+	base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, gfd, (off_t)g->map_offset);
+	if (base == MAP_FAILED) {
+		e = -errno;
+		xw_log("mapping the vchan pages failed: %s", strerror(-e));
+		goto fail;
+	}
+	/* The mapping keeps the grants; the descriptor is not needed any
+	 * more, and gone it cannot be used for anything else. */
+	close(gfd);
+	gfd = -1;
+	x = calloc(1, sizeof(*x));
+	v = calloc(1, sizeof(*v));
+	c = xw_chan_alloc();
+	if (x)
+		x->stash = malloc(XW_XEN_STASH_MAX);
+	if (!x || !v || !c || !x->stash) {
+		e = -ENOMEM;
+		goto fail;
+	}
+	v->event = evl.fdopen(NULL, efd, 0);
+	if (!v->event) {
+		e = errno ? -errno : -EIO;
+		goto fail;
+	}
+	efd = -1;                  /* the handle owns it */
+	/* struct libxenvchan as init.c fills it; the orders are the broker's
+	 * private copies, never re-read from the shared page. */
+	nl = vc_ring_pages(g->left_order);
+	v->ring = (struct vchan_interface *)base;
+	v->event_port = g->port;
+	v->is_server = server ? -1 : 0;    /* a 1-bit signed field */
+	v->server_persist = 0;
+	v->blocking = 0;           /* our calls never block */
+	if (server) {
+		v->read.order = g->left_order;
+		v->write.order = g->right_order;
+		v->read.shr = &v->ring->left;
+		v->write.shr = &v->ring->right;
+		v->read.buffer = vc_ring_buffer(base, g->left_order, 1);
+		v->write.buffer = vc_ring_buffer(base, g->right_order, 1 + nl);
+	} else {
+		v->write.order = g->left_order;
+		v->read.order = g->right_order;
+		v->write.shr = &v->ring->left;
+		v->read.shr = &v->ring->right;
+		v->write.buffer = vc_ring_buffer(base, g->left_order, 1);
+		v->read.buffer = vc_ring_buffer(base, g->right_order, 1 + nl);
+		/* libxenvchan_client_init: connected, ask to be told of the
+		 * server's writes, wake it.  Release: both stores before the
+		 * notify (a hypercall, itself a full barrier). */
+		__atomic_store_n(&v->ring->srv_notify, VCHAN_NOTIFY_WRITE, __ATOMIC_RELEASE);
+		__atomic_store_n(&v->ring->cli_live, 1, __ATOMIC_RELEASE);
+		evl.notify(v->event, v->event_port);
+	}
+	pthread_mutex_init(&x->ack_lock, NULL);
+	x->epfd = -1;
+	x->v = v;
+	x->map = base;
+	x->map_len = len;
+	c->ops = &xen_ops;
+	c->backend = XWAY_BACKEND_XEN;
+	c->side = server ? 1 : 0;
+	c->xen = x;
+	c->pollfd = x->evfd = lib.fd_for_select(v);
+	c->tx.size = 1u << v->write.order;
+	c->spin_ns = 0;
+	*out = c;
+	return 0;
+fail:
+	if (v && v->event)
+		evl.close(v->event);
+	free(v);
+	if (x)
+		free(x->stash);
+	free(x);
+	if (c)
+		xw_chan_free(c);
+	if (base != MAP_FAILED)
+		munmap(base, (size_t)g->map_pages * 4096);
+	if (gfd >= 0)
+		close(gfd);
+	if (efd >= 0)
+		close(efd);
+	return e;
+}
+
+int xway_chan_xen_server_fds(const int fds[2], const struct xway_xen_vchan *v,
+			     const struct xway_chan_params *p, struct xway_chan **out)
+{
+	return xen_init_fds(1, fds, v, p, out);
+}
+
+int xway_chan_xen_client_fds(const int fds[2], const struct xway_xen_vchan *v,
+			     const struct xway_chan_params *p, struct xway_chan **out)
+{
+	return xen_init_fds(0, fds, v, p, out);
 }
 
 int xway_chan_xen_set_decision(struct xway_chan *c, struct xway_chan *decision)

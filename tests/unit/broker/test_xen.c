@@ -71,6 +71,8 @@ static void setup(void)
 	put("local/xway/2/addrs", "192.0.2.50:0 [2001:db8::50]:0");
 	put("local/xway/2/listeners", "0.0.0.0:7000 [::]:7001 not-an-address");
 	setenv("XWAY_FAKE_XENSTORE", store, 1);
+	/* memfds/eventfds stand in for /dev/xen (broker/xenvchan.c). */
+	setenv("XWAY_TEST_XEN_FAKEDEV", "1", 1);
 	tb_bin("tests/unit/broker/fakexs/libxenstore.so.4", lib, sizeof(lib));
 	cr_assert_eq(access(lib, R_OK), 0, "fake libxenstore not built: %s", lib);
 	snprintf(dir, sizeof(dir), "%s", lib);
@@ -212,6 +214,14 @@ Test(xen, offer_to_other_domain_goes_through_xenstore)
 		 "/local/domain/1/data/vchan/2/x%016llx", (unsigned long long)ch.cookie,
 		 ntohs(src.port), (unsigned long long)ch.cookie);
 	cr_assert_str_eq(v, want);
+	/* The broker made the vchan server end (DESIGN §7): its nodes are
+	 * published before the offer, and go with it. */
+	snprintf(rel, sizeof(rel), "local/domain/1/data/vchan/2/x%016llx/ring-ref",
+		 (unsigned long long)ch.cookie);
+	cr_assert(get(rel), "ring-ref not published at %s", rel);
+	snprintf(rel, sizeof(rel), "local/domain/1/data/vchan/2/x%016llx/event-channel",
+		 (unsigned long long)ch.cookie);
+	cr_assert(get(rel), "event-channel not published at %s", rel);
 	cr_assert_eq(__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_PENDING);
 	snprintf(rel, sizeof(rel), "local/xway/2/outcomes/1/%llu", (unsigned long long)res.offer_id);
 	put(rel, "claimed");
@@ -223,6 +233,9 @@ Test(xen, offer_to_other_domain_goes_through_xenstore)
 	for (int i = 0; i < 500 && get(rel); i++)
 		usleep(10000);
 	cr_assert(!get(rel), "decided offer still published");
+	snprintf(rel, sizeof(rel), "local/domain/1/data/vchan/2/x%016llx/ring-ref",
+		 (unsigned long long)ch.cookie);
+	cr_assert(!get(rel), "decided offer's vchan nodes still published");
 	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"backend\":\"xen\""));
 	close(s);
 	tb_chan_close(&ch);
