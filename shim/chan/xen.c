@@ -689,6 +689,8 @@ static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vcha
 	int gfd = fds ? fds[0] : -1, efd = fds ? fds[1] : -1, e;
 
 	(void)p;
+	if (out)
+		*out = NULL;
 	if (!out || !g || gfd < 0 || efd < 0 || !vc_geometry_ok(g)) {
 		e = -EINVAL;
 		goto fail;

@@ -152,3 +152,41 @@ Test(xen, data_path_over_stand_in, .timeout = 60)
 	cr_assert_eq(stt.rx_bytes, 5);
 	xway_chan_close(c);
 }
+
+/* ---- ends built from the broker's descriptors (privilege model) ---------- */
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+
+#include "xway/proto.h"
+
+/* Check that a geometry the broker should never send (orders out of
+ * libxenvchan's range, a page count that does not match the orders, an
+ * unaligned offset, port 0) is refused with -EINVAL before anything is
+ * mapped, and that both descriptors are closed (they were handed over). */
+Test(xen, fd_ends_refuse_bad_geometry)
+{
+	static const struct xway_xen_vchan bad[] = {
+		{ .map_pages = 3, .port = 5, .left_order = 9, .right_order = 12 },
+		{ .map_pages = 3, .port = 5, .left_order = 12, .right_order = 21 },
+		{ .map_pages = 1, .port = 5, .left_order = 10, .right_order = 10 },
+		{ .map_pages = 4, .port = 5, .left_order = 12, .right_order = 12 },
+		{ .map_offset = 100, .map_pages = 3, .port = 5, .left_order = 12, .right_order = 12 },
+		{ .map_pages = 3, .port = 0, .left_order = 12, .right_order = 12 },
+	};
+	struct xway_chan *c = NULL;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int fds[2] = { memfd_create("g", MFD_CLOEXEC), eventfd(0, EFD_CLOEXEC) };
+		int keep[2] = { fds[0], fds[1] };
+
+		cr_assert(fds[0] >= 0 && fds[1] >= 0);
+		cr_assert_eq(xway_chan_xen_server_fds(fds, &bad[i], NULL, &c), -EINVAL, "case %zu", i);
+		cr_assert_null(c);
+		for (int k = 0; k < 2; k++)
+			cr_assert(fcntl(keep[k], F_GETFD) < 0 && errno == EBADF,
+				  "case %zu: descriptor %d left open", i, k);
+	}
+	cr_assert_eq(xway_chan_xen_client_fds(NULL, &bad[0], NULL, &c), -EINVAL);
+}
