@@ -160,15 +160,17 @@ struct xway_claimed {
  * Xen mode (docs/XEN.md "Cross-domain connections").  An OFFER whose
  * destination is an xway listener of another Xen domain is answered with
  * RESULT status XWAY_RESULT_XEN (offer_id 0, nothing registered) and text
- * "xen <peer domid> <xenstore path>": the client shim then creates the
- * libxenvchan server at that path for that peer and sends the OFFER again
- * with backend XWAY_BACKEND_XEN (same cookie, same descriptors; the memfd
- * header then only carries the decision word).  A WITHDRAW of such an
- * offer is answered status 1: the request went to the server-side broker,
- * which decides; the decision arrives in the header as usual.
- * The server's CLAIMED for a Xen channel carries struct xway_claimed_xen
- * (backend XWAY_BACKEND_XEN, no descriptors): it connects as the
- * libxenvchan client of peer_domid at path.
+ * "xen <peer domid> <xenstore path>": the client shim then sends the OFFER
+ * again with backend XWAY_BACKEND_XEN (same cookie, same descriptors; the
+ * memfd header then only carries the decision word); the broker makes the
+ * vchan server end at that path and answers status 1 with struct
+ * xway_result_xen and [gntalloc, evtchn] (privilege model, below).  A
+ * WITHDRAW of such an offer is answered status 1: the request went to the
+ * server-side broker, which decides; the decision arrives in the header as
+ * usual.  The server's CLAIMED for a Xen channel is struct
+ * xway_claimed_xenfd (backend XWAY_BACKEND_XEN; peer_domid and path for
+ * information) with [gntdev, evtchn]: the broker attached as the vchan
+ * client end for it.
  */
 #define XWAY_RESULT_XEN 2
 #define XWAY_XEN_PATH_MAX 128
