@@ -210,7 +210,7 @@ fail:
 	}
 }
 
-int xwayd_vchan_serve(uint32_t peer, uint32_t ring_order, int fds[2],
+static int serve_once(uint32_t peer, uint32_t ring_order, int fds[2],
 		      uint32_t *ring_ref, struct xway_xen_vchan *v, const char **why)
 {
 	struct ioctl_gntalloc_alloc_gref *a = NULL;
@@ -304,6 +304,31 @@ out_gnt:
 out_evtchn:
 	free(a);
 	close(efd);
+	return e;
+}
+
+/*
+ * Ring size per direction: each channel grants its rings' pages plus the
+ * shared page, from a budget of gntalloc's limit (1024 by default) and the
+ * domain's grant table (64 frames = 32768 entries).  Xen rings are capped
+ * at 64 KiB (33 grants a channel); when the grants run out anyway, one
+ * retry with 4 KiB rings (3 grants) before the connection stays on TCP.
+ */
+#define VC_ORDER_CAP 16u
+#define VC_ORDER_LOW 12u
+
+int xwayd_vchan_serve(uint32_t peer, uint32_t ring_order, int fds[2],
+		      uint32_t *ring_ref, struct xway_xen_vchan *v, const char **why)
+{
+	uint32_t order = ring_order > VC_ORDER_CAP ? VC_ORDER_CAP : ring_order;
+	int e = serve_once(peer, order, fds, ring_ref, v, why);
+
+	if (e && order > VC_ORDER_LOW) {
+		XLOG_DEBUG("vchan for domain %u with %u KiB rings: %s (%s); retrying with "
+			   "%u KiB rings", peer, (1u << order) >> 10, *why, g_strerror(-e),
+			   (1u << VC_ORDER_LOW) >> 10);
+		e = serve_once(peer, VC_ORDER_LOW, fds, ring_ref, v, why);
+	}
 	return e;
 }
 
