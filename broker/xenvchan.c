@@ -311,10 +311,11 @@ out_evtchn:
  * Ring size per direction: each channel grants its rings' pages plus the
  * shared page, from a budget of gntalloc's limit (1024 by default) and the
  * domain's grant table (64 frames = 32768 entries).  Xen rings are capped
- * at 64 KiB (33 grants a channel); when the grants run out anyway, one
- * retry with 4 KiB rings (3 grants) before the connection stays on TCP.
+ * at 32 KiB (17 grants a channel, as shim/chan/xen.c does on its own path);
+ * when the grants run out anyway, one retry with 4 KiB rings (3 grants)
+ * before the connection stays on TCP.
  */
-#define VC_ORDER_CAP 16u
+#define VC_ORDER_CAP 15u
 #define VC_ORDER_LOW 12u
 
 int xwayd_vchan_serve(uint32_t peer, uint32_t ring_order, int fds[2],

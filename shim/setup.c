@@ -308,52 +308,6 @@ int xway_setup_listen(int fd, int backlog)
 
 /* ---- server: accept -------------------------------------------------- */
 
-/*
- * In Xen mode a connection from another domain can only get a Xen channel,
- * which this process must attach itself (libxenvchan opens /dev/xen/gntdev
- * and /dev/xen/evtchn and reads xenstore; the broker-side privilege model of
- * DESIGN §7 does not exist yet).  A process that cannot (daemon workers that
- * dropped root: apache2 as www-data, mariadbd as mysql, vsftpd sessions)
- * must not CLAIM: the broker would decide "claimed", the attach would fail,
- * and the connection could only be shut down (the client saw EOF: apache
- * and mariadb across domains failed that way).  Without a claim the offer
- * expires (the broker's claim timeout) and both ends stay on TCP, the
- * client's early bytes flushed onto it.  Returns 1 to skip the CLAIM.
- */
-static int xway_xen_claim_impossible(const struct xway_addr *local,
-				     const struct xway_addr *peer, int nfd)
-{
-	static const uint8_t v4map[12] = { [10] = 0xff, [11] = 0xff };
-	static const uint8_t lo6[16] = { [15] = 1 };
-	struct xway_report rep;
-
-	if (xway_broker_mode() != 2)
-		return 0;
-	/* Same domain (its own address, or loopback): a local channel. */
-	if (!memcmp(local->ip, peer->ip, 16) || !memcmp(peer->ip, lo6, 16) ||
-	    (!memcmp(peer->ip, v4map, 12) && peer->ip[12] == 127))
-		return 0;
-	if (faccessat(AT_FDCWD, "/dev/xen/gntdev", R_OK | W_OK, AT_EACCESS) == 0 &&
-	    faccessat(AT_FDCWD, "/dev/xen/evtchn", R_OK | W_OK, AT_EACCESS) == 0 &&
-	    (faccessat(AT_FDCWD, "/dev/xen/xenbus", R_OK | W_OK, AT_EACCESS) == 0 ||
-	     faccessat(AT_FDCWD, "/var/run/xenstored/socket", R_OK | W_OK, AT_EACCESS) == 0))
-		return 0;
-	memset(&rep, 0, sizeof(rep));
-	snprintf(rep.text, sizeof(rep.text), "uid %u cannot open /dev/xen/* for "
-		 "a Xen channel (unprivileged): not claimed", (unsigned)geteuid());
-	XDBG("accept fd %d: plain TCP (setup-chan: %s)", nfd, rep.text);
-	rep.kind = XWAY_REP_FALLBACK;
-	rep.reason = XWAY_R_SETUP_CHAN;
-	rep.side = 1;
-	rep.local = *local;
-	rep.peer = *peer;
-	rep.chan_tx_bytes = rep.chan_rx_bytes = -1;
-	rep.tcp_bytes_sent = rep.tcp_bytes_received = -1;
-	xway_broker_prepare();          /* a fresh fork child has no link yet */
-	xway_broker_send(XWAY_MSG_REPORT, &rep, sizeof(rep));
-	return 1;
-}
-
 static int xway_decision_wait_ms(void);
 
 /* OFFER and CLAIM wait this long for the broker's answer: longer than its
@@ -375,8 +329,6 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 	(void)flags;
 	if (xway_sock_name(nfd, 0, &body.local) < 0 ||
 	    xway_sock_name(nfd, 1, &body.peer) < 0)
-		return;
-	if (xway_xen_claim_impossible(&body.local, &body.peer, nfd))
 		return;
 	memset(&rep, 0, sizeof(rep));
 	/*
