@@ -511,15 +511,15 @@ void xwayd_xen_unpublish_offer(const struct xwayd_conn *k)
 	snprintf(path, sizeof(path), XS_ROOT "/%u/offers/%llu", self_domid,
 		 (unsigned long long)k->xen_id);
 	xs.rm(xsh, XBT_NULL, path);
+	/* The vchan's nodes too (libxenvchan's close_xs_srv, done here now
+	 * that the application has no xenstore access): decided, the peer
+	 * has read them or never will. */
+	xwayd_xen_vchan_unpublish(k->xen_path);
 	if (!k->xen_withdraw_asked)
 		return;                 /* no withdraw node: one request less */
 	snprintf(path, sizeof(path), XS_ROOT "/%u/withdraw/%llu", self_domid,
 		 (unsigned long long)k->xen_id);
 	xs.rm(xsh, XBT_NULL, path);
-	/* The vchan's nodes too (libxenvchan's close_xs_srv, done here now
-	 * that the application has no xenstore access): decided, the peer
-	 * has read them or never will. */
-	xwayd_xen_vchan_unpublish(k->xen_path);
 }
 
 void xwayd_xen_outcome(const struct xwayd_conn *k, bool claimed)
