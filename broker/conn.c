@@ -487,7 +487,7 @@ void xwayd_conn_xen_vanished(uint32_t dom)
 		 * OFFER precedes the SYN), so its sockets to the server's
 		 * address are found by a dump and matched to its pid. */
 		if (k->xen_remote) {
-			int e = xwayd_xen_destroy_tcp(&k->side[1].addr, &k->side[0].addr);
+			int e = xwayd_tcp_destroy(&k->side[1].addr, &k->side[0].addr);
 
 			XLOG_INFO("connection %016llx: %s; TCP socket aborted: %s",
 				  (unsigned long long)k->cookie, detail,

@@ -9,7 +9,9 @@
  * stay unknown (null).  Answers come from the kernel, bounded by a 200 ms
  * receive timeout.
  *
- * Also the client side of a vanished Xen domain (xwayd_tcp_abort_to): the
+ * Also the connections to a vanished Xen domain: xwayd_tcp_destroy aborts
+ * one socket by its 4-tuple (the server side), and for the client side
+ * (xwayd_tcp_abort_to) the
  * client's broker knows the peer's address and the client's pid, not the
  * client's port (the OFFER comes before the SYN), so it dumps the TCP
  * sockets to that peer and aborts those the client process holds.
@@ -35,17 +37,47 @@
 static int nlfd = -1;
 static uint32_t nlseq;
 
-static int diag_open(void)
+
+/* One inet_diag request: type SOCK_DIAG_BY_FAMILY or SOCK_DESTROY, for
+ * the socket local->peer (exact lookup or destroy), or with local NULL
+ * every socket of peer's family (a dump: flags NLM_F_DUMP). */
+struct diag_req {
+	struct nlmsghdr nlh;
+	struct inet_diag_req_v2 r;
+};
+
+static void diag_req_init(struct diag_req *req, uint16_t type, uint16_t flags, uint32_t seq,
+			  const struct xway_addr *local, const struct xway_addr *peer)
+{
+	bool v4 = xway_addr_is_v4(peer);
+
+	memset(req, 0, sizeof(*req));
+	req->nlh.nlmsg_len = sizeof(*req);
+	req->nlh.nlmsg_type = type;
+	req->nlh.nlmsg_flags = NLM_F_REQUEST | flags;
+	req->nlh.nlmsg_seq = seq;
+	req->r.sdiag_family = v4 ? AF_INET : AF_INET6;
+	req->r.sdiag_protocol = IPPROTO_TCP;
+	req->r.idiag_states = ~0u;
+	if (!local)
+		return;
+	req->r.id.idiag_sport = local->port;
+	req->r.id.idiag_dport = peer->port;
+	memcpy(req->r.id.idiag_src, v4 ? local->ip + 12 : local->ip, v4 ? 4 : 16);
+	memcpy(req->r.id.idiag_dst, v4 ? peer->ip + 12 : peer->ip, v4 ? 4 : 16);
+	req->r.id.idiag_cookie[0] = req->r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+}
+
+/* A fresh NETLINK_SOCK_DIAG socket with the 200 ms receive bound. */
+static int diag_socket(void)
 {
 	struct timeval tv = { .tv_usec = 200000 };
+	int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 
-	if (nlfd >= 0)
-		return 0;
-	nlfd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-	if (nlfd < 0)
+	if (fd < 0)
 		return -errno;
-	setsockopt(nlfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return 0;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
 }
 
 void xwayd_diag_close(void)
@@ -58,33 +90,20 @@ void xwayd_diag_close(void)
 int xwayd_tcp_counters(const struct xway_addr *local, const struct xway_addr *peer,
 		       int64_t *sent, int64_t *received)
 {
-	struct {
-		struct nlmsghdr nlh;
-		struct inet_diag_req_v2 r;
-	} req;
+	struct diag_req req;
 	union {
 		char buf[8192];
 		struct nlmsghdr align;
 	} u;
-	bool v4 = local->family == AF_INET;
-	int e;
 
-	if ((e = diag_open()))
+	if (nlfd < 0 && (nlfd = diag_socket()) < 0) {
+		int e = nlfd;
+
+		nlfd = -1;
 		return e;
-	memset(&req, 0, sizeof(req));
-	req.nlh.nlmsg_len = sizeof(req);
-	req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-	req.nlh.nlmsg_flags = NLM_F_REQUEST;
-	req.nlh.nlmsg_seq = ++nlseq;
-	req.r.sdiag_family = v4 ? AF_INET : AF_INET6;
-	req.r.sdiag_protocol = IPPROTO_TCP;
+	}
+	diag_req_init(&req, SOCK_DIAG_BY_FAMILY, 0, ++nlseq, local, peer);
 	req.r.idiag_ext = 1u << (INET_DIAG_INFO - 1);
-	req.r.idiag_states = ~0u;
-	req.r.id.idiag_sport = local->port;
-	req.r.id.idiag_dport = peer->port;
-	memcpy(req.r.id.idiag_src, v4 ? local->ip + 12 : local->ip, v4 ? 4 : 16);
-	memcpy(req.r.id.idiag_dst, v4 ? peer->ip + 12 : peer->ip, v4 ? 4 : 16);
-	req.r.id.idiag_cookie[0] = req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
 	if (send(nlfd, &req, sizeof(req), 0) < 0)
 		return -errno;
 	/* Skip stale answers (a timed-out earlier request), boundedly. */
@@ -189,15 +208,11 @@ static uint64_t *pid_socket_inodes(pid_t pid, size_t max, size_t *n)
  */
 int xwayd_tcp_abort_to(const struct xway_addr *peer, pid_t pid)
 {
-	struct {
-		struct nlmsghdr nlh;
-		struct inet_diag_req_v2 r;
-	} req;
+	struct diag_req req;
 	union {
 		char buf[16384];
 		struct nlmsghdr align;
 	} u;
-	struct timeval tv = { .tv_usec = 200000 };
 	bool v4 = xway_addr_is_v4(peer);
 	struct xway_addr hits[64];
 	size_t ninodes = 0, nhits = 0;
@@ -208,19 +223,11 @@ int xwayd_tcp_abort_to(const struct xway_addr *peer, pid_t pid)
 	inodes = pid_socket_inodes(pid, 65536, &ninodes);
 	if (!inodes)
 		return 0;
-	fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-	if (fd < 0) {
+	if ((fd = diag_socket()) < 0) {
 		g_free(inodes);
-		return -errno;
+		return fd;
 	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	memset(&req, 0, sizeof(req));
-	req.nlh.nlmsg_len = sizeof(req);
-	req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-	req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	req.nlh.nlmsg_seq = 1;
-	req.r.sdiag_family = v4 ? AF_INET : AF_INET6;
-	req.r.sdiag_protocol = IPPROTO_TCP;
+	diag_req_init(&req, SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, 1, NULL, peer);
 	/* Every state but LISTEN: a listener has no peer. */
 	req.r.idiag_states = ~0u & ~(1u << 10);     /* 10: TCP_LISTEN */
 	if (send(fd, &req, sizeof(req), 0) < 0) {
@@ -278,7 +285,7 @@ out:
 	close(fd);
 	g_free(inodes);
 	for (size_t i = 0; i < nhits; i++) {
-		int r = xwayd_xen_destroy_tcp(&hits[i], peer);
+		int r = xwayd_tcp_destroy(&hits[i], peer);
 
 		if (r == 0)
 			aborted++;
@@ -287,4 +294,46 @@ out:
 				     g_strerror(-r));
 	}
 	return e && !aborted ? e : aborted;
+}
+
+/*
+ * Abort the TCP socket local->peer (SOCK_DESTROY, as `ss -K`; needs
+ * CAP_NET_ADMIN and a kernel with INET_DIAG_DESTROY): a connection to a
+ * vanished Xen domain, whose peer will never send FIN or RST; the shim
+ * learns from that socket that its peer is gone (the vchan's other end
+ * stays mapped and silent).  0 or -errno.
+ */
+int xwayd_tcp_destroy(const struct xway_addr *local, const struct xway_addr *peer)
+{
+	struct diag_req req;
+	union {
+		char buf[1024];
+		struct nlmsghdr align;
+	} u;
+	int fd, e = -ETIMEDOUT;
+
+	if ((fd = diag_socket()) < 0)
+		return fd;
+	diag_req_init(&req, SOCK_DESTROY, NLM_F_ACK, 1, local, peer);
+	if (send(fd, &req, sizeof(req), 0) < 0) {
+		e = -errno;
+		goto out;
+	}
+	for (int tries = 0; tries < 4; tries++) {
+		ssize_t n = recv(fd, u.buf, sizeof(u.buf), 0);
+		struct nlmsghdr *h;
+
+		if (n < 0) {
+			e = -errno;
+			break;
+		}
+		for (h = &u.align; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n))
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				e = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+				goto out;
+			}
+	}
+out:
+	close(fd);
+	return e;
 }

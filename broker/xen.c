@@ -26,12 +26,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/inet_diag.h>
-#include <linux/netlink.h>
-#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <glib-unix.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,67 +230,6 @@ static void forget_remote(uint32_t d)
 	while (g_hash_table_iter_next(&it, &k, &v))
 		if (g_str_has_prefix(k, pre))
 			g_hash_table_iter_remove(&it);
-}
-
-/*
- * Abort our end's TCP socket of a connection to a vanished domain
- * (NETLINK_SOCK_DIAG SOCK_DESTROY, as `ss -K`; needs CAP_NET_ADMIN and a
- * kernel with INET_DIAG_DESTROY): the peer will never send FIN or RST, and
- * the shim learns that its peer is gone from that socket (the vchan's other
- * end stays mapped and silent).  0 or -errno.
- */
-int xwayd_xen_destroy_tcp(const struct xway_addr *local, const struct xway_addr *peer)
-{
-	struct {
-		struct nlmsghdr nlh;
-		struct inet_diag_req_v2 r;
-	} req;
-	union {
-		char buf[1024];
-		struct nlmsghdr align;
-	} u;
-	struct timeval tv = { .tv_usec = 200000 };
-	bool v4 = xway_addr_is_v4(local);
-	int fd, e = -ETIMEDOUT;
-
-	fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-	if (fd < 0)
-		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	memset(&req, 0, sizeof(req));
-	req.nlh.nlmsg_len = sizeof(req);
-	req.nlh.nlmsg_type = SOCK_DESTROY;
-	req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-	req.nlh.nlmsg_seq = 1;
-	req.r.sdiag_family = v4 ? AF_INET : AF_INET6;
-	req.r.sdiag_protocol = IPPROTO_TCP;
-	req.r.idiag_states = ~0u;
-	req.r.id.idiag_sport = local->port;
-	req.r.id.idiag_dport = peer->port;
-	memcpy(req.r.id.idiag_src, v4 ? local->ip + 12 : local->ip, v4 ? 4 : 16);
-	memcpy(req.r.id.idiag_dst, v4 ? peer->ip + 12 : peer->ip, v4 ? 4 : 16);
-	req.r.id.idiag_cookie[0] = req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-	if (send(fd, &req, sizeof(req), 0) < 0) {
-		e = -errno;
-		goto out;
-	}
-	for (int tries = 0; tries < 4; tries++) {
-		ssize_t n = recv(fd, u.buf, sizeof(u.buf), 0);
-		struct nlmsghdr *h;
-
-		if (n < 0) {
-			e = -errno;
-			break;
-		}
-		for (h = &u.align; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n))
-			if (h->nlmsg_type == NLMSG_ERROR) {
-				e = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
-				goto out;
-			}
-	}
-out:
-	close(fd);
-	return e;
 }
 
 /*

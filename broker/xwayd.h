@@ -257,8 +257,6 @@ int xwayd_vchan_attach(uint32_t peer, uint32_t ring_ref, uint32_t remote_port,
 /* libxenvchan's limits on a shared page's orders (pure, for tests). */
 int xwayd_vchan_orders_ok(uint32_t left_order, uint32_t right_order);
 
-/* Abort our TCP socket local->peer (SOCK_DESTROY); 0 or -errno. */
-int xwayd_xen_destroy_tcp(const struct xway_addr *local, const struct xway_addr *peer);
 /* conn.c: domain dom vanished: withdraw its pending offers, reset and
  * close its accelerated connections. */
 void xwayd_conn_xen_vanished(uint32_t dom);
@@ -283,6 +281,8 @@ int xwayd_tcp_counters(const struct xway_addr *local, const struct xway_addr *pe
 /* diag.c: abort the TCP sockets to peer that process pid holds (the client
  * side of a vanished Xen domain); how many, or -errno. */
 int xwayd_tcp_abort_to(const struct xway_addr *peer, pid_t pid);
+/* diag.c: abort the TCP socket local->peer (SOCK_DESTROY); 0 or -errno. */
+int xwayd_tcp_destroy(const struct xway_addr *local, const struct xway_addr *peer);
 void xwayd_diag_close(void);
 
 /* query.c */
