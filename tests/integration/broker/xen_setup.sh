@@ -64,6 +64,25 @@ mkdir -p "$XS/local/domain/1/domid"
 "$tool" sync 2>/dev/null || fail "sync"
 [ -d "$XS/local/xway/3" ] && fail "sync kept the gone domain 3"
 [ -d "$XS/local/xway/1" ] || fail "sync removed the living domain 1"
+# A dying domain (xl list state "d": a zombie whose pages another domain
+# still maps) is gone too; an xl that fails is not a reason.
+cat >"$T/bin/xl" <<'SH'
+#!/bin/sh
+[ "$1" = list ] || exit 1
+case $2 in
+6) printf 'Name ID Mem VCPUs State Time(s)\n(null) 6 0 1 --p--d 1.0\n' ;;
+7) exit 1 ;;
+*) printf 'Name ID Mem VCPUs State Time(s)\ndom%s %s 512 1 -b---- 1.0\n' "$2" "$2" ;;
+esac
+SH
+chmod +x "$T/bin/xl"
+mkdir -p "$XS/local/domain/6/domid" "$XS/local/domain/7/domid"
+"$tool" add 6 7 || fail "add 6 7"
+"$tool" sync 2>/dev/null || fail "sync with xl"
+[ -d "$XS/local/xway/6" ] && fail "sync kept the dying domain 6"
+[ -d "$XS/local/xway/7" ] || fail "sync removed domain 7 on an xl failure"
+[ -d "$XS/local/xway/1" ] || fail "sync with xl removed the living domain 1"
+"$tool" remove 7 || fail "remove 7"
 # watch: domains 1, 4, 5 alive; 5 dies, then an event comes.
 mkdir -p "$XS/local/domain/4/domid" "$XS/local/domain/5/domid"
 "$tool" add 4 5 || fail "add 4 5"
