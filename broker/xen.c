@@ -850,9 +850,19 @@ static void gc_vchans(void)
 
 static gboolean on_gc(gpointer unused)
 {
+	static unsigned ticks;
+
 	(void)unused;
-	if (xsh)
-		gc_vchans();
+	if (!xsh)
+		return G_SOURCE_CONTINUE;
+	gc_vchans();
+	/* The domain list again every 10 s, watch or not: xenstored fires a
+	 * watch only to domains that may read the node, and once a destroyed
+	 * domain is released its nodes' permissions naming it are void, so
+	 * the removal of its entry can reach us without an event.  A rescan
+	 * is three reads per peer. */
+	if (++ticks % (10 / XEN_GC_PERIOD_S) == 0)
+		rescan();
 	return G_SOURCE_CONTINUE;
 }
 
