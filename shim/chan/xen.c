@@ -737,20 +737,18 @@ static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vcha
 	v->is_server = server ? -1 : 0;    /* a 1-bit signed field */
 	v->server_persist = 0;
 	v->blocking = 0;           /* our calls never block */
-	if (server) {
-		v->read.order = g->left_order;
-		v->write.order = g->right_order;
-		v->read.shr = &v->ring->left;
-		v->write.shr = &v->ring->right;
-		v->read.buffer = vc_ring_buffer(base, g->left_order, 1);
-		v->write.buffer = vc_ring_buffer(base, g->right_order, 1 + nl);
-	} else {
-		v->write.order = g->left_order;
-		v->read.order = g->right_order;
-		v->write.shr = &v->ring->left;
-		v->read.shr = &v->ring->right;
-		v->write.buffer = vc_ring_buffer(base, g->left_order, 1);
-		v->read.buffer = vc_ring_buffer(base, g->right_order, 1 + nl);
+	/* The left ring is the server's read side, the right its write
+	 * side; the client sees them the other way round. */
+	struct libxenvchan_ring *left = server ? &v->read : &v->write;
+	struct libxenvchan_ring *right = server ? &v->write : &v->read;
+
+	left->order = g->left_order;
+	right->order = g->right_order;
+	left->shr = &v->ring->left;
+	right->shr = &v->ring->right;
+	left->buffer = vc_ring_buffer(base, g->left_order, 1);
+	right->buffer = vc_ring_buffer(base, g->right_order, 1 + nl);
+	if (!server) {
 		/* libxenvchan_client_init: connected, ask to be told of the
 		 * server's writes, wake it.  Release: both stores before the
 		 * notify (a hypercall, itself a full barrier). */
