@@ -16,6 +16,7 @@ as emulated.  Exit status 0 only if every check passed.
 """
 import argparse
 import os
+import re
 import sys
 
 EMULATED = ("EMULATED: Xen 4.17 under QEMU TCG (software CPU emulation). "
@@ -59,6 +60,19 @@ def fmt(v, unit=""):
     if float(v).is_integer():
         return f"{int(v)}{unit}"
     return f"{v:.1f}{unit}"
+
+
+TABLE_ROW = re.compile(r"^(ID +STATE|[0-9a-f]{16} )")
+
+
+def log_tail(path, n=14):
+    """The last n lines of a workload's stderr that are not xwayctl table rows."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [l.rstrip()[:200] for l in f if not TABLE_ROW.match(l)]
+    except OSError:
+        return []
+    return [l for l in lines if l][-n:]
 
 
 def main():
@@ -322,6 +336,18 @@ def main():
         say("FAIL:")
         for f in failures:
             say(f"  - {f}")
+        # CI shows only the tail of the run: the failed workloads' own words
+        # (their stderr, without xwayctl's tables) go last, so the cause is
+        # in that tail and not only in the disk image.
+        for n in sorted(res):
+            for role in ("server", "client"):
+                kv = res[n].get(role)
+                if not kv or kv.get("status") in ("pass", "skip"):
+                    continue
+                why = log_tail(os.path.join(args.raw, role, f"{n}.{role}.log"))
+                say(f"{n} {role}, last words:")
+                for line in why or ["(no stderr)"]:
+                    say(f"  > {line}")
     else:
         say("PASS: every workload passed on both domUs and the vchan bytes stayed off the bridge")
     with open(args.out, "w") as f:
