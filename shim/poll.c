@@ -150,8 +150,15 @@ static void xway_poll_give_back(struct xway_conn *c)
 
 	/* Relaxed: a hint; a record added meanwhile arms and computes its
 	 * level itself at ADD. */
+	/* Local rings only: their notification fd is an eventfd.  A Xen
+	 * channel's is the event-channel device, where a write means
+	 * "unmask these ports" and cannot re-raise an event: there, a
+	 * poll() and an epoll instance of one process watching the same
+	 * connection at once can still lose the epoll's wake-up (a known
+	 * gap, shim/README.md). */
 	if (atomic_load_explicit(&c->ep_refs, memory_order_relaxed) > 0 &&
-	    xway_poll_on_chan(c))
+	    xway_poll_on_chan(c) &&
+	    xway_chan_backend(c->chan) == XWAY_BACKEND_LOCAL)
 		(void)real.write(xway_chan_pollfd(c->chan), &one, sizeof(one));
 	errno = saved;
 }

@@ -399,8 +399,20 @@ static void xen_ack(struct xway_chan *c)
 	pthread_mutex_unlock(&x->ack_lock);
 }
 
+/*
+ * Arm for a watcher that sleeps on the notification fd itself (poll() and
+ * epoll mirror it into the application's wait): consume a notification
+ * already there first.  Xen's evtchn driver masks the port when it fires
+ * and delivers nothing more until it is consumed and unmasked
+ * (libxenvchan_wait); an epoll record, registered edge-triggered, never
+ * reads the fd, so without this one wake-up was the last: an event loop
+ * (apache's event MPM, nginx) waiting for EPOLLOUT stalled mid-transfer.
+ * Consuming before the ring check below loses nothing: that check sees
+ * whatever the notification was about.
+ */
 static unsigned xen_arm(struct xway_chan *c, unsigned events)
 {
+	xen_ack(c);
 	return xen_poll(c) & (events | XWAY_EV_ERR);
 }
 
@@ -413,9 +425,15 @@ static unsigned xen_arm(struct xway_chan *c, unsigned events)
  * on one endpoint).  So a waiter re-checks when an ack happened since its
  * check began, and while another thread also waits, it sleeps in slices
  * of XW_XEN_SHARED_SLICE_NS and re-checks (a lost wake-up costs at most
- * that; a lone waiter sleeps for as long as it asked).
+ * that).  A lone waiter sleeps in slices of XW_XEN_ALONE_SLICE_NS: it
+ * cannot tell that a second one arrives later and takes its wake-up
+ * while it sleeps (it did sleep for as long as it asked, and the bulk
+ * case hung: the server's writer thread slept forever in ppoll while its
+ * reader consumed the writer's notification, 1 run in 2 on the test bed);
+ * at its next slice it sees the other and shortens its slices.
  */
 #define XW_XEN_SHARED_SLICE_NS 10000000LL
+#define XW_XEN_ALONE_SLICE_NS  100000000LL
 
 static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 			int timeout_ms)
@@ -452,9 +470,16 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 		 * have been ours. */
 		if (atomic_load_explicit(&x->acks, memory_order_acquire) != a0)
 			continue;
-		if (atomic_load_explicit(&x->sleepers, memory_order_relaxed) > 1 &&
-		    (left < 0 || left > XW_XEN_SHARED_SLICE_NS))
-			left = XW_XEN_SHARED_SLICE_NS;
+		/* Others that may consume our notification: threads in here,
+		 * and poll()/epoll watchers of the endpoint (xway_chan_sleeper),
+		 * which consume it in xen_arm / xen_ack. */
+		int64_t slice = XW_XEN_ALONE_SLICE_NS;
+		if (atomic_load_explicit(&x->sleepers, memory_order_relaxed) > 1 ||
+		    atomic_load_explicit(&c->sleep_in, memory_order_relaxed) > 0 ||
+		    atomic_load_explicit(&c->sleep_out, memory_order_relaxed) > 0)
+			slice = XW_XEN_SHARED_SLICE_NS;
+		if (left < 0 || left > slice)
+			left = slice;
 		if (left >= 0) {
 			ts.tv_sec = left / 1000000000LL;
 			ts.tv_nsec = left % 1000000000LL;
