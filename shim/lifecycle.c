@@ -92,12 +92,78 @@ static void xway_holders_add(int delta)
 	xway_fd_foreach(xway_hold_one, &delta);
 }
 
+/* ---- Xen connections leave the channel at fork and exec --------------- */
+
+/*
+ * A Xen channel is one process's mapping: the client end's (gntdev) is not
+ * even copied into a fork child in a PV domain, an exec drops either, and
+ * libxenvchan has no way to share an end between processes.  So before a
+ * fork (or fork-like clone) and before an exec that keeps the socket, the
+ * process leaves the channel for TCP (xway_chan_revert: the peer reads
+ * what we wrote, re-sends on TCP what we did not read, and both go on on
+ * plain TCP; no byte lost).  Forking servers (sshd, vsftpd) and sshd's
+ * re-exec then work across domains, on TCP for those connections.  Before
+ * this, a forking server's child crashed at its first read and an exec'd
+ * image lost the peer's bytes (test bed 61, apps 80 and 82).
+ */
+struct xway_xen_acc { struct xway_conn **c; int n, cap; };
+
+static void xway_xen_collect(int fd, struct xway_conn *c, void *arg)
+{
+	struct xway_xen_acc *a = arg;
+
+	if (fd != c->fd || !c->chan || c->reverted ||
+	    xway_chan_backend(c->chan) != XWAY_BACKEND_XEN ||
+	    atomic_load_explicit(&c->state, memory_order_acquire) != XWAY_ST_ACCEL)
+		return;
+	if (a->n == a->cap) {
+		int cap = a->cap ? a->cap * 2 : 16;
+		struct xway_conn **m = realloc(a->c, (size_t)cap * sizeof(*m));
+
+		if (!m)
+			return;
+		a->c = m;
+		a->cap = cap;
+	}
+	xway_conn_hold(c);
+	a->c[a->n++] = c;
+}
+
+/* One connection (held by the caller), outside the fd table's lock. */
+static void xway_xen_leave(struct xway_conn *c, const char *why)
+{
+	int r = xway_chan_revert(c->chan);
+
+	if (r < 0) {
+		XWARN("fd %d: %s: cannot leave the Xen channel for TCP (%s): the "
+		      "new process cannot use this connection", c->fd, why,
+		      r == -EBUSY ? "peeked bytes not yet read" : strerror(-r));
+		return;
+	}
+	XINFO("fd %d: %s: a Xen channel cannot follow it; the connection "
+	      "continues on plain TCP", c->fd, why);
+	xway_io_revert(c);
+}
+
+static void xway_xen_leave_all(const char *why)
+{
+	struct xway_xen_acc a = { 0 };
+
+	xway_fd_foreach(xway_xen_collect, &a);
+	for (int i = 0; i < a.n; i++) {
+		xway_xen_leave(a.c[i], why);
+		xway_conn_put(a.c[i]);
+	}
+	free(a.c);
+}
+
 /* ---- fork ------------------------------------------------------------ */
 
 static void xway_atfork_prepare(void)
 {
 	if (!xway_ready())
 		return;
+	xway_xen_leave_all("fork");
 	/* Before the child exists: the child's holding is counted when the
 	 * parent could close its copy right after fork returns. */
 	xway_holders_add(1);
@@ -210,6 +276,7 @@ XWAY_EXPORT long syscall(long number, ...)
 #endif
 	if (!counted)
 		return real.syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+	xway_xen_leave_all("clone");
 	xway_holders_add(1);
 	r = real.syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 	if (r == 0) {
@@ -251,6 +318,7 @@ XWAY_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	va_end(ap);
 	if (!xway_clone_counts((unsigned long)flags))
 		return real.clone(fn, stack, flags, arg, ptid, tls, ctid);
+	xway_xen_leave_all("clone");
 	xway_holders_add(1);
 	r = real.clone(xway_clone_start, stack, flags, &t, ptid, tls, ctid);
 	if (r < 0) {
@@ -569,6 +637,11 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 		xway_fd_foreach(xway_exec_fds_of, &l);
 		if (l.n == 0)
 			continue;                    /* CLOEXEC everywhere: gone */
+		if (xway_chan_backend(c->chan) == XWAY_BACKEND_XEN) {
+			/* The new image gets the socket, on plain TCP. */
+			xway_xen_leave(c, "exec");
+			continue;
+		}
 		if (xway_chan_fds(c->chan, cf, 3) != 3)
 			continue;
 		if (a->nrestore + 3 > a->maxrestore)

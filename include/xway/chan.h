@@ -100,11 +100,13 @@ int xway_chan_attached(const struct xway_chan *c);
 ssize_t xway_chan_take_unsent(struct xway_chan *c, void *buf, size_t len);
 
 /*
- * Revert to TCP (local backend; -EOPNOTSUPP otherwise).  The leaver (this
- * endpoint's socket went by SCM_RIGHTS to a process that cannot use the
- * channel) calls xway_chan_revert(): under each direction's lock it stops
- * for good (later data calls of our whole process tree return -ECANCELED),
- * sets XWAY_RING_F_REVERT in its two words (ring.h) and wakes the peer.
+ * Revert to TCP.  The leaver (this endpoint's socket went by SCM_RIGHTS to
+ * a process that cannot use the channel; for Xen also a fork or an exec)
+ * calls xway_chan_revert(): under each direction's lock it stops for good
+ * (later data calls of our whole process tree return -ECANCELED), sets
+ * XWAY_RING_F_REVERT in its two words (ring.h; Xen: two bits of the peer's
+ * notify byte, shim/chan/xen.c) and wakes the peer.  Xen refuses (-EBUSY)
+ * while peeked bytes wait in its stash, and outside the mapping process.
  * The leaver has nothing more to do: what it produced stays in the ring for
  * the peer, what the peer produced is taken back by the peer.
  *
@@ -114,11 +116,11 @@ ssize_t xway_chan_take_unsent(struct xway_chan *c, void *buf, size_t len);
  * xway_chan_take_back() takes back up to len bytes this endpoint produced
  * that the leaver never consumed, oldest first, so they go onto TCP before
  * anything else; returns the count (0 when none are left), -EBUSY unless the
- * peer reverted, -EOPNOTSUPP for Xen, -EPROTO on corruption.
+ * peer reverted, -EPROTO on corruption.
  */
 int     xway_chan_revert(struct xway_chan *c);
 ssize_t xway_chan_take_back(struct xway_chan *c, void *buf, size_t len);
-/* Where a revert stands (0 for Xen): LEFT, we called xway_chan_revert;
+/* Where a revert stands: LEFT, we called xway_chan_revert;
  * PEER_STOPPED, the peer consumes no more (take back now); PEER_FINAL, what
  * the peer produced is final (set after PEER_STOPPED): once
  * xway_chan_readable() is 0 after this, read TCP. */

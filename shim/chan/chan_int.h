@@ -108,6 +108,11 @@ extern const struct xway_chan_ops xw_local_ops;
 struct xway_chan *xw_chan_alloc(void);
 void xw_chan_free(struct xway_chan *c);
 int  xw_fd_to_high(int fd);
+
+/* xen.c: leaving a Xen channel for TCP (xway_chan_revert and friends). */
+int      xw_xen_revert(struct xway_chan *c);
+ssize_t  xw_xen_take_back(struct xway_chan *c, void *buf, size_t len);
+unsigned xw_xen_reverted(struct xway_chan *c);
 int  xw_usable_cpus(void);
 uint32_t xw_spin_param(const struct xway_chan_params *p);
 

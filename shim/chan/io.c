@@ -614,6 +614,8 @@ ssize_t xway_chan_take_back(struct xway_chan *c, void *buf, size_t len)
 	ssize_t n;
 	int r;
 
+	if (c->backend == XWAY_BACKEND_XEN)
+		return xw_xen_take_back(c, buf, len);
 	if (c->backend != XWAY_BACKEND_LOCAL)
 		return -EOPNOTSUPP;
 	if ((r = xw_lock(&c->tx_lock)))
@@ -632,6 +634,8 @@ int xway_chan_revert(struct xway_chan *c)
 {
 	int r;
 
+	if (c->backend == XWAY_BACKEND_XEN)
+		return xw_xen_revert(c);
 	if (c->backend != XWAY_BACKEND_LOCAL)
 		return -EOPNOTSUPP;
 	/* One direction at a time (the lock order forbids holding both);
@@ -666,6 +670,8 @@ unsigned xway_chan_reverted(struct xway_chan *c)
 {
 	unsigned m = 0;
 
+	if (c->backend == XWAY_BACKEND_XEN)
+		return xw_xen_reverted(c);
 	if (c->backend != XWAY_BACKEND_LOCAL)
 		return 0;
 	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)

@@ -101,6 +101,11 @@ struct xw_xen {
 	_Atomic int      sleepers;
 	void    *map;                   /* fd-based end: our mapping, else NULL */
 	size_t   map_len;
+	/* The process that mapped the rings.  A fork child of the client
+	 * end has no mapping (gntdev's is VM_DONTCOPY in a PV domain), and
+	 * a child of either end must not end the channel for its parent:
+	 * elsewhere, nothing touches the shared page (see xen_revert). */
+	pid_t    map_pid;
 };
 
 /* libxenevtchn, for the fd-based ends (loaded on first use). */
@@ -197,6 +202,45 @@ int xway_chan_xen_available(const char **why)
 	return w == NULL;
 }
 
+/* ---- leaving for TCP: the flags ------------------------------------------
+ *
+ * libxenvchan's shared page has no spare word, but each notify byte (the
+ * one side sets VCHAN_NOTIFY_* bits in it to ask for a notification, the
+ * other clears them one by one with an atomic AND) has six unused bits.
+ * A leaver (xen_revert) sets two in the byte its peer reads, as a local
+ * ring's REVERT flags: STOPPED after its last consume (its cons index is
+ * final: the peer takes back the rest and re-sends it on TCP), FINAL after
+ * its last produce (once the peer read the ring empty, TCP carries the
+ * rest).  Both ends run this shim; a peer's flags are hints that only
+ * move this connection to TCP, which that peer controls anyway.
+ */
+#define XW_XEN_F_STOPPED 0x40u
+#define XW_XEN_F_FINAL   0x80u
+
+/* Whether this process may touch the shared page: not after we left (a
+ * fork child made after the leave may lack the mapping), and in another
+ * process than the one that mapped it only at the server end (gntalloc's
+ * mapping is copied at fork, gntdev's is not). */
+static int xen_mapped_here(struct xway_chan *c)
+{
+	return atomic_load_explicit(&c->failed, memory_order_relaxed) != 2 &&
+	       (c->xen->map_pid == getpid() || c->xen->v->is_server);
+}
+
+/* The peer's flags, from the byte it sets bits in for us.  Acquire: pairs
+ * with the leaver's release OR; what follows (the ring indices) is at
+ * least as new as the flag says. */
+static unsigned xen_peer_flags(struct xway_chan *c)
+{
+	struct libxenvchan *v = c->xen->v;
+
+	if (!v->ring)
+		return 0;      /* tests' stand-in library: no shared page */
+	uint8_t *b = v->is_server ? &v->ring->srv_notify : &v->ring->cli_notify;
+
+	return __atomic_load_n(b, __ATOMIC_ACQUIRE) & (XW_XEN_F_STOPPED | XW_XEN_F_FINAL);
+}
+
 /* ---- data path ----------------------------------------------------------- */
 
 static ssize_t xen_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt)
@@ -205,8 +249,19 @@ static ssize_t xen_sendv(struct xway_chan *c, const struct iovec *iov, int iovcn
 	ssize_t done = 0;
 	int r;
 
+	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
+		return -ECANCELED;
+	if (!xen_mapped_here(c))
+		return -EPROTO;   /* a child that got no mapping (no fork hook ran) */
 	if ((r = xw_lock(&c->tx_lock)))
 		return r;
+	/* We left while we waited for the lock, or the peer did (take back,
+	 * then TCP). */
+	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2 ||
+	    (xen_peer_flags(c) & XW_XEN_F_STOPPED)) {
+		xw_unlock(&c->tx_lock);
+		return -ECANCELED;
+	}
 	if (!lib.is_open(v)) {
 		xw_unlock(&c->tx_lock);
 		return -EPIPE;
@@ -264,8 +319,8 @@ static int stash_fill(struct xway_chan *c, size_t want)
 	return 0;
 }
 
-static ssize_t xen_recvv(struct xway_chan *c, const struct iovec *iov, int iovcnt,
-			 unsigned flags)
+static ssize_t xen_recvv_once(struct xway_chan *c, const struct iovec *iov, int iovcnt,
+			      unsigned flags, unsigned *pf)
 {
 	struct xw_xen *x = c->xen;
 	ssize_t done = 0;
@@ -278,6 +333,12 @@ static ssize_t xen_recvv(struct xway_chan *c, const struct iovec *iov, int iovcn
 		return 0;
 	if ((r = xw_lock(&c->rx_lock)))
 		return r;
+	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2) {
+		xw_unlock(&c->rx_lock);
+		return -ECANCELED;     /* we left while we waited for the lock */
+	}
+	/* Before the ring: a leaver publishes all its bytes before FINAL. */
+	*pf = xen_peer_flags(c);
 	if (flags & XWAY_RECV_PEEK) {
 		r = stash_fill(c, want);
 		if (r) {
@@ -333,13 +394,37 @@ out:
 	xw_unlock(&c->rx_lock);
 	if (done > 0 && !(flags & XWAY_RECV_PEEK))
 		atomic_fetch_add(&c->st_rx, done);
+	if (done == 0 && (*pf & XW_XEN_F_FINAL))
+		return -ECANCELED;     /* the leaver's bytes are all read: TCP now */
 	if (done == 0)
 		return lib.is_open(x->v) ? -EAGAIN : 0;   /* peer gone: EOF */
 	return done;
 }
 
+static ssize_t xen_recvv(struct xway_chan *c, const struct iovec *iov, int iovcnt,
+			 unsigned flags)
+{
+	unsigned pf = 0;
+	ssize_t n;
+
+	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
+		return -ECANCELED;
+	if (!xen_mapped_here(c))
+		return -EPROTO;   /* a child that got no mapping (no fork hook ran) */
+	n = xen_recvv_once(c, iov, iovcnt, flags, &pf);
+	/* "Closed" may be a leaver that set FINAL after our look at the
+	 * flags and then unmapped (exec, exit: the kernel clears its live
+	 * byte): read once more under the new flags, or its last bytes
+	 * would pass for EOF. */
+	if (n == 0 && !(pf & XW_XEN_F_FINAL) && (xen_peer_flags(c) & XW_XEN_F_FINAL))
+		n = xen_recvv_once(c, iov, iovcnt, flags, &pf);
+	return n;
+}
+
 static size_t xen_readable(struct xway_chan *c)
 {
+	if (!xen_mapped_here(c))
+		return 0;
 	int n = lib.data_ready(c->xen->v);
 
 	return (n > 0 ? (size_t)n : 0) + c->xen->stash_len - c->xen->stash_off;
@@ -347,6 +432,8 @@ static size_t xen_readable(struct xway_chan *c)
 
 static size_t xen_unsent(struct xway_chan *c)
 {
+	if (!xen_mapped_here(c))
+		return 0;
 	int n = lib.buffer_space(c->xen->v);
 
 	return n >= 0 && (size_t)n < c->tx.size ? c->tx.size - n : 0;
@@ -356,6 +443,12 @@ static unsigned xen_poll(struct xway_chan *c)
 {
 	unsigned m = 0;
 
+	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
+		return XWAY_EV_REVERT | XWAY_EV_IN | XWAY_EV_OUT;   /* we left */
+	if (!xen_mapped_here(c))
+		return XWAY_EV_ERR | XWAY_EV_IN | XWAY_EV_OUT;      /* no mapping here */
+	if (xen_peer_flags(c))
+		m |= XWAY_EV_REVERT | XWAY_EV_OUT;   /* the peer left: sends go to TCP */
 	/* data_ready and buffer_space also ask the peer to notify us. */
 	if (xen_readable(c) > 0)
 		m |= XWAY_EV_IN;
@@ -413,7 +506,7 @@ static void xen_ack(struct xway_chan *c)
 static unsigned xen_arm(struct xway_chan *c, unsigned events)
 {
 	xen_ack(c);
-	return xen_poll(c) & (events | XWAY_EV_ERR);
+	return xen_poll(c) & (events | XWAY_EV_ERR | XWAY_EV_REVERT);
 }
 
 /*
@@ -439,7 +532,7 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 			int timeout_ms)
 {
 	struct xw_xen *x = c->xen;
-	unsigned want = events | XWAY_EV_ERR;
+	unsigned want = events | XWAY_EV_ERR | XWAY_EV_REVERT;
 	struct timespec t0, t;
 	unsigned m;
 
@@ -518,6 +611,18 @@ static void xen_close_fds(struct xw_xen *x)
 {
 	struct libxenvchan *v = x->v;
 
+	if (x->map_pid != getpid()) {
+		/* A fork child's copy: the channel is the mapper's.  The
+		 * server end's mapping was copied (gntalloc): drop our copy;
+		 * the client end's was not (gntdev, VM_DONTCOPY): nothing is
+		 * there, and something else may be mapped there now. */
+		if (v->is_server)
+			munmap(x->map, x->map_len);
+		evl.close(v->event);
+		free(v);
+		return;
+	}
+
 	/* Release: our last writes to the rings before "gone"; the notify
 	 * (a hypercall) comes after. */
 	if (v->is_server)
@@ -538,8 +643,10 @@ static void xen_close(struct xway_chan *c)
 		close(c->xen->epfd);
 	if (c->xen->map)
 		xen_close_fds(c->xen);
-	else
+	else if (c->xen->map_pid == getpid())
 		lib.close(c->xen->v);
+	else
+		close(c->xen->evfd);   /* a fork child's copy: leave the channel be */
 	free(c->xen->stash);
 	free(c->xen);
 	xw_chan_free(c);
@@ -648,6 +755,7 @@ static int xen_init(int server, int peer_domid, const char *xs_path,
 		return -e;
 	}
 	x->v->blocking = 0;        /* our calls never block */
+	x->map_pid = getpid();
 	c->ops = &xen_ops;
 	c->backend = XWAY_BACKEND_XEN;
 	c->side = server ? 1 : 0;
@@ -786,6 +894,7 @@ static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vcha
 	x->v = v;
 	x->map = base;
 	x->map_len = len;
+	x->map_pid = getpid();
 	c->ops = &xen_ops;
 	c->backend = XWAY_BACKEND_XEN;
 	c->side = server ? 1 : 0;
@@ -872,19 +981,17 @@ int xway_chan_xen_peer_attached(const struct xway_chan *c)
 	       __atomic_load_n(&v->ring->cli_live, __ATOMIC_RELAXED) != 2;
 }
 
-ssize_t xway_chan_xen_take_unsent(struct xway_chan *c, void *buf, size_t len)
+/* Copy out (oldest first) up to len bytes we produced that nobody
+ * consumed, and count them consumed; the other side must be done
+ * consuming (never connected, or left: STOPPED). */
+static ssize_t xen_take_locked(struct xway_chan *c, void *buf, size_t len)
 {
-	struct libxenvchan_ring *w;
+	struct libxenvchan_ring *w = &c->xen->v->write;
 	uint32_t prod, cons, size, n, off, first;
 
-	if (!c || c->backend != XWAY_BACKEND_XEN || !c->xen->v->is_server)
-		return -EINVAL;
-	if (xway_chan_xen_peer_attached(c))
-		return -EBUSY;
-	w = &c->xen->v->write;
 	size = 1u << w->order;
 	/* Acquire: the bytes before the producer index (our own threads
-	 * wrote them); nobody else consumes, the peer never connected. */
+	 * wrote them) and the consumer's final index. */
 	prod = __atomic_load_n(&w->shr->prod, __ATOMIC_ACQUIRE);
 	cons = __atomic_load_n(&w->shr->cons, __ATOMIC_ACQUIRE);
 	n = prod - cons;
@@ -900,4 +1007,90 @@ ssize_t xway_chan_xen_take_unsent(struct xway_chan *c, void *buf, size_t len)
 	 * consumed. */
 	__atomic_store_n(&w->shr->cons, cons + n, __ATOMIC_RELEASE);
 	return n;
+}
+
+ssize_t xway_chan_xen_take_unsent(struct xway_chan *c, void *buf, size_t len)
+{
+	if (!c || c->backend != XWAY_BACKEND_XEN || !c->xen->v->is_server)
+		return -EINVAL;
+	if (xway_chan_xen_peer_attached(c))
+		return -EBUSY;
+	return xen_take_locked(c, buf, len);
+}
+
+/*
+ * Leave the channel for TCP (fork, exec, SCM_RIGHTS to a process without
+ * the shim, MSG_OOB): as xway_chan_revert for local rings, with the flags
+ * in the peer's notify byte.  Refused (-EBUSY) while bytes we already took
+ * out of the vchan wait in the peek stash: the peer would not re-send
+ * them, and after the leave nothing here reads them.  In the mapping
+ * process only.
+ */
+int xw_xen_revert(struct xway_chan *c)
+{
+	struct libxenvchan *v = c->xen->v;
+	uint8_t *b;
+	int r;
+
+	if (!v->ring)
+		return -EOPNOTSUPP;    /* tests' stand-in library */
+	b = v->is_server ? &v->ring->cli_notify : &v->ring->srv_notify;
+	if (atomic_load_explicit(&c->failed, memory_order_relaxed))
+		return -EINVAL;
+	if (c->xen->map_pid != getpid())
+		return -EPERM;
+	/* One direction at a time (the lock order forbids holding both),
+	 * consuming first: the peer trusts FINAL only after STOPPED. */
+	if ((r = xw_lock(&c->rx_lock)))
+		return r;
+	if (c->xen->stash_len != c->xen->stash_off) {
+		xw_unlock(&c->rx_lock);
+		return -EBUSY;
+	}
+	atomic_store(&c->failed, 2);
+	/* Release: our last consume (cons index) before the peer takes the
+	 * rest back. */
+	__atomic_fetch_or(b, XW_XEN_F_STOPPED, __ATOMIC_RELEASE);
+	xw_unlock(&c->rx_lock);
+	if ((r = xw_lock(&c->tx_lock)))
+		return r;
+	/* Release: every byte we published (and STOPPED) before FINAL. */
+	__atomic_fetch_or(b, XW_XEN_F_FINAL, __ATOMIC_RELEASE);
+	xw_unlock(&c->tx_lock);
+	/* Wake the peer whatever it sleeps for (a hypercall, after the ORs). */
+	pthread_once(&evl_once, evl_load);
+	if (evl.dl)
+		evl.notify(v->event, v->event_port);
+	return 0;
+}
+
+/* The staying side: what the leaver did not consume, back for TCP. */
+ssize_t xw_xen_take_back(struct xway_chan *c, void *buf, size_t len)
+{
+	ssize_t n;
+	int r;
+
+	if (!xen_mapped_here(c))
+		return -EBUSY;
+	if ((r = xw_lock(&c->tx_lock)))
+		return r;
+	n = (xen_peer_flags(c) & XW_XEN_F_STOPPED) ? xen_take_locked(c, buf, len) : -EBUSY;
+	xw_unlock(&c->tx_lock);
+	return n;
+}
+
+unsigned xw_xen_reverted(struct xway_chan *c)
+{
+	unsigned m = 0, f;
+
+	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
+		m |= XWAY_REVERT_LEFT;
+	if (!xen_mapped_here(c))
+		return m;
+	f = xen_peer_flags(c);
+	if (f & XW_XEN_F_STOPPED)
+		m |= XWAY_REVERT_PEER_STOPPED;
+	if (f & XW_XEN_F_FINAL)
+		m |= XWAY_REVERT_PEER_FINAL;
+	return m;
 }

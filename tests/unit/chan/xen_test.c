@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "xway/chan.h"
@@ -292,5 +293,90 @@ Test(xen, fd_ends_talk_through_libxenvchan, .timeout = 60)
 	cr_assert_eq(memcmp(buf, "tail", 4), 0);
 	cr_assert_eq(xway_chan_recv(s, buf, sizeof(buf), 0), 0, "no EOF after the client closed");
 	cr_assert(xway_chan_poll(s) & XWAY_EV_HUP);
+	xway_chan_close(s);
+}
+
+/* Check the Xen leave for TCP (fork, exec of a Xen connection): the
+ * leaver's calls return -ECANCELED at once; the peer sees REVERT, takes
+ * back exactly what the leaver never read, reads what the leaver wrote
+ * before leaving, and only then gets -ECANCELED (TCP from now on); its
+ * sends stop too.  A stash of peeked bytes refuses the leave (they would
+ * be lost), and a flag set without the leave makes sends go to TCP. */
+Test(xen, fd_ends_leave_for_tcp, .timeout = 60)
+{
+	int gnt[2], ev[2];
+	struct xway_xen_vchan v;
+	struct xway_chan *s = NULL, *c = NULL;
+	char buf[64];
+
+	fd_pair_setup(gnt, ev, &v);
+	cr_assert_eq(xway_chan_xen_server_fds((int[2]){ gnt[0], ev[0] }, &v, NULL, &s), 0);
+	cr_assert_eq(xway_chan_xen_client_fds((int[2]){ gnt[1], ev[1] }, &v, NULL, &c), 0);
+	cr_assert_eq(xway_chan_reverted(s), 0);
+	cr_assert_eq(xway_chan_reverted(c), 0);
+	/* c (the leaver) wrote "from-c"; s wrote "unread-by-c", never read. */
+	cr_assert_eq(xway_chan_send(c, "from-c", 6), 6);
+	cr_assert_eq(xway_chan_send(s, "unread-by-c", 11), 11);
+	/* A peek fills c's stash: leaving now would lose those bytes. */
+	cr_assert_eq(xway_chan_recv(c, buf, 3, XWAY_RECV_PEEK), 3);
+	cr_assert_eq(xway_chan_revert(c), -EBUSY);
+	cr_assert_eq(xway_chan_reverted(s), 0, "a refused leave set a flag");
+	cr_assert_eq(xway_chan_recv(c, buf, 3, 0), 3);      /* the peeked bytes */
+	cr_assert_eq(memcmp(buf, "unr", 3), 0);
+	cr_assert_eq(xway_chan_revert(c), 0);
+	cr_assert(xway_chan_reverted(c) & XWAY_REVERT_LEFT);
+	cr_assert_eq(xway_chan_send(c, "x", 1), -ECANCELED);
+	cr_assert_eq(xway_chan_recv(c, buf, sizeof(buf), 0), -ECANCELED);
+	cr_assert(xway_chan_poll(c) & XWAY_EV_REVERT);
+	/* The staying side. */
+	cr_assert(xway_chan_poll(s) & XWAY_EV_REVERT);
+	cr_assert_eq(xway_chan_reverted(s), XWAY_REVERT_PEER_STOPPED | XWAY_REVERT_PEER_FINAL);
+	cr_assert_eq(xway_chan_send(s, "late", 4), -ECANCELED, "a send after the leave");
+	cr_assert_eq(xway_chan_take_back(s, buf, sizeof(buf)), 8);
+	cr_assert_eq(memcmp(buf, "ead-by-c", 8), 0, "took back the wrong bytes");
+	cr_assert_eq(xway_chan_take_back(s, buf, sizeof(buf)), 0);
+	cr_assert_eq(xway_chan_recv(s, buf, sizeof(buf), 0), 6);
+	cr_assert_eq(memcmp(buf, "from-c", 6), 0);
+	cr_assert_eq(xway_chan_recv(s, buf, sizeof(buf), 0), -ECANCELED,
+		     "drained and final: TCP now");
+	/* The leaver's close (its live byte 0) is no EOF for the staying
+	 * side: the flags come first. */
+	xway_chan_close(c);
+	cr_assert_eq(xway_chan_recv(s, buf, sizeof(buf), 0), -ECANCELED);
+	xway_chan_close(s);
+}
+
+/* Check that a fork child never touches a client end's mapping (in a PV
+ * domain gntdev's mapping is not copied: the child crashed at its first
+ * use) and that its close does not end the channel for the parent. */
+Test(xen, fd_ends_fork_child_leaves_channel_alone, .timeout = 60)
+{
+	int gnt[2], ev[2], st = -1;
+	struct xway_xen_vchan v;
+	struct xway_chan *s = NULL, *c = NULL;
+	char buf[16];
+	pid_t pid;
+
+	fd_pair_setup(gnt, ev, &v);
+	cr_assert_eq(xway_chan_xen_server_fds((int[2]){ gnt[0], ev[0] }, &v, NULL, &s), 0);
+	cr_assert_eq(xway_chan_xen_client_fds((int[2]){ gnt[1], ev[1] }, &v, NULL, &c), 0);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		/* The client end's mapping is the parent's: no data call. */
+		int ok = xway_chan_send(c, "x", 1) == -EPROTO &&
+			 xway_chan_recv(c, buf, 1, 0) == -EPROTO &&
+			 (xway_chan_poll(c) & XWAY_EV_ERR) &&
+			 xway_chan_revert(c) < 0;
+		xway_chan_close(c);
+		_exit(ok ? 0 : 1);
+	}
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child's calls (status %d)", st);
+	cr_assert_eq(xway_chan_send(c, "still", 5), 5, "the child's close ended the channel");
+	cr_assert_eq(xway_chan_recv(s, buf, sizeof(buf), 0), 5);
+	cr_assert_eq(xway_chan_send(s, "both", 4), 4);
+	cr_assert_eq(xway_chan_recv(c, buf, sizeof(buf), 0), 4);
+	xway_chan_close(c);
 	xway_chan_close(s);
 }
