@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "errno.h"
+#include "lifecycle.h"
 #include "shim.h"
 
 #define XWAY_PENDING_SLICE_MS 50
@@ -206,7 +207,7 @@ int xway_io_revert(struct xway_conn *c)
 	char *buf = NULL;
 	ssize_t n = 0;
 	unsigned f;
-	int st, push = 0;
+	int st, push = 0, was = -1;
 
 	/* A client that never looked at the broker's decision (no call since
 	 * connect): the leaver's revert implies "claimed"; take it first. */
@@ -221,6 +222,7 @@ int xway_io_revert(struct xway_conn *c)
 	st = atomic_load_explicit(&c->state, memory_order_acquire);
 	if (st != XWAY_ST_ACCEL || !c->chan)
 		goto out;
+	was = c->reverted;
 	f = xway_chan_reverted(c->chan);
 	if (!c->reverted && (f & XWAY_REVERT_PEER_STOPPED) && !(f & XWAY_REVERT_PEER_FINAL)) {
 		/* The leaver sets its second flag right after the first (a
@@ -282,6 +284,15 @@ int xway_io_revert(struct xway_conn *c)
 out:
 	pthread_mutex_unlock(&c->lock);
 	free(buf);
+	/* A Xen connection has a broker at each end, and each record says it
+	 * went back to TCP (reason left-channel), never silently.  (Local
+	 * reverts keep their record: one broker, and the shims' logs.) */
+	if (was == 0 && c->reverted && c->chan && !xway_lc_sandboxed &&
+	    xway_chan_backend(c->chan) == XWAY_BACKEND_XEN)
+		xway_report_fallback(c, c->side, XWAY_R_LEFT, c->reverted == 2 ?
+				     "this end left the Xen channel for TCP (fork, exec, "
+				     "urgent data or a socket passed on)" :
+				     "the peer left the Xen channel; continuing on TCP");
 	/* A reverted connection stays in the fd table as FLUSH (a thin
 	 * pass-through to the socket) instead of being dropped: the epoll
 	 * emulation tells "went back to TCP" (turn the registration into a
@@ -554,9 +565,9 @@ static int xway_peer_gone(struct xway_conn *c)
  * there, so the connection leaves it for TCP as a process without the
  * shim would make it (xway_chan_revert: what we produced stays in the ring
  * for the peer, who reads it before TCP and re-sends on TCP what it had
- * produced for us), and the send goes to the socket with MSG_OOB.  The
- * Xen backend cannot revert: there the bytes go inline (as a receiver with
- * SO_OOBINLINE would read them), without SIGURG.
+ * produced for us), and the send goes to the socket with MSG_OOB.  Local
+ * rings and Xen channels alike (a Xen leave refused, with peeked bytes in
+ * its stash, keeps the bytes inline on the channel, without SIGURG).
  */
 static void xway_oob_leave(struct xway_conn *c)
 {

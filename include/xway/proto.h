@@ -97,6 +97,8 @@ enum xway_reason {
 	XWAY_R_SETUP_PROTO,       /* setup failed: broker protocol error */
 	XWAY_R_UNSUPPORTED,       /* socket option/flag the channel cannot serve */
 	XWAY_R_NO_OFFER,          /* accept: client offered nothing (not shimmed) */
+	XWAY_R_LEFT,              /* left the channel for TCP after it was set up
+				     (Xen: fork, exec, MSG_OOB, SCM_RIGHTS) */
 	XWAY_R__MAX
 };
 
@@ -118,6 +120,7 @@ static inline const char *xway_reason_str(uint32_t reason)
 		[XWAY_R_SETUP_PROTO]    = "setup-proto",
 		[XWAY_R_UNSUPPORTED]    = "unsupported",
 		[XWAY_R_NO_OFFER]       = "no-offer",
+		[XWAY_R_LEFT]           = "left-channel",
 	};
 
 	return reason < XWAY_R__MAX && names[reason] ? names[reason] : "unknown";

@@ -18,7 +18,7 @@
 #   XEN_TESTBED_BYTES=N[KMG]    transfer size per test (64M)
 #   XEN_TESTBED_PINGS=N         ping-pong round trips per test (1000)
 #   XEN_TESTBED_SCALE=1         also run workloads 70-75 (scale, restart)
-#   XEN_TESTBED_APPS=1          also run workloads 80-83 (ssh, apache2,
+#   XEN_TESTBED_APPS=0          skip workloads 80-83 (ssh, apache2,
 #                               vsftpd, MariaDB across the domUs)
 #   XEN_TESTBED_ONLY="50 90"    run only the workloads whose names start
 #                               with one of these prefixes (development)
@@ -156,8 +156,8 @@ TB_BARRIER_TIMEOUT=900
 TB_DOMU_TIMEOUT=$(( limit - 300 > 300 ? limit - 300 : 300 ))
 # Workloads 70-75 (scale, broker restart) run only when asked for.
 TB_SCALE=${XEN_TESTBED_SCALE:-0}
-# Workloads 80-83 (the apps across domains) run only when asked for.
-TB_APPS=${XEN_TESTBED_APPS:-0}
+# Workloads 80-83 (the apps across domains) run unless told not to.
+TB_APPS=${XEN_TESTBED_APPS:-1}
 EOF
 put 0644 "$work/config" /opt/xway-testbed/config
 # The boot unit, and quiet consoles: a getty on hvc0 hangs up the console

@@ -225,6 +225,7 @@ Test(names, reasons_match_schema)
 		"", "disabled", "excluded", "broker-down", "no-listener",
 		"not-coresident", "withdrawn", "peer-tcp", "setup-bind",
 		"setup-chan", "setup-proto", "unsupported", "no-offer",
+		"left-channel",
 	};
 
 	cr_assert_eq(sizeof(want) / sizeof(want[0]), XWAY_R__MAX);

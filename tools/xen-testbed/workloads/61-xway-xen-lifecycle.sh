@@ -11,11 +11,11 @@
 # a half-close and EOF, so a lost, duplicated or reordered byte fails it.
 # Passes when every case of LC_CASES passes on both ends; the report says
 # per case whether this domain's broker saw it on xen (with the payload on
-# the channel) or on TCP.  LC_GAP_CASES are known gaps of the Xen backend
-# (docs/XEN.md "What the test bed runs": a fork child or an exec'd image
-# cannot use or hand on a libxenvchan endpoint, and any holder's close
-# ends the channel for all): they run with a 60 s bound and are reported
-# ("gap" or "now passes"), without failing the workload.
+# the channel) or on TCP.  fork, fork-handoff, exec and fork-serve leave
+# the Xen channel for TCP at the fork or exec (docs/DESIGN.md §7.2): their
+# records say tcp, reason left-channel.  LC_GAP_CASES (none now) would run
+# with a 60 s bound and be reported ("gap" or "now passes") without
+# failing the workload.
 set -u
 role=$1
 . "$TB_LIB"
@@ -41,8 +41,8 @@ wait_for 60 test -S "$sock" || { echo "xwayd did not start" >&2; cat "$d/xwayd.l
 ctl() { "$TB_BIN/xwayctl" "$@" --socket "$sock"; }
 ctl status --json | grep -q '"mode":"xen"' || { echo "xwayd is not in Xen mode" >&2; exit 1; }
 export XWAY_BROKER_TIMEOUT_MS=3000
-cases=${LC_CASES:-"remote-echo remote-dup"}
-gaps=${LC_GAP_CASES-"remote-fork remote-fork-handoff remote-exec fork-serve"}
+cases=${LC_CASES:-"remote-echo remote-dup remote-fork remote-fork-handoff remote-exec fork-serve"}
+gaps=${LC_GAP_CASES-""}
 limit=330            # per process; xway-lc's own alarm() is 300 s
 shim_env=(LD_PRELOAD=$lib XWAY_BROKER_SOCK=$sock)
 declare -A port_of rc_of
@@ -121,11 +121,22 @@ for tc in $cases $gaps; do
 	backend=$(echo "$rec" | grep -o '"backend":"[a-z]*"' | head -n1 | cut -d'"' -f4)
 	c2s=$(num "$rec" bytes_c2s); s2c=$(num "$rec" bytes_s2c)
 	chan=$(( ${c2s:-0} + ${s2c:-0} ))
+	reason=$(echo "$rec" | grep -o '"reason":"[a-z-]*"' | head -n1 | cut -d'"' -f4)
 	echo "lc.$tc.backend=${backend:-none}"
 	echo "lc.$tc.chan_bytes=$chan"
-	paths="$paths $tc:${backend:-none}/${chan}B"
+	paths="$paths $tc:${backend:-none}${reason:+($reason)}/${chan}B"
+	# What this broker must have recorded: the channel for echo and dup;
+	# for a fork or exec, the leave for TCP (never a silent fallback).
+	case $tc in
+	remote-echo|remote-dup)
+		[ "$backend" = xen ] && [ $chan -gt 0 ] ||
+			{ echo "$tc: not on the Xen channel (${backend:-no record}, $chan B)" >&2; fail=1; } ;;
+	remote-fork|remote-fork-handoff|remote-exec|fork-serve)
+		[ "$backend" = tcp ] && [ "$reason" = left-channel ] ||
+			{ echo "$tc: recorded ${backend:-no record}/${reason:-no reason}, not tcp/left-channel" >&2; fail=1; } ;;
+	esac
 done
 ncases=$(echo $cases | wc -w)
 echo "report.lc_$role=cases passed $npass/$ncases;$paths; known Xen gaps:${gapres:- none}"
-[ $fail = 0 ] || { echo "a case failed" >&2; exit 1; }
+[ $fail = 0 ] || { echo "a case failed or its record is wrong" >&2; exit 1; }
 exit 0
