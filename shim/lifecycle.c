@@ -130,7 +130,7 @@ static void xway_xen_collect(int fd, struct xway_conn *c, void *arg)
 }
 
 /* One connection (held by the caller), outside the fd table's lock. */
-static void xway_xen_leave(struct xway_conn *c, const char *why)
+void xway_lc_xen_leave(struct xway_conn *c, const char *why)
 {
 	int r = xway_chan_revert(c->chan);
 
@@ -151,7 +151,7 @@ static void xway_xen_leave_all(const char *why)
 
 	xway_fd_foreach(xway_xen_collect, &a);
 	for (int i = 0; i < a.n; i++) {
-		xway_xen_leave(a.c[i], why);
+		xway_lc_xen_leave(a.c[i], why);
 		xway_conn_put(a.c[i]);
 	}
 	free(a.c);
@@ -639,7 +639,7 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 			continue;                    /* CLOEXEC everywhere: gone */
 		if (xway_chan_backend(c->chan) == XWAY_BACKEND_XEN) {
 			/* The new image gets the socket, on plain TCP. */
-			xway_xen_leave(c, "exec");
+			xway_lc_xen_leave(c, "exec");
 			continue;
 		}
 		if (xway_chan_fds(c->chan, cf, 3) != 3)

@@ -72,6 +72,11 @@ int xway_lc_own_fds(int *fds, int max);
  * paths that would call getsockopt/sendmsg should check it. */
 extern int xway_lc_sandboxed;
 
+/* An established Xen connection cannot be shared with another process:
+ * before a fork, clone, exec or SCM_RIGHTS hand-over it leaves the
+ * channel for TCP (docs/DESIGN.md §7.2).  c is held by the caller. */
+void xway_lc_xen_leave(struct xway_conn *c, const char *why);
+
 /* Open the broker link now if this process holds connections (before a
  * sandbox, chroot or uid change could forbid it). */
 void xway_lc_prepare_sandbox(void);

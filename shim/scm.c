@@ -342,6 +342,13 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 		int st = atomic_load_explicit(&c->state, memory_order_acquire);
 		if (st == XWAY_ST_PENDING)
 			st = xway_pending_resolve(c, 0);
+		if (st == XWAY_ST_ACCEL && c->chan && !c->reverted &&
+		    xway_chan_backend(c->chan) == XWAY_BACKEND_XEN) {
+			/* A Xen channel is this process's mapping: the
+			 * receiver gets the socket on plain TCP. */
+			xway_lc_xen_leave(c, "SCM_RIGHTS");
+			st = atomic_load_explicit(&c->state, memory_order_acquire);
+		}
 		if (st == XWAY_ST_FLUSH)
 			xway_flush_owed(c, 0);
 		if ((st != XWAY_ST_ACCEL && st != XWAY_ST_PENDING) || !c->chan) {
