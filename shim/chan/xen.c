@@ -227,6 +227,15 @@ static int xen_mapped_here(struct xway_chan *c)
 	       (c->xen->map_pid == getpid() || c->xen->v->is_server);
 }
 
+/* Before a data call: 0, -ECANCELED once we left (TCP from now on), or
+ * -EPROTO in a child that got no mapping (no fork hook of ours ran). */
+static int xen_usable(struct xway_chan *c)
+{
+	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
+		return -ECANCELED;
+	return xen_mapped_here(c) ? 0 : -EPROTO;
+}
+
 /* The peer's flags, from the byte it sets bits in for us.  Acquire: pairs
  * with the leaver's release OR; what follows (the ring indices) is at
  * least as new as the flag says. */
@@ -249,10 +258,8 @@ static ssize_t xen_sendv(struct xway_chan *c, const struct iovec *iov, int iovcn
 	ssize_t done = 0;
 	int r;
 
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
-		return -ECANCELED;
-	if (!xen_mapped_here(c))
-		return -EPROTO;   /* a child that got no mapping (no fork hook ran) */
+	if ((r = xen_usable(c)))
+		return r;
 	if ((r = xw_lock(&c->tx_lock)))
 		return r;
 	/* We left while we waited for the lock, or the peer did (take back,
@@ -407,10 +414,8 @@ static ssize_t xen_recvv(struct xway_chan *c, const struct iovec *iov, int iovcn
 	unsigned pf = 0;
 	ssize_t n;
 
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
-		return -ECANCELED;
-	if (!xen_mapped_here(c))
-		return -EPROTO;   /* a child that got no mapping (no fork hook ran) */
+	if ((n = xen_usable(c)))
+		return n;
 	n = xen_recvv_once(c, iov, iovcnt, flags, &pf);
 	/* "Closed" may be a leaver that set FINAL after our look at the
 	 * flags and then unmapped (exec, exit: the kernel clears its live

@@ -296,22 +296,29 @@ Test(xen, fd_ends_talk_through_libxenvchan, .timeout = 60)
 	xway_chan_close(s);
 }
 
+/* A connected pair: the server end *s and the client end *c. */
+static void fd_ends_connected(struct xway_chan **s, struct xway_chan **c)
+{
+	int gnt[2], ev[2];
+	struct xway_xen_vchan v;
+
+	fd_pair_setup(gnt, ev, &v);
+	cr_assert_eq(xway_chan_xen_server_fds((int[2]){ gnt[0], ev[0] }, &v, NULL, s), 0);
+	cr_assert_eq(xway_chan_xen_client_fds((int[2]){ gnt[1], ev[1] }, &v, NULL, c), 0);
+}
+
 /* Check the Xen leave for TCP (fork, exec of a Xen connection): the
  * leaver's calls return -ECANCELED at once; the peer sees REVERT, takes
  * back exactly what the leaver never read, reads what the leaver wrote
  * before leaving, and only then gets -ECANCELED (TCP from now on); its
  * sends stop too.  A stash of peeked bytes refuses the leave (they would
- * be lost), and a flag set without the leave makes sends go to TCP. */
+ * be lost). */
 Test(xen, fd_ends_leave_for_tcp, .timeout = 60)
 {
-	int gnt[2], ev[2];
-	struct xway_xen_vchan v;
 	struct xway_chan *s = NULL, *c = NULL;
 	char buf[64];
 
-	fd_pair_setup(gnt, ev, &v);
-	cr_assert_eq(xway_chan_xen_server_fds((int[2]){ gnt[0], ev[0] }, &v, NULL, &s), 0);
-	cr_assert_eq(xway_chan_xen_client_fds((int[2]){ gnt[1], ev[1] }, &v, NULL, &c), 0);
+	fd_ends_connected(&s, &c);
 	cr_assert_eq(xway_chan_reverted(s), 0);
 	cr_assert_eq(xway_chan_reverted(c), 0);
 	/* c (the leaver) wrote "from-c"; s wrote "unread-by-c", never read. */
@@ -351,15 +358,12 @@ Test(xen, fd_ends_leave_for_tcp, .timeout = 60)
  * use) and that its close does not end the channel for the parent. */
 Test(xen, fd_ends_fork_child_leaves_channel_alone, .timeout = 60)
 {
-	int gnt[2], ev[2], st = -1;
-	struct xway_xen_vchan v;
 	struct xway_chan *s = NULL, *c = NULL;
 	char buf[16];
+	int st = -1;
 	pid_t pid;
 
-	fd_pair_setup(gnt, ev, &v);
-	cr_assert_eq(xway_chan_xen_server_fds((int[2]){ gnt[0], ev[0] }, &v, NULL, &s), 0);
-	cr_assert_eq(xway_chan_xen_client_fds((int[2]){ gnt[1], ev[1] }, &v, NULL, &c), 0);
+	fd_ends_connected(&s, &c);
 	pid = fork();
 	cr_assert(pid >= 0);
 	if (pid == 0) {
