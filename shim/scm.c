@@ -342,10 +342,24 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 		int st = atomic_load_explicit(&c->state, memory_order_acquire);
 		if (st == XWAY_ST_PENDING)
 			st = xway_pending_resolve(c, 0);
-		if (st == XWAY_ST_ACCEL && c->chan && !c->reverted &&
-		    xway_chan_backend(c->chan) == XWAY_BACKEND_XEN) {
-			/* A Xen channel is this process's mapping: the
-			 * receiver gets the socket on plain TCP. */
+		int xen = c->chan && xway_chan_backend(c->chan) == XWAY_BACKEND_XEN;
+		if (st == XWAY_ST_PENDING && xen) {
+			/* A Xen channel is this process's mapping and cannot
+			 * follow the socket: withdraw the offer and wait,
+			 * bounded, for the decision (a claim that won the race
+			 * leaves below).  vsftpd's active-mode data
+			 * connections: connected by the privileged process,
+			 * passed at once; the peer's shim filled the ring
+			 * nobody would read (test bed 82). */
+			for (int k = 0; k < 150 && st == XWAY_ST_PENDING; k++)
+				st = xway_pending_resolve(c, 1);
+			if (st == XWAY_ST_PENDING)
+				XWARN("sendmsg: fd %d: no decision on its Xen offer within 3 s; "
+				      "handed over pending, the receiver cannot use a Xen channel",
+				      app[i]);
+		}
+		if (st == XWAY_ST_ACCEL && xen && !c->reverted) {
+			/* The receiver gets the socket on plain TCP. */
 			xway_lc_xen_leave(c, "SCM_RIGHTS");
 			st = atomic_load_explicit(&c->state, memory_order_acquire);
 		}
