@@ -33,9 +33,9 @@ nic=${XTB_NIC:-enX0}
 # channel is one process's mapping, so the connection leaves it for TCP
 # at the fork/clone (docs/DESIGN.md §7.2) and the session runs on TCP.
 # withdrawn: an active-mode data connection is connected by vsftpd's
-# privileged process and handed to the session by SCM_RIGHTS, which a Xen
-# channel cannot follow; the peer's broker then fails to map the grants
-# (EINVAL: freed with the sender's copy) and both ends stay on TCP.
+# privileged process and handed to the session by SCM_RIGHTS at once,
+# which a Xen channel cannot follow: the sender's shim withdraws its
+# offer first (docs/DESIGN.md §7.2) and both ends stay on TCP.
 ALLOW="left-channel withdrawn"
 # A known defect (docs/COMPAT.md, Xen) and the daemon pids whose Xen
 # channel shows it (empty: none).
