@@ -104,7 +104,7 @@ struct xw_xen {
 	/* The process that mapped the rings.  A fork child of the client
 	 * end has no mapping (gntdev's is VM_DONTCOPY in a PV domain), and
 	 * a child of either end must not end the channel for its parent:
-	 * elsewhere, nothing touches the shared page (see xen_revert). */
+	 * elsewhere, nothing touches the shared page (see xw_xen_revert). */
 	pid_t    map_pid;
 };
 
@@ -207,7 +207,7 @@ int xway_chan_xen_available(const char **why)
  * libxenvchan's shared page has no spare word, but each notify byte (the
  * one side sets VCHAN_NOTIFY_* bits in it to ask for a notification, the
  * other clears them one by one with an atomic AND) has six unused bits.
- * A leaver (xen_revert) sets two in the byte its peer reads, as a local
+ * A leaver (xw_xen_revert) sets two in the byte its peer reads, as a local
  * ring's REVERT flags: STOPPED after its last consume (its cons index is
  * final: the peer takes back the rest and re-sends it on TCP), FINAL after
  * its last produce (once the peer read the ring empty, TCP carries the
