@@ -83,6 +83,20 @@ static inline long xw_sys_ppoll(struct pollfd *p, unsigned n,
 			      (long)(_NSIG / 8));
 }
 
+/* ppoll with a signal mask for the sleep (the kernel's 8-byte sigset). */
+static inline long xw_sys_ppoll_mask(struct pollfd *p, unsigned n,
+				     const struct timespec *ts, const sigset_t *mask)
+{
+	return xw_raw_syscall(SYS_ppoll, (long)p, (long)n, (long)ts, (long)mask,
+			      (long)(_NSIG / 8));
+}
+
+static inline long xw_sys_sigmask(int how, const sigset_t *set, sigset_t *old)
+{
+	return xw_raw_syscall(SYS_rt_sigprocmask, how, (long)set, (long)old,
+			      (long)(_NSIG / 8), 0);
+}
+
 /* Hint word values (ring ctl `spinning`): AWAKE bit + last cpu + 1. */
 #define XW_HINT_AWAKE 0x80000000u
 #define XW_HINT_CPU   0x0000ffffu

@@ -534,7 +534,7 @@ static unsigned xen_arm(struct xway_chan *c, unsigned events)
 #define XW_XEN_ALONE_SLICE_NS  100000000LL
 
 static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
-			int timeout_ms)
+			int timeout_ms, const sigset_t *sleep_mask)
 {
 	struct xw_xen *x = c->xen;
 	unsigned want = events | XWAY_EV_ERR | XWAY_EV_REVERT;
@@ -583,7 +583,7 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 			ts.tv_nsec = left % 1000000000LL;
 			tsp = &ts;
 		}
-		r = xw_sys_ppoll(p, extra_fd >= 0 ? 2 : 1, tsp);
+		r = xw_sys_ppoll_mask(p, extra_fd >= 0 ? 2 : 1, tsp, sleep_mask);
 		if (r < 0)
 			return (int)r;
 		atomic_fetch_add(&c->st_sleeps, 1);
@@ -598,13 +598,29 @@ static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
 		    int timeout_ms)
 {
 	struct xw_xen *x = c->xen;
+	sigset_t all, old;
 	int r;
+
+	/* Signals are blocked except inside ppoll (its mask is the caller's
+	 * own), so one that arrives between two slices waits for the next
+	 * ppoll and interrupts it: the wait returns -EINTR as a blocking
+	 * recv on kernel TCP would.  Without this a signal that landed
+	 * between slices ran its handler and the wait slept on (tcpsem
+	 * `intr` across domains: a 100 ms itimer against 100 ms slices). */
+	sigfillset(&all);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
+	int masked = xw_sys_sigmask(SIG_BLOCK, &all, &old) == 0;
 
 	/* Relaxed: only decides between slices and one long sleep; a stale
 	 * count costs one slice or is caught by the acks re-check. */
 	atomic_fetch_add_explicit(&x->sleepers, 1, memory_order_relaxed);
-	r = xen_wait_one(c, events, extra_fd, timeout_ms);
+	r = xen_wait_one(c, events, extra_fd, timeout_ms, masked ? &old : NULL);
 	atomic_fetch_sub_explicit(&x->sleepers, 1, memory_order_relaxed);
+	if (masked)
+		xw_sys_sigmask(SIG_SETMASK, &old, NULL);
 	return r;
 }
 

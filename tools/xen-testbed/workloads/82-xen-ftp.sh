@@ -36,7 +36,9 @@ nic=${XTB_NIC:-enX0}
 # privileged process and handed to the session by SCM_RIGHTS at once,
 # which a Xen channel cannot follow: the sender's shim withdraws its
 # offer first (docs/DESIGN.md §7.2) and both ends stay on TCP.
-ALLOW="left-channel withdrawn"
+# no-offer: the same, seen from curl's side when its claim comes after
+# the withdrawal was decided.
+ALLOW="left-channel withdrawn no-offer"
 # A known defect (docs/COMPAT.md, Xen) and the daemon pids whose Xen
 # channel shows it (empty: none).
 KNOWN=""
