@@ -240,7 +240,8 @@ static int xway_poll_do(struct pollfd *fds, nfds_t n, int64_t deadline,
 					continue;
 				w[k].sleeping = xway_chan_events(f->events);
 				xway_chan_sleeper(w[k].c->chan, w[k].sleeping, 1);
-				if (xway_chan_arm(w[k].c->chan, xway_chan_events(f->events))) {
+				if (xway_chan_arm(w[k].c->chan, xway_chan_events(f->events) |
+						  XWAY_EV_SELF_DRAIN)) {
 					f->revents = xway_poll_level(w[k].c, f->events);
 					if (f->revents)
 						ready++;

@@ -44,6 +44,11 @@ enum xway_backend {
 #define XWAY_EV_REVERT 0x100u /* the connection left the channel for TCP
 				 (XWAY_RING_F_REVERT, either side): see
 				 xway_chan_revert; every wait returns on it */
+#define XWAY_EV_SELF_DRAIN 0x200u /* only in xway_chan_arm's events: the caller
+				 sleeps on xway_chan_pollfd() itself and drains
+				 it (xway_chan_ack) when it fires, as poll() does:
+				 a notification already pending need not be
+				 consumed first (it wakes the caller at once) */
 
 /* Flags for xway_chan_recv(). */
 #define XWAY_RECV_PEEK 0x1u

@@ -510,7 +510,14 @@ static void xen_ack(struct xway_chan *c)
  */
 static unsigned xen_arm(struct xway_chan *c, unsigned events)
 {
-	xen_ack(c);
+	/* A poll()er sleeps on the fd itself: a pending notification wakes
+	 * it at once and it drains then.  Skipping the ack saves a system
+	 * call per connection and round: a server polling 1000 connections
+	 * made 1000 of them (through the hypervisor, in a PV domain) before
+	 * each sleep. */
+	if (!(events & XWAY_EV_SELF_DRAIN))
+		xen_ack(c);
+	events &= ~XWAY_EV_SELF_DRAIN;
 	return xen_poll(c) & (events | XWAY_EV_ERR | XWAY_EV_REVERT);
 }
 
