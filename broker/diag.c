@@ -199,43 +199,33 @@ static uint64_t *pid_socket_inodes(pid_t pid, size_t max, size_t *n)
 }
 
 /*
- * Abort (SOCK_DESTROY, as `ss -K`) every TCP socket of this namespace whose
- * peer is *peer and that process pid holds: the client side of connections
- * to a Xen domain that vanished, whose FIN or RST will never come.  Returns
- * how many were aborted, or -errno if the dump itself failed.  Only sockets
- * of that one process are touched, so another application's plain TCP
- * connection to the same address keeps its kernel timeouts.
+ * A dump of the TCP sockets of one family (AF_INET/AF_INET6) in the given
+ * states (a TCP_* bit mask) in the broker's namespace: fn is called for each
+ * socket.  0, or -errno if the dump itself failed.  Bounded: a dump is a few
+ * messages; it stops at NLMSG_DONE, an error, a timeout or 4096 reads.
  */
-int xwayd_tcp_abort_to(const struct xway_addr *peer, pid_t pid)
+static int diag_dump(int family, uint32_t states,
+		     void (*fn)(const struct inet_diag_msg *m, void *arg), void *arg)
 {
 	struct diag_req req;
+	struct xway_addr any = { .family = (uint16_t)family };
 	union {
 		char buf[16384];
 		struct nlmsghdr align;
 	} u;
-	bool v4 = xway_addr_is_v4(peer);
-	struct xway_addr hits[64];
-	size_t ninodes = 0, nhits = 0;
-	uint64_t *inodes;
-	int fd, e = 0, aborted = 0;
 	bool done = false;
+	int fd, e = 0;
 
-	inodes = pid_socket_inodes(pid, 65536, &ninodes);
-	if (!inodes)
-		return 0;
-	if ((fd = diag_socket()) < 0) {
-		g_free(inodes);
+	if (family == AF_INET)
+		any.ip[10] = any.ip[11] = 0xff;     /* v4 mapped: the family */
+	if ((fd = diag_socket()) < 0)
 		return fd;
-	}
-	diag_req_init(&req, SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, 1, NULL, peer);
-	/* Every state but LISTEN: a listener has no peer. */
-	req.r.idiag_states = ~0u & ~(1u << 10);     /* 10: TCP_LISTEN */
+	diag_req_init(&req, SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, 1, NULL, &any);
+	req.r.idiag_states = states;
 	if (send(fd, &req, sizeof(req), 0) < 0) {
 		e = -errno;
 		goto out;
 	}
-	/* Bounded: a dump of a domU's sockets is a few messages; stop at
-	 * NLMSG_DONE, an error, a timeout or 4096 reads. */
 	for (int reads = 0; !done && reads < 4096; reads++) {
 		ssize_t n = recv(fd, u.buf, sizeof(u.buf), 0);
 		struct nlmsghdr *h;
@@ -245,9 +235,6 @@ int xwayd_tcp_abort_to(const struct xway_addr *peer, pid_t pid)
 			break;
 		}
 		for (h = &u.align; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
-			struct inet_diag_msg *m;
-			uint64_t ino;
-
 			if (h->nlmsg_type == NLMSG_DONE) {
 				done = true;
 				break;
@@ -258,34 +245,81 @@ int xwayd_tcp_abort_to(const struct xway_addr *peer, pid_t pid)
 				break;
 			}
 			if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
-			    h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
+			    h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
 				continue;
-			m = NLMSG_DATA(h);
-			ino = m->idiag_inode;
-			if (m->id.idiag_dport != peer->port ||
-			    memcmp(m->id.idiag_dst, v4 ? peer->ip + 12 : peer->ip, v4 ? 4 : 16) ||
-			    !bsearch(&ino, inodes, ninodes, sizeof(ino), cmp_u64) ||
-			    nhits == G_N_ELEMENTS(hits))
-				continue;
-			/* Aborted after the dump: a SOCK_DESTROY on this
-			 * socket now would interleave with the dump. */
-			memset(&hits[nhits], 0, sizeof(hits[nhits]));
-			hits[nhits].family = peer->family;
-			hits[nhits].port = m->id.idiag_sport;
-			if (v4) {
-				hits[nhits].ip[10] = hits[nhits].ip[11] = 0xff;
-				memcpy(hits[nhits].ip + 12, m->id.idiag_src, 4);
-			} else {
-				memcpy(hits[nhits].ip, m->id.idiag_src, 16);
-			}
-			nhits++;
+			fn(NLMSG_DATA(h), arg);
 		}
 	}
+	if (!done && !e)
+		e = -ETIMEDOUT;
 out:
 	close(fd);
-	g_free(inodes);
-	for (size_t i = 0; i < nhits; i++) {
-		int r = xwayd_tcp_destroy(&hits[i], peer);
+	return e;
+}
+
+/* A socket's own address (idiag_src/sport) as a struct xway_addr. */
+static void diag_local(const struct inet_diag_msg *m, struct xway_addr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->family = m->idiag_family;
+	a->port = m->id.idiag_sport;
+	if (m->idiag_family == AF_INET) {
+		a->ip[10] = a->ip[11] = 0xff;
+		memcpy(a->ip + 12, m->id.idiag_src, 4);
+	} else {
+		memcpy(a->ip, m->id.idiag_src, 16);
+	}
+}
+
+struct abort_scan {
+	const struct xway_addr *peer;
+	const uint64_t *inodes;
+	size_t ninodes, nhits;
+	struct xway_addr hits[64];
+};
+
+static void abort_scan_one(const struct inet_diag_msg *m, void *arg)
+{
+	struct abort_scan *a = arg;
+	bool v4 = xway_addr_is_v4(a->peer);
+	uint64_t ino = m->idiag_inode;
+
+	if (m->id.idiag_dport != a->peer->port ||
+	    memcmp(m->id.idiag_dst, v4 ? a->peer->ip + 12 : a->peer->ip, v4 ? 4 : 16) ||
+	    !bsearch(&ino, a->inodes, a->ninodes, sizeof(ino), cmp_u64) ||
+	    a->nhits == G_N_ELEMENTS(a->hits))
+		return;
+	/* Aborted after the dump: a SOCK_DESTROY on this socket now would
+	 * interleave with the dump. */
+	diag_local(m, &a->hits[a->nhits]);
+	a->hits[a->nhits++].family = a->peer->family;
+}
+
+/*
+ * Abort (SOCK_DESTROY, as `ss -K`) every TCP socket of this namespace whose
+ * peer is *peer and that process pid holds: the client side of connections
+ * to a Xen domain that vanished, whose FIN or RST will never come.  Returns
+ * how many were aborted, or -errno if the dump itself failed.  Only sockets
+ * of that one process are touched, so another application's plain TCP
+ * connection to the same address keeps its kernel timeouts.
+ */
+int xwayd_tcp_abort_to(const struct xway_addr *peer, pid_t pid)
+{
+	struct abort_scan *a = g_new0(struct abort_scan, 1);
+	int e, aborted = 0;
+
+	a->peer = peer;
+	a->inodes = pid_socket_inodes(pid, 65536, &a->ninodes);
+	if (!a->inodes) {
+		g_free(a);
+		return 0;
+	}
+	/* Every state but LISTEN: a listener has no peer. */
+	e = diag_dump(xway_addr_is_v4(peer) ? AF_INET : AF_INET6,
+		      ~0u & ~(1u << 10) /* 10: TCP_LISTEN */, abort_scan_one, a);
+	g_free((void *)a->inodes);
+	for (size_t i = 0; i < a->nhits; i++) {
+		int r = xwayd_tcp_destroy(&a->hits[i], peer);
 
 		if (r == 0)
 			aborted++;
@@ -293,7 +327,31 @@ out:
 			XLOG_WARN("aborting the TCP socket to a vanished peer: %s",
 				     g_strerror(-r));
 	}
+	g_free(a);
 	return e && !aborted ? e : aborted;
+}
+
+static void listening_one(const struct inet_diag_msg *m, void *arg)
+{
+	struct xwayd_tcp_listening l;
+
+	l.inode = m->idiag_inode;
+	diag_local(m, &l.addr);
+	g_array_append_val((GArray *)arg, l);
+}
+
+GArray *xwayd_tcp_listening(int *err)
+{
+	GArray *out = g_array_new(FALSE, FALSE, sizeof(struct xwayd_tcp_listening));
+	int e4 = diag_dump(AF_INET, 1u << 10 /* TCP_LISTEN */, listening_one, out);
+	int e6 = diag_dump(AF_INET6, 1u << 10, listening_one, out);
+
+	*err = e4 ? e4 : e6;
+	if (*err) {
+		g_array_free(out, TRUE);
+		return NULL;
+	}
+	return out;
 }
 
 /*

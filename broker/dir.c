@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "xwayd.h"
 
@@ -36,6 +37,7 @@ static void listener_free(gpointer p)
 	struct xwayd_listener *l = p;
 
 	g_hash_table_destroy(l->refs);
+	g_array_free(l->inodes, TRUE);
 	g_free(l);
 }
 
@@ -54,6 +56,7 @@ void xwayd_gen_bump(void)
 	__atomic_store_n(&xd->gen->listener_gen, xd->gen->listener_gen + 1,
 			 __ATOMIC_RELEASE);
 	xwayd_xen_listeners_changed();
+	xwayd_persist_changed();
 }
 
 static char *listener_key(const struct xway_addr *a, xwayd_netns ns)
@@ -154,6 +157,21 @@ static bool netns_owns(xwayd_netns ns, pid_t pid, const struct xway_addr *a)
 
 /* ---- LISTEN_ADD / LISTEN_DEL --------------------------------------------- */
 
+/* The reference key of restored records: g_int64_hash wants a pointer to
+ * a 64-bit key that lives as long as the table entry. */
+static uint64_t restored_id = XWAYD_RESTORED;
+
+/* Remember a registered socket of l (bounded: the oldest goes). */
+static void add_inode(struct xwayd_listener *l, uint64_t ino)
+{
+	for (guint i = 0; i < l->inodes->len; i++)
+		if (g_array_index(l->inodes, uint64_t, i) == ino)
+			return;
+	if (l->inodes->len >= XWAYD_LISTENER_INODES)
+		g_array_remove_index(l->inodes, 0);
+	g_array_append_val(l->inodes, ino);
+}
+
 void xwayd_listen_add(struct xwayd_client *c, const struct xway_req *r, int fd)
 {
 	const struct xway_listen *b = &r->u.listen;
@@ -161,6 +179,8 @@ void xwayd_listen_add(struct xwayd_client *c, const struct xway_req *r, int fd)
 	struct xway_addr name;
 	xwayd_netns ns;
 	bool listening, v6only = false;
+	struct stat st;
+	uint64_t ino;
 	char *key;
 	int dom, e;
 
@@ -186,6 +206,8 @@ void xwayd_listen_add(struct xwayd_client *c, const struct xway_req *r, int fd)
 	e = xwayd_sock_addr(fd, false, &name);
 	if (!e)
 		e = xwayd_sock_netns(fd, c->pid, &ns);
+	if (!e && fstat(fd, &st) < 0)
+		e = -errno;
 	/* The broker's copy must go now: holding it would keep the port
 	 * listening after the application closed it. */
 	xwayd_close_async(fd);
@@ -218,10 +240,15 @@ void xwayd_listen_add(struct xwayd_client *c, const struct xway_req *r, int fd)
 		l->uid = c->uid;
 		l->since = xwayd_now();
 		l->refs = g_hash_table_new(g_int64_hash, g_int64_equal);
+		l->inodes = g_array_new(FALSE, FALSE, sizeof(uint64_t));
 		g_hash_table_insert(xd->listeners, key, l);
 	} else {
 		g_free(key);
 	}
+	/* A live registrant takes over from the previous instance's record. */
+	g_hash_table_remove(l->refs, &restored_id);
+	ino = (uint64_t)st.st_ino;
+	add_inode(l, ino);
 	l->v6only = v6only;
 	l->pid = c->pid;        /* a live process in l->netns, for /proc */
 	{
@@ -282,6 +309,24 @@ void xwayd_listen_del(struct xwayd_client *c, const struct xway_req *r, int fd)
 		listener_unref(c, l, k, false);
 		break;
 	}
+	if (!found) {
+		/* A process that registered with the previous instance closes
+		 * its listener: the restored record goes (same user, or root). */
+		g_hash_table_iter_init(&it, xd->listeners);
+		while (g_hash_table_iter_next(&it, &k, &v)) {
+			struct xwayd_listener *l = v;
+
+			if (!xway_ip_equal(l->addr.ip, a.ip) || l->addr.port != a.port ||
+			    !g_hash_table_contains(l->refs, &restored_id) ||
+			    (c->uid != 0 && c->uid != l->uid))
+				continue;
+			found = true;
+			g_hash_table_remove(l->refs, &restored_id);
+			if (g_hash_table_size(l->refs) == 0)
+				g_hash_table_iter_remove(&it);
+			break;
+		}
+	}
 	if (found) {
 		xd->st.listener_dels++;
 		xwayd_gen_bump();
@@ -309,6 +354,77 @@ void xwayd_dir_client_gone(struct xwayd_client *c)
 	c->nlisten = 0;
 	if (changed)
 		xwayd_gen_bump();
+}
+
+/* ---- listeners of the previous instance (persist.c) ---------------------- */
+
+bool xwayd_dir_restore(const struct xway_addr *a, xwayd_netns ns, uid_t uid,
+		       bool v6only, const uint64_t *inodes, unsigned n)
+{
+	char *key = listener_key(a, ns);
+	struct xwayd_listener *l;
+
+	if (g_hash_table_lookup(xd->listeners, key)) {
+		g_free(key);
+		return false;
+	}
+	l = g_new0(struct xwayd_listener, 1);
+	l->addr = *a;
+	l->netns = ns;
+	l->uid = uid;
+	l->v6only = v6only;
+	l->pid = getpid();      /* only our own namespace is restored */
+	l->since = xwayd_now();
+	l->refs = g_hash_table_new(g_int64_hash, g_int64_equal);
+	l->inodes = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+	for (unsigned i = 0; i < n; i++)
+		add_inode(l, inodes[i]);
+	g_hash_table_insert(l->refs, &restored_id, GUINT_TO_POINTER(1));
+	g_hash_table_insert(xd->listeners, key, l);
+	return true;
+}
+
+/* Is one of l's sockets still listening on l's address? */
+static bool still_listening(const struct xwayd_listener *l, const GArray *listening)
+{
+	for (guint i = 0; i < listening->len; i++) {
+		const struct xwayd_tcp_listening *t =
+			&g_array_index(listening, struct xwayd_tcp_listening, i);
+
+		if (t->addr.port != l->addr.port || !xway_ip_equal(t->addr.ip, l->addr.ip))
+			continue;
+		for (guint j = 0; j < l->inodes->len; j++)
+			if (g_array_index(l->inodes, uint64_t, j) == t->inode)
+				return true;
+	}
+	return false;
+}
+
+unsigned xwayd_dir_check_restored(const GArray *listening)
+{
+	GHashTableIter it;
+	gpointer k, v;
+	unsigned left = 0;
+	bool changed = false;
+
+	g_hash_table_iter_init(&it, xd->listeners);
+	while (g_hash_table_iter_next(&it, &k, &v)) {
+		struct xwayd_listener *l = v;
+
+		if (!g_hash_table_contains(l->refs, &restored_id))
+			continue;
+		if (still_listening(l, listening)) {
+			left++;
+			continue;
+		}
+		g_hash_table_remove(l->refs, &restored_id);
+		changed = true;
+		if (g_hash_table_size(l->refs) == 0)
+			g_hash_table_iter_remove(&it);
+	}
+	if (changed)
+		xwayd_gen_bump();
+	return left;
 }
 
 /* ---- co-residency -------------------------------------------------------- */

@@ -579,6 +579,10 @@ int main(int argc, char **argv)
 	xwayd_dir_init();
 	xwayd_conn_init();
 	xd->loop = g_main_loop_new(NULL, FALSE);
+	/* Before Xen mode starts: its first publication of our listeners
+	 * then includes the restored ones, so the other domains never see
+	 * the new instance without them. */
+	xwayd_persist_restore();
 	if (xd->cfg.mode == XWAYD_MODE_XEN || xd->cfg.mode_auto) {
 		bool want = xd->cfg.mode == XWAYD_MODE_XEN;
 
@@ -612,6 +616,8 @@ int main(int argc, char **argv)
 	g_main_loop_run(xd->loop);
 
 	xwayd_notify("STOPPING=1");
+	/* Before the clients go: their listeners outlive us (persist.c). */
+	xwayd_persist_stop();
 	xwayd_xen_stop();
 	if (listen_watch)
 		g_source_remove(listen_watch);

@@ -75,9 +75,15 @@ struct xwayd_listener {
 	bool v6only;
 	pid_t pid;                     /* first registrant */
 	uid_t uid;
-	GHashTable *refs;              /* client id -> refcount (GUINT_TO_POINTER) */
+	GHashTable *refs;              /* client id -> refcount (GUINT_TO_POINTER);
+					  id XWAYD_RESTORED: restored from the
+					  previous instance (persist.c) */
+	GArray *inodes;                /* uint64_t: the registered sockets' inodes
+					  (SO_REUSEPORT groups have several) */
 	double since;
 };
+#define XWAYD_RESTORED 0u              /* never a client id (they start at 1) */
+#define XWAYD_LISTENER_INODES 16
 
 enum xwayd_conn_state {
 	XC_PENDING, XC_ACCELERATED, XC_CLOSED, XC_FALLBACK,
@@ -196,6 +202,18 @@ void xwayd_listen_del(struct xwayd_client *c, const struct xway_req *r, int fd);
 void xwayd_dir_client_gone(struct xwayd_client *c);
 /* Find the listener for dst as seen from netns; returns it or NULL and a
  * reason (NO_LISTENER or NOT_CORESIDENT). */
+/* dir.c: a listener of the previous instance, verified still listening
+ * (persist.c); false if it was already registered. */
+bool xwayd_dir_restore(const struct xway_addr *a, xwayd_netns ns, uid_t uid,
+		       bool v6only, const uint64_t *inodes, unsigned n);
+/* dir.c: drop the restored references whose sockets no longer listen
+ * (listening: xwayd_tcp_listening); how many listeners remain restored. */
+unsigned xwayd_dir_check_restored(const GArray *listening);
+/* persist.c: the listener directory as a file beside the socket, so that a
+ * restarted broker knows the listeners of processes that outlived it. */
+void xwayd_persist_changed(void);
+void xwayd_persist_restore(void);
+void xwayd_persist_stop(void);
 struct xwayd_listener *xwayd_dir_lookup(const struct xway_addr *dst,
 					xwayd_netns from, pid_t from_pid,
 					uint32_t *reason);
@@ -283,6 +301,13 @@ int xwayd_tcp_counters(const struct xway_addr *local, const struct xway_addr *pe
 int xwayd_tcp_abort_to(const struct xway_addr *peer, pid_t pid);
 /* diag.c: abort the TCP socket local->peer (SOCK_DESTROY); 0 or -errno. */
 int xwayd_tcp_destroy(const struct xway_addr *local, const struct xway_addr *peer);
+/* diag.c: every listening TCP socket of the broker's namespace (both
+ * families), or NULL and *err = -errno. */
+struct xwayd_tcp_listening {
+	uint64_t inode;
+	struct xway_addr addr;
+};
+GArray *xwayd_tcp_listening(int *err);
 void xwayd_diag_close(void);
 
 /* query.c */

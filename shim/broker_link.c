@@ -256,13 +256,31 @@ int xway_broker_call_tmo(int timeout_ms, uint16_t type, const void *body,
 
 	(void)want_type;
 	pthread_mutex_lock(&xway_blk);
-	r = xway_link_open();
-	if (r < 0)
-		goto out;
-	r = xway_send_msg(type, ++xway_seq, body, len, fds, nfds);
-	if (r == 0)
-		r = xway_recv_reply(xway_seq, xway_now_ms() + timeout_ms,
-				    reply, reply_len, fds_out, nfds_out);
+	for (int attempt = 0; ; attempt++) {
+		uint32_t gen = atomic_load_explicit(&xway_link_gen, memory_order_relaxed);
+
+		r = xway_link_open();
+		if (r < 0)
+			goto out;
+		r = xway_send_msg(type, ++xway_seq, body, len, fds, nfds);
+		if (r == 0)
+			r = xway_recv_reply(xway_seq, xway_now_ms() + timeout_ms,
+					    reply, reply_len, fds_out, nfds_out);
+		/* A link that was already open found the broker gone (it
+		 * restarted while we did not talk to it: a server blocked in
+		 * accept): the request reached nobody, or a broker whose state
+		 * died with it.  Once, at once, on a fresh link: the new
+		 * instance answers (its restored listeners make this CLAIM the
+		 * first accelerated connection after a restart).  A link
+		 * opened by this very call gets no second try. */
+		if (attempt == 0 && (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) &&
+		    gen == atomic_load_explicit(&xway_link_gen, memory_order_relaxed)) {
+			XDBG("broker link lost (%s): reconnecting once", strerror(-r));
+			xway_link_close(0);
+			continue;
+		}
+		break;
+	}
 	if (r < 0) {
 		XINFO("broker request %u failed (%s); backing off", type,
 		      strerror(-r));
