@@ -362,6 +362,65 @@ void xway_conn_put(struct xway_conn *c)
 	pthread_mutex_unlock(&xway_fd_lock);
 }
 
+/* ---- "not a listener" answers per fd number ---------------------------- */
+
+/*
+ * One bit per fd number: an earlier probe (xway_listener_adopt) found
+ * that the file at this number is not a TCP listener we may adopt (not a
+ * socket, UDP, AF_UNIX, connected TCP, excluded by config, refused by the
+ * broker).  accept() on such a number then costs one load and no system
+ * call.  The answer belongs to the open file, not the number: every way a
+ * number gets a new file through us clears the bit (close, dup2/dup3 onto
+ * it, close_range/closefrom, a number received by SCM_RIGHTS); a number
+ * that was not open is never remembered.  A number closed behind our back
+ * (raw syscall) and reused for a listener stays unadopted until its next
+ * close: the cost is plain TCP, never a wrong answer.  128 KiB of .bss,
+ * touched only where numbers are remembered.  Relaxed atomics: a bit is a
+ * hint about one fd number, it orders nothing else.
+ */
+static _Atomic uint64_t xway_nolisten[XWAY_FD_MAX / 64];
+
+int xway_fd_nolisten(int fd)
+{
+	if ((unsigned)fd >= XWAY_FD_MAX)
+		return 0;
+	return (atomic_load_explicit(&xway_nolisten[fd >> 6], memory_order_relaxed)
+		>> (fd & 63)) & 1;
+}
+
+void xway_fd_nolisten_set(int fd)
+{
+	if ((unsigned)fd < XWAY_FD_MAX)
+		atomic_fetch_or_explicit(&xway_nolisten[fd >> 6], 1ULL << (fd & 63),
+					 memory_order_relaxed);
+}
+
+void xway_fd_nolisten_clear(int fd)
+{
+	/* Load first: close() of an unremembered number (nearly all) writes
+	 * nothing, so no cache line bounces between threads. */
+	if (xway_fd_nolisten(fd))
+		atomic_fetch_and_explicit(&xway_nolisten[fd >> 6], ~(1ULL << (fd & 63)),
+					  memory_order_relaxed);
+}
+
+void xway_fd_nolisten_clear_range(unsigned lo, unsigned hi)
+{
+	if (lo >= XWAY_FD_MAX)
+		return;
+	if (hi >= XWAY_FD_MAX)
+		hi = XWAY_FD_MAX - 1;
+	for (unsigned w = lo >> 6; w <= hi >> 6; w++) {
+		uint64_t m = ~0ULL;
+		if (w == lo >> 6)
+			m &= ~0ULL << (lo & 63);
+		if (w == hi >> 6 && (hi & 63) != 63)
+			m &= (1ULL << ((hi & 63) + 1)) - 1;
+		if (atomic_load_explicit(&xway_nolisten[w], memory_order_relaxed) & m)
+			atomic_fetch_and_explicit(&xway_nolisten[w], ~m, memory_order_relaxed);
+	}
+}
+
 int xway_high_fd_base(void)
 {
 	/* Where the channel layer puts its own (chan/local.c): from 1024 up

@@ -492,6 +492,8 @@ XWAY_EXPORT int close_range(unsigned int lo, unsigned int hi, int flags)
 	if (!xway_ready())
 		return real.close_range(lo, hi, flags);
 	xway_lc_check();
+	if (!(flags & CLOSE_RANGE_CLOEXEC))
+		xway_fd_nolisten_clear_range(lo, hi);   /* numbers freed */
 	return (int)xway_ret(xway_close_range(lo, hi, flags));
 }
 
@@ -502,6 +504,7 @@ XWAY_EXPORT void closefrom(int lo)
 		return;
 	}
 	xway_lc_check();
+	xway_fd_nolisten_clear_range((unsigned)lo, ~0U);
 	if (xway_close_range((unsigned)lo, ~0U, 0) < 0) {
 		/* glibc's closefrom falls back to closing one by one. */
 		int saved = errno;
@@ -1341,8 +1344,12 @@ __attribute__((constructor)) static void xway_lc_ctor(void)
 		xway_lc_own_floor = 1024;
 	if (xway_lc_own_floor < 3)
 		xway_lc_own_floor = 3;
-	if (!xway_cfg.disabled)
+	if (!xway_cfg.disabled) {
 		xway_reattach_all();
-	else
+		/* Listeners made elsewhere (systemd, the previous image):
+		 * setup.c registers them before main() runs. */
+		xway_listeners_adopt_inherited();
+	} else {
 		unsetenv(XWAY_EXEC_ENV);
+	}
 }

@@ -11,6 +11,7 @@
  * points are weak (shim.h), and a missing xway_chan_local_create means
  * "set-up failed: setup-chan", plain TCP.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/tcp.h>
@@ -304,6 +305,116 @@ int xway_setup_listen(int fd, int backlog)
 	}
 	xway_conn_put(c);            /* the slot holds it now */
 	return 0;
+}
+
+/*
+ * Adoption of listeners made elsewhere.  The probe asks the kernel the
+ * same questions xway_setup_listen's caller knows the answers to: listening
+ * (SO_ACCEPTCONN), TCP over IPv4/IPv6 (xway_is_tcp), an address the config
+ * allows.  A "no" is remembered for the fd number (xway_fd_nolisten) so a
+ * plain fd passed to accept, or an AF_UNIX listener accepted on in a loop,
+ * costs one bit test from the second call on.  The object goes into the
+ * table before LISTEN_ADD, unregistered: two threads adopting the same
+ * number at once agree on one object (the loser of xway_fd_set takes the
+ * winner's), and xway_listener_register sends LISTEN_ADD once under its
+ * lock.
+ */
+struct xway_conn *xway_listener_adopt(int fd)
+{
+	struct xway_conn *c;
+	struct xway_addr addr;
+	int v = 0, family, reg;
+	socklen_t l = sizeof(v);
+	long r;
+
+	if (xway_cfg.disabled || fd < 0 || xway_fd_nolisten(fd))
+		return NULL;
+	if (xway_lc_close_guard(fd) || fd == xway_broker_fd())
+		return NULL;            /* the shim's own: never the app's listener */
+	r = XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &l));
+	if (r == -EBADF)
+		return NULL;            /* not open: nothing to remember */
+	if (r < 0 || !v || !xway_is_tcp(fd, &family) ||
+	    xway_sock_name(fd, 0, &addr) < 0) {
+		xway_fd_nolisten_set(fd);
+		return NULL;
+	}
+	if (!xway_config_allows(&xway_cfg, &addr)) {
+		XDBG("listener fd %d (not made here): port/address excluded by config", fd);
+		xway_fd_nolisten_set(fd);
+		return NULL;
+	}
+	c = xway_conn_new(fd, -1);
+	if (!c)
+		return NULL;
+	c->family = family;
+	c->local = addr;
+	atomic_store_explicit(&c->state, XWAY_ST_LISTENER, memory_order_relaxed);
+	if (xway_fd_set(fd, c) < 0) {
+		/* Another thread adopted it first (or the number is full). */
+		xway_conn_put(c);
+		return xway_fd_get(fd);
+	}
+	XDBG("listener fd %d made outside this process image: adopted", fd);
+	reg = xway_listener_register(c);
+	if (reg < 0) {
+		/* Refused by the broker: never ours, as at listen(). */
+		xway_fd_drop_conn(c);
+		xway_fd_nolisten_set(fd);
+		xway_conn_put(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Adopt fd if it is a listener we do not know; keep no reference. */
+static void xway_adopt_one(int fd)
+{
+	struct xway_conn *c;
+
+	if (xway_fd_is_ours(fd))
+		return;
+	c = xway_listener_adopt(fd);
+	if (c)
+		xway_conn_put(c);       /* the slot holds it */
+}
+
+/* At most this many descriptors are probed at start-up (a process that
+ * inherits thousands is left to its first accept). */
+#define XWAY_ADOPT_SCAN_MAX 4096
+
+void xway_listeners_adopt_inherited(void)
+{
+	const char *lf = getenv("LISTEN_FDS"), *lp = getenv("LISTEN_PID");
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	if (xway_cfg.disabled)
+		return;
+	/* systemd socket activation (sd_listen_fds(3)): fds 3.. for us only
+	 * if LISTEN_PID names this process.  Needs no /proc (sandboxes). */
+	if (lf && lp && strtol(lp, NULL, 10) == (long)getpid()) {
+		long k = strtol(lf, NULL, 10);
+		for (long i = 0; i < k && i < XWAY_ADOPT_SCAN_MAX; i++)
+			xway_adopt_one(3 + (int)i);
+	}
+	/* Anything else an exec handed over (inetd "wait" services, binary
+	 * upgrades, a supervisor's fork+exec).  No /proc (chroot, some
+	 * sandboxes): only the above. */
+	d = opendir("/proc/self/fd");
+	if (!d)
+		return;
+	while ((de = readdir(d)) && n < XWAY_ADOPT_SCAN_MAX) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+
+		if (end == de->d_name || *end || fd < 0 || fd == dirfd(d))
+			continue;
+		n++;
+		xway_adopt_one((int)fd);
+	}
+	closedir(d);
 }
 
 /* ---- server: accept -------------------------------------------------- */

@@ -275,6 +275,14 @@ void xway_conn_free(struct xway_conn *c);          /* setup.c */
  * the fd table. */
 void xway_fd_foreach(void (*fn)(int fd, struct xway_conn *c, void *arg), void *arg);
 
+/* "Not a listener we may adopt" remembered per fd number (fdtable.c): set
+ * by xway_listener_adopt, cleared whenever the number may name a new file
+ * (close, dup2/dup3 target, close_range, SCM_RIGHTS reception). */
+int  xway_fd_nolisten(int fd);
+void xway_fd_nolisten_set(int fd);
+void xway_fd_nolisten_clear(int fd);
+void xway_fd_nolisten_clear_range(unsigned lo, unsigned hi);
+
 /* ---- the shim's own descriptors ------------------------------------------ */
 
 /* Move fd to a high number (F_DUPFD_CLOEXEC from xway_high_fd_base()),
@@ -336,6 +344,20 @@ int  xway_listener_stale(const struct xway_conn *c);
  * at once, so the broker knows them even if the parent exits before the
  * child's first accept (apache's start process does). */
 void xway_listeners_reregister(void);
+/*
+ * A listening TCP socket the shim did not see being made (systemd socket
+ * activation, inherited through exec, received by SCM_RIGHTS): if fd is
+ * one, and the configuration allows its address, put a listener object in
+ * the table and register it (LISTEN_ADD; broker down: kept and registered
+ * at a later accept, as after listen()).  Returns it with a reference
+ * taken, or NULL (not a listener: remembered for this fd number; broker
+ * refused; shim disabled).  errno untouched.
+ */
+struct xway_conn *xway_listener_adopt(int fd);
+/* Constructor (lifecycle.c, after the exec re-attach): adopt the listeners
+ * the process already holds: LISTEN_FDS (when LISTEN_PID is ours) and any
+ * other in /proc/self/fd (bounded). */
+void xway_listeners_adopt_inherited(void);
 int  xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len);
 /* After a real accept returned nfd on listener lc: CLAIM, attach. */
 void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags);

@@ -141,8 +141,19 @@ XWAY_EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 	struct xway_conn *lc = xway_lookup_fd(fd);
 	int nfd;
 
-	if (!lc)
-		return real.accept4(fd, sa, len, flags);
+	if (!lc) {
+		/* A listener made where we did not see listen(): systemd,
+		 * an exec, SCM_RIGHTS.  Adopted (and registered) before the
+		 * real accept, so that the broker knows it from now on; a
+		 * number found not to be one costs one bit test next time.
+		 * A connection already queued is claimed if its client
+		 * offered (the listener was registered elsewhere), else it
+		 * stays plain TCP. */
+		if (__builtin_expect(!xway_ready() || xway_cfg.disabled ||
+				     xway_fd_nolisten(fd), 1) ||
+		    !(lc = xway_listener_adopt(fd)))
+			return real.accept4(fd, sa, len, flags);
+	}
 	if (atomic_load_explicit(&lc->state, memory_order_acquire) == XWAY_ST_LISTENER &&
 	    xway_listener_stale(lc)) {
 		/* Not registered by this process over the current broker
@@ -196,6 +207,8 @@ XWAY_EXPORT int close(int fd)
 		xway_broker_forget();
 	/* epoll.c: an epoll fd's accelerated records go with it. */
 	xway_ep_fd_closing(fd, -1);
+	/* The number's next file may be a listener. */
+	xway_fd_nolisten_clear(fd);
 	if (!xway_fd_is_ours(fd))
 		return real.close(fd);
 	int r = xway_close_app_fd(fd);
@@ -345,6 +358,37 @@ XWAY_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen,
 	return recvfrom(fd, buf, len, flags, sa, salen);
 }
 
+/*
+ * The descriptors an SCM_RIGHTS message just gave the application: their
+ * numbers name new files (forget "not a listener"), and a listening TCP
+ * socket among them (a master handing its listener to workers) is adopted
+ * now rather than at the first accept, so an event loop that polls it
+ * before accepting gets its first connection accelerated.  One getsockopt
+ * per received descriptor.  Keeps errno.
+ */
+static void xway_scm_adopt_listeners(struct msghdr *msg)
+{
+	int saved = errno;
+
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
+		    cm->cmsg_len < CMSG_LEN(0))
+			continue;
+		size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n && i < 253; i++) {
+			int nfd;
+			memcpy(&nfd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			xway_fd_nolisten_clear(nfd);
+			if (xway_fd_is_ours(nfd))
+				continue;       /* a connection scm.c re-attached */
+			struct xway_conn *lc = xway_listener_adopt(nfd);
+			if (lc)
+				xway_conn_put(lc);   /* the slot holds it */
+		}
+	}
+	errno = saved;
+}
+
 XWAY_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
 	struct xway_conn *c = xway_lookup_fd(fd);
@@ -353,8 +397,12 @@ XWAY_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 	if (__builtin_expect(!c, 1)) {
 		/* scm.c: fds received by SCM_RIGHTS may be accelerated. */
 		if (msg && msg->msg_control && msg->msg_controllen && xway_ready() &&
-		    !xway_cfg.disabled)
-			return xway_ret(xway_scm_recvmsg(fd, msg, flags));
+		    !xway_cfg.disabled) {
+			r = xway_scm_recvmsg(fd, msg, flags);
+			if (r >= 0)
+				xway_scm_adopt_listeners(msg);
+			return xway_ret(r);
+		}
 		return real.recvmsg(fd, msg, flags);
 	}
 	if (!msg || xway_bad_iov(msg->msg_iov, (int)msg->msg_iovlen) ||
@@ -803,8 +851,10 @@ XWAY_EXPORT int dup2(int fd, int fd2)
 	/* lifecycle.c: never replace the shim's own fds (see README). */
 	if (xway_ready() && fd != fd2 && xway_lc_close_guard(fd2))
 		return (int)xway_ret(-EBUSY);
-	if (xway_ready() && fd != fd2)
+	if (xway_ready() && fd != fd2) {
 		xway_ep_fd_closing(fd2, fd);    /* an epoll fd replaced */
+		xway_fd_nolisten_clear(fd2);    /* fd2 names fd's file now */
+	}
 	return xway_dup_onto(fd, fd2, 0, 0);
 }
 
@@ -812,7 +862,9 @@ XWAY_EXPORT int dup3(int fd, int fd2, int flags)
 {
 	if (xway_ready() && fd != fd2 && xway_lc_close_guard(fd2))
 		return (int)xway_ret(-EBUSY);
-	if (xway_ready() && fd != fd2 && !(flags & ~O_CLOEXEC))
+	if (xway_ready() && fd != fd2 && !(flags & ~O_CLOEXEC)) {
 		xway_ep_fd_closing(fd2, fd);    /* an epoll fd replaced */
+		xway_fd_nolisten_clear(fd2);
+	}
 	return xway_dup_onto(fd, fd2, flags, 1);
 }

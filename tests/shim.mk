@@ -15,7 +15,11 @@ $(B)/tests/shim/test_shim_config: $(B)/$(SHIMT)/test_config.o $(B)/shim/config.o
 
 $(B)/$(SHIMT)/test_config.o: OBJ_CFLAGS += $(CRIT_CFLAGS) -iquote shim
 
-ALL_BINS += $(B)/tests/shim/xway-tcpsem
+$(B)/tests/shim/xway-adopt: $(B)/$(SHIMT)/adopt.o
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(XLDFLAGS) -o $@ $^
+
+ALL_BINS += $(B)/tests/shim/xway-tcpsem $(B)/tests/shim/xway-adopt
 TEST_BINS += $(B)/tests/shim/test_shim_config
 TEST_SCRIPTS += $(SHIMT)/exports.sh $(SHIMT)/xway-run.sh $(SHIMT)/plain.sh \
                 $(SHIMT)/accel.sh $(SHIMT)/netns.sh $(SHIMT)/slow-broker.sh
