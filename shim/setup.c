@@ -319,7 +319,18 @@ int xway_setup_listen(int fd, int backlog)
  * winner's), and xway_listener_register sends LISTEN_ADD once under its
  * lock.
  */
+static struct xway_conn *xway_listener_adopt_errno(int fd);
+
 struct xway_conn *xway_listener_adopt(int fd)
+{
+	int saved = errno;      /* mmap, the broker link: errno stays the app's */
+	struct xway_conn *c = xway_listener_adopt_errno(fd);
+
+	errno = saved;
+	return c;
+}
+
+static struct xway_conn *xway_listener_adopt_errno(int fd)
 {
 	struct xway_conn *c;
 	struct xway_addr addr;
@@ -986,6 +997,17 @@ void xway_conn_last_close(struct xway_conn *c)
 	}
 	last = atomic_fetch_sub_explicit(&c->shared->holders, 1,
 					 memory_order_acq_rel) == 1;
+	/* The peer left the channel (its socket went to a process without
+	 * the shim, or across Xen a fork/exec) and we never looked since:
+	 * what we wrote and it never consumed must still reach TCP before
+	 * our FIN, as the kernel delivers a send buffer after close.  Taking
+	 * it back now moves the connection to FLUSH (owed bytes delivered
+	 * below) and records the leave; unread bytes of the leaver's final
+	 * ring keep it ACCEL, and the close resets as with unread data. */
+	if (last && st == XWAY_ST_ACCEL && c->chan && !c->reverted &&
+	    (xway_chan_reverted(c->chan) & XWAY_REVERT_PEER_STOPPED))
+		st = xway_io_revert(c) < 0 ? XWAY_ST_ACCEL
+					   : atomic_load_explicit(&c->state, memory_order_acquire);
 	switch (st) {
 	case XWAY_ST_LISTENER:
 		if (last && atomic_load_explicit(&c->registered, memory_order_acquire)) {

@@ -1869,6 +1869,32 @@ static int case_scm_noshim(void)
 	return 0;
 }
 
+/* The same, but the bytes were written BEFORE the pass and the writer
+ * never calls into the connection again before its close: the sender's
+ * revert leaves them in a ring nobody will read, and only the writer can
+ * re-send them on TCP.  Its close must do it (the kernel delivers a send
+ * buffer after close); before, the receiver got EOF and 0 of 5 bytes. */
+static int case_scm_idle_peer(void)
+{
+	int c, s, u[2];
+	char us[16];
+
+	mkpair(&c, &s);
+	write_all(c, "hello", 5);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, u) == 0, "socketpair");
+	snprintf(us, sizeof(us), "%d", u[1]);
+	char *argv[] = { "xway-lc", "scm-plain-recv", us, NULL };
+	pid_t pid = spawn_noshim(argv, u[1], -1);
+	close(u[1]);
+	send_fd(u[0], s);
+	close(s);               /* settles the hand-over: the revert */
+	close(c);               /* no call on c in between */
+	CHECK(reap(pid) == 0, "receiver without the shim: the bytes written "
+	      "before the pass never arrived");
+	close(u[0]);
+	return 0;
+}
+
 /* ---- SCM_RIGHTS to a process without the shim: the full conversation ---- */
 
 #define RV_P1    (1536u * 1024u)   /* client -> server before the pass: more
@@ -2176,6 +2202,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "poll-epoll", case_poll_epoll },
 	{ "epoll-close", case_epoll_close },
 	{ "scm-noshim", case_scm_noshim },
+	{ "scm-idle-peer", case_scm_idle_peer },
 	{ "scm-revert", case_scm_revert },
 	{ "scm-revert-client", case_scm_revert_client },
 	{ "scm-killed-sender", case_scm_killed_sender },
