@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 # The shim's tests: a Criterion unit test of the configuration parser, the
-# export-list check, and the TCP-semantics integration scripts (plain /
-# broker down / accelerated) driving the xway-tcpsem helper.
+# export-list check, the TCP-semantics integration scripts (plain /
+# broker down / accelerated) driving the xway-tcpsem helper, and the
+# adoption of listeners made elsewhere (adopt.sh, xway-adopt).
 SHIMT := tests/integration/shim
 
 $(B)/tests/shim/xway-tcpsem: $(B)/$(SHIMT)/tcpsem.o
@@ -22,4 +23,5 @@ $(B)/tests/shim/xway-adopt: $(B)/$(SHIMT)/adopt.o
 ALL_BINS += $(B)/tests/shim/xway-tcpsem $(B)/tests/shim/xway-adopt
 TEST_BINS += $(B)/tests/shim/test_shim_config
 TEST_SCRIPTS += $(SHIMT)/exports.sh $(SHIMT)/xway-run.sh $(SHIMT)/plain.sh \
-                $(SHIMT)/accel.sh $(SHIMT)/netns.sh $(SHIMT)/slow-broker.sh
+                $(SHIMT)/accel.sh $(SHIMT)/netns.sh $(SHIMT)/slow-broker.sh \
+                $(SHIMT)/adopt.sh

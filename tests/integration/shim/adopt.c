@@ -189,7 +189,9 @@ static int recv_listener(int us, int raw)
 	CHECK(poll(&pf, 1, 30000) == 1, "no listener came by SCM_RIGHTS");
 	/* raw: a receive the shim does not see (a library making the system
 	 * call itself): only accept can adopt then. */
-	n = raw ? syscall(SYS_recvmsg, us, &m, 0) : recvmsg(us, &m, 0);
+	/* All six arguments: a syscall() wrapper reads six (the shim's is
+	 * C varargs, and ASan flags reading the ones never passed). */
+	n = raw ? syscall(SYS_recvmsg, us, &m, 0, 0, 0, 0) : recvmsg(us, &m, 0);
 	CHECK(n == 1, "recvmsg");
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
 	CHECK(cm && cm->cmsg_type == SCM_RIGHTS, "no SCM_RIGHTS");

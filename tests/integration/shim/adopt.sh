@@ -55,8 +55,8 @@ adopt_case() {
 		grep -h 'kernel TCP' "$tmp/server.err" "$tmp/client.err" | sed 's/^/       /'
 	else
 		fail "$name (client $rc_c, server $rc_s)"
-		sed 's/^/       server: /' "$tmp/server.err" | tail -8
-		sed 's/^/       client: /' "$tmp/client.err" | tail -8
+		sed 's/^/       server: /' "$tmp/server.err" | tail -60
+		sed 's/^/       client: /' "$tmp/client.err" | tail -60
 	fi
 }
 
