@@ -771,11 +771,16 @@ static int xway_exec_common2(char *const envp[], xway_exec_fn fn, const void *ct
  * if the exec failed (or after posix_spawn). */
 static int xway_exec_common(char *const envp[], xway_exec_fn fn, const void *ctx)
 {
-	int r, saved;
+	int r, saved, listeners = xway_ready() && !xway_cfg.disabled &&
+				 fn != xway_do_spawn;
 
 	xway_nofile_before_exec();
+	if (listeners)
+		xway_listeners_exec(1);   /* setup.c: TCP_DEFER_ACCEPT for the new image */
 	r = xway_exec_common2(envp, fn, ctx);
 	saved = errno;
+	if (listeners)
+		xway_listeners_exec(0);
 	xway_nofile_after_exec();
 	errno = saved;
 	return r;

@@ -378,6 +378,40 @@ static struct xway_conn *xway_listener_adopt_errno(int fd)
 	return c;
 }
 
+/*
+ * exec and TCP_DEFER_ACCEPT: a registered listener keeps the value in c,
+ * the kernel's is off; the new image adopts the listener and would read 0
+ * from the kernel.  Before an exec (not posix_spawn: the spawner goes on
+ * accepting) the value goes back to the kernel for each registered
+ * listener that survives it (an fd number without FD_CLOEXEC) when this
+ * process is its only holder in the tree: a fork relative accepting on the
+ * same socket relies on the kernel's being off (with one, the new image
+ * reads 0: the listener still works, only the read-back differs).  The new
+ * image's adoption remembers it and switches it off again.  If the exec
+ * fails, phase 0 switches it off here again.  Runs under the table lock
+ * (xway_fd_foreach): only real socket calls.
+ */
+static void xway_listener_exec_one(int fd, struct xway_conn *c, void *arg)
+{
+	int phase = *(int *)arg, v = phase ? c->defer_accept : 0;
+	long fl;
+
+	if (atomic_load_explicit(&c->state, memory_order_acquire) != XWAY_ST_LISTENER ||
+	    !atomic_load_explicit(&c->registered, memory_order_acquire) ||
+	    c->defer_accept <= 0 ||
+	    atomic_load_explicit(&c->shared->holders, memory_order_acquire) != 1)
+		return;
+	fl = XWAY_SYS(real.fcntl(fd, F_GETFD, 0));
+	if (fl < 0 || (fl & FD_CLOEXEC))
+		return;
+	XWAY_SYS(real.setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &v, sizeof(v)));
+}
+
+void xway_listeners_exec(int phase)
+{
+	xway_fd_foreach(xway_listener_exec_one, &phase);
+}
+
 /* Adopt fd if it is a listener we do not know; keep no reference. */
 static void xway_adopt_one(int fd)
 {

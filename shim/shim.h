@@ -354,6 +354,10 @@ void xway_listeners_reregister(void);
  * refused; shim disabled).  errno untouched.
  */
 struct xway_conn *xway_listener_adopt(int fd);
+/* Around an exec (lifecycle.c; not posix_spawn): 1 before, the remembered
+ * TCP_DEFER_ACCEPT of the listeners the new image inherits back on the
+ * kernel (it adopts them); 0 after a failed exec, off again. */
+void xway_listeners_exec(int phase);
 /* Constructor (lifecycle.c, after the exec re-attach): adopt the listeners
  * the process already holds: LISTEN_FDS (when LISTEN_PID is ours) and any
  * other in /proc/self/fd (bounded). */

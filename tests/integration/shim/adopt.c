@@ -7,6 +7,8 @@
  *                          makes a listener on 127.0.0.1 and starts SERVER
  *                          (argv) with it: KIND systemd (fd 3, LISTEN_FDS=1,
  *                          LISTEN_PID=child), inherit (fd 3, no variables),
+ *                          exec-self (run WITH the shim: listens itself,
+ *                          then execs SERVER in the same process),
  *                          scm / scm-raw (fd 3 is an AF_UNIX socket; the
  *                          listener follows by SCM_RIGHTS).  The child gets
  *                          LD_PRELOAD=$ADOPT_PRELOAD.  Exit: the server's.
@@ -114,7 +116,12 @@ static int do_launch(const char *kind, char **argv)
 	char dbuf[32];
 	pid_t pid;
 
-	CHECK(!getenv("LD_PRELOAD") || !*getenv("LD_PRELOAD"),
+	int self = !strcmp(kind, "exec-self");
+
+	/* exec-self: the shimmed launcher listens itself (registered) and
+	 * execs the server in the same process: the registration dies with
+	 * the old image's broker link, the new image must adopt. */
+	CHECK(self || !getenv("LD_PRELOAD") || !*getenv("LD_PRELOAD"),
 	      "the launcher must run without the shim");
 	CHECK(lfd >= 0, "socket");
 	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -129,7 +136,7 @@ static int do_launch(const char *kind, char **argv)
 	snprintf(dbuf, sizeof(dbuf), "%d", defer);
 	if (!strncmp(kind, "scm", 3))
 		CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0, "socketpair");
-	pid = fork();
+	pid = self ? 0 : fork();
 	CHECK(pid >= 0, "fork");
 	if (pid == 0) {
 		char pbuf[32];
@@ -144,7 +151,7 @@ static int do_launch(const char *kind, char **argv)
 			setenv("LISTEN_PID", pbuf, 1);
 		}
 		setenv("ADOPT_DEFER", dbuf, 1);
-		if (pre && *pre)
+		if (pre && *pre && !self)
 			setenv("LD_PRELOAD", pre, 1);
 		execv(argv[0], argv);
 		_exit(127);
@@ -228,7 +235,8 @@ static int do_serve(const char *kind)
 	} else if (!strcmp(kind, "scm-raw")) {
 		lfd = recv_listener(3, 1);
 	} else {
-		CHECK(!strcmp(kind, "inherit"), "unknown kind %s", kind);
+		CHECK(!strcmp(kind, "inherit") || !strcmp(kind, "exec-self"),
+		      "unknown kind %s", kind);
 	}
 	CHECK(getsockopt(lfd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &vl) == 0 && acc == 1,
 	      "fd %d is not listening", lfd);
@@ -382,7 +390,7 @@ int main(int argc, char **argv)
 		return do_client(atoi(argv[2]));
 	if (argc == 2 && !strcmp(argv[1], "errno"))
 		return do_errno();
-	fprintf(stderr, "usage: xway-adopt launch systemd|inherit|scm|scm-raw SERVER-ARGV...\n"
+	fprintf(stderr, "usage: xway-adopt launch systemd|inherit|exec-self|scm|scm-raw SERVER-ARGV...\n"
 		"       xway-adopt serve KIND | client PORT | errno\n");
 	return 2;
 }

@@ -3,7 +3,9 @@
 # Check that a listener the shimmed server did not make itself is adopted
 # and its connections accelerated: an unshimmed launcher (as systemd)
 # makes the listener and starts the shimmed server with it, systemd style
-# (fd 3, LISTEN_FDS/LISTEN_PID), inherited through exec, or by SCM_RIGHTS
+# (fd 3, LISTEN_FDS/LISTEN_PID), inherited through exec (also a shimmed
+# image that listened itself and execs the server: its registration died
+# with its broker link; TCP_DEFER_ACCEPT survives the exec), or by SCM_RIGHTS
 # (seen by the shim, and made with a raw recvmsg system call it does not
 # see: adopted at the first accept).  Both ends check TCP_INFO (kernel TCP
 # carried ~0 of the payload) and xwayctl must list the channels with their
@@ -39,7 +41,10 @@ trap cleanup EXIT
 adopt_case() {
 	local name=$1 kind=$2 expect=$3 spre=$4 cpre=$5; shift 5
 	rm -f "$tmp/port"; mkfifo "$tmp/port"
-	env -u LD_PRELOAD "$@" XWAY_TEST_EXPECT="$expect" ADOPT_PRELOAD="$spre" \
+	local lpre=()
+	# exec-self: the launcher is the shimmed server's previous image.
+	[ "$kind" = exec-self ] && [ -n "$spre" ] && lpre=(LD_PRELOAD="$spre")
+	env -u LD_PRELOAD "$@" "${lpre[@]}" XWAY_TEST_EXPECT="$expect" ADOPT_PRELOAD="$spre" \
 		timeout -s KILL "$T" "$ADOPT" launch "$kind" "$ADOPT" serve "$kind" \
 		>"$tmp/port" 2>"$tmp/server.err" &
 	local lpid=$! port="" rc_c=1 rc_s=1
@@ -61,7 +66,7 @@ adopt_case() {
 }
 
 echo "== helper on kernel TCP (no shim)"
-for k in systemd inherit scm scm-raw; do
+for k in systemd inherit exec-self scm scm-raw; do
 	adopt_case "plain $k" "$k" tcp "" ""
 done
 echo "== accept on non-listeners keeps the kernel's errno"
@@ -89,7 +94,7 @@ if [ $accel = 1 ]; then
 		timeout -s KILL "$T" "$ADOPT" errno 2>"$tmp/errno.err"
 	then ok "errno broker"; else fail "errno broker"; sed 's/^/       /' "$tmp/errno.err" | tail -5; fi
 	echo "== adopted listeners, both ends shimmed (accelerated)"
-	for k in systemd inherit scm scm-raw; do
+	for k in systemd inherit exec-self scm scm-raw; do
 		adopt_case "accel $k" "$k" accel "$pre" "$pre" \
 			XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0
 	done
@@ -97,7 +102,7 @@ if [ $accel = 1 ]; then
 	adopt_case "cli-only systemd" systemd tcp "" "$pre" \
 		XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0
 	if [ -x "$XWAYCTL" ]; then
-		# The broker's view: the four accelerated connections, local
+		# The broker's view: the five accelerated connections, local
 		# backend, with the payload on the channel both ways.
 		"$XWAYCTL" connections --json --socket "$sock" >"$tmp/conns.json" 2>&1
 		if python3 - "$tmp/conns.json" <<'PY'
@@ -110,7 +115,7 @@ for c in acc:
         for k in ("tcp_bytes_sent", "tcp_bytes_received"):
             v = c[side][k]
             assert v is None or v < 4096, "%s %s %s = %s" % (c["id"], side, k, v)
-assert len(acc) >= 4, "want 4 accelerated connections with 1 MiB each way, have %d: %s" % (len(acc), d[:3])
+assert len(acc) >= 5, "want 5 accelerated connections with 1 MiB each way, have %d: %s" % (len(acc), d[:3])
 print("       xwayctl: %d accelerated local connections, 1 MiB each way on the channel, "
       "kernel TCP payload ~0" % len(acc))
 PY
