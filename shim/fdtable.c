@@ -275,11 +275,11 @@ int xway_deferred_own_fds(int *fds, int max)
 	pthread_mutex_lock(&xway_fd_lock);
 	for (int i = 0; i < XWAY_DEFERRED_MAX; i++) {
 		struct xway_conn *c = xway_deferred[i];
-		if (!c || n + 4 > max)
+		if (!c || n + 1 + XWAY_CHAN_MAX_FDS > max)
 			continue;
 		fds[n++] = c->fd;
 		if (c->chan && xway_chan_fds)
-			n += xway_chan_fds(c->chan, fds + n, 3);
+			n += xway_chan_fds(c->chan, fds + n, XWAY_CHAN_MAX_FDS);
 	}
 	pthread_mutex_unlock(&xway_fd_lock);
 	return n;

@@ -344,6 +344,7 @@ XWAY_EXPORT pid_t vfork(void)
 struct xway_own_acc {
 	int *fds;
 	int n, max;
+	int full;       /* some did not fit: the caller retries bigger */
 };
 
 static void xway_own_one(int fd, struct xway_conn *c, void *arg)
@@ -353,8 +354,10 @@ static void xway_own_one(int fd, struct xway_conn *c, void *arg)
 
 	if (fd != c->fd || !c->chan || st == XWAY_ST_CLOSED)
 		return;
-	if (a->n + 3 <= a->max)
-		a->n += xway_chan_fds(c->chan, a->fds + a->n, 3);
+	if (a->n + XWAY_CHAN_MAX_FDS <= a->max)
+		a->n += xway_chan_fds(c->chan, a->fds + a->n, XWAY_CHAN_MAX_FDS);
+	else
+		a->full = 1;
 }
 
 static int xway_int_cmp(const void *a, const void *b)
@@ -364,9 +367,11 @@ static int xway_int_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Returns how many were stored; max means "maybe more": call again with
+ * XWAY_MAX_OWN (a short count is never a truncated list). */
 int xway_lc_own_fds(int *fds, int max)
 {
-	struct xway_own_acc a = { fds, 0, max };
+	struct xway_own_acc a = { fds, 0, max, 0 };
 	int b = xway_broker_fd();
 
 	if (b >= 0 && a.n < max)
@@ -375,6 +380,13 @@ int xway_lc_own_fds(int *fds, int max)
 		xway_fd_foreach(xway_own_one, &a);
 	a.n += xway_epoll_own_fds(fds + a.n, max - a.n);
 	a.n += xway_deferred_own_fds(fds + a.n, max - a.n);
+	if (a.full || a.n > max - 1 - XWAY_CHAN_MAX_FDS) {
+		/* The epoll or deferred part may not have fit either: say
+		 * "full", with no stale entries for a caller that uses it. */
+		for (int i = a.n; i < max; i++)
+			fds[i] = -1;
+		a.n = max;
+	}
 	qsort(fds, (size_t)a.n, sizeof(int), xway_int_cmp);
 	return a.n;
 }

@@ -278,7 +278,9 @@ void     xway_chan_sleeper(struct xway_chan *c, unsigned events, int delta);
 void xway_chan_get_stats(const struct xway_chan *c, struct xway_chan_stats *st);
 
 /* Descriptors this endpoint owns (for exec hand-over and close_range
- * protection); returns how many were stored, at most max. */
+ * protection); returns how many were stored, at most max (a Xen endpoint
+ * has up to XWAY_CHAN_MAX_FDS while its offer is pending). */
+#define XWAY_CHAN_MAX_FDS 5
 int xway_chan_fds(const struct xway_chan *c, int *fds, int max);
 
 #endif /* XWAY_CHAN_H */

@@ -113,6 +113,7 @@ int  xw_fd_to_high(int fd);
 int      xw_xen_revert(struct xway_chan *c);
 ssize_t  xw_xen_take_back(struct xway_chan *c, void *buf, size_t len);
 unsigned xw_xen_reverted(struct xway_chan *c);
+int      xw_xen_fds(const struct xway_chan *c, int *fds, int max);
 int  xw_usable_cpus(void);
 uint32_t xw_spin_param(const struct xway_chan_params *p);
 

@@ -492,8 +492,8 @@ int xway_chan_fds(const struct xway_chan *c, int *fds, int max)
 	if (c->backend == XWAY_BACKEND_LOCAL) {
 		for (int i = 0; i < 3 && n < max; i++)
 			fds[n++] = c->fds[i];
-	} else if (max > 0 && c->pollfd >= 0) {
-		fds[n++] = c->pollfd;
+	} else {
+		n = xw_xen_fds(c, fds, max);
 	}
 	return n;
 }

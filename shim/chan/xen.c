@@ -493,6 +493,15 @@ static void xen_ack(struct xway_chan *c)
 	    xway_chan_attached(x->decision) != XWAY_ATTACH_PENDING) {
 		epoll_ctl(x->epfd, EPOLL_CTL_DEL, x->decision->fds[1], NULL);
 		x->decision_drained = 1;
+		/* Decided for good: only the header's mapping (the decision
+		 * word) is read from now on.  Its three descriptors go: a
+		 * client holding 1000 Xen connections kept 6000 descriptors
+		 * (TCP, event channel, epoll set and these), 3000 now. */
+		for (int i = 0; i < 3; i++)
+			if (x->decision->fds[i] >= 0) {
+				xw_sys_close(x->decision->fds[i]);
+				x->decision->fds[i] = -1;
+			}
 	}
 	pthread_mutex_unlock(&x->ack_lock);
 }
@@ -960,6 +969,25 @@ int xway_chan_xen_client_fds(const int fds[2], const struct xway_xen_vchan *v,
 			     const struct xway_chan_params *p, struct xway_chan **out)
 {
 	return xen_init_fds(0, fds, v, p, out);
+}
+
+/* Every descriptor of the endpoint: the one the app's waits see (the
+ * epoll set while an offer was pending, else the event channel), the event
+ * channel behind an epoll set, and the decision channel's. */
+int xw_xen_fds(const struct xway_chan *c, int *fds, int max)
+{
+	const struct xw_xen *x = c->xen;
+	int n = 0;
+
+	if (n < max && c->pollfd >= 0)
+		fds[n++] = c->pollfd;
+	if (n < max && x && x->evfd >= 0 && x->evfd != c->pollfd)
+		fds[n++] = x->evfd;
+	if (x && x->decision)
+		for (int i = 0; i < 3 && n < max; i++)
+			if (x->decision->fds[i] >= 0)
+				fds[n++] = x->decision->fds[i];
+	return n;
 }
 
 int xway_chan_xen_set_decision(struct xway_chan *c, struct xway_chan *decision)

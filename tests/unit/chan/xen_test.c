@@ -161,6 +161,7 @@ Test(xen, data_path_over_stand_in, .timeout = 60)
 #include <sys/mman.h>
 
 #include "xway/proto.h"
+#include "xway/ring.h"
 
 /* Check that a geometry the broker should never send (orders out of
  * libxenvchan's range, a page count that does not match the orders, an
@@ -383,4 +384,56 @@ Test(xen, fd_ends_fork_child_leaves_channel_alone, .timeout = 60)
 	cr_assert_eq(xway_chan_recv(c, buf, sizeof(buf), 0), 4);
 	xway_chan_close(c);
 	xway_chan_close(s);
+}
+
+/* Check the descriptors of a pending Xen client (the vchan server end plus
+ * the offer's local decision channel): all five are the endpoint's own
+ * (close_range and close() must spare them, which used to know only the
+ * epoll set), and once the broker's decision is in, the decision
+ * channel's three go (a client with 1000 Xen connections held 6000
+ * descriptors); the decision word stays readable and the close is clean. */
+Test(xen, decision_descriptors, .timeout = 60)
+{
+	int gnt[2], ev[2], cfds[3], fds[XWAY_CHAN_MAX_FDS], old[3], n;
+	struct xway_xen_vchan v;
+	struct xway_chan *s = NULL, *d = NULL;
+	struct xway_chan_params p = { .ring_order = 12 };
+	struct xway_chan_shm *h;
+	struct stat st;
+
+	fd_pair_setup(gnt, ev, &v);
+	cr_assert_eq(xway_chan_xen_server_fds((int[2]){ gnt[0], ev[0] }, &v, NULL, &s), 0);
+	cr_assert_eq(xway_chan_local_create(&p, 0x1234, &d, cfds), 0);
+	cr_assert_eq(fstat(cfds[0], &st), 0);
+	h = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, cfds[0], 0);
+	cr_assert_neq(h, MAP_FAILED);
+	cr_assert_eq(xway_chan_fds(d, old, 3), 3);
+	cr_assert_eq(xway_chan_xen_set_decision(s, d), 0);
+	n = xway_chan_fds(s, fds, XWAY_CHAN_MAX_FDS);
+	cr_assert_eq(n, 5, "a pending Xen end lists %d descriptors", n);
+	for (int i = 0; i < 3; i++) {
+		int found = 0;
+
+		for (int j = 0; j < n; j++)
+			found |= fds[j] == old[i];
+		cr_assert(found, "decision fd %d not listed as the endpoint's", old[i]);
+	}
+	for (int j = 0; j < n; j++)
+		cr_assert_geq(fcntl(fds[j], F_GETFD), 0, "fd %d", fds[j]);
+	/* Still pending: an ack keeps them. */
+	xway_chan_ack(s);
+	cr_assert_eq(xway_chan_fds(s, fds, XWAY_CHAN_MAX_FDS), 5);
+	h->attached = XWAY_ATTACH_CLAIMED;
+	xway_chan_ack(s);
+	n = xway_chan_fds(s, fds, XWAY_CHAN_MAX_FDS);
+	cr_assert_eq(n, 2, "after the decision: %d descriptors", n);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(fcntl(old[i], F_GETFD), -1, "decision fd %d still open", old[i]);
+	cr_assert_eq(xway_chan_attached(d), XWAY_ATTACH_CLAIMED);
+	munmap(h, (size_t)st.st_size);
+	for (int i = 0; i < 3; i++)
+		close(cfds[i]);
+	xway_chan_close(s);     /* closes d too */
+	close(gnt[1]);
+	close(ev[1]);
 }
