@@ -20,6 +20,7 @@
  *   errno                  accept on descriptors that are not listeners
  *                          keeps the kernel's errno, twice each (the second
  *                          answer comes from the shim's memory).
+ * ADOPT_FAMILY=6: on ::1 instead of 127.0.0.1.
  * XWAY_TEST_EXPECT=accel|tcp: TCP_INFO of the real socket must show ~0 /
  * all of the payload.  Every wait is bounded; exit 0 pass, 1 fail.
  */
@@ -104,13 +105,33 @@ static int write_full(int fd, const char *buf, size_t len)
 	return put == len ? 0 : -1;
 }
 
+/* Loopback of the family ADOPT_FAMILY names (4, the default, or 6). */
+static socklen_t loopback(struct sockaddr_storage *ss, int port)
+{
+	const char *f = getenv("ADOPT_FAMILY");
+
+	memset(ss, 0, sizeof(*ss));
+	if (f && !strcmp(f, "6")) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_addr = in6addr_loopback;
+		s6->sin6_port = htons((uint16_t)port);
+		return sizeof(*s6);
+	}
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	s4->sin_family = AF_INET;
+	s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	s4->sin_port = htons((uint16_t)port);
+	return sizeof(*s4);
+}
+
 /* ---- launch (no shim) -------------------------------------------------- */
 
 static int do_launch(const char *kind, char **argv)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), sp[2] = { -1, -1 };
+	struct sockaddr_storage sa;
+	socklen_t sal = loopback(&sa, 0);
+	int lfd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), sp[2] = { -1, -1 };
 	int defer = 5, one = 1, status;
 	socklen_t dl = sizeof(defer);
 	char dbuf[32];
@@ -125,7 +146,7 @@ static int do_launch(const char *kind, char **argv)
 	      "the launcher must run without the shim");
 	CHECK(lfd >= 0, "socket");
 	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind");
+	CHECK(bind(lfd, (struct sockaddr *)&sa, sal) == 0, "bind");
 	CHECK(listen(lfd, 16) == 0, "listen");
 	/* As a systemd socket unit with DeferAcceptSec= would: the adopted
 	 * listener must keep it from the kernel and report it back. */
@@ -211,7 +232,7 @@ static int do_serve(const char *kind)
 	size_t len = payload_bytes();
 	char *buf = malloc(len);
 	const char *ed = getenv("ADOPT_DEFER");
-	struct sockaddr_in sa;
+	struct sockaddr_storage sa;
 	socklen_t sl = sizeof(sa);
 	int lfd = 3, nfd, v = 0, acc = 0, before = -1;
 	socklen_t vl = sizeof(v);
@@ -256,7 +277,8 @@ static int do_serve(const char *kind)
 	if (ed && *ed)
 		CHECK(v == atoi(ed), "TCP_DEFER_ACCEPT %d, the launcher set %s", v, ed);
 	CHECK(getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0, "getsockname");
-	printf("%d\n", ntohs(sa.sin_port));
+	printf("%d\n", ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+						     : ((struct sockaddr_in *)&sa)->sin_port));
 	fflush(stdout);
 	struct pollfd pf = { .fd = lfd, .events = POLLIN };
 	CHECK(poll(&pf, 1, 60000) == 1, "no connection within 60 s");
@@ -279,10 +301,10 @@ static int do_client(int port)
 {
 	size_t len = payload_bytes();
 	char *out = malloc(len), *in = malloc(len);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_storage sa;
+	socklen_t sal = loopback(&sa, port);
 	unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = socket(sa.ss_family, SOCK_STREAM, 0);
 	char b;
 
 	CHECK(out && in && fd >= 0, "set-up");
@@ -290,7 +312,7 @@ static int do_client(int port)
 	srand(seed);
 	for (size_t i = 0; i < len; i++)
 		out[i] = (char)rand();
-	CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect");
+	CHECK(connect(fd, (struct sockaddr *)&sa, sal) == 0, "connect");
 	CHECK(write_full(fd, out, len) == 0, "write");
 	CHECK(read_full(fd, in, len) == 0, "read echo");
 	CHECK(memcmp(in, out, len) == 0, "echo differs");

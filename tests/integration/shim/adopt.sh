@@ -98,6 +98,12 @@ if [ $accel = 1 ]; then
 		adopt_case "accel $k" "$k" accel "$pre" "$pre" \
 			XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0
 	done
+	if ip -6 addr show dev lo 2>/dev/null | grep -q '::1'; then
+		adopt_case "accel systemd ipv6" systemd accel "$pre" "$pre" ADOPT_FAMILY=6 \
+			XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0
+	else
+		echo "  skip accel systemd ipv6: no ::1 on lo"
+	fi
 	echo "== only the client shimmed: plain TCP, nothing lost"
 	adopt_case "cli-only systemd" systemd tcp "" "$pre" \
 		XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0
