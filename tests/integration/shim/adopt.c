@@ -20,7 +20,8 @@
  *   errno                  accept on descriptors that are not listeners
  *                          keeps the kernel's errno, twice each (the second
  *                          answer comes from the shim's memory).
- * ADOPT_FAMILY=6: on ::1 instead of 127.0.0.1.
+ * ADOPT_FAMILY=6: on ::1 instead of 127.0.0.1.  ADOPT_CONNS=2: the server
+ * serves two connections in turn, the first one per ADOPT_FIRST_EXPECT.
  * XWAY_TEST_EXPECT=accel|tcp: TCP_INFO of the real socket must show ~0 /
  * all of the payload.  Every wait is bounded; exit 0 pass, 1 fail.
  */
@@ -55,9 +56,8 @@ static size_t payload_bytes(void)
 }
 
 /* The payload took the channel (accel) or the kernel (tcp). */
-static void check_path(int fd, const char *who, size_t payload)
+static void check_path_as(int fd, const char *who, size_t payload, const char *e)
 {
-	const char *e = getenv("XWAY_TEST_EXPECT");
 	struct tcp_info ti;
 	socklen_t l = sizeof(ti);
 
@@ -123,6 +123,11 @@ static socklen_t loopback(struct sockaddr_storage *ss, int port)
 	s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	s4->sin_port = htons((uint16_t)port);
 	return sizeof(*s4);
+}
+
+static void check_path(int fd, const char *who, size_t payload)
+{
+	check_path_as(fd, who, payload, getenv("XWAY_TEST_EXPECT"));
 }
 
 /* ---- launch (no shim) -------------------------------------------------- */
@@ -280,17 +285,25 @@ static int do_serve(const char *kind)
 	printf("%d\n", ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
 						     : ((struct sockaddr_in *)&sa)->sin_port));
 	fflush(stdout);
-	struct pollfd pf = { .fd = lfd, .events = POLLIN };
-	CHECK(poll(&pf, 1, 60000) == 1, "no connection within 60 s");
-	nfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	CHECK(nfd >= 0, "accept4");
-	CHECK(read_full(nfd, buf, len) == 0, "read %zu", len);
-	CHECK(write_full(nfd, buf, len) == 0, "write %zu", len);
-	CHECK(shutdown(nfd, SHUT_WR) == 0, "shutdown");
-	char b;
-	CHECK(read(nfd, &b, 1) == 0, "EOF after the echo");
-	check_path(nfd, "server", len);
-	close(nfd);
+	/* ADOPT_CONNS=2: two connections in turn, the first checked against
+	 * ADOPT_FIRST_EXPECT (a broker that came after start-up). */
+	const char *nc = getenv("ADOPT_CONNS");
+	int conns = nc && atoi(nc) == 2 ? 2 : 1;
+	for (int i = 0; i < conns; i++) {
+		struct pollfd pf = { .fd = lfd, .events = POLLIN };
+		char b;
+
+		CHECK(poll(&pf, 1, 60000) == 1, "no connection within 60 s");
+		nfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		CHECK(nfd >= 0, "accept4");
+		CHECK(read_full(nfd, buf, len) == 0, "read %zu", len);
+		CHECK(write_full(nfd, buf, len) == 0, "write %zu", len);
+		CHECK(shutdown(nfd, SHUT_WR) == 0, "shutdown");
+		CHECK(read(nfd, &b, 1) == 0, "EOF after the echo");
+		check_path_as(nfd, "server", len, i + 1 < conns ? getenv("ADOPT_FIRST_EXPECT")
+							       : getenv("XWAY_TEST_EXPECT"));
+		close(nfd);
+	}
 	free(buf);
 	return 0;
 }

@@ -65,6 +65,46 @@ adopt_case() {
 	fi
 }
 
+# late_broker: the shimmed server adopts its systemd listener while no
+# broker runs (start-up is not held up; it stays unregistered); the
+# broker starts; the first connection is plain TCP (nobody registered
+# it), the accept after it registers it (the link's 3 s back-off from the
+# failed start-up has passed: the script waits 4 s after the server
+# printed its port, i.e. after that failure), so the second is
+# accelerated.
+late_broker() {
+	local lsock=$tmp/late.sock lpid port="" rc_s=1 rc1=1 rc2=1
+	rm -f "$tmp/port"; mkfifo "$tmp/port"
+	env -u LD_PRELOAD XWAY_BROKER_SOCK="$lsock" ASAN_OPTIONS=detect_leaks=0 \
+		ADOPT_CONNS=2 ADOPT_FIRST_EXPECT=tcp XWAY_TEST_EXPECT=accel ADOPT_PRELOAD="$pre" \
+		timeout -s KILL "$T" "$ADOPT" launch systemd "$ADOPT" serve systemd \
+		>"$tmp/port" 2>"$tmp/server.err" &
+	lpid=$!
+	read -r -t 30 port <"$tmp/port" || true
+	"$XWAYD" --foreground --socket "$lsock" >"$tmp/late.log" 2>&1 &
+	local lbpid=$!
+	for i in $(seq 1 100); do [ -S "$lsock" ] && break; sleep 0.05; done
+	sleep 4
+	if [ -n "$port" ] && [ -S "$lsock" ]; then
+		env XWAY_BROKER_SOCK="$lsock" ASAN_OPTIONS=detect_leaks=0 XWAY_TEST_EXPECT=tcp \
+			LD_PRELOAD="$pre" timeout -s KILL "$T" "$ADOPT" client "$port" 2>"$tmp/client.err"
+		rc1=$?
+		env XWAY_BROKER_SOCK="$lsock" ASAN_OPTIONS=detect_leaks=0 XWAY_TEST_EXPECT=accel \
+			LD_PRELOAD="$pre" timeout -s KILL "$T" "$ADOPT" client "$port" 2>>"$tmp/client.err"
+		rc2=$?
+	fi
+	{ wait "$lpid"; rc_s=$?; } 2>/dev/null
+	kill "$lbpid" 2>/dev/null; wait "$lbpid" 2>/dev/null
+	if [ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ $rc_s -eq 0 ]; then
+		ok "late broker: first plain, second accelerated"
+		grep -h 'kernel TCP' "$tmp/server.err" "$tmp/client.err" | sed 's/^/       /'
+	else
+		fail "late broker (clients $rc1 $rc2, server $rc_s)"
+		sed 's/^/       server: /' "$tmp/server.err" | tail -20
+		sed 's/^/       client: /' "$tmp/client.err" | tail -20
+	fi
+}
+
 echo "== helper on kernel TCP (no shim)"
 for k in systemd inherit exec-self scm scm-raw; do
 	adopt_case "plain $k" "$k" tcp "" ""
@@ -104,6 +144,10 @@ if [ $accel = 1 ]; then
 	else
 		echo "  skip accel systemd ipv6: no ::1 on lo"
 	fi
+	echo "== shim without a broker: plain TCP, start-up not held up"
+	adopt_case "nobroker systemd" systemd tcp "$pre" "$pre" \
+		XWAY_BROKER_SOCK="$tmp/none.sock" ASAN_OPTIONS=detect_leaks=0
+	late_broker
 	echo "== only the client shimmed: plain TCP, nothing lost"
 	adopt_case "cli-only systemd" systemd tcp "" "$pre" \
 		XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0
