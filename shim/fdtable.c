@@ -9,7 +9,8 @@
  * before close() emptied it still touches a valid object, and
  * xway_conn_tryget refuses an object whose count already reached zero.
  *
- * Also: the shim's own descriptors are moved to high numbers here.
+ * Also: the shim's own descriptors are moved to high numbers here, and one
+ * bit per fd number remembers "not a listener" for listener adoption.
  */
 #include <errno.h>
 #include <fcntl.h>

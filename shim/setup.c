@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Connection set-up and teardown (docs/DESIGN.md §2, §5): registering
- * listeners, the client's OFFER / PENDING / WITHDRAW path with the flush of
+ * listeners (made by listen() here, or adopted: systemd, exec, SCM_RIGHTS),
+ * the client's OFFER / PENDING / WITHDRAW path with the flush of
  * ring 0 onto TCP when the broker withdraws, the server's CLAIM at accept,
  * and the kernel-like teardown when the last descriptor of a connection in
  * this process tree is closed.  This is the slow path: system calls and
