@@ -17,7 +17,7 @@
 #   XEN_TESTBED_TIMEOUT=S       limit for boot + workloads (3000)
 #   XEN_TESTBED_BYTES=N[KMG]    transfer size per test (64M)
 #   XEN_TESTBED_PINGS=N         ping-pong round trips per test (1000)
-#   XEN_TESTBED_SCALE=1         also run workloads 70-75 (scale, restart)
+#   XEN_TESTBED_SCALE=1         also run workload 72 (1000 connections at once)
 #   XEN_TESTBED_APPS=0          skip workloads 80-83 (ssh, apache2,
 #                               vsftpd, MariaDB across the domUs)
 #   XEN_TESTBED_ONLY="50 90"    run only the workloads whose names start
@@ -155,7 +155,7 @@ TB_PROBE_TIMEOUT=400
 TB_WORKLOAD_TIMEOUT=$([ "${XEN_TESTBED_SCALE:-0}" = 1 ] && echo 1500 || echo 900)
 TB_BARRIER_TIMEOUT=900
 TB_DOMU_TIMEOUT=$(( limit - 300 > 300 ? limit - 300 : 300 ))
-# Workloads 70-75 (scale, broker restart) run only when asked for.
+# Workload 72 (the push to 1000 connections) runs only when asked for.
 TB_SCALE=${XEN_TESTBED_SCALE:-0}
 # Workloads 80-83 (the apps across domains) run unless told not to.
 TB_APPS=${XEN_TESTBED_APPS:-1}

@@ -10,9 +10,7 @@
 set -u
 . "$TB_LIB"
 lib=/opt/xway/lib/libxway.so
-for f in "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib"; do
-	[ -e "$f" ] || { echo "skip: $f not built" >&2; exit 77; }
-done
+tb_need "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib"
 bytes=16777216
 d=$(mktemp -d)
 sock=$d/xwayd.sock

@@ -15,21 +15,13 @@ role=$1
 mode=${2:-accel}     # 55-xway-xen-plain runs this with "plain"
 . "$TB_LIB"
 lib=/opt/xway/lib/libxway.so
-for f in "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib"; do
-	[ -e "$f" ] || { echo "skip: $f not built" >&2; exit 77; }
-done
+tb_need "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib"
 bytes=${XEN_BYTES:-33554432}
 pings=200
-d=$(mktemp -d)
-sock=$d/xwayd.sock
-printf '[broker]\nmode=xen\nlog_level=7\n' > "$d/xwayd.conf"
-"$TB_BIN/xwayd" --foreground --config "$d/xwayd.conf" --socket "$sock" > "$d/xwayd.log" 2>&1 &
-bpid=$!
-trap 'kill $bpid 2> /dev/null; cp "$d/xwayd.log" "${TB_OUT:-/tmp/x}.xwayd.log" 2> /dev/null; rm -rf "$d"' EXIT
-wait_for 60 test -S "$sock" || { echo "xwayd did not start" >&2; cat "$d/xwayd.log" >&2; exit 1; }
-ctl() { "$TB_BIN/xwayctl" "$@" --socket "$sock"; }
+tb_xwayd_dir
+trap tb_xwayd_end EXIT
+tb_xwayd_start
 ctl status >&2 || true
-ctl status --json | grep -q '"mode":"xen"' || { echo "xwayd is not in Xen mode" >&2; cat "$d/xwayd.log" >&2; exit 1; }
 # Emulated domUs: broker replies may exceed the shim's default 100 ms (a
 # LISTEN_ADD that times out is only retried at the next accept).
 export XWAY_BROKER_TIMEOUT_MS=3000
@@ -80,23 +72,12 @@ else
 	serve s2c 47302
 fi
 tb_barrier xen-done 300 || true
-sleep 3          # the REPORTs of the last closes reach the broker
-ctl connections >&2 || true
-ctl connections --json > "$d/conns.json" 2>&1
+tb_collect_records
 cp "$d/conns.json" "${TB_OUT:-/tmp/x}.conns.json" 2> /dev/null
 # Records of this broker: backend xen with the whole transfer on the
 # channel, and tcp fallbacks with their reason.
-xen=0; tcp_payload=0
-while IFS= read -r rec; do
-	case "$rec" in *'"backend":"xen"'*) ;; *) continue ;; esac
-	c2s=$(echo "$rec" | grep -o '"bytes_c2s":[0-9]*' | cut -d: -f2)
-	[ "${c2s:-0}" -ge "$bytes" ] && xen=$((xen + 1))
-	for k in tcp_bytes_sent tcp_bytes_received; do
-		for v in $(echo "$rec" | grep -o "\"$k\":[0-9]*" | cut -d: -f2); do
-			[ "$v" -gt "$tcp_payload" ] && tcp_payload=$v
-		done
-	done
-done < <(sed 's/},{"id"/}\n{"id"/g' "$d/conns.json")
+tb_accel_summary "$bytes"
+xen=$tb_xen; tcp_payload=$tb_tcp_payload
 echo "xen.accel_records=$xen"
 echo "xen.max_tcp_payload=$tcp_payload"
 echo "xen.bytes=$bytes"

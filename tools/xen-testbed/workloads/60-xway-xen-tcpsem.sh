@@ -21,26 +21,17 @@ role=$1
 . "$TB_LIB"
 lib=/opt/xway/lib/libxway.so
 tcpsem=$TB_BIN/xway-tcpsem
-for f in "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib" "$tcpsem"; do
-	[ -e "$f" ] || { echo "skip: $f not built or not staged" >&2; exit 77; }
-done
+tb_need "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib" "$tcpsem"
 nic=enX0
-d=$(mktemp -d)
-sock=$d/xwayd.sock
-printf '[broker]\nmode=xen\nlog_level=7\n' > "$d/xwayd.conf"
-"$TB_BIN/xwayd" --foreground --config "$d/xwayd.conf" --socket "$sock" > "$d/xwayd.log" 2>&1 &
-bpid=$!
+tb_xwayd_dir
 save() {
-	kill $bpid 2> /dev/null
-	for f in "$d"/*.err "$d"/*.out "$d/xwayd.log" "$d/conns.json"; do
+	for f in "$d"/*.err "$d"/*.out "$d/conns.json"; do
 		[ -e "$f" ] && cp "$f" "${TB_OUT:-/tmp/x}.${f##*/}" 2> /dev/null
 	done
-	rm -rf "$d"
+	tb_xwayd_end
 }
 trap save EXIT
-wait_for 60 test -S "$sock" || { echo "xwayd did not start" >&2; cat "$d/xwayd.log" >&2; exit 1; }
-ctl() { "$TB_BIN/xwayctl" "$@" --socket "$sock"; }
-ctl status --json | grep -q '"mode":"xen"' || { echo "xwayd is not in Xen mode" >&2; exit 1; }
+tb_xwayd_start
 # Emulated domUs: broker replies may exceed the shim's default 100 ms.
 export XWAY_BROKER_TIMEOUT_MS=3000
 cases=${TCPSEM_CASES:-$("$tcpsem" list)}
@@ -112,28 +103,20 @@ connect() {
 t0=$(date +%s)
 for tc in $cases; do
 	if [ "$role" = server ]; then serve "$tc"; else connect "$tc"; fi
-	st=pass; [ "${rc_of[$tc]}" = 0 ] && npass=$((npass + 1)) || { st=fail; fail=1; }
-	echo "tcpsem.$tc.$role=$st"
-	if [ $st = fail ]; then
-		echo "$tc: $role exit ${rc_of[$tc]}" >&2
-		sed "s/^/  $tc.$role: /" "$d/$tc".?.err >&2
-	fi
+	tb_case_result tcpsem "$tc" "${rc_of[$tc]}"
 	tb_barrier "tcpsem/$tc/done" 300 > /dev/null || { echo "$tc: the peer never finished" >&2; fail=1; break; }
 done
 echo "tcpsem.seconds=$(( $(date +%s) - t0 ))"
-sleep 3          # the REPORTs of the last closes reach the broker
-ctl connections >&2 || true
-ctl connections --json > "$d/conns.json" 2>&1
+tb_collect_records
 
 # Per case: this broker's record of the connection to the case's port.
-recs=$(sed 's/},{"id"/}\n{"id"/g' "$d/conns.json")
-num() { echo "$1" | grep -o "\"$2\":[0-9]*" | head -n1 | cut -d: -f2; }
+recs=$(tb_records "$d/conns.json")
 chan_total=0; accel_ok=0; accel_bad=""
 for tc in $cases; do
 	[ "$tc" = refused ] && continue
 	p=${port_of[$tc]:-x}
 	rec=$(echo "$recs" | grep "\"server\":{\"addr\":\"[^\"]*:$p\"" | tail -n1)
-	c2s=$(num "$rec" bytes_c2s); s2c=$(num "$rec" bytes_s2c)
+	c2s=$(tb_num "$rec" bytes_c2s); s2c=$(tb_num "$rec" bytes_s2c)
 	tcpmax=0
 	for k in tcp_bytes_sent tcp_bytes_received; do
 		for v in $(echo "$rec" | grep -o "\"$k\":[0-9]*" | cut -d: -f2); do

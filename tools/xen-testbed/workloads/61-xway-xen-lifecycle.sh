@@ -21,25 +21,16 @@ role=$1
 . "$TB_LIB"
 lib=/opt/xway/lib/libxway.so
 lc=$TB_BIN/xway-lc
-for f in "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib" "$lc"; do
-	[ -e "$f" ] || { echo "skip: $f not built or not staged" >&2; exit 77; }
-done
-d=$(mktemp -d)
-sock=$d/xwayd.sock
-printf '[broker]\nmode=xen\nlog_level=7\n' > "$d/xwayd.conf"
-"$TB_BIN/xwayd" --foreground --config "$d/xwayd.conf" --socket "$sock" > "$d/xwayd.log" 2>&1 &
-bpid=$!
+tb_need "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib" "$lc"
+tb_xwayd_dir
 save() {
-	kill $bpid 2> /dev/null
-	for f in "$d"/*.err "$d/xwayd.log" "$d/conns.json"; do
+	for f in "$d"/*.err "$d/conns.json"; do
 		[ -e "$f" ] && cp "$f" "${TB_OUT:-/tmp/x}.${f##*/}" 2> /dev/null
 	done
-	rm -rf "$d"
+	tb_xwayd_end
 }
 trap save EXIT
-wait_for 60 test -S "$sock" || { echo "xwayd did not start" >&2; cat "$d/xwayd.log" >&2; exit 1; }
-ctl() { "$TB_BIN/xwayctl" "$@" --socket "$sock"; }
-ctl status --json | grep -q '"mode":"xen"' || { echo "xwayd is not in Xen mode" >&2; exit 1; }
+tb_xwayd_start
 export XWAY_BROKER_TIMEOUT_MS=3000
 cases=${LC_CASES:-"remote-echo remote-dup remote-fork remote-fork-handoff remote-exec fork-serve"}
 gaps=${LC_GAP_CASES-""}
@@ -100,26 +91,18 @@ for tc in $cases $gaps; do
 		tb_barrier "lc/$tc/done" 400 > /dev/null || { echo "$tc: the peer never finished" >&2; fail=1; break; }
 		continue
 	fi
-	st=pass; [ "${rc_of[$tc]}" = 0 ] && npass=$((npass + 1)) || { st=fail; fail=1; }
-	echo "lc.$tc.$role=$st"
-	if [ $st = fail ]; then
-		echo "$tc: $role exit ${rc_of[$tc]}" >&2
-		sed "s/^/  $tc.$role: /" "$d/$tc".?.err >&2
-	fi
+	tb_case_result lc "$tc" "${rc_of[$tc]}"
 	tb_barrier "lc/$tc/done" 400 > /dev/null || { echo "$tc: the peer never finished" >&2; fail=1; break; }
 done
 echo "lc.seconds=$(( $(date +%s) - t0 ))"
-sleep 3          # the REPORTs of the last closes reach the broker
-ctl connections >&2 || true
-ctl connections --json > "$d/conns.json" 2>&1
-recs=$(sed 's/},{"id"/}\n{"id"/g' "$d/conns.json")
-num() { echo "$1" | grep -o "\"$2\":[0-9]*" | head -n1 | cut -d: -f2; }
+tb_collect_records
+recs=$(tb_records "$d/conns.json")
 paths=""
 for tc in $cases $gaps; do
 	p=${port_of[$tc]:-x}
 	rec=$(echo "$recs" | grep "\"server\":{\"addr\":\"[^\"]*:$p\"" | tail -n1)
 	backend=$(echo "$rec" | grep -o '"backend":"[a-z]*"' | head -n1 | cut -d'"' -f4)
-	c2s=$(num "$rec" bytes_c2s); s2c=$(num "$rec" bytes_s2c)
+	c2s=$(tb_num "$rec" bytes_c2s); s2c=$(tb_num "$rec" bytes_s2c)
 	chan=$(( ${c2s:-0} + ${s2c:-0} ))
 	reason=$(echo "$rec" | grep -o '"reason":"[a-z-]*"' | head -n1 | cut -d'"' -f4)
 	echo "lc.$tc.backend=${backend:-none}"

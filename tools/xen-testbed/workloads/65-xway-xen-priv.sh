@@ -19,9 +19,7 @@ set -u
 role=$1
 . "$TB_LIB"
 lib=/opt/xway/lib/libxway.so
-for f in "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib"; do
-	[ -e "$f" ] || { echo "skip: $f not built" >&2; exit 77; }
-done
+tb_need "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib"
 for f in setpriv perl; do
 	command -v $f > /dev/null || { echo "skip: no $f in the guest" >&2; exit 77; }
 done
@@ -32,18 +30,12 @@ as_app()  { setpriv --reuid=$app_uid --regid=$app_gid --clear-groups --inh-caps=
 as_evil() { setpriv --reuid=$evil_uid --regid=$evil_gid --clear-groups --inh-caps=-all "$@"; }
 bytes=${XEN_PRIV_BYTES:-8388608}
 pings=100
-d=$(mktemp -d)
-chmod 0755 "$d"              # the unprivileged processes reach the socket
-sock=$d/xwayd.sock
 # A long claim timeout: the server application is held stopped for a few
 # seconds while its offer is pending (emulated domUs are slow too).
-printf '[broker]\nmode=xen\nlog_level=7\nclaim_timeout_ms=20000\n' > "$d/xwayd.conf"
-"$TB_BIN/xwayd" --foreground --config "$d/xwayd.conf" --socket "$sock" > "$d/xwayd.log" 2>&1 &
-bpid=$!
-trap 'kill $bpid 2> /dev/null; cp "$d/xwayd.log" "${TB_OUT:-/tmp/x}.xwayd.log" 2> /dev/null; rm -rf "$d"' EXIT
-wait_for 60 test -S "$sock" || { echo "xwayd did not start" >&2; cat "$d/xwayd.log" >&2; exit 1; }
-ctl() { "$TB_BIN/xwayctl" "$@" --socket "$sock"; }
-ctl status --json | grep -q '"mode":"xen"' || { echo "xwayd is not in Xen mode" >&2; cat "$d/xwayd.log" >&2; exit 1; }
+tb_xwayd_dir claim_timeout_ms=20000
+chmod 0755 "$d"              # the unprivileged processes reach the socket
+trap tb_xwayd_end EXIT
+tb_xwayd_start
 export XWAY_BROKER_TIMEOUT_MS=3000
 peer_listens() { xenstore-read "/local/xway/$TB_PEER_DOMID/listeners" | grep -Eq ":$1( |\$)"; }
 fail=0
@@ -129,7 +121,7 @@ if ($mode eq "claim") {          # a: local ip, b: local port, c: peer ip, d: pe
 EOF
 
 # ids: the connection's pending record in this broker (JSON fields).
-pending_rec() { ctl connections --json 2> /dev/null | sed 's/},{"id"/}\n{"id"/g' | grep '"state":"pending"' | head -1; }
+pending_rec() { ctl connections --json 2> /dev/null | tb_records | grep '"state":"pending"' | head -1; }
 field() { echo "$1" | grep -o "\"$2\":\"[^\"]*\"" | head -1 | cut -d'"' -f4; }
 
 split_addr() { echo "${1%:*}" "${1##*:}"; }   # IPv4 "ip:port" -> "ip port"
@@ -233,21 +225,10 @@ else
 fi
 echo "priv.forged_refused=$refused"
 tb_barrier priv-done 300 || true
-sleep 3          # the REPORTs of the last closes reach the broker
-ctl connections >&2 || true
-ctl connections --json > "$d/conns.json" 2>&1
+tb_collect_records
 cp "$d/conns.json" "${TB_OUT:-/tmp/x}.conns.json" 2> /dev/null
-xen=0; tcp_payload=0
-while IFS= read -r rec; do
-	case "$rec" in *'"backend":"xen"'*) ;; *) continue ;; esac
-	c2s=$(echo "$rec" | grep -o '"bytes_c2s":[0-9]*' | cut -d: -f2)
-	[ "${c2s:-0}" -ge "$bytes" ] && xen=$((xen + 1))
-	for k in tcp_bytes_sent tcp_bytes_received; do
-		for v in $(echo "$rec" | grep -o "\"$k\":[0-9]*" | cut -d: -f2); do
-			[ "$v" -gt "$tcp_payload" ] && tcp_payload=$v
-		done
-	done
-done < <(sed 's/},{"id"/}\n{"id"/g' "$d/conns.json")
+tb_accel_summary "$bytes"
+xen=$tb_xen; tcp_payload=$tb_tcp_payload
 echo "priv.accel_records=$xen"
 echo "priv.max_tcp_payload=$tcp_payload"
 echo "report.priv=unprivileged apps: $xen xen connections, devices denied $denied, forged requests refused $refused"

@@ -14,19 +14,12 @@ set -u
 role=$1
 . "$TB_LIB"
 lib=/opt/xway/lib/libxway.so
-for f in "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib"; do
-	[ -e "$f" ] || { echo "skip: $f not built" >&2; exit 77; }
-done
+tb_need "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib"
 limit=${VANISH_LIMIT:-120}
 port=47305
-d=$(mktemp -d)
-sock=$d/xwayd.sock
-printf '[broker]\nmode=xen\nlog_level=7\n' > "$d/xwayd.conf"
-"$TB_BIN/xwayd" --foreground --config "$d/xwayd.conf" --socket "$sock" > "$d/xwayd.log" 2>&1 &
-bpid=$!
-trap 'kill $bpid 2> /dev/null; cp "$d/xwayd.log" "${TB_OUT:-/tmp/x}.xwayd.log" 2> /dev/null; rm -rf "$d"' EXIT
-wait_for 60 test -S "$sock" || { echo "xwayd did not start" >&2; exit 1; }
-ctl() { "$TB_BIN/xwayctl" "$@" --socket "$sock"; }
+tb_xwayd_dir
+trap tb_xwayd_end EXIT
+tb_xwayd_start
 export XWAY_BROKER_TIMEOUT_MS=3000
 peer_listens() { xenstore-read "/local/xway/$TB_PEER_DOMID/listeners" | grep -Eq ":$port( |\$)"; }
 
