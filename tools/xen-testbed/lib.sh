@@ -43,23 +43,30 @@ tb_mirror() {
 }
 
 # Packages of the guest root file system (dom0 and both domUs share it).
-# The servers on the second and third lines are for the 8x application
-# workloads, which start them; run.sh masks their units.
+# The servers from the third line on are for the 8x application
+# workloads, which start them; run.sh masks their units.  The lib*
+# packages on the last line are proftpd-core's libraries (see below).
 TB_GUEST_PKGS=(xen-system-amd64 xen-utils-4.17 xenstore-utils libxen-dev
 	linux-image-amd64 initramfs-tools systemd-sysv udev kmod iproute2
 	bridge-utils iperf3 procps libglib2.0-0
 	openssh-server openssh-client apache2 nginx curl vsftpd
-	mariadb-server mariadb-client)
+	mariadb-server mariadb-client sockperf inetutils-inetd inetutils-telnetd
+	inetutils-telnet samba smbclient
+	libhiredis0.14 libmemcached11 libmemcachedutil2 libpcre2-posix3)
+# Packages unpacked (dpkg-deb -x, never installed) into /opt/unpacked/<name>
+# of the tree: proftpd-core conflicts with vsftpd (both are ftp-server), so
+# workload 86 runs its binary from there (its libraries are installed above).
+TB_GUEST_UNPACK=(proftpd-core)
 
 # Cache key: the package list plus each package's candidate version in the
 # host's apt lists (same mirror, same release), plus the version of the
 # recipe below, so a change to either builds a new tree.
-TB_TREE_RECIPE=2
+TB_TREE_RECIPE=3
 tb_tree_key() {
 	local p v
 	{
 		echo "recipe $TB_TREE_RECIPE"
-		for p in "${TB_GUEST_PKGS[@]}"; do
+		for p in "${TB_GUEST_PKGS[@]}" unpack "${TB_GUEST_UNPACK[@]}"; do
 			v=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ { print $2; exit }')
 			echo "$p ${v:-unknown}"
 		done
@@ -110,5 +117,16 @@ tb_tree_config() {
 	printf '%s\n' xen-blkfront virtio_blk virtio_pci ext4 crc32c_generic \
 		>> "$t/etc/initramfs-tools/modules"
 	chroot "$t" mkinitramfs -o "/boot/initrd.img-$kver" "$kver" || return 1
+	# The unpacked packages: the host's apt fetches the candidate version
+	# (the one in the cache key) from the same mirror.
+	local p dl
+	dl=$(mktemp -d) && chmod 0755 "$dl" || return 1
+	for p in "${TB_GUEST_UNPACK[@]}"; do
+		( cd "$dl" && timeout 300 apt-get download -q "$p" ) > "$dl/log" 2>&1 \
+			|| { cat "$dl/log" >&2; rm -rf "$dl"; return 1; }
+		mkdir -p "$t/opt/unpacked/$p"
+		dpkg-deb -x "$dl/${p}_"*.deb "$t/opt/unpacked/$p" || { rm -rf "$dl"; return 1; }
+	done
+	rm -rf "$dl"
 	rm -rf "$t/var/cache/apt/archives/"*.deb
 }

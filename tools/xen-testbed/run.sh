@@ -172,7 +172,9 @@ ln -sfn /etc/systemd/system/xway-testbed.service \
 masks="apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer
        systemd-timesyncd.service xendomains.service
        ssh.service ssh.socket apache2.service apache-htcacheclean.service
-       nginx.service vsftpd.service mariadb.service"
+       nginx.service vsftpd.service mariadb.service
+       smbd.service nmbd.service samba-ad-dc.service
+       inetutils-inetd.service inetutils-syslogd.service"
 [ "$interactive" = 1 ] || masks="$masks serial-getty@hvc0.service getty@.service"
 for u in $masks; do
 	rm -f "$stage/etc/systemd/system/$u"

@@ -1,8 +1,42 @@
 # SPDX-License-Identifier: MIT
-# The common part of the apps workloads 80-83 (sourced by each, after it
-# has set role, app and its own settings): the private xwayd in Xen mode,
-# the shim, the records check and the one verdict both domUs agree on.
+# The common part of the apps workloads 80-88, sourced by each after it has
+# set role, app, need (the app's files), ALLOW, optionally KNOWN, and its
+# own settings: the skip rules, the private xwayd in Xen mode, the shim,
+# bounded shimmed runs, sha256 checks, the server's wait for the client,
+# the records check and the one verdict both domUs agree on.
 # Sourced, not run: its functions and its exits belong to the workload.
+#
+# The verdict's rules (both domUs agree on it, see finish): data verified,
+# then every connection in this domain's broker is either on the Xen
+# channel (backend xen, kernel TCP payload of it < 1% + 4 KiB, netfront NIC
+# bytes during the transfers < 5% of the payload + 1 MiB) or on TCP with a
+# reason listed in the workload's ALLOW, which says why.  A known defect
+# (KNOWN: its text; LISTENER_PIDS: the daemon pids whose Xen channel shows
+# it) ends in a skip that names it; anything else that goes wrong fails.
+
+# The apps across domains run by default (about 8 emulated minutes for
+# 80-83); XEN_TESTBED_APPS=0 skips them.
+if [ "${TB_APPS:-1}" = 0 ]; then
+	echo "skip: XEN_TESTBED_APPS=0" >&2
+	exit 77
+fi
+. "$TB_LIB"
+lib=/opt/xway/lib/libxway.so
+for f in "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib" "${need[@]}"; do
+	[ -e "$f" ] || { echo "skip: $f missing (guest tree without the app packages?)" >&2; exit 77; }
+done
+nic=${XTB_NIC:-enX0}
+KNOWN=${KNOWN:-}
+LISTENER_PIDS=()
+KNOWN_HIT=
+d=$(mktemp -d /tmp/xtb-$app.XXXXXX)
+chmod 0755 "$d"
+sock=$d/xwayd.sock
+bpid=
+err=()          # failures of this side
+log() { printf '[%s %s %s] %s\n' "$app" "$role" "$(date +%T)" "$*" >&2; }
+bad() { log "FAIL: $*"; err+=("$*"); }
+
 stop_tree() { # stop_tree PID: PID and its descendants, TERM then KILL (bounded)
 	local p=$1 kids k i
 	[ -n "$p" ] || return 0
@@ -35,6 +69,22 @@ XW=(env LD_PRELOAD="$lib" XWAY_BROKER_SOCK="$sock" XWAY_BROKER_TIMEOUT_MS=3000)
 nic_bytes() {
 	echo $(( $(cat "/sys/class/net/$nic/statistics/rx_bytes") + $(cat "/sys/class/net/$nic/statistics/tx_bytes") ))
 }
+# sha FILE: its sha256 (64 hex digits; empty output for a missing file).
+sha() { sha256sum < "$1" 2> /dev/null | cut -c1-64; }
+# check_sha FILE WANT WHAT: FILE's sha256 is WANT, else a failure.
+check_sha() {
+	[ -f "$1" ] && [ "$(sha "$1")" = "$2" ] && log "$3: $(stat -c%s "$1") B, sha256 ok" \
+		|| bad "$3: received data differs ($(stat -c%s "$1" 2> /dev/null) B)"
+}
+# shimmed WHAT LOG CMD...: a client under the shim, bounded (150 s), its
+# stderr appended to LOG; not run after an earlier failure of this side.
+shimmed() {
+	local what=$1 out=$2; shift 2
+	[ ${#err[@]} = 0 ] || { log "$what: not run (an earlier step failed)"; return 1; }
+	timeout 150 "${XW[@]}" "$@" 2>> "$out" \
+		|| { bad "$what failed (exit $?): $(tail -n 2 "$out" | tr '\n' ' ')"; return 1; }
+	log "$what: done"
+}
 # listening PORT: our broker has a listener on PORT (published to xenstore).
 listening() { ctl listeners --json 2> /dev/null | grep -q ":$1\""; }
 # peer_listens PORT: the peer's broker published a listener on PORT.
@@ -46,14 +96,39 @@ await_peer_listener() {
 	wait_for 60 peer_listens "$2" || log "the peer's listener on $2 is not in xenstore (it may stay on TCP)"
 	sleep 1
 }
+# daemon_up NAME PID PORT [SECONDS]: (server) the shimmed daemon NAME runs
+# as PID (stopped at exit) with libxway.so mapped, and its listener on PORT
+# reached our broker within SECONDS (60).
+daemon_up() {
+	STOP+=("$2")
+	wait_for "${4:-60}" listening "$3" || bad "$1's listener on $3 never reached the broker"
+	grep -q libxway.so "/proc/$2/maps" 2> /dev/null || bad "$1 (pid $2) runs without libxway.so"
+}
+# serve_until NAME: (server) signal $app/listening, then wait for the
+# client's NAME; n0 and n1 are the NIC counters around that window, and
+# $app/counted tells the client that n1 is read (a client that goes on
+# with other traffic waits for it).
+serve_until() {
+	n0=$(nic_bytes)
+	tb_signal "$app/listening"
+	tb_wait "$1" 800 > /dev/null || bad "the client never signalled $1"
+	n1=$(nic_bytes)
+	tb_signal "$app/counted"
+}
+# client_done: (client) the transfers are over: n1, and the server's
+# serve_until $app/done returns.
+client_done() {
+	n1=$(nic_bytes)
+	tb_signal "$app/done"
+}
 # field REC KEY: a number or string field of one JSON record (first match;
 # client fields come before server fields in a record).
 num_fields() { echo "$1" | grep -o "\"$2\":[0-9]*" | cut -d: -f2; }
 str_field() { echo "$1" | grep -o "\"$2\":\"[^\"]*\"" | head -n1 | cut -d'"' -f4; }
 # verdict PAYLOAD NIC_BYTES: this domain's broker records against the rules
-# in the header; prints report lines.
+# in the header; prints report lines and one log line per connection.
 verdict() {
-	local payload=$1 nicb=$2 rec st be rs det chan=0 tcp=0 nx=0 nt=0 n=0 v why=""
+	local payload=$1 nicb=$2 rec st be rs det id cb chan=0 tcp=0 nx=0 nt=0 n=0 v why=""
 	sleep 3          # the close REPORTs reach the broker
 	ctl connections --json > "$d/conns.json" 2> "$d/conns.err" || { bad "xwayctl connections failed"; return; }
 	cp "$d/conns.json" "${TB_OUT:-/tmp/x}.conns.json" 2> /dev/null
@@ -63,20 +138,23 @@ verdict() {
 		n=$((n + 1))
 		st=$(str_field "$rec" state); be=$(str_field "$rec" backend)
 		rs=$(str_field "$rec" reason); det=$(str_field "$rec" detail)
+		id=$(str_field "$rec" id)
 		if [ "$be" = xen ]; then
-			nx=$((nx + 1))
+			nx=$((nx + 1)); cb=0
 			# KNOWN defect signature: a Xen channel attached by a
 			# daemon's listener process (it then forks/clones or
 			# re-execs the session, which cannot use the channel).
 			v=$(echo "$rec" | grep -o '"server":{[^}]*"pid":[0-9]*' | grep -o '[0-9]*$')
 			[ -n "$KNOWN" ] && [ -n "$v" ] && [[ " ${LISTENER_PIDS[*]:-} " == *" $v "* ]] && KNOWN_HIT=$KNOWN
-			for v in $(num_fields "$rec" bytes_c2s) $(num_fields "$rec" bytes_s2c); do chan=$((chan + v)); done
+			for v in $(num_fields "$rec" bytes_c2s) $(num_fields "$rec" bytes_s2c); do cb=$((cb + v)); done
+			chan=$((chan + cb))
 			for v in $(num_fields "$rec" tcp_bytes_sent) $(num_fields "$rec" tcp_bytes_received); do tcp=$((tcp + v)); done
+			log "connection $id: xen ($st), $cb B on the channel"
 		else
 			nt=$((nt + 1))
 			case " $ALLOW " in
-			*" $rs "*) why="$why $rs" ;;
-			*) bad "connection $(str_field "$rec" id) on TCP ($st, reason '$rs': $det), not an accepted reason" ;;
+			*" $rs "*) why="$why $rs"; log "connection $id: tcp ($st), reason '$rs' (accepted: ALLOW)" ;;
+			*) bad "connection $id on TCP ($st, reason '$rs': $det), not an accepted reason" ;;
 			esac
 		fi
 	done < <(sed 's/},{"id"/}\n{"id"/g' "$d/conns.json")
@@ -91,7 +169,7 @@ verdict() {
 		echo "report.$app.$role=$nx/$n connections on the Xen channel, $chan B on it, netfront $nicb B for $payload B payload"
 	else
 		why=$(echo $why | tr ' ' '\n' | sort | uniq -c | awk '{ printf " %s x%d", $2, $1 }')
-		echo "report.$app.$role=$nx/$n on Xen, $nt on TCP (documented reasons:$why), netfront $nicb B for $payload B payload"
+		echo "report.$app.$role=$nx/$n on Xen ($chan B on the channel), $nt on TCP (documented reasons:$why), netfront $nicb B for $payload B payload"
 	fi
 }
 # finish: both domUs publish their verdict and exit with the worse one
@@ -118,4 +196,11 @@ finish() {
 		exit 1
 	fi
 	exit 0
+}
+# conclude PAYLOAD: both domUs at the end barrier, then this side's
+# verdict over the window n0..n1, then the agreed one.
+conclude() {
+	tb_barrier "$app/end" 600 || bad "barrier $app/end"
+	verdict "$1" $((n1 - n0))
+	finish
 }

@@ -17,40 +17,16 @@
 # ends in a skip that names it; anything else that goes wrong is a failure.
 set -u
 role=$1
-# The apps across domains run by default (about 8 emulated minutes);
-# XEN_TESTBED_APPS=0 skips them.
-if [ "${TB_APPS:-1}" = 0 ]; then
-	echo "skip: XEN_TESTBED_APPS=0" >&2
-	exit 77
-fi
 app=ssh
-. "$TB_LIB"
-lib=/opt/xway/lib/libxway.so
-for f in "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib" /usr/sbin/sshd /usr/bin/scp; do
-	[ -e "$f" ] || { echo "skip: $f missing (guest tree without the app packages?)" >&2; exit 77; }
-done
+need=(/usr/sbin/sshd /usr/bin/scp)
 mb=${XTB_SSH_MB:-8}
 port=2280
-nic=${XTB_NIC:-enX0}
 # TCP fallback reasons this workload accepts, with why (empty: none).
 # left-channel: sshd forks per connection and re-execs `sshd -R` with the socket; a Xen
 # channel is one process's mapping, so the connection leaves it for TCP
 # at the fork/clone (docs/DESIGN.md §7.2) and the session runs on TCP.
 ALLOW="left-channel"
-# A known defect (docs/COMPAT.md, Xen) and the daemon pids whose Xen
-# channel shows it (empty: none).
-KNOWN=""
-LISTENER_PIDS=()
-KNOWN_HIT=
-d=$(mktemp -d /tmp/xtb-$app.XXXXXX)
-chmod 0755 "$d"
-sock=$d/xwayd.sock
-bpid=
-err=()          # failures of this side
-log() { printf '[%s %s %s] %s\n' "$app" "$role" "$(date +%T)" "$*" >&2; }
-bad() { log "FAIL: $*"; err+=("$*"); }
-
-# The common part of the 8x workloads: broker, shim, verdict.
+# The common part of the 8x workloads: broker, shim, checks, verdict.
 . "${TB_LIB%/*}/appslib.sh"
 
 size=$((mb * 1048576))
@@ -61,7 +37,7 @@ if [ "$role" = server ]; then
 	echo "$key" > "$d/authorized_keys"
 	mkdir -p "$d/files"
 	head -c "$size" /dev/urandom > "$d/files/down.bin"
-	tb_signal ssh/down-sha "$(sha256sum < "$d/files/down.bin" | cut -c1-64)"
+	tb_signal ssh/down-sha "$(sha "$d/files/down.bin")"
 	tb_signal ssh/dir "$d/files"
 	cat > "$d/sshd_config" <<-CFG
 	ListenAddress $TB_SELF_IP
@@ -83,43 +59,26 @@ if [ "$role" = server ]; then
 	/usr/sbin/sshd -t -f "$d/sshd_config" -p $port 2> "$d/sshd-t.log" || bad "sshd -t: $(cat "$d/sshd-t.log")"
 	"${XW[@]}" /usr/sbin/sshd -f "$d/sshd_config" -p $port -E "$d/sshd.log" || bad "sshd did not start"
 	wait_for 60 test -s "$d/sshd.pid" || bad "sshd wrote no pid file"
-	spid=$(cat "$d/sshd.pid" 2> /dev/null); STOP+=("$spid"); LISTENER_PIDS+=("$spid")
-	grep -q libxway.so "/proc/$spid/maps" 2> /dev/null || bad "sshd (pid $spid) runs without libxway.so"
-	wait_for 60 listening $port || bad "sshd's listener never reached the broker"
-	n0=$(nic_bytes)
-	tb_signal ssh/listening
-	tb_wait ssh/done 800 > /dev/null || bad "the client never finished"
-	n1=$(nic_bytes)
+	spid=$(cat "$d/sshd.pid" 2> /dev/null); LISTENER_PIDS+=("$spid")
+	daemon_up sshd "$spid" $port
+	serve_until ssh/done
 	up=$(tb_wait ssh/up-sha 10)
-	for f in up-sftp up-scp up-pipe; do
-		[ -f "$d/files/$f.bin" ] || { bad "$f.bin was not received"; continue; }
-		[ "$(sha256sum < "$d/files/$f.bin" | cut -c1-64)" = "$up" ] \
-			&& log "$f: $(stat -c%s "$d/files/$f.bin") B, sha256 ok" \
-			|| bad "$f.bin differs ($(stat -c%s "$d/files/$f.bin") B)"
-	done
+	for f in up-sftp up-scp up-pipe; do check_sha "$d/files/$f.bin" "$up" "$f.bin"; done
 else
 	ssh-keygen -q -t ed25519 -N '' -f "$d/client_key" || bad "ssh-keygen"
 	tb_signal ssh/clientkey "$(cat "$d/client_key.pub")"
 	hk=$(tb_wait ssh/hostkey 600) || { bad "no host key"; finish; }
 	echo "[$TB_PEER_IP]:$port $hk" > "$d/known_hosts"
 	head -c "$size" /dev/urandom > "$d/up.bin"
-	tb_signal ssh/up-sha "$(sha256sum < "$d/up.bin" | cut -c1-64)"
+	tb_signal ssh/up-sha "$(sha "$d/up.bin")"
 	await_peer_listener ssh/listening $port
 	down=$(tb_wait ssh/down-sha 10)
 	o=(-F /dev/null -i "$d/client_key" -o UserKnownHostsFile="$d/known_hosts"
 	   -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=60
 	   -o ServerAliveInterval=15 -o ServerAliveCountMax=8 -o Compression=no)
 	r=root@$TB_PEER_IP
-	run() { # run WHAT CMD...: a client under the shim, bounded
-		local what=$1; shift
-		[ ${#err[@]} = 0 ] || { log "$what: not run (an earlier step failed)"; return 1; }
-		timeout 150 "${XW[@]}" "$@" 2>> "$d/client.log" || { bad "$what failed (exit $?): $(tail -n 2 "$d/client.log" | tr '\n' ' ')"; return 1; }
-		log "$what: done"
-	}
-	check() { # check FILE WHAT
-		[ -f "$1" ] && [ "$(sha256sum < "$1" | cut -c1-64)" = "$down" ] \
-			&& log "$2: sha256 ok" || bad "$2: received data differs ($(stat -c%s "$1" 2> /dev/null) B)"
-	}
+	run() { local what=$1; shift; shimmed "$what" "$d/client.log" "$@"; }
+	check() { check_sha "$1" "$down" "$2"; }
 	rd=$(tb_wait ssh/dir 10) || rd=/nonexistent
 	n0=$(nic_bytes)
 	run "ssh remote command" ssh "${o[@]}" -p $port $r 'echo hello-from-$(id -un)' > "$d/hello" \
@@ -131,9 +90,6 @@ else
 	run "ssh pipe upload" ssh "${o[@]}" -p $port $r "cat > $rd/up-pipe.bin" < "$d/up.bin"
 	run "ssh pipe download" ssh "${o[@]}" -p $port $r "cat $rd/down.bin" > "$d/down-pipe.bin" \
 		&& check "$d/down-pipe.bin" "ssh pipe download"
-	n1=$(nic_bytes)
-	tb_signal ssh/done
+	client_done
 fi
-tb_barrier ssh/end 600 || bad "barrier ssh/end"
-verdict $((5 * size)) $((n1 - n0))
-finish
+conclude $((5 * size))

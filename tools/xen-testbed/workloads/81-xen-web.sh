@@ -11,21 +11,10 @@
 # and its rules are those of 80-xen-ssh (common part in guest/appslib.sh).
 set -u
 role=$1
-# The apps across domains run by default (about 8 emulated minutes);
-# XEN_TESTBED_APPS=0 skips them.
-if [ "${TB_APPS:-1}" = 0 ]; then
-	echo "skip: XEN_TESTBED_APPS=0" >&2
-	exit 77
-fi
 app=web
-. "$TB_LIB"
-lib=/opt/xway/lib/libxway.so
-for f in "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib" /usr/sbin/apachectl /usr/bin/curl; do
-	[ -e "$f" ] || { echo "skip: $f missing (guest tree without the app packages?)" >&2; exit 77; }
-done
+need=(/usr/sbin/apachectl /usr/bin/curl)
 mb=${XTB_WEB_MB:-16}
 port=80
-nic=${XTB_NIC:-enX0}
 # TCP fallback reasons this workload accepts, with why (empty: none).
 # The connections are accepted by apache2 workers (www-data), unprivileged: the shim
 # cannot open /dev/xen/* (no privilege model yet, DESIGN §7), so it does not
@@ -33,20 +22,7 @@ nic=${XTB_NIC:-enX0}
 # withdrawn ("withdrawn": by the client when the server speaks first, else at
 # the claim timeout); both ends on verified plain TCP.
 ALLOW="setup-chan withdrawn"
-# A known defect (docs/COMPAT.md, Xen) and the daemon pids whose Xen
-# channel shows it (empty: none).
-KNOWN=""
-LISTENER_PIDS=()
-KNOWN_HIT=
-d=$(mktemp -d /tmp/xtb-$app.XXXXXX)
-chmod 0755 "$d"
-sock=$d/xwayd.sock
-bpid=
-err=()          # failures of this side
-log() { printf '[%s %s %s] %s\n' "$app" "$role" "$(date +%T)" "$*" >&2; }
-bad() { log "FAIL: $*"; err+=("$*"); }
-
-# The common part of the 8x workloads: broker, shim, verdict.
+# The common part of the 8x workloads: broker, shim, checks, verdict.
 . "${TB_LIB%/*}/appslib.sh"
 
 size=$((mb * 1048576))
@@ -56,20 +32,16 @@ if [ "$role" = server ]; then
 	head -c "$size" /dev/urandom > "$www/big.bin"
 	for i in $(seq 1 20); do head -c $((i * 997)) /dev/urandom > "$www/page$i.html"; done
 	chmod -R a+rX "$www"
-	tb_signal web/big-sha "$(sha256sum < "$www/big.bin" | cut -c1-64)"
+	tb_signal web/big-sha "$(sha "$www/big.bin")"
 	tb_signal web/pages-sha "$(cat "$www"/page{1..20}.html | sha256sum | cut -c1-64)"
 	# The unit's start (Type=forking): apachectl reads /etc/apache2/envvars
 	# and runs `apache2 -k start`, which daemonizes.
 	APACHE_STARTED_BY_SYSTEMD=true "${XW[@]}" /usr/sbin/apachectl start > "$d/start.log" 2>&1 \
 		|| bad "apachectl start: $(tail -n 3 "$d/start.log" | tr '\n' ' ')"
 	wait_for 60 test -s /var/run/apache2/apache2.pid || bad "apache2 wrote no pid file"
-	apid=$(cat /var/run/apache2/apache2.pid 2> /dev/null); STOP+=("$apid")
-	grep -q libxway.so "/proc/$apid/maps" 2> /dev/null || bad "apache2 (pid $apid) runs without libxway.so"
-	wait_for 60 listening $port || bad "apache2's listener never reached the broker"
-	n0=$(nic_bytes)
-	tb_signal web/listening
-	tb_wait web/done 800 > /dev/null || bad "the client never finished"
-	n1=$(nic_bytes)
+	apid=$(cat /var/run/apache2/apache2.pid 2> /dev/null)
+	daemon_up apache2 "$apid" $port
+	serve_until web/done
 	for c in $(ps -o pid= --ppid "$apid"); do
 		grep -q libxway.so "/proc/$c/maps" 2> /dev/null || bad "apache2 worker $c runs without libxway.so"
 		log "worker $c: user $(ps -o user= -p "$c"), libxway.so mapped"
@@ -81,21 +53,12 @@ else
 	await_peer_listener web/listening $port
 	big=$(tb_wait web/big-sha 10); pages=$(tb_wait web/pages-sha 10)
 	url=http://$TB_PEER_IP:$port/xtb
-	get() { # get WHAT CURL-ARGS...: curl under the shim, bounded
-		local what=$1; shift
-		[ ${#err[@]} = 0 ] || { log "$what: not run (an earlier step failed)"; return 1; }
-		timeout 150 "${XW[@]}" curl -sSf --max-time 140 "$@" 2>> "$d/curl.log" \
-			|| { bad "$what failed (exit $?): $(tail -n 1 "$d/curl.log")"; return 1; }
-		log "$what: done"
-	}
+	get() { local what=$1; shift; shimmed "$what" "$d/curl.log" curl -sSf --max-time 140 "$@"; }
 	n0=$(nic_bytes)
 	# The big file twice on one keep-alive connection.
 	get "GET big.bin twice (keep-alive)" -w '%{num_connects}\n' -o "$d/big1" "$url/big.bin" \
 		-o "$d/big2" "$url/big.bin" > "$d/nconn"
-	for f in big1 big2; do
-		[ "$(sha256sum < "$d/$f" 2> /dev/null | cut -c1-64)" = "$big" ] \
-			&& log "$f: sha256 ok" || bad "$f: body differs ($(stat -c%s "$d/$f" 2> /dev/null) B)"
-	done
+	for f in big1 big2; do check_sha "$d/$f" "$big" "$f"; done
 	log "connections made for the two big GETs: $(tr '\n' ' ' < "$d/nconn")"
 	urls=(); outs=()
 	for i in $(seq 1 20); do urls+=("$url/page$i.html"); outs+=(-o "$d/ka$i"); done
@@ -107,9 +70,6 @@ else
 	done
 	[ "$(cat "$d"/nk{1..10} "$d"/ka{11..20} 2> /dev/null | sha256sum | cut -c1-64)" = "$pages" ] \
 		&& log "10 pages on their own connections: sha256 ok" || bad "pages on their own connections differ"
-	n1=$(nic_bytes)
-	tb_signal web/done
+	client_done
 fi
-tb_barrier web/end 600 || bad "barrier web/end"
-verdict $((2 * size)) $((n1 - n0))
-finish
+conclude $((2 * size))

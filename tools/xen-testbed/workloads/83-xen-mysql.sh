@@ -12,21 +12,10 @@
 # guest/appslib.sh).
 set -u
 role=$1
-# The apps across domains run by default (about 8 emulated minutes);
-# XEN_TESTBED_APPS=0 skips them.
-if [ "${TB_APPS:-1}" = 0 ]; then
-	echo "skip: XEN_TESTBED_APPS=0" >&2
-	exit 77
-fi
 app=mysql
-. "$TB_LIB"
-lib=/opt/xway/lib/libxway.so
-for f in "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib" /usr/sbin/mariadbd /usr/bin/mariadb /usr/bin/mysqlslap; do
-	[ -e "$f" ] || { echo "skip: $f missing (guest tree without the app packages?)" >&2; exit 77; }
-done
+need=(/usr/sbin/mariadbd /usr/bin/mariadb /usr/bin/mysqlslap)
 mb=${XTB_SQL_MB:-4}
 port=3381
-nic=${XTB_NIC:-enX0}
 # TCP fallback reasons this workload accepts, with why (empty: none).
 # The connections are accepted by mariadbd (mysql user), unprivileged: the shim
 # cannot open /dev/xen/* (no privilege model yet, DESIGN §7), so it does not
@@ -34,20 +23,7 @@ nic=${XTB_NIC:-enX0}
 # withdrawn ("withdrawn": by the client when the server speaks first, else at
 # the claim timeout); both ends on verified plain TCP.
 ALLOW="setup-chan withdrawn"
-# A known defect (docs/COMPAT.md, Xen) and the daemon pids whose Xen
-# channel shows it (empty: none).
-KNOWN=""
-LISTENER_PIDS=()
-KNOWN_HIT=
-d=$(mktemp -d /tmp/xtb-$app.XXXXXX)
-chmod 0755 "$d"
-sock=$d/xwayd.sock
-bpid=
-err=()          # failures of this side
-log() { printf '[%s %s %s] %s\n' "$app" "$role" "$(date +%T)" "$*" >&2; }
-bad() { log "FAIL: $*"; err+=("$*"); }
-
-# The common part of the 8x workloads: broker, shim, verdict.
+# The common part of the 8x workloads: broker, shim, checks, verdict.
 . "${TB_LIB%/*}/appslib.sh"
 
 size=$((mb * 1048576))
@@ -86,19 +62,15 @@ if [ "$role" = server ]; then
 		--port=$port --bind-address="$TB_SELF_IP" --socket="$d/run/mysqld.sock" \
 		--pid-file="$d/run/mariadbd.pid" --skip-name-resolve --log-error="$d/run/error.log" \
 		--innodb-buffer-pool-size=32M --max-allowed-packet=64M --skip-log-bin > "$d/mariadbd-out.log" 2>&1 &
-	mpid=$!; STOP+=("$mpid")
+	mpid=$!
 	wait_for 180 test -S "$d/run/mysqld.sock" || bad "mariadbd did not start: $(tail -n 5 "$d/run/error.log" 2> /dev/null | tr '\n' ' ')"
-	grep -q libxway.so "/proc/$mpid/maps" 2> /dev/null || bad "mariadbd (pid $mpid) runs without libxway.so"
+	daemon_up mariadbd "$mpid" $port
 	log "mariadbd pid $mpid runs as $(ps -o user= -p "$mpid")"
 	# The remote account, made over the Unix socket (no TCP, no shim).
 	mariadb --no-defaults -S "$d/run/mysqld.sock" -u root -e \
 		"CREATE USER 'xtb'@'%' IDENTIFIED BY 'xtb'; GRANT ALL ON *.* TO 'xtb'@'%';" 2> "$d/grant.log" \
 		|| bad "creating the remote account: $(cat "$d/grant.log")"
-	wait_for 60 listening $port || bad "mariadbd's listener never reached the broker"
-	n0=$(nic_bytes)
-	tb_signal mysql/listening
-	tb_wait mysql/done 800 > /dev/null || bad "the client never finished"
-	n1=$(nic_bytes)
+	serve_until mysql/done
 	kill -0 "$mpid" 2> /dev/null || bad "mariadbd exited"
 	cp "$d/run/error.log" "$d/mariadbd-error.log" 2> /dev/null
 else
@@ -106,10 +78,7 @@ else
 	db=(--no-defaults --protocol=tcp -h "$TB_PEER_IP" -P $port -u xtb -pxtb)
 	sql() { # sql WHAT OUT MARIADB-ARGS...: the client under the shim, bounded
 		local what=$1 out=$2; shift 2
-		[ ${#err[@]} = 0 ] || { log "$what: not run (an earlier step failed)"; return 1; }
-		timeout 150 "${XW[@]}" mariadb "${db[@]}" --connect-timeout=60 --max-allowed-packet=64M -N -B "$@" > "$out" 2>> "$d/client.log" \
-			|| { bad "$what failed (exit $?): $(tail -n 2 "$d/client.log" | tr '\n' ' ')"; return 1; }
-		log "$what: done"
+		shimmed "$what" "$d/client.log" mariadb "${db[@]}" --connect-timeout=60 --max-allowed-packet=64M -N -B "$@" > "$out"
 	}
 	n0=$(nic_bytes)
 	rows sql > "$d/rows.sql"; rows expected > "$d/rows.expected"
@@ -130,7 +99,7 @@ else
 		&& { [ "$(tr -d '\n' < "$d/blob.got" | sha256sum)" = "$(sha256sum < "$d/blob.hex")" ] \
 			&& log "blob read back byte-exact" || bad "the blob read back differs"; }
 	sql "server SHA2" "$d/blob.sha" -e 'SELECT SHA2(b, 256) FROM xc.blobs WHERE id = 1' \
-		&& { [ "$(cat "$d/blob.sha")" = "$(sha256sum < "$d/blob.bin" | cut -c1-64)" ] || bad "the server's SHA2 of the blob differs"; }
+		&& { [ "$(cat "$d/blob.sha")" = "$(sha "$d/blob.bin")" ] || bad "the server's SHA2 of the blob differs"; }
 	if [ ${#err[@]} = 0 ]; then
 		timeout 300 "${XW[@]}" mysqlslap "${db[@]}" --concurrency=4 --iterations=2 \
 			--number-of-queries=200 --auto-generate-sql --auto-generate-sql-load-type=mixed \
@@ -140,10 +109,7 @@ else
 	else
 		log "mysqlslap: not run (an earlier step failed)"
 	fi
-	n1=$(nic_bytes)
-	tb_signal mysql/done
+	client_done
 fi
-tb_barrier mysql/end 600 || bad "barrier mysql/end"
 # Payload floor: the blob's hex both ways.
-verdict $((4 * size)) $((n1 - n0))
-finish
+conclude $((4 * size))
