@@ -1205,6 +1205,17 @@ static void xway_reattach_all(void)
 			n++;
 	}
 	free(copy);
+	/* inetd-style images talk through stdin/stdout: their stdio must
+	 * go through the shim too (stdio.c). */
+	for (int fd = 0; fd < 3 && n; fd++) {
+		struct xway_conn *c = xway_fd_get(fd);
+
+		if (!c)
+			continue;
+		if (atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_ACCEL)
+			xway_stdio_adopt(fd);
+		xway_conn_put(c);
+	}
 	/* The link now, before a sandbox (sshd -R chroots and filters). */
 	if (n)
 		xway_broker_prepare();

@@ -362,6 +362,9 @@ void xway_listeners_exec(int phase);
  * the process already holds: LISTEN_FDS (when LISTEN_PID is ours) and any
  * other in /proc/self/fd (bounded). */
 void xway_listeners_adopt_inherited(void);
+/* stdio.c: the standard stream on fd (0-2), an accelerated connection
+ * re-attached by exec, goes through the shim's read/write. */
+void xway_stdio_adopt(int fd);
 int  xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len);
 /* After a real accept returned nfd on listener lc: CLAIM, attach. */
 void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags);

@@ -20,8 +20,12 @@ $(B)/tests/shim/xway-adopt: $(B)/$(SHIMT)/adopt.o
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(XLDFLAGS) -o $@ $^
 
-ALL_BINS += $(B)/tests/shim/xway-tcpsem $(B)/tests/shim/xway-adopt
+$(B)/tests/shim/xway-stdio-echo: $(B)/$(SHIMT)/stdio_echo.o
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(XLDFLAGS) -o $@ $^
+
+ALL_BINS += $(B)/tests/shim/xway-tcpsem $(B)/tests/shim/xway-adopt $(B)/tests/shim/xway-stdio-echo
 TEST_BINS += $(B)/tests/shim/test_shim_config
 TEST_SCRIPTS += $(SHIMT)/exports.sh $(SHIMT)/xway-run.sh $(SHIMT)/plain.sh \
                 $(SHIMT)/accel.sh $(SHIMT)/netns.sh $(SHIMT)/slow-broker.sh \
-                $(SHIMT)/adopt.sh
+                $(SHIMT)/adopt.sh $(SHIMT)/stdio.sh

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * stdio on an accelerated connection.
+ *
+ * glibc's stdio moves a FILE's bytes with its internal __read/__write, not
+ * through the read()/write() symbols a preload library interposes, so a
+ * FILE on an accelerated socket sends its bytes on plain TCP while the
+ * peer reads the channel: the peer never sees them (it waits for a revert
+ * that does not come).  An inetd-style service gets its connection as fds
+ * 0 and 1 across an exec and talks through stdin/stdout: `git daemon`
+ * execs `git upload-pack`, whose ref advertisement goes out with
+ * fwrite(stdout) (a clone hung).  So when the exec hand-over re-attaches
+ * a connection at fd 0, 1 or 2, before main() runs, the matching standard
+ * stream is replaced by a stream whose reads and writes are the shim's
+ * read()/write() on that fd (fopencookie), buffered as glibc buffers a
+ * socket (stdin/stdout fully, stderr not), with fileno() still giving the
+ * fd.  Programs read the `stdin`/`stdout`/`stderr` variables at every use,
+ * so every later printf/fputs/fwrite/fgets uses the new stream.
+ * Limits: a stream opened with fdopen() on an accelerated socket, or a
+ * standard stream onto which a process dup2()s a connection without an
+ * exec, still goes around the shim (shim/README.md).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "lifecycle.h"
+
+static ssize_t xway_ck_read(void *cookie, char *buf, size_t len)
+{
+	/* read() here is the shim's own (the exported interposer). */
+	return read((int)(intptr_t)cookie, buf, len);
+}
+
+/* Everything or an error, as glibc's fd-based write loop: a short count
+ * makes the stream report an error. */
+static ssize_t xway_ck_write(void *cookie, const char *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t r = write((int)(intptr_t)cookie, buf + done, len - done);
+
+		if (r <= 0)
+			return done ? (ssize_t)done : -1;
+		done += (size_t)r;
+	}
+	return (ssize_t)done;
+}
+
+static int xway_ck_close(void *cookie)
+{
+	return close((int)(intptr_t)cookie);
+}
+
+void xway_stdio_adopt(int fd)
+{
+	static const cookie_io_functions_t fns = {
+		.read = xway_ck_read,
+		.write = xway_ck_write,
+		.seek = NULL,           /* a socket: ESPIPE, as lseek says */
+		.close = xway_ck_close,
+	};
+	FILE **slot, *f;
+
+	switch (fd) {
+	case 0: slot = &stdin; break;
+	case 1: slot = &stdout; break;
+	case 2: slot = &stderr; break;
+	default: return;
+	}
+	f = fopencookie((void *)(intptr_t)fd, fd == 0 ? "r" : "w", fns);
+	if (!f)
+		return;                 /* the stream stays glibc's */
+	f->_fileno = fd;                /* fileno(), isatty(fileno()) */
+	if (fd == 2)
+		setvbuf(f, NULL, _IONBF, 0);
+	*slot = f;
+	XDBG("exec: %s goes through the shim (fd %d is accelerated)",
+	     fd == 0 ? "stdin" : fd == 1 ? "stdout" : "stderr", fd);
+}
