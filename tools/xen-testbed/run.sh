@@ -14,7 +14,7 @@
 #                               nothing powers off (leave QEMU with Ctrl-A x)
 #   XEN_TESTBED_CACHE=DIR       guest tree cache (/var/cache/xway-xen-testbed)
 #   XEN_TESTBED_OUT=DIR         results and console log (build/xen-testbed)
-#   XEN_TESTBED_TIMEOUT=S       limit for boot + workloads (3000)
+#   XEN_TESTBED_TIMEOUT=S       limit for boot + workloads (4200)
 #   XEN_TESTBED_BYTES=N[KMG]    transfer size per test (64M)
 #   XEN_TESTBED_PINGS=N         ping-pong round trips per test (1000)
 #   XEN_TESTBED_SCALE=1         also run workload 72 (1000 connections at once)
@@ -44,7 +44,7 @@ for a in "$@"; do
 done
 cache=${XEN_TESTBED_CACHE:-/var/cache/xway-xen-testbed}
 outdir=${XEN_TESTBED_OUT:-$repo/${B:-build}/xen-testbed}
-limit=${XEN_TESTBED_TIMEOUT:-3000}
+limit=${XEN_TESTBED_TIMEOUT:-4200}
 bytes=${XEN_TESTBED_BYTES:-64M}
 pings=${XEN_TESTBED_PINGS:-1000}
 case "$limit$pings" in *[!0-9]*) tb_die "XEN_TESTBED_TIMEOUT and XEN_TESTBED_PINGS must be numbers" ;; esac
