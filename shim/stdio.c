@@ -16,9 +16,9 @@
  * socket (stdin/stdout fully, stderr not), with fileno() still giving the
  * fd.  Programs read the `stdin`/`stdout`/`stderr` variables at every use,
  * so every later printf/fputs/fwrite/fgets uses the new stream.
- * Limits: a stream opened with fdopen() on an accelerated socket, or a
- * standard stream onto which a process dup2()s a connection without an
- * exec, still goes around the shim (shim/README.md).
+ * fdopen() on an accelerated connection gets the same kind of stream.
+ * Limit: a standard stream onto which a process dup2()s a connection
+ * without an exec still goes around the shim (shim/README.md).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -54,14 +54,40 @@ static int xway_ck_close(void *cookie)
 	return close((int)(intptr_t)cookie);
 }
 
+static const cookie_io_functions_t xway_ck_fns = {
+	.read = xway_ck_read,
+	.write = xway_ck_write,
+	.seek = NULL,           /* a socket: ESPIPE, as lseek says */
+	.close = xway_ck_close,
+};
+
+/* A stream over the shim's read/write on fd; fileno() gives fd (glibc
+ * marks cookie streams -2, "no file"), so fileno/isatty/fstat work. */
+static FILE *xway_ck_open(int fd, const char *mode)
+{
+	FILE *f = fopencookie((void *)(intptr_t)fd, mode, xway_ck_fns);
+
+	if (f)
+		f->_fileno = fd;
+	return f;
+}
+
+XWAY_EXPORT FILE *fdopen(int fd, const char *mode)
+{
+	struct xway_conn *c = xway_ready() && fd >= 0 ? xway_fd_get(fd) : NULL;
+	int st;
+
+	if (!c)
+		return real.fdopen(fd, mode);
+	st = atomic_load_explicit(&c->state, memory_order_acquire);
+	xway_conn_put(c);
+	if (st == XWAY_ST_LISTENER || !mode)
+		return real.fdopen(fd, mode);
+	return xway_ck_open(fd, mode);
+}
+
 void xway_stdio_adopt(int fd)
 {
-	static const cookie_io_functions_t fns = {
-		.read = xway_ck_read,
-		.write = xway_ck_write,
-		.seek = NULL,           /* a socket: ESPIPE, as lseek says */
-		.close = xway_ck_close,
-	};
 	FILE **slot, *f;
 
 	switch (fd) {
@@ -70,10 +96,9 @@ void xway_stdio_adopt(int fd)
 	case 2: slot = &stderr; break;
 	default: return;
 	}
-	f = fopencookie((void *)(intptr_t)fd, fd == 0 ? "r" : "w", fns);
+	f = xway_ck_open(fd, fd == 0 ? "r" : "w");
 	if (!f)
 		return;                 /* the stream stays glibc's */
-	f->_fileno = fd;                /* fileno(), isatty(fileno()) */
 	if (fd == 2)
 		setvbuf(f, NULL, _IONBF, 0);
 	*slot = f;

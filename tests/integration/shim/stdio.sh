@@ -4,7 +4,8 @@
 # a shimmed server forks and execs xway-stdio-echo with the accepted socket
 # as fds 0 and 1, as inetd and `git daemon` do; the service uses only
 # fgets(stdin)/printf(stdout), whose bytes glibc moves without calling the
-# interposed read/write.  A shimmed client sends 2000 lines and must get
+# interposed read/write; then the same with streams the service opens with
+# fdopen().  A shimmed client sends 2000 lines and must get
 # every echo and the final count, on the channel: xwayctl shows the
 # connection closed on backend local with the bytes, and the kernel TCP
 # payload both shims report is ~0.  Before, the echoes went out on TCP
@@ -47,7 +48,7 @@ pid = os.fork()
 if pid == 0:
     os.dup2(c.fileno(), 0); os.dup2(c.fileno(), 1)
     c.close(); s.close()
-    os.execv(sys.argv[1], [sys.argv[1]])
+    os.execv(sys.argv[1], sys.argv[1:])
 c.close()
 _, st = os.waitpid(pid, 0)
 sys.exit(os.waitstatus_to_exitcode(st))
@@ -72,17 +73,19 @@ shimmed() {
 	env LD_PRELOAD="$pre" XWAY_BROKER_SOCK="$SOCK" ASAN_OPTIONS=detect_leaks=0 \
 		timeout -s KILL 60 "$@"
 }
-shimmed python3 "$T/srv.py" "$ECHO" >"$T/port" 2>"$T/srv.log" &
-spid=$!
-for _ in $(seq 1 250); do [ -s "$T/port" ] && break; sleep 0.02; done
-port=$(head -n1 "$T/port")
-[ -n "$port" ] || fail "server did not start"
-shimmed python3 "$T/cli.py" "$port" 2>"$T/cli.log" || fail "the client did not get every echo back"
-wait "$spid" || fail "server or service exit status"
-spid=
-for _ in $(seq 1 100); do
-	"$B/xwayctl" connections --json --socket "$SOCK" >"$T/conns.json" 2>&1
-	python3 - "$T/conns.json" "$port" <<'PY' && break
+one() {
+	rm -f "$T/port"
+	shimmed python3 "$T/srv.py" "$ECHO" "$@" >"$T/port" 2>"$T/srv.log" &
+	spid=$!
+	for _ in $(seq 1 250); do [ -s "$T/port" ] && break; sleep 0.02; done
+	port=$(head -n1 "$T/port")
+	[ -n "$port" ] || fail "server did not start"
+	shimmed python3 "$T/cli.py" "$port" 2>"$T/cli.log" || fail "the client did not get every echo back (${1:-std streams})"
+	wait "$spid" || fail "server or service exit status"
+	spid=
+	for _ in $(seq 1 100); do
+		"$B/xwayctl" connections --json --socket "$SOCK" >"$T/conns.json" 2>&1
+		python3 - "$T/conns.json" "$port" <<'PY' && break
 import json, sys
 d = [c for c in json.load(open(sys.argv[1]))["connections"]
      if c["server"]["addr"].endswith(":" + sys.argv[2])]
@@ -92,9 +95,9 @@ ok = len(d) == 1 and d[0]["state"] == "closed" and d[0]["backend"] == "local" an
          for s in ("client", "server") for k in ("tcp_bytes_sent", "tcp_bytes_received"))
 sys.exit(0 if ok else 1)
 PY
-	sleep 0.05
-done || true
-python3 - "$T/conns.json" "$port" <<'PY' || { cat "$T/conns.json"; fail "not accelerated, or TCP payload"; }
+		sleep 0.05
+	done || true
+	python3 - "$T/conns.json" "$port" <<'PY' || { cat "$T/conns.json"; fail "not accelerated, or TCP payload"; }
 import json, sys
 d = [c for c in json.load(open(sys.argv[1]))["connections"]
      if c["server"]["addr"].endswith(":" + sys.argv[2])]
@@ -104,4 +107,7 @@ for s in ("client", "server"):
     for k in ("tcp_bytes_sent", "tcp_bytes_received"):
         assert d[0][s][k] is not None and d[0][s][k] < 4096, (s, k, d)
 PY
-echo "PASS: stdio service exec'd on an accelerated connection: every echo on the channel"
+}
+one
+one fdopen
+echo "PASS: stdio service exec'd on an accelerated connection (std streams, fdopen): every echo on the channel"

@@ -1,21 +1,34 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * An inetd-style service that talks only through stdio: each line read
- * with fgets(stdin) comes back as "echo:<line>" with printf(stdout), then
- * "bye" at EOF.  stdio.sh execs it with an accelerated connection as fds
- * 0 and 1 (glibc's stdio does not call the interposed read/write).
+ * with fgets comes back as "echo:<line>" with fprintf, then "bye N" at EOF.
+ * Without arguments on stdin/stdout; with "fdopen" on streams it opens
+ * itself with fdopen(0, "r") and fdopen(dup(1), "w").  stdio.sh execs it
+ * with an accelerated connection as fds 0 and 1 (glibc's stdio does not
+ * call the interposed read/write).
  */
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
-int main(void)
+int main(int argc, char **argv)
 {
+	FILE *in = stdin, *out = stdout;
 	char line[4096];
 	long n = 0;
 
-	while (fgets(line, sizeof(line), stdin) && n++ < 1000000) {
-		if (printf("echo:%s", line) < 0 || fflush(stdout) != 0)
+	if (argc > 1 && !strcmp(argv[1], "fdopen")) {
+		int o = dup(1);
+
+		in = fdopen(0, "r");
+		out = o >= 0 ? fdopen(o, "w") : NULL;
+		if (!in || !out || fileno(in) != 0 || fileno(out) != o)
+			return 2;
+	}
+	while (fgets(line, sizeof(line), in) && n++ < 1000000) {
+		if (fprintf(out, "echo:%s", line) < 0 || fflush(out) != 0)
 			return 1;
 	}
-	printf("bye %ld\n", n);
-	return fflush(stdout) != 0;
+	fprintf(out, "bye %ld\n", n);
+	return fclose(out) != 0;
 }
