@@ -16,13 +16,17 @@
  * socket (stdin/stdout fully, stderr not), with fileno() still giving the
  * fd.  Programs read the `stdin`/`stdout`/`stderr` variables at every use,
  * so every later printf/fputs/fwrite/fgets uses the new stream.
- * fdopen() on an accelerated connection gets the same kind of stream.
+ * fdopen() on an accelerated connection gets the same kind of stream, and
+ * dprintf()/vdprintf() (a temporary glibc stream on the fd) format into
+ * memory and write through the shim.
  * Limit: a standard stream onto which a process dup2()s a connection
  * without an exec still goes around the shim (shim/README.md).
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "lifecycle.h"
@@ -84,6 +88,35 @@ XWAY_EXPORT FILE *fdopen(int fd, const char *mode)
 	if (st == XWAY_ST_LISTENER || !mode)
 		return real.fdopen(fd, mode);
 	return xway_ck_open(fd, mode);
+}
+
+XWAY_EXPORT int vdprintf(int fd, const char *fmt, va_list ap)
+{
+	struct xway_conn *c = xway_ready() && fd >= 0 ? xway_fd_get(fd) : NULL;
+	char *buf = NULL;
+	int n;
+
+	if (!c)
+		return real.vdprintf(fd, fmt, ap);
+	xway_conn_put(c);
+	n = vasprintf(&buf, fmt, ap);
+	if (n < 0)
+		return -1;
+	if (n > 0 && xway_ck_write((void *)(intptr_t)fd, buf, (size_t)n) != n)
+		n = -1;
+	free(buf);
+	return n;
+}
+
+XWAY_EXPORT int dprintf(int fd, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vdprintf(fd, fmt, ap);
+	va_end(ap);
+	return n;
 }
 
 void xway_stdio_adopt(int fd)

@@ -5,7 +5,7 @@
 # as fds 0 and 1, as inetd and `git daemon` do; the service uses only
 # fgets(stdin)/printf(stdout), whose bytes glibc moves without calling the
 # interposed read/write; then the same with streams the service opens with
-# fdopen().  A shimmed client sends 2000 lines and must get
+# fdopen(), and with dprintf().  A shimmed client sends 2000 lines and must get
 # every echo and the final count, on the channel: xwayctl shows the
 # connection closed on backend local with the bytes, and the kernel TCP
 # payload both shims report is ~0.  Before, the echoes went out on TCP
@@ -110,4 +110,5 @@ PY
 }
 one
 one fdopen
-echo "PASS: stdio service exec'd on an accelerated connection (std streams, fdopen): every echo on the channel"
+one dprintf
+echo "PASS: stdio service exec'd on an accelerated connection (std streams, fdopen, dprintf): every echo on the channel"
