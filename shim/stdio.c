@@ -90,16 +90,21 @@ XWAY_EXPORT FILE *fdopen(int fd, const char *mode)
 	return xway_ck_open(fd, mode);
 }
 
-XWAY_EXPORT int vdprintf(int fd, const char *fmt, va_list ap)
+extern int __vasprintf_chk(char **out, int flag, const char *fmt, va_list ap);
+
+/* flag < 0: vdprintf; else the fortify level of __vdprintf_chk (glibc's
+ * checking formatter then applies the same %n rules). */
+static int xway_vdprintf(int fd, int flag, const char *fmt, va_list ap)
 {
 	struct xway_conn *c = xway_ready() && fd >= 0 ? xway_fd_get(fd) : NULL;
 	char *buf = NULL;
 	int n;
 
 	if (!c)
-		return real.vdprintf(fd, fmt, ap);
+		return flag < 0 ? real.vdprintf(fd, fmt, ap)
+				: real.__vdprintf_chk(fd, flag, fmt, ap);
 	xway_conn_put(c);
-	n = vasprintf(&buf, fmt, ap);
+	n = flag < 0 ? vasprintf(&buf, fmt, ap) : __vasprintf_chk(&buf, flag, fmt, ap);
 	if (n < 0)
 		return -1;
 	if (n > 0 && xway_ck_write((void *)(intptr_t)fd, buf, (size_t)n) != n)
@@ -108,13 +113,34 @@ XWAY_EXPORT int vdprintf(int fd, const char *fmt, va_list ap)
 	return n;
 }
 
+XWAY_EXPORT int vdprintf(int fd, const char *fmt, va_list ap)
+{
+	return xway_vdprintf(fd, -1, fmt, ap);
+}
+
+XWAY_EXPORT int __vdprintf_chk(int fd, int flag, const char *fmt, va_list ap)
+{
+	return xway_vdprintf(fd, flag < 0 ? 0 : flag, fmt, ap);
+}
+
 XWAY_EXPORT int dprintf(int fd, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
 
 	va_start(ap, fmt);
-	n = vdprintf(fd, fmt, ap);
+	n = xway_vdprintf(fd, -1, fmt, ap);
+	va_end(ap);
+	return n;
+}
+
+XWAY_EXPORT int __dprintf_chk(int fd, int flag, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = xway_vdprintf(fd, flag < 0 ? 0 : flag, fmt, ap);
 	va_end(ap);
 	return n;
 }

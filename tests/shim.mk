@@ -24,7 +24,13 @@ $(B)/tests/shim/xway-stdio-echo: $(B)/$(SHIMT)/stdio_echo.o
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(XLDFLAGS) -o $@ $^
 
-ALL_BINS += $(B)/tests/shim/xway-tcpsem $(B)/tests/shim/xway-adopt $(B)/tests/shim/xway-stdio-echo
+$(B)/$(SHIMT)/stdio_echo_fortify.o: OBJ_CFLAGS += -O2 -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=2
+$(B)/tests/shim/xway-stdio-echo-fortify: $(B)/$(SHIMT)/stdio_echo_fortify.o
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(XLDFLAGS) -o $@ $^
+
+ALL_BINS += $(B)/tests/shim/xway-tcpsem $(B)/tests/shim/xway-adopt $(B)/tests/shim/xway-stdio-echo \
+            $(B)/tests/shim/xway-stdio-echo-fortify
 TEST_BINS += $(B)/tests/shim/test_shim_config
 TEST_SCRIPTS += $(SHIMT)/exports.sh $(SHIMT)/xway-run.sh $(SHIMT)/plain.sh \
                 $(SHIMT)/accel.sh $(SHIMT)/netns.sh $(SHIMT)/slow-broker.sh \

@@ -14,7 +14,7 @@ set -u
 cd "$(dirname "$0")/../../.."
 . tests/integration/shim/lib.sh
 ECHO=$B/tests/shim/xway-stdio-echo
-for f in "$B/xwayd" "$B/xwayctl" "$ECHO"; do
+for f in "$B/xwayd" "$B/xwayctl" "$ECHO" "$ECHO-fortify"; do
 	[ -x "$f" ] || { echo "SKIP: $f not built"; exit 77; }
 done
 command -v python3 >/dev/null || { echo "SKIP: python3 missing"; exit 77; }
@@ -111,4 +111,8 @@ PY
 one
 one fdopen
 one dprintf
-echo "PASS: stdio service exec'd on an accelerated connection (std streams, fdopen, dprintf): every echo on the channel"
+# As distributions build it (_FORTIFY_SOURCE=2: __dprintf_chk, __fprintf_chk).
+ECHO=$B/tests/shim/xway-stdio-echo-fortify
+one dprintf
+one
+echo "PASS: stdio service exec'd on an accelerated connection (std streams, fdopen, dprintf; also fortified): every echo on the channel"
