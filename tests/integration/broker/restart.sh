@@ -17,26 +17,7 @@ for f in "$B/xwayd" "$B/xwayctl" "$B/libxway.so"; do
 done
 command -v python3 >/dev/null || { echo "SKIP: python3 missing"; exit 77; }
 
-T=$(mktemp -d /tmp/xway-restart.XXXXXX)
-SOCK=$T/xwayd.sock
-bpid=; spid=
-cleanup() {
-	for p in $spid $bpid; do kill "$p" 2>/dev/null; done
-	for p in $spid $bpid; do wait "$p" 2>/dev/null; done
-	rm -rf "$T"
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: $*"
-	for f in "$T"/*.log; do echo "---- $f"; tail -n 20 "$f"; done
-	exit 1
-}
-start_broker() {
-	"$B/xwayd" --foreground --socket "$SOCK" --config /dev/null >>"$T/xwayd.log" 2>&1 &
-	bpid=$!
-	for _ in $(seq 1 250); do [ -S "$SOCK" ] && return 0; sleep 0.02; done
-	fail "xwayd socket did not appear"
-}
+priv_broker_env restart
 stop_broker() {
 	kill -TERM "$bpid"; wait "$bpid" 2>/dev/null; bpid=
 	[ ! -S "$SOCK" ] || fail "socket left behind after SIGTERM"
@@ -72,11 +53,6 @@ t = threading.Thread(target=rd); t.start()
 c.sendall(data); c.shutdown(socket.SHUT_WR); t.join(60)
 sys.exit(0 if bytes(got) == data else 1)
 EOF
-pre=$(shim_preload)
-shimmed() {
-	env LD_PRELOAD="$pre" XWAY_BROKER_SOCK="$SOCK" ASAN_OPTIONS=detect_leaks=0 \
-		timeout -s KILL 60 "$@"
-}
 
 # accelerated PORT N: the N-th record to PORT (in order) is a closed local
 # channel with the 2 MiB each way and ~0 kernel TCP payload on both sides.
@@ -102,7 +78,7 @@ PY
 	return 1
 }
 
-start_broker
+xwayd_up
 shimmed python3 "$T/srv.py" 3 >"$T/port" 2>"$T/srv.log" &
 spid=$!
 for _ in $(seq 1 250); do [ -s "$T/port" ] && break; sleep 0.02; done
@@ -115,7 +91,7 @@ grep -q " $(printf '%d' "$port") " "$SOCK.listeners" ||
 
 # Restart while the server sleeps in accept().
 stop_broker
-start_broker
+xwayd_up
 grep -q "restored 1 listener" "$T/xwayd.log" || fail "the new broker restored no listener"
 ctl listeners | grep -q "127.0.0.1:$port " || fail "restored listener not shown by xwayctl"
 shimmed python3 "$T/cli.py" "$port" 2>>"$T/cli.log" || fail "client 2: data mismatch"
@@ -133,7 +109,7 @@ stop_broker
 printf 'xway-listeners 1\n2 00000000000000000000ffff7f000001 %s 0 0 123456789\n' "$port" \
 	>"$SOCK.listeners"
 : >"$T/xwayd.log"
-start_broker
+xwayd_up
 ctl listeners | grep -q ":$port " && fail "a listener that no longer listens was restored"
 grep -q "restored" "$T/xwayd.log" && fail "restored something: $(cat "$T/xwayd.log")"
 
@@ -145,7 +121,7 @@ for bad in 'garbage' $'xway-listeners 1\n2 zz 1 0 0 1' $'xway-listeners 1\n7 000
 	stop_broker
 	printf '%s\n' "$bad" >"$SOCK.listeners"
 	: >"$T/xwayd.log"
-	start_broker
+	xwayd_up
 	ctl status >/dev/null || fail "broker not answering after a malformed state file"
 	grep -qiE "ignored|not restored" "$T/xwayd.log" ||
 		fail "no warning for state file: $bad ($(cat "$T/xwayd.log"))"

@@ -70,3 +70,37 @@ run_suite() {
 have_ipv6_lo() {
 	ip -6 addr show dev lo 2>/dev/null | grep -q '::1'
 }
+
+# ---- scripts with their own xwayd and python3 processes -------------------
+# priv_broker_env NAME: a directory T (/tmp/xway-NAME.*) with SOCK in it; at
+# exit the pids in $spid and $bpid are stopped and T removed.  fail MSG
+# prints the tail of every $T/*.log and exits 1.  xwayd_up starts xwayd on
+# SOCK (bpid; its log appended to $T/xwayd.log) and waits for its socket.
+# shimmed CMD... runs CMD under the shim against it (bounded).
+priv_broker_env() {
+	T=$(mktemp -d "/tmp/xway-$1.XXXXXX")
+	SOCK=$T/xwayd.sock
+	bpid=; spid=
+	trap priv_broker_cleanup EXIT
+}
+priv_broker_cleanup() {
+	local p
+	for p in $spid $bpid; do kill "$p" 2>/dev/null; done
+	for p in $spid $bpid; do wait "$p" 2>/dev/null; done
+	rm -rf "$T"
+}
+fail() {
+	echo "FAIL: $*"
+	for f in "$T"/*.log; do echo "---- $f"; tail -n 20 "$f"; done
+	exit 1
+}
+xwayd_up() {
+	"$B/xwayd" --foreground --socket "$SOCK" --config /dev/null >>"$T/xwayd.log" 2>&1 &
+	bpid=$!
+	for _ in $(seq 1 250); do [ -S "$SOCK" ] && return 0; sleep 0.02; done
+	fail "xwayd socket did not appear"
+}
+shimmed() {
+	env LD_PRELOAD="$(shim_preload)" XWAY_BROKER_SOCK="$SOCK" ASAN_OPTIONS=detect_leaks=0 \
+		timeout -s KILL 60 "$@"
+}

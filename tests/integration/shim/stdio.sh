@@ -19,24 +19,8 @@ for f in "$B/xwayd" "$B/xwayctl" "$ECHO" "$ECHO-fortify"; do
 done
 command -v python3 >/dev/null || { echo "SKIP: python3 missing"; exit 77; }
 
-T=$(mktemp -d /tmp/xway-stdio.XXXXXX)
-SOCK=$T/xwayd.sock
-bpid=; spid=
-cleanup() {
-	for p in $spid $bpid; do kill "$p" 2>/dev/null; done
-	for p in $spid $bpid; do wait "$p" 2>/dev/null; done
-	rm -rf "$T"
-}
-trap cleanup EXIT
-fail() {
-	echo "FAIL: $*"
-	for f in "$T"/*.log; do echo "---- $f"; tail -n 20 "$f"; done
-	exit 1
-}
-"$B/xwayd" --foreground --socket "$SOCK" --config /dev/null >"$T/xwayd.log" 2>&1 &
-bpid=$!
-for _ in $(seq 1 250); do [ -S "$SOCK" ] && break; sleep 0.02; done
-[ -S "$SOCK" ] || fail "xwayd did not start"
+priv_broker_env stdio
+xwayd_up
 
 cat >"$T/srv.py" <<'PY'
 import os, socket, sys
@@ -68,11 +52,6 @@ while True:
     got.extend(b)
 sys.exit(0 if bytes(got) == want else 1)
 PY
-pre=$(shim_preload)
-shimmed() {
-	env LD_PRELOAD="$pre" XWAY_BROKER_SOCK="$SOCK" ASAN_OPTIONS=detect_leaks=0 \
-		timeout -s KILL 60 "$@"
-}
 one() {
 	rm -f "$T/port"
 	shimmed python3 "$T/srv.py" "$ECHO" "$@" >"$T/port" 2>"$T/srv.log" &
