@@ -18,7 +18,11 @@
  * closes the listener (LISTEN_DEL over the new link), or when a check
  * every XWAYD_PERSIST_CHECK_S seconds finds its sockets no longer listening.
  * Listeners of other namespaces are not restored (the broker cannot list
- * their sockets): they come back at their next accept, as before.
+ * their sockets): they come back at their next accept, as before.  Known
+ * limit: a socket whose shimmed registrant exec'd an image without the
+ * shim (keeping the socket) and that still listens is restored too; its
+ * clients then wait up to the claim timeout before TCP when they speak
+ * first (before the restart that registration ended with the link).
  *
  * The file is written by root in the broker's runtime directory; it is still
  * parsed strictly (bounded, every field checked) and a bad line is logged
