@@ -18,8 +18,8 @@
 #   XEN_TESTBED_BYTES=N[KMG]    transfer size per test (64M)
 #   XEN_TESTBED_PINGS=N         ping-pong round trips per test (1000)
 #   XEN_TESTBED_SCALE=1         also run workload 72 (1000 connections at once)
-#   XEN_TESTBED_APPS=0          skip workloads 80-83 (ssh, apache2,
-#                               vsftpd, MariaDB across the domUs)
+#   XEN_TESTBED_APPS=0          skip workloads 80-88 (ssh, apache2, vsftpd,
+#                               MariaDB, iperf3, sockperf, proftpd, telnet, samba)
 #   XEN_TESTBED_ONLY="50 90"    run only the workloads whose names start
 #                               with one of these prefixes (development)
 # Runs on one machine queue behind each other (flock on the cache): two
@@ -157,7 +157,7 @@ TB_BARRIER_TIMEOUT=900
 TB_DOMU_TIMEOUT=$(( limit - 300 > 300 ? limit - 300 : 300 ))
 # Workload 72 (the push to 1000 connections) runs only when asked for.
 TB_SCALE=${XEN_TESTBED_SCALE:-0}
-# Workloads 80-83 (the apps across domains) run unless told not to.
+# Workloads 80-88 (the apps across domains) run unless told not to.
 TB_APPS=${XEN_TESTBED_APPS:-1}
 EOF
 put 0644 "$work/config" /opt/xway-testbed/config

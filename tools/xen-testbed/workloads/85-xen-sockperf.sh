@@ -93,7 +93,7 @@ else
 	echo "sockperf.xway.latency_us=$plat"; echo "sockperf.kernel.latency_us=$klat"
 	echo "sockperf.xway.MBps=$tbw"; echo "sockperf.kernel.MBps=$kbw"
 	ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-	echo "report.sockperf_xen_latency=ping-pong 64 B: xway $plat us vs kernel TCP over netfront $klat us (x$(ratio "$klat" "$plat") lower), emulated, ${secs} s"
+	echo "report.sockperf_xen_latency=ping-pong 64 B: xway $plat us vs kernel TCP over netfront $klat us (kernel/xway latency x$(ratio "$klat" "$plat"): above 1 means xway is faster), emulated, ${secs} s"
 	echo "report.sockperf_xen_throughput=60000 B messages: xway $tbw MB/s vs kernel TCP over netfront $kbw MB/s (x$(ratio "$tbw" "$kbw")), emulated, ${secs} s"
 fi
 conclude "${payload:-0}"
