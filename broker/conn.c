@@ -427,6 +427,9 @@ void xwayd_conn_remote_withdraw(uint32_t dom, uint64_t id, const char *why)
 	}
 }
 
+static void fallback_after_claim(struct xwayd_conn *k, int side, uint32_t reason,
+				 const char *text);
+
 void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed)
 {
 	if (k->state != XC_PENDING || !k->xen || k->xen_remote)
@@ -453,6 +456,8 @@ void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed)
 	xd->st.claims++;
 	XLOG_DEBUG("Xen offer %llu claimed in domain %u", (unsigned long long)k->offer_id,
 		   k->xen_dom);
+	if (k->xen_left_early)
+		fallback_after_claim(k, k->xen_left_side, XWAY_R_LEFT, k->xen_left_text);
 }
 
 static void conn_close(struct xwayd_conn *k, const char *detail);
@@ -930,6 +935,24 @@ static void conn_close(struct xwayd_conn *k, const char *detail)
 	conn_finish(k);
 }
 
+/* Claimed, but an endpoint could not use the channel (attaching failed)
+ * or left it for TCP: the record says so. */
+static void fallback_after_claim(struct xwayd_conn *k, int side, uint32_t reason,
+				 const char *text)
+{
+	xwayd_conn_refresh(k);
+	conn_unmap(k);
+	g_hash_table_steal(xd->live, &k->cookie);
+	g_hash_table_steal(xd->offers, &k->offer_id);
+	k->state = XC_FALLBACK;
+	k->reason = reason;
+	snprintf(k->detail, sizeof(k->detail), "%s side after claim: %s",
+		 side ? "server" : "client", text);
+	xd->st.fallbacks++;
+	xd->st.by_reason[reason]++;
+	conn_finish(k);
+}
+
 void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 {
 	const struct xway_report *p = &r->u.report;
@@ -955,19 +978,14 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 		if (!k && !p->cookie)
 			k = find_fallback(p);
 		if (k && k->state == XC_ACCELERATED) {
-			/* Claimed, but an endpoint could not use the channel
-			 * (e.g. attaching failed): the record says so. */
-			xwayd_conn_refresh(k);
-			conn_unmap(k);
-			g_hash_table_steal(xd->live, &k->cookie);
-			g_hash_table_steal(xd->offers, &k->offer_id);
-			k->state = XC_FALLBACK;
-			k->reason = p->reason;
-			snprintf(k->detail, sizeof(k->detail), "%s side after claim: %s",
-				 p->side ? "server" : "client", p->text);
-			xd->st.fallbacks++;
-			xd->st.by_reason[p->reason]++;
-			conn_finish(k);
+			fallback_after_claim(k, p->side, p->reason, p->text);
+			return;
+		}
+		if (k && k->state == XC_PENDING && k->xen && !k->xen_remote &&
+		    p->reason == XWAY_R_LEFT) {
+			k->xen_left_early = true;
+			k->xen_left_side = p->side;
+			g_strlcpy(k->xen_left_text, p->text, sizeof(k->xen_left_text));
 			return;
 		}
 		if (k) {

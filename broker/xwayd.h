@@ -123,6 +123,13 @@ struct xwayd_conn {
 	 * (xen_remote true) it is a record made from the peer's published
 	 * offer, with no descriptors and no header. */
 	bool xen, xen_remote, xen_withdraw_asked;
+	/* A client's "left the channel" report that came while its offer was
+	 * still pending here (the shim takes "the peer mapped the vchan" as
+	 * claimed before this broker applies the outcome): applied when the
+	 * outcome comes, so the record does not stay "xen". */
+	bool xen_left_early;
+	int xen_left_side;
+	char xen_left_text[sizeof(((struct xway_report *)0)->text)];
 	uint32_t xen_dom;                 /* the other domain */
 	uint64_t xen_id;                  /* offer id in the client's broker */
 	char xen_path[XWAY_XEN_PATH_MAX]; /* the vchan's xenstore path */

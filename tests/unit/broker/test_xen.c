@@ -249,6 +249,52 @@ Test(xen, offer_to_other_domain_goes_through_xenstore)
 	tb_chan_close(&ch);
 }
 
+Test(xen, left_channel_report_before_the_outcome)
+{
+	/* Check that a client's "left the channel" report that arrives while
+	 * its Xen offer is still pending here (the shim takes the peer's
+	 * mapping of the vchan as "claimed" before this broker applies the
+	 * outcome) is not lost: once "claimed" comes, the record says
+	 * tcp/left-channel instead of staying xen. */
+	struct xway_addr dst, src;
+	struct xway_result res;
+	struct xway_report rep;
+	struct tchan ch;
+	int s = tb_bound("127.0.0.1", &src);
+	char rel[128];
+
+	cr_assert_eq(tb_chan(&ch, tb_random64(), 12), 0);
+	tb_addr_v4(&dst, "192.0.2.50", 7000);
+	cr_assert_eq(xen_offer(&dst, s, &src, &ch, XWAY_BACKEND_LOCAL, &res), XWAY_MSG_RESULT);
+	cr_assert_eq(xen_offer(&dst, s, &src, &ch, XWAY_BACKEND_XEN, &res), XWAY_MSG_RESULT);
+	cr_assert_eq(res.status, 1, "status %d: %s", res.status, res.text);
+	memset(&rep, 0, sizeof(rep));
+	rep.kind = XWAY_REP_FALLBACK;
+	rep.side = 0;
+	rep.reason = XWAY_R_LEFT;
+	rep.cookie = ch.cookie;
+	rep.local = src;
+	rep.peer = dst;
+	rep.chan_tx_bytes = rep.chan_rx_bytes = -1;
+	rep.tcp_bytes_sent = rep.tcp_bytes_received = -1;
+	snprintf(rep.text, sizeof(rep.text), "the peer left the Xen channel");
+	cr_assert_eq(tb_send(bfd, XWAY_MSG_REPORT, 99, &rep, sizeof(rep), NULL, 0), 0);
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"state\":\"pending\""),
+		  "the report decided a pending record");
+	snprintf(rel, sizeof(rel), "local/xway/2/outcomes/1/%llu", (unsigned long long)res.offer_id);
+	put(rel, "claimed");
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"reason\":\"left-channel\""),
+		  "the record does not say left-channel after the outcome");
+	{
+		char *q = tb_query(bfd, XWAY_Q_CONNECTIONS, true);
+
+		cr_assert(q && !strstr(q, "\"backend\":\"xen\""), "the record still says xen: %s", q);
+		free(q);
+	}
+	close(s);
+	tb_chan_close(&ch);
+}
+
 Test(xen, withdraw_is_asked_not_decided)
 {
 	/* Check a WITHDRAW of a pending Xen offer is forwarded (status 1, a
