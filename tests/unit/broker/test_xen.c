@@ -249,6 +249,20 @@ Test(xen, offer_to_other_domain_goes_through_xenstore)
 	tb_chan_close(&ch);
 }
 
+/* A pending Xen offer from a fresh bound socket (*s, *src) to domain 2's
+ * 192.0.2.50:port with the local decision channel *ch: answered status 1,
+ * published, waiting for the peer's outcome. */
+static void pending_xen_offer(uint16_t port, int *s, struct xway_addr *src,
+			      struct xway_addr *dst, struct tchan *ch,
+			      struct xway_result *res)
+{
+	*s = tb_bound("127.0.0.1", src);
+	cr_assert_eq(tb_chan(ch, tb_random64(), 12), 0);
+	tb_addr_v4(dst, "192.0.2.50", port);
+	cr_assert_eq(xen_offer(dst, *s, src, ch, XWAY_BACKEND_XEN, res), XWAY_MSG_RESULT);
+	cr_assert_eq(res->status, 1, "status %d: %s", res->status, res->text);
+}
+
 Test(xen, left_channel_report_before_the_outcome)
 {
 	/* Check that a client's "left the channel" report that arrives while
@@ -260,14 +274,10 @@ Test(xen, left_channel_report_before_the_outcome)
 	struct xway_result res;
 	struct xway_report rep;
 	struct tchan ch;
-	int s = tb_bound("127.0.0.1", &src);
 	char rel[128];
+	int s;
 
-	cr_assert_eq(tb_chan(&ch, tb_random64(), 12), 0);
-	tb_addr_v4(&dst, "192.0.2.50", 7000);
-	cr_assert_eq(xen_offer(&dst, s, &src, &ch, XWAY_BACKEND_LOCAL, &res), XWAY_MSG_RESULT);
-	cr_assert_eq(xen_offer(&dst, s, &src, &ch, XWAY_BACKEND_XEN, &res), XWAY_MSG_RESULT);
-	cr_assert_eq(res.status, 1, "status %d: %s", res.status, res.text);
+	pending_xen_offer(7000, &s, &src, &dst, &ch, &res);
 	memset(&rep, 0, sizeof(rep));
 	rep.kind = XWAY_REP_FALLBACK;
 	rep.side = 0;
@@ -303,13 +313,10 @@ Test(xen, withdraw_is_asked_not_decided)
 	struct xway_result res;
 	struct xway_withdraw w;
 	struct tchan ch;
-	int s = tb_bound("127.0.0.1", &src);
 	char rel[128];
+	int s;
 
-	cr_assert_eq(tb_chan(&ch, tb_random64(), 12), 0);
-	tb_addr_v4(&dst, "192.0.2.50", 7001);
-	cr_assert_eq(xen_offer(&dst, s, &src, &ch, XWAY_BACKEND_XEN, &res), XWAY_MSG_RESULT);
-	cr_assert_eq(res.status, 1, "status %d: %s", res.status, res.text);
+	pending_xen_offer(7001, &s, &src, &dst, &ch, &res);
 	w.offer_id = res.offer_id;
 	cr_assert_eq(tb_call_result(bfd, XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0, &res),
 		     XWAY_MSG_RESULT);
