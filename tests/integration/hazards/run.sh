@@ -18,6 +18,7 @@ B=${B:-build}
 HZ=$B/tests/hazards/xway-hz
 LIB=$(readlink -f "$B/libxway.so" 2>/dev/null || true)
 XWAYD=$B/xwayd
+. tests/integration/xwayd_up.sh
 CASE_TIMEOUT=${CASE_TIMEOUT:-120}
 KNOWN=${HZ_KNOWN_FAIL-}
 [ -x "$HZ" ] && [ -n "$LIB" ] || { echo "missing $HZ or libxway.so (run make)"; exit 1; }
@@ -75,11 +76,7 @@ if [ ! -x "$XWAYD" ]; then
 	echo "SKIP accelerated mode: $XWAYD is not built"; accel=0
 fi
 if [ $accel = 1 ]; then
-	sock=$tmp/xwayd.sock
-	"$XWAYD" --foreground --socket "$sock" >"$tmp/xwayd.log" 2>&1 &
-	bpid=$!
-	for i in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
-	[ -S "$sock" ] || { echo "xwayd did not come up:"; cat "$tmp/xwayd.log"; exit 1; }
+	xwayd_start "$tmp"
 	# credthread's thread runs as nobody and connects to the broker.
 	chmod 0666 "$sock"
 	echo "== shim with a private xwayd (accelerated)"

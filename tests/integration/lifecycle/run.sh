@@ -14,6 +14,7 @@ B=${B:-build}
 LC=$B/tests/lifecycle/xway-lc
 LIB=$(readlink -f "$B/libxway.so" 2>/dev/null || true)
 XWAYD=$B/xwayd
+. tests/integration/xwayd_up.sh
 XWAYCTL=$B/xwayctl
 CASE_TIMEOUT=${CASE_TIMEOUT:-120}
 [ -x "$LC" ] && [ -n "$LIB" ] || { echo "missing $LC or libxway.so (run make)"; exit 1; }
@@ -64,11 +65,7 @@ elif nm -D "$LIB" | grep -qE '^ +w xway_chan_local_create'; then
 	echo "SKIP accelerated mode: libxway.so has no channel layer"; accel=0
 fi
 if [ $accel = 1 ]; then
-	sock=$tmp/xwayd.sock
-	"$XWAYD" --foreground --socket "$sock" >"$tmp/xwayd.log" 2>&1 &
-	bpid=$!
-	for i in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
-	[ -S "$sock" ] || { echo "xwayd did not come up:"; cat "$tmp/xwayd.log"; exit 1; }
+	xwayd_start "$tmp"
 	expect=accel
 	echo "== shim with a private xwayd (accelerated)"
 	for tc in $cases; do

@@ -20,6 +20,7 @@ B=${B:-build}
 ADOPT=$B/tests/shim/xway-adopt
 LIB=$(readlink -f "${XWAY_TEST_LIB:-$B/libxway.so}" 2>/dev/null || true)
 XWAYD=$B/xwayd
+. tests/integration/xwayd_up.sh
 XWAYCTL=$B/xwayctl
 T=${CASE_TIMEOUT:-120}
 [ -x "$ADOPT" ] && [ -n "$LIB" ] || { echo "missing $ADOPT or libxway.so (run make)"; exit 1; }
@@ -125,11 +126,7 @@ elif nm -D "$LIB" | grep -qE '^ +w xway_chan_local_create'; then
 	echo "SKIP accelerated cases: libxway.so has no channel layer"; accel=0
 fi
 if [ $accel = 1 ]; then
-	sock=$tmp/xwayd.sock
-	"$XWAYD" --foreground --socket "$sock" >"$tmp/xwayd.log" 2>&1 &
-	bpid=$!
-	for i in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.05; done
-	[ -S "$sock" ] || { echo "xwayd did not come up:"; cat "$tmp/xwayd.log"; exit 1; }
+	xwayd_start "$tmp"
 	if env "LD_PRELOAD=$pre" "XWAY_BROKER_SOCK=$sock" ASAN_OPTIONS=detect_leaks=0 \
 		timeout -s KILL "$T" "$ADOPT" errno 2>"$tmp/errno.err"
 	then ok "errno broker"; else fail "errno broker"; sed 's/^/       /' "$tmp/errno.err" | tail -5; fi
