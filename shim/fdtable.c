@@ -236,11 +236,31 @@ struct xway_conn *xway_conn_new(int fd, int side)
 	c->side = side;
 	c->owner_pid = getpid();
 	c->shared = sh;
+	c->shared_page = sh;
 	atomic_store_explicit(&c->shared->holders, 1, memory_order_relaxed);
 	pthread_mutex_init(&c->lock, NULL);
 	/* Release: fields above before the count that makes c gettable. */
 	atomic_store_explicit(&c->refs, 1, memory_order_release);
 	return c;
+}
+
+void xway_conn_bind_chan(struct xway_conn *c, struct xway_chan *chan, int adopt)
+{
+	struct xway_conn_shared *w;
+
+	c->chan = chan;
+	if (!chan || !xway_chan_user_word)
+		return;
+	_Static_assert(sizeof(struct xway_conn_shared) == 8, "the user word");
+	w = xway_chan_user_word(chan);
+	/* Nobody else sees c yet: no fork can count it in between.  The
+	 * anonymous page stays mapped (freed with the object) but unused. */
+	if (!adopt)
+		atomic_store_explicit(&w->holders,
+				      atomic_load_explicit(&c->shared->holders,
+							   memory_order_relaxed),
+				      memory_order_relaxed);
+	c->shared = w;
 }
 
 void xway_conn_hold(struct xway_conn *c)
@@ -354,9 +374,10 @@ void xway_conn_put(struct xway_conn *c)
 	}
 	xway_conn_free(c);
 	pthread_mutex_destroy(&c->lock);
-	if (c->shared)
-		munmap(c->shared, 4096);
+	if (c->shared_page)
+		munmap(c->shared_page, 4096);
 	c->shared = NULL;
+	c->shared_page = NULL;
 	pthread_mutex_lock(&xway_fd_lock);
 	c->next_free = xway_pool;
 	xway_pool = c;

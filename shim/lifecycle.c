@@ -60,7 +60,7 @@ XWAY_EXPORT long syscall(long number, ...);
 XWAY_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...);
 
 #define XWAY_EXEC_ENV    "XWAY_EXEC_STATE"
-#define XWAY_EXEC_VER    "1"
+#define XWAY_EXEC_VER    "2"
 #define XWAY_MAX_OWN     65536
 #define XWAY_MAX_EXEC_FD 16      /* fd numbers of one connection handed over */
 
@@ -535,12 +535,20 @@ XWAY_EXPORT void closefrom(int lo)
 /*
  * State handed to the new image, one record per connection whose fds
  * survive the exec (some fd number without FD_CLOEXEC):
- *   XWAY_EXEC_STATE=1;<fd>[,<fd>...]:<side>:<cookie>:<memfd>:<efd0>:<efd1>:<local>:<peer>:<shared>;...
+ *   XWAY_EXEC_STATE=2;<fd>[,<fd>...]:<side>:<cookie>:<memfd>:<efd0>:<efd1>:<epfd>:<local>:<peer>:<shared>;...
  * cookie in hex, local/peer the struct xway_addr bytes in hex.  The new
  * image trusts nothing in it: every fd is checked (socket is TCP with that
  * 4-tuple, memfd is sealed with that cookie in its header) before use.
- * shared=1 (posix_spawn: the spawner keeps using the connection): the new
- * image never does the last-holder teardown (its tree is not the only one).
+ *
+ * epfd is the memfd of the end's state (indices, locks, statistics, the
+ * holder count): the new image maps that same state, so it and any other
+ * process still holding the connection (a fork child execs while its
+ * parent goes on, `git push git://`, or posix_spawn) are one end with one
+ * holder count, as fork children are.  -1 when the end has none (it could
+ * not be made: RLIMIT_FSIZE, a sandbox, no high fd): the new image then
+ * starts an end of its own from the ring's indices, correct only while it
+ * is the one user; shared=1 (posix_spawn) then keeps it from the
+ * last-holder teardown.
  */
 struct xway_exec_acc {
 	char *buf;
@@ -638,7 +646,7 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 	for (int i = 0; i < a->nseen; i++) {
 		struct xway_conn *c = a->seen[i];
 		struct xway_fdlist l = { .c = c };
-		int st = atomic_load_explicit(&c->state, memory_order_acquire), cf[3];
+		int st = atomic_load_explicit(&c->state, memory_order_acquire), cf[4];
 
 		if (st == XWAY_ST_PENDING)
 			st = xway_pending_resolve(c, 1);
@@ -657,11 +665,16 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 			xway_lc_xen_leave(c, "exec");
 			continue;
 		}
-		if (xway_chan_fds(c->chan, cf, 3) != 3)
+		int ncf = xway_chan_fds(c->chan, cf, 4);
+		if (ncf < 3)
 			continue;
-		if (a->nrestore + 3 > a->maxrestore)
+		if (ncf == 3)
+			cf[3] = -1;
+		if (a->nrestore + ncf > a->maxrestore)
 			continue;
-		for (int k = 0; k < 3; k++) {
+		if (cf[3] >= 0 && xway_chan_before_exec)
+			xway_chan_before_exec(c->chan);
+		for (int k = 0; k < ncf; k++) {
 			int fl = real.fcntl(cf[k], F_GETFD, 0);
 			if (fl >= 0 && (fl & FD_CLOEXEC) &&
 			    real.fcntl(cf[k], F_SETFD, fl & ~FD_CLOEXEC) == 0)
@@ -677,9 +690,9 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 		}
 		xway_hex(hex1, &c->local, sizeof(c->local));
 		xway_hex(hex2, &c->peer, sizeof(c->peer));
-		snprintf(rec, sizeof(rec), ":%d:%016llx:%d:%d:%d:%s:%s:%d", c->side,
-			 (unsigned long long)c->cookie, cf[0], cf[1], cf[2], hex1, hex2,
-			 a->spawn);
+		snprintf(rec, sizeof(rec), ":%d:%016llx:%d:%d:%d:%d:%s:%s:%d", c->side,
+			 (unsigned long long)c->cookie, cf[0], cf[1], cf[2], cf[3],
+			 hex1, hex2, a->spawn);
 		if (xway_exec_append(a, rec) < 0)
 			return -ENOMEM;
 		a->handed[a->ncon++] = c;
@@ -728,6 +741,14 @@ static char **xway_exec_envp(char *const envp[], char *state)
 typedef int (*xway_exec_fn)(const void *ctx, char *const envp[]);
 
 static int xway_do_spawn(const void *ctx, char *const envp[]);
+static int xway_do_system(const void *ctx, char *const envp[]);
+static int xway_do_popen(const void *ctx, char *const envp[]);
+
+/* The calling process goes on after fn (a new process runs the image). */
+static int xway_spawnlike(xway_exec_fn fn)
+{
+	return fn == xway_do_spawn || fn == xway_do_system || fn == xway_do_popen;
+}
 
 static int xway_exec_common2(char *const envp[], xway_exec_fn fn, const void *ctx)
 {
@@ -739,13 +760,13 @@ static int xway_exec_common2(char *const envp[], xway_exec_fn fn, const void *ct
 		return fn(ctx, envp);
 	xway_lc_check();
 	memset(&a, 0, sizeof(a));
-	a.spawn = fn == xway_do_spawn;
+	a.spawn = xway_spawnlike(fn);
 	/* The new image forgets our SCM_RIGHTS hand-overs still unsettled
 	 * (the markers are mapped in this one): settle them now, as at exit
 	 * (bounded), so a receiver without the shim still gets its revert. */
 	if (!a.spawn)
 		xway_scm_at_exit();
-	a.maxrestore = 3 * 64;
+	a.maxrestore = 4 * 64;
 	a.restore = malloc(sizeof(int) * (size_t)a.maxrestore);
 	if (!a.restore || xway_exec_prepare(&a) < 0) {
 		xway_exec_undo(&a);
@@ -760,18 +781,22 @@ static int xway_exec_common2(char *const envp[], xway_exec_fn fn, const void *ct
 	}
 	if (a.ncon)
 		XDBG("exec: handing %d accelerated connection(s) over", a.ncon);
+	/* posix_spawn: the spawned image is one more holder.  Counted before
+	 * it exists, as fork does: it may exit before we return.  With a
+	 * carried end it shares our count (its exit takes its one back);
+	 * without, it has its own and ours just never reaches 0 under it. */
+	if (a.spawn)
+		for (int i = 0; i < a.ncon; i++)
+			atomic_fetch_add_explicit(&a.handed[i]->shared->holders, 1,
+						  memory_order_acq_rel);
 	r = fn(ctx, nenv);
 	/* Reached when the exec failed, or after posix_spawn (the child has
 	 * exec'ed by then): put everything back. */
 	saved = errno;
-	if (fn == xway_do_spawn && r == 0) {
-		/* The spawned image holds the connections, counted in its own
-		 * tree: ours must never tear them down under it (as after an
-		 * SCM_RIGHTS hand-over). */
+	if (a.spawn && r != 0)
 		for (int i = 0; i < a.ncon; i++)
-			atomic_fetch_add_explicit(&a.handed[i]->shared->holders, 1,
+			atomic_fetch_sub_explicit(&a.handed[i]->shared->holders, 1,
 						  memory_order_acq_rel);
-	}
 	xway_exec_undo(&a);
 	xway_exec_release(&a);
 	free(nenv);
@@ -784,16 +809,23 @@ static int xway_exec_common2(char *const envp[], xway_exec_fn fn, const void *ct
 static int xway_exec_common(char *const envp[], xway_exec_fn fn, const void *ctx)
 {
 	int r, saved, listeners = xway_ready() && !xway_cfg.disabled &&
-				 fn != xway_do_spawn;
+				 !xway_spawnlike(fn);
+	/* system() and popen() return only when the command ends (or run
+	 * beside it): our limit stays, or other threads' connections would
+	 * find no room above the application's numbers all that time.  The
+	 * shell then sees the raised limit (its shim leaves it). */
+	int nofile = fn != xway_do_system && fn != xway_do_popen;
 
-	xway_nofile_before_exec();
+	if (nofile)
+		xway_nofile_before_exec();
 	if (listeners)
 		xway_listeners_exec(1);   /* setup.c: TCP_DEFER_ACCEPT for the new image */
 	r = xway_exec_common2(envp, fn, ctx);
 	saved = errno;
 	if (listeners)
 		xway_listeners_exec(0);
-	xway_nofile_after_exec();
+	if (nofile)
+		xway_nofile_after_exec();
 	errno = saved;
 	return r;
 }
@@ -851,6 +883,70 @@ static int xway_do_spawn(const void *ctx, char *const envp[])
 	/* posix_spawn returns an error number, never -1/errno. */
 	return x->search ? real.posix_spawnp(x->pid, x->path, x->fa, x->at, x->argv, envp)
 			 : real.posix_spawn(x->pid, x->path, x->fa, x->at, x->argv, envp);
+}
+
+/*
+ * system() and popen(): glibc spawns /bin/sh through its internal
+ * __posix_spawn (clone3 CLONE_VM|CLONE_VFORK, then execve), which no
+ * preload sees, with the environment in `environ`.  So the hand-over state
+ * goes there for the call: the shell (and what it execs) re-attaches the
+ * connections it inherits (socat SYSTEM:...,nofork, or a server that
+ * dup2s the socket to 0/1 and runs system("sha256sum")).  Without this the
+ * command used the kernel socket while the peer's bytes were in the
+ * channel: it read nothing, and its output never reached the peer.  The
+ * swap is visible to other threads for the call's duration (they see one
+ * more variable); it is made only while there is something to hand over.
+ */
+struct xway_system_ctx { const char *cmd, *mode; int ret; FILE *fp; };
+
+/* envp if it carries hand-over state, else the environment as it is. */
+static char **xway_env_for_shell(char *const envp[])
+{
+	for (size_t i = 0; envp && envp[i]; i++)
+		if (!strncmp(envp[i], XWAY_EXEC_ENV "=", sizeof(XWAY_EXEC_ENV)))
+			return (char **)envp;
+	return environ;
+}
+
+static int xway_do_system(const void *ctx, char *const envp[])
+{
+	struct xway_system_ctx *x = (struct xway_system_ctx *)ctx;
+	char **saved = environ;
+
+	environ = xway_env_for_shell(envp);
+	x->ret = real.system(x->cmd);
+	environ = saved;
+	/* -1: no child was made (the shell failing to start is its 127). */
+	return x->ret == -1 ? -1 : 0;
+}
+
+static int xway_do_popen(const void *ctx, char *const envp[])
+{
+	struct xway_system_ctx *x = (struct xway_system_ctx *)ctx;
+	char **saved = environ;
+
+	environ = xway_env_for_shell(envp);
+	x->fp = real.popen(x->cmd, x->mode);
+	environ = saved;
+	return x->fp ? 0 : -1;
+}
+
+XWAY_EXPORT int system(const char *cmd)
+{
+	struct xway_system_ctx x = { .cmd = cmd };
+
+	if (!cmd)      /* "is there a shell?": no child */
+		return real.system(cmd);
+	xway_exec_common(environ, xway_do_system, &x);
+	return x.ret;
+}
+
+XWAY_EXPORT FILE *popen(const char *cmd, const char *mode)
+{
+	struct xway_system_ctx x = { .cmd = cmd, .mode = mode };
+
+	xway_exec_common(environ, xway_do_popen, &x);
+	return x.fp;
 }
 
 XWAY_EXPORT int execv(const char *path, char *const argv[])
@@ -1061,8 +1157,8 @@ static int xway_is_eventfd(int fd)
  * (the fds then stay as the kernel left them: plain TCP). */
 static int xway_reattach_one(char *rec)
 {
-	char *f[10], *save = NULL, *tok;
-	int nf = 0, fds[XWAY_MAX_EXEC_FD], nfds = 0, side, cf[3], family;
+	char *f[11], *save = NULL, *tok;
+	int nf = 0, fds[XWAY_MAX_EXEC_FD], nfds = 0, side, cf[4], family;
 	unsigned long long cookie;
 	struct xway_addr local, peer;
 	struct xway_chan_params p = { xway_cfg.ring_order, xway_cfg.spin_ns };
@@ -1071,11 +1167,11 @@ static int xway_reattach_one(char *rec)
 	char *end;
 	int r;
 
-	for (tok = strtok_r(rec, ":", &save); tok && nf < 10; tok = strtok_r(NULL, ":", &save))
+	for (tok = strtok_r(rec, ":", &save); tok && nf < 11; tok = strtok_r(NULL, ":", &save))
 		f[nf++] = tok;
-	if (nf != 9 || tok || (strcmp(f[8], "0") && strcmp(f[8], "1")))
+	if (nf != 10 || tok || (strcmp(f[9], "0") && strcmp(f[9], "1")))
 		return -EINVAL;
-	int shared = f[8][0] == '1';
+	int shared = f[9][0] == '1';
 	for (tok = strtok_r(f[0], ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		long v = strtol(tok, &end, 10);
 		if (*end || v < 0 || v > INT_MAX || nfds >= XWAY_MAX_EXEC_FD)
@@ -1088,14 +1184,14 @@ static int xway_reattach_one(char *rec)
 	cookie = strtoull(f[2], &end, 16);
 	if (*end)
 		return -EINVAL;
-	for (int k = 0; k < 3; k++) {
+	for (int k = 0; k < 4; k++) {
 		long v = strtol(f[3 + k], &end, 10);
-		if (*end || v < 0 || v > INT_MAX)
+		if (*end || v < (k == 3 ? -1 : 0) || v > INT_MAX || f[3 + k][0] == 0)
 			return -EINVAL;
 		cf[k] = (int)v;
 	}
-	if (xway_unhex(f[6], strlen(f[6]), &local, sizeof(local)) < 0 ||
-	    xway_unhex(f[7], strlen(f[7]), &peer, sizeof(peer)) < 0)
+	if (xway_unhex(f[7], strlen(f[7]), &local, sizeof(local)) < 0 ||
+	    xway_unhex(f[8], strlen(f[8]), &peer, sizeof(peer)) < 0)
 		return -EINVAL;
 	/* Every fd is what the state says, in this process, now.  If the
 	 * numbers moved (posix_spawn file actions dup2 the socket to 0-2),
@@ -1108,7 +1204,7 @@ static int xway_reattach_one(char *rec)
 	if (!ok) {
 		nfds = 0;
 		for (int fd = 0; fd < 1024 && nfds < XWAY_MAX_EXEC_FD; fd++)
-			if (fd != cf[0] && fd != cf[1] && fd != cf[2] &&
+			if (fd != cf[0] && fd != cf[1] && fd != cf[2] && fd != cf[3] &&
 			    xway_is_tcp_fd(fd, &family) && xway_same_addr(fd, 0, &local) &&
 			    xway_same_addr(fd, 1, &peer) &&
 			    (nfds == 0 || xway_same_file(fds[0], fd)) && !xway_fd_is_ours(fd))
@@ -1122,13 +1218,17 @@ static int xway_reattach_one(char *rec)
 		XDBG("exec: fds %d/%d are not eventfds", cf[1], cf[2]);
 		return -EBADF;
 	}
-	/* The attach checks the memfd: sealed, geometry, magic, cookie. */
-	r = xway_chan_local_attach(cf, side, (uint64_t)cookie, &p, &chan);
+	/* The attach checks the memfd: sealed, geometry, magic, cookie; the
+	 * re-attach also the carried state: sealed size, cookie, side, its
+	 * indices against the ring. */
+	int carried = cf[3] >= 0 && xway_chan_local_reattach;
+	r = carried ? xway_chan_local_reattach(cf, side, (uint64_t)cookie, &p, &chan)
+		    : xway_chan_local_attach(cf, side, (uint64_t)cookie, &p, &chan);
 	if (r < 0)
 		return r;
 	/* Channel fds are CLOEXEC again (they were cleared for this exec). */
 	{
-		int own[3], n = xway_chan_fds(chan, own, 3);
+		int own[4], n = xway_chan_fds(chan, own, 4);
 		for (int k = 0; k < n; k++) {
 			int fl = real.fcntl(own[k], F_GETFD, 0);
 			if (fl >= 0)
@@ -1140,10 +1240,12 @@ static int xway_reattach_one(char *rec)
 		xway_chan_close(chan);
 		return -ENOMEM;
 	}
-	c->chan = chan;
+	/* A carried end brings the holder count of every process sharing it
+	 * (ours included: the image that exec'ed was counted). */
+	xway_conn_bind_chan(c, chan, carried);
 	c->cookie = cookie;
 	c->family = family;
-	if (shared)       /* the spawner's tree holds it too, uncounted here */
+	if (shared && !carried) /* the spawner holds it too, uncounted here */
 		atomic_store_explicit(&c->shared->holders, 2, memory_order_relaxed);
 	c->local = local;
 	c->peer = peer;

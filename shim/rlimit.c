@@ -2,10 +2,10 @@
 /*
  * Room for the shim's own descriptors above the application's limit.
  *
- * An accelerated connection costs three descriptors of ours besides the
- * socket (the ring's memfd and two eventfds), kept above every number the
- * application uses (chan/local.c: from 1024 up when RLIMIT_NOFILE allows,
- * else in the top quarter of the table).  Under the usual soft limit of
+ * An accelerated connection costs four descriptors of ours besides the
+ * socket (the ring's memfd, two eventfds, its end state's memfd), kept
+ * above every number the application uses (chan/local.c: from 1024 up
+ * when RLIMIT_NOFILE allows, else in the top quarter of the table).  Under the usual soft limit of
  * 1024 that top quarter held ~85 connections; then our descriptors took
  * low numbers and a process with ~250 accelerated connections got EMFILE
  * where kernel TCP serves a thousand.

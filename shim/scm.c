@@ -561,7 +561,7 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
 		c->hdr_len = map_len;
 		c->offer_id = rec->offer_id;
 	}
-	c->chan = chan;
+	xway_conn_bind_chan(c, chan, 0);
 	c->cookie = rec->cookie;
 	c->family = rec->local.family;
 	c->local = rec->local;

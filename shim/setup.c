@@ -544,7 +544,7 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 		real.shutdown(nfd, SHUT_RDWR);
 		return;
 	}
-	c->chan = chan;
+	xway_conn_bind_chan(c, chan, 0);
 	c->cookie = clp->cookie;
 	c->family = lc->family;
 	c->local = body.local;
@@ -778,7 +778,7 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 		}
 		chan = xc;
 	}
-	c->chan = chan;
+	xway_conn_bind_chan(c, chan, 0);
 	c->family = family;
 	c->cookie = off.cookie;
 	c->offer_id = res.offer_id;

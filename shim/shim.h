@@ -43,6 +43,9 @@
  */
 #pragma weak xway_chan_local_create
 #pragma weak xway_chan_local_attach
+#pragma weak xway_chan_local_reattach
+#pragma weak xway_chan_user_word
+#pragma weak xway_chan_before_exec
 #pragma weak xway_chan_close
 #pragma weak xway_chan_fds
 #pragma weak xway_chan_get_stats
@@ -191,7 +194,11 @@ struct xway_conn {
 	int           family;          /* AF_INET / AF_INET6 */
 	pid_t         owner_pid;       /* process that created this object */
 	struct xway_chan *chan;        /* NULL for listeners */
+	/* The holder count: in shared_page (anonymous MAP_SHARED, made with
+	 * the object) until a channel is bound, then in the channel end's
+	 * user word, which an exec carries too (xway_conn_bind_chan). */
 	struct xway_conn_shared *shared;
+	void         *shared_page;
 	pthread_mutex_t lock;
 	uint64_t      cookie;
 	uint64_t      offer_id;        /* client while PENDING */
@@ -264,6 +271,11 @@ int  xway_fd_other(const struct xway_conn *c, int except);
 void xway_fd_drop_conn(struct xway_conn *c);
 
 struct xway_conn *xway_conn_new(int fd, int side);   /* refs = 1 */
+/* Bind a new object (not yet visible to anyone else) to its channel end.
+ * adopt: the end came over an exec and its user word already holds the
+ * live holder count of every process sharing it; else the count so far
+ * moves there. */
+void xway_conn_bind_chan(struct xway_conn *c, struct xway_chan *chan, int adopt);
 void xway_conn_hold(struct xway_conn *c);
 /* Drops a reference; the last one releases the channel mapping and the
  * object (xway_conn_free).  The kernel-like teardown (reset, linger,

@@ -83,12 +83,35 @@ int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
 /*
  * Attach to a channel made by the peer: validates magic, version, geometry
  * against the memfd's real size, then maps it.  side is 1 for the acceptor;
- * side 0 is used to re-attach the creator's end after exec.  Takes ownership
- * of fds[] on success only.
+ * either side for an end passed by SCM_RIGHTS (a new end state, indices
+ * from the ring) or an exec'ed image without a carried state.  Takes
+ * ownership of fds[] on success only.
  */
 int xway_chan_local_attach(const int fds[3], int side, uint64_t cookie,
 			   const struct xway_chan_params *p,
 			   struct xway_chan **out);
+
+/*
+ * After exec: attach to the same end as the previous image, whose state
+ * (private indices, locks, statistics, the user word) lives in the memfd
+ * fds[3] (the fourth of xway_chan_fds) and may be in use right now by
+ * other processes (a fork child execs while its parent goes on using the
+ * connection).  fds[0..2] as for xway_chan_local_attach.  The state is
+ * checked (sealed size, cookie, side, indices consistent with the ring);
+ * -EPERM/-EINVAL/-EPROTO refuse it.  Takes ownership of fds[] on success.
+ */
+int xway_chan_local_reattach(const int fds[4], int side, uint64_t cookie,
+			     const struct xway_chan_params *p,
+			     struct xway_chan **out);
+
+/* Eight bytes (8-aligned, zero at first) shared by every process holding
+ * this end, across fork and exec alike: the embedder's (the shim keeps the
+ * holder count of the connection there). */
+void *xway_chan_user_word(struct xway_chan *c);
+
+/* Before an exec that carries this end: its locks leave the owner fast
+ * path for good (owner tokens are unique within one image's tree). */
+void xway_chan_before_exec(struct xway_chan *c);
 
 /* The broker's decision word of a local channel: XWAY_ATTACH_PENDING,
  * _CLAIMED or _WITHDRAWN (the client polls this to learn "claimed"), or
@@ -279,7 +302,8 @@ void xway_chan_get_stats(const struct xway_chan *c, struct xway_chan_stats *st);
 
 /* Descriptors this endpoint owns (for exec hand-over and close_range
  * protection); returns how many were stored, at most max (a Xen endpoint
- * has up to XWAY_CHAN_MAX_FDS while its offer is pending). */
+ * has up to XWAY_CHAN_MAX_FDS while its offer is pending).  A local one
+ * has the ring memfd, efd0, efd1, then (if it has one) its state memfd. */
 #define XWAY_CHAN_MAX_FDS 5
 int xway_chan_fds(const struct xway_chan *c, int *fds, int max);
 

@@ -4,9 +4,10 @@
  * struct xway_chan, the backend ops table, and helpers shared by set-up
  * (local.c, xen.c) and the data path (io.c).
  *
- * The endpoint lives in MAP_SHARED|MAP_ANONYMOUS memory of its own, so that
- * after fork() parent and child share the private indices, the locks and
- * the statistics (but never with the peer, which only sees the memfd).
+ * The endpoint lives in MAP_SHARED memory, so that after fork() parent and
+ * child share the private indices, the locks and the statistics (but never
+ * with the peer, which only sees the ring's memfd); its mutable part, struct
+ * xw_ep, in a memfd of its own that an exec carries too (below).
  *
  * Lock order: tx_lock and rx_lock are independent and never held together;
  * no other lock of ours is taken while one is held.  Each is a struct
@@ -55,21 +56,26 @@ struct xw_excl {
 	pthread_mutex_t  lock;     /* once shared: robust, process-shared */
 };
 
-struct xway_chan {
-	const struct xway_chan_ops *ops;
-	enum xway_backend backend;
-	int      side;                     /* 0 creator/client, 1 acceptor */
-	uint32_t spin_ns;                  /* 0: never spin */
-	int      ncpu;                     /* usable CPUs at set-up */
-	int      pollfd;                   /* what this side sleeps on */
+/*
+ * The mutable state of one end: locks, trusted indices, flags, statistics.
+ * It holds no pointer, so that every process holding this end can map it
+ * at its own address: fork() children share it as anonymous MAP_SHARED
+ * memory, and an image started by exec() maps the same memfd again
+ * (xway_chan_local_reattach), which keeps a fork child that execs with a
+ * connection its parent goes on using on the same indices (two endpoints
+ * with private indices of their own would produce into one ring).  Never
+ * shown to the peer.
+ */
+#define XW_EP_MAGIC 0x7877617965703031ull    /* "xwayep01" */
 
-	/* ---- local backend ---- */
-	struct xway_chan_shm *shm;
-	size_t   shm_len;
-	int      fds[3];                   /* memfd, efd0, efd1 */
-	int      peer_efd;
-	struct xw_ring tx, rx;             /* private geometry copies */
-	uint32_t *my_hint, *peer_hint;     /* ring[side].spinning words */
+struct xw_ep {
+	uint64_t magic;                    /* XW_EP_MAGIC once set up */
+	uint64_t cookie;                   /* the connection's cookie */
+	uint32_t side;                     /* 0 creator/client, 1 acceptor */
+	uint32_t pad;
+	/* The embedder's word (the shim's holder count): shared exactly as
+	 * widely as the end itself. */
+	_Alignas(8) unsigned char user[8];
 
 	/* tx_lock protects tx_prod, tx_cons_seen and wr_shut's transition. */
 	struct xw_excl tx_lock;
@@ -98,6 +104,26 @@ struct xway_chan {
 
 	/* Trusted statistics (the ctl copies are for display only). */
 	_Atomic uint64_t st_tx, st_rx, st_wakeups, st_sleeps;
+};
+
+struct xway_chan {
+	const struct xway_chan_ops *ops;
+	enum xway_backend backend;
+	int      side;                     /* 0 creator/client, 1 acceptor */
+	uint32_t spin_ns;                  /* 0: never spin */
+	int      ncpu;                     /* usable CPUs at set-up */
+	int      pollfd;                   /* what this side sleeps on */
+
+	/* ---- local backend ---- */
+	struct xway_chan_shm *shm;
+	size_t   shm_len;
+	int      fds[3];                   /* memfd, efd0, efd1 */
+	int      peer_efd;
+	struct xw_ring tx, rx;             /* private geometry copies */
+	uint32_t *my_hint, *peer_hint;     /* ring[side].spinning words */
+	struct xw_ep *ep;                  /* shared mutable state (above) */
+	int      ep_fd;                    /* its memfd, -1 if anonymous */
+	size_t   ep_len;
 
 	/* ---- xen backend ---- */
 	struct xw_xen *xen;
@@ -105,7 +131,7 @@ struct xway_chan {
 
 /* local.c */
 extern const struct xway_chan_ops xw_local_ops;
-struct xway_chan *xw_chan_alloc(void);
+struct xway_chan *xw_chan_alloc(int want_fd);
 void xw_chan_free(struct xway_chan *c);
 int  xw_fd_to_high(int fd);
 
@@ -139,6 +165,7 @@ int  xw_lock_init(struct xw_excl *x);
 void xw_excl_share(struct xw_excl *x);
 void xw_excl_register(struct xway_chan *c);
 void xw_excl_unregister(struct xway_chan *c);
+int  xw_excl_sandboxed(void);   /* a seccomp filter may be up */
 
 /* Optional log sink (xway_chan_set_logger). */
 void xw_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

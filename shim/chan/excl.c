@@ -459,8 +459,8 @@ void xw_excl_register(struct xway_chan *c)
 		if (!n) {
 			/* Cannot track it: keep it off the fast path. */
 			pthread_mutex_unlock(&xw_reg_lock);
-			xw_excl_share(&c->tx_lock);
-			xw_excl_share(&c->rx_lock);
+			xw_excl_share(&c->ep->tx_lock);
+			xw_excl_share(&c->ep->rx_lock);
 			return;
 		}
 		xw_reg = n;
@@ -487,9 +487,14 @@ void xway_chan_before_sandbox(void)
 	/* Every direction, ours included: after the filter, another thread
 	 * of ours taking one over could not call membarrier(). */
 	for (size_t i = 0; i < xw_reg_n; i++) {
-		xw_excl_share(&xw_reg[i]->tx_lock);
-		xw_excl_share(&xw_reg[i]->rx_lock);
+		xw_excl_share(&xw_reg[i]->ep->tx_lock);
+		xw_excl_share(&xw_reg[i]->ep->rx_lock);
 	}
 	atomic_store(&xw_sandboxed, 1);
 	pthread_mutex_unlock(&xw_reg_lock);
+}
+
+int xw_excl_sandboxed(void)
+{
+	return atomic_load_explicit(&xw_sandboxed, memory_order_relaxed);
 }

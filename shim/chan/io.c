@@ -89,9 +89,9 @@ void xway_chan_sleeper(struct xway_chan *c, unsigned events, int delta)
 	 * pass_on's load of the counts after a drain ("Several sleepers").
 	 * Added by the lifecycle engineer for poll()ers of one endpoint. */
 	if (events & EV_IN_CLASS)
-		atomic_fetch_add(&c->sleep_in, delta);
+		atomic_fetch_add(&c->ep->sleep_in, delta);
 	if (events & EV_OUT_CLASS)
-		atomic_fetch_add(&c->sleep_out, delta);
+		atomic_fetch_add(&c->ep->sleep_out, delta);
 }
 
 int xway_chan_wait(struct xway_chan *c, unsigned events, int extra_fd,
@@ -104,7 +104,7 @@ int xway_chan_wait(struct xway_chan *c, unsigned events, int extra_fd,
 
 static void fail(struct xway_chan *c)
 {
-	atomic_store(&c->failed, 1);
+	atomic_store(&c->ep->failed, 1);
 }
 
 static void stat_add(_Atomic uint64_t *s, uint64_t n)
@@ -127,8 +127,8 @@ static void notify_if_waiting(struct xway_chan *c, uint32_t *waiting)
 		return;             /* another of our senders took it */
 	/* EAGAIN (counter full: a peer that never reads) is harmless. */
 	(void)xw_sys_write(c->peer_efd, &one, sizeof(one));
-	atomic_fetch_add_explicit(&c->st_wakeups, 1, memory_order_relaxed);
-	atomic_store_explicit(&c->just_notified, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->ep->st_wakeups, 1, memory_order_relaxed);
+	atomic_store_explicit(&c->ep->just_notified, 1, memory_order_relaxed);
 }
 
 /* Total of iov[], saturated at UINT32_MAX (rings are smaller). */
@@ -157,9 +157,9 @@ ssize_t xw_local_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt)
 	uint32_t pf, cf;
 	int r, f;
 
-	if ((f = atomic_load_explicit(&c->failed, memory_order_relaxed)))
+	if ((f = atomic_load_explicit(&c->ep->failed, memory_order_relaxed)))
 		return f == 2 ? -ECANCELED : -EPROTO;
-	if ((r = xw_lock(&c->tx_lock)))
+	if ((r = xw_lock(&c->ep->tx_lock)))
 		return r;
 	/* Peer's flags are hints: validated, then only steer the answer. */
 	pf = xw_load_acquire(&c->rx.ctl->prod_flags);
@@ -169,24 +169,24 @@ ssize_t xw_local_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt)
 		fail(c);
 		n = -EPROTO;
 	} else if ((cf & XWAY_RING_F_REVERT) ||
-		   atomic_load_explicit(&c->failed, memory_order_relaxed) == 2) {
+		   atomic_load_explicit(&c->ep->failed, memory_order_relaxed) == 2) {
 		/* The peer left (take back, then TCP), or we did while we
 		 * waited for the lock (xway_chan_revert sets it under it). */
 		n = -ECANCELED;
-	} else if (atomic_load_explicit(&c->reset_done, memory_order_relaxed) ||
+	} else if (atomic_load_explicit(&c->ep->reset_done, memory_order_relaxed) ||
 		   (pf & XWAY_RING_F_RST)) {
 		n = -ECONNRESET;
-	} else if (atomic_load_explicit(&c->wr_shut, memory_order_relaxed) ||
+	} else if (atomic_load_explicit(&c->ep->wr_shut, memory_order_relaxed) ||
 		   (cf & XWAY_RING_F_CLOSED)) {
 		n = -EPIPE;
 	} else {
 		/* Free space from the peer index seen last time (validated
 		 * then; stale only means smaller); re-read the shared one,
 		 * on the consumer's hot line, only when that is too little. */
-		uint32_t space = c->tx.size - (c->tx_prod - c->tx_cons_seen);
+		uint32_t space = c->tx.size - (c->ep->tx_prod - c->ep->tx_cons_seen);
 
 		if (space < iov_len(iov, iovcnt)) {
-			int64_t sp = xw_ring_space(&c->tx, c->tx_prod);
+			int64_t sp = xw_ring_space(&c->tx, c->ep->tx_prod);
 
 			if (sp < 0) {
 				n = sp;
@@ -194,18 +194,18 @@ ssize_t xw_local_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt)
 				goto out;
 			}
 			space = (uint32_t)sp;
-			c->tx_cons_seen = c->tx_prod - (c->tx.size - space);
+			c->ep->tx_cons_seen = c->ep->tx_prod - (c->tx.size - space);
 		}
-		n = xw_ring_writev_in(&c->tx, &c->tx_prod, iov, iovcnt, space);
+		n = xw_ring_writev_in(&c->tx, &c->ep->tx_prod, iov, iovcnt, space);
 		if (n > 0) {
-			stat_add(&c->st_tx, n);
+			stat_add(&c->ep->st_tx, n);
 			xw_store_relaxed64(&c->tx.ctl->tx_bytes,
-					   atomic_load_explicit(&c->st_tx,
+					   atomic_load_explicit(&c->ep->st_tx,
 								memory_order_relaxed));
 		}
 	}
 out:
-	xw_unlock(&c->tx_lock);
+	xw_unlock(&c->ep->tx_lock);
 	if (n > 0)
 		notify_if_waiting(c, &c->tx.ctl->cons_waiting);
 	return n;
@@ -219,9 +219,9 @@ ssize_t xw_local_recvv(struct xway_chan *c, const struct iovec *iov, int iovcnt,
 	uint32_t pf;
 	int r, f;
 
-	if ((f = atomic_load_explicit(&c->failed, memory_order_relaxed)))
+	if ((f = atomic_load_explicit(&c->ep->failed, memory_order_relaxed)))
 		return f == 2 ? -ECANCELED : -EPROTO;
-	if ((r = xw_lock(&c->rx_lock)))
+	if ((r = xw_lock(&c->ep->rx_lock)))
 		return r;
 	/* Acquire, and before the index: the producer publishes all its data
 	 * before it sets EOF/RST/REVERT, so "flag seen, then ring empty" means
@@ -230,15 +230,15 @@ ssize_t xw_local_recvv(struct xway_chan *c, const struct iovec *iov, int iovcnt,
 	if (flags_bad(pf, XWAY_RING_F_EOF | XWAY_RING_F_RST | XWAY_RING_F_REVERT)) {
 		fail(c);
 		n = -EPROTO;
-	} else if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2) {
+	} else if (atomic_load_explicit(&c->ep->failed, memory_order_relaxed) == 2) {
 		n = -ECANCELED;     /* we left while we waited for the lock */
 	} else {
 		/* As in send: the shared prod is read only when the count
 		 * seen last time cannot satisfy the request. */
-		uint32_t avail = c->rx_prod_seen - c->rx_cons;
+		uint32_t avail = c->ep->rx_prod_seen - c->ep->rx_cons;
 
 		if (avail < iov_len(iov, iovcnt)) {
-			int64_t av = xw_ring_avail(&c->rx, c->rx_cons);
+			int64_t av = xw_ring_avail(&c->rx, c->ep->rx_cons);
 
 			if (av < 0) {
 				n = av;
@@ -246,18 +246,18 @@ ssize_t xw_local_recvv(struct xway_chan *c, const struct iovec *iov, int iovcnt,
 				goto out;
 			}
 			avail = (uint32_t)av;
-			c->rx_prod_seen = c->rx_cons + avail;
+			c->ep->rx_prod_seen = c->ep->rx_cons + avail;
 		}
-		n = xw_ring_readv_in(&c->rx, &c->rx_cons, iov, iovcnt, peek, avail);
+		n = xw_ring_readv_in(&c->rx, &c->ep->rx_cons, iov, iovcnt, peek, avail);
 		if (n > 0 && !peek) {
-			stat_add(&c->st_rx, n);
+			stat_add(&c->ep->st_rx, n);
 			xw_store_relaxed64(&c->rx.ctl->rx_bytes,
-					   atomic_load_explicit(&c->st_rx,
+					   atomic_load_explicit(&c->ep->st_rx,
 								memory_order_relaxed));
 		}
 	}
 out:
-	xw_unlock(&c->rx_lock);
+	xw_unlock(&c->ep->rx_lock);
 	if (n > 0 && !peek)
 		notify_if_waiting(c, &c->rx.ctl->prod_waiting);
 	if (n == -EAGAIN) {
@@ -266,7 +266,7 @@ out:
 		if (pf & XWAY_RING_F_REVERT)
 			return -ECANCELED;
 		if (pf & XWAY_RING_F_RST)
-			return atomic_exchange(&c->rst_reported, 1) ? 0 : -ECONNRESET;
+			return atomic_exchange(&c->ep->rst_reported, 1) ? 0 : -ECONNRESET;
 		if (pf & XWAY_RING_F_EOF)
 			return 0;
 	}
@@ -278,7 +278,7 @@ out:
  * operations validate strictly). */
 size_t xw_local_readable(struct xway_chan *c)
 {
-	uint32_t cons = xw_load_relaxed(&c->rx_cons);
+	uint32_t cons = xw_load_relaxed(&c->ep->rx_cons);
 	int64_t a = xw_ring_avail(&c->rx, cons);
 
 	return a < 0 ? 0 : (size_t)a;
@@ -286,7 +286,7 @@ size_t xw_local_readable(struct xway_chan *c)
 
 size_t xw_local_unsent(struct xway_chan *c)
 {
-	uint32_t prod = xw_load_relaxed(&c->tx_prod);
+	uint32_t prod = xw_load_relaxed(&c->ep->tx_prod);
 	int64_t s = xw_ring_space(&c->tx, prod);
 
 	return s < 0 ? 0 : c->tx.size - (size_t)s;
@@ -298,14 +298,14 @@ unsigned xw_local_poll(struct xway_chan *c)
 	uint32_t pf, cf;
 	int64_t a, s;
 
-	int f = atomic_load_explicit(&c->failed, memory_order_relaxed);
+	int f = atomic_load_explicit(&c->ep->failed, memory_order_relaxed);
 
 	if (f)
 		return f == 2 ? XWAY_EV_REVERT | XWAY_EV_IN | XWAY_EV_OUT
 			      : XWAY_EV_ERR | XWAY_EV_IN | XWAY_EV_OUT;
 	/* Flags before the index, as in recv. */
 	pf = xw_load_acquire(&c->rx.ctl->prod_flags);
-	a = xw_ring_avail(&c->rx, xw_load_relaxed(&c->rx_cons));
+	a = xw_ring_avail(&c->rx, xw_load_relaxed(&c->ep->rx_cons));
 	if (a != 0)                 /* data, or a value only recv can judge */
 		m |= XWAY_EV_IN;
 	if (pf & XWAY_RING_F_EOF)
@@ -313,8 +313,8 @@ unsigned xw_local_poll(struct xway_chan *c)
 	if (pf & XWAY_RING_F_RST)
 		m |= XWAY_EV_IN | XWAY_EV_RST | XWAY_EV_OUT;
 	cf = xw_load_acquire(&c->tx.ctl->cons_flags);
-	s = xw_ring_space(&c->tx, xw_load_relaxed(&c->tx_prod));
-	if (s != 0 || atomic_load_explicit(&c->wr_shut, memory_order_relaxed))
+	s = xw_ring_space(&c->tx, xw_load_relaxed(&c->ep->tx_prod));
+	if (s != 0 || atomic_load_explicit(&c->ep->wr_shut, memory_order_relaxed))
 		m |= XWAY_EV_OUT;
 	if (cf & XWAY_RING_F_CLOSED)
 		m |= XWAY_EV_OUT | XWAY_EV_HUP;
@@ -334,12 +334,12 @@ int xw_local_shutdown_wr(struct xway_chan *c)
 {
 	int r;
 
-	if ((r = xw_lock(&c->tx_lock)))
+	if ((r = xw_lock(&c->ep->tx_lock)))
 		return r;
-	atomic_store(&c->wr_shut, 1);
+	atomic_store(&c->ep->wr_shut, 1);
 	/* Release: every byte published before EOF. */
 	xw_or_release(&c->tx.ctl->prod_flags, XWAY_RING_F_EOF);
-	xw_unlock(&c->tx_lock);
+	xw_unlock(&c->ep->tx_lock);
 	notify_if_waiting(c, &c->tx.ctl->cons_waiting);
 	return 0;
 }
@@ -354,8 +354,8 @@ int xw_local_close_rd(struct xway_chan *c)
 
 int xw_local_reset(struct xway_chan *c)
 {
-	atomic_store(&c->reset_done, 1);
-	atomic_store(&c->wr_shut, 1);
+	atomic_store(&c->ep->reset_done, 1);
+	atomic_store(&c->ep->wr_shut, 1);
 	/* Release: published data before RST (the peer reads it first). */
 	xw_or_release(&c->tx.ctl->prod_flags, XWAY_RING_F_RST);
 	xw_or_release(&c->rx.ctl->cons_flags, XWAY_RING_F_CLOSED);
@@ -397,8 +397,8 @@ static void arm_words(struct xway_chan *c, int in, int out)
 static void pass_on(struct xway_chan *c)
 {
 	static const uint64_t one = 1;
-	int in = atomic_load(&c->sleep_in) > 0;
-	int out = atomic_load(&c->sleep_out) > 0;
+	int in = atomic_load(&c->ep->sleep_in) > 0;
+	int out = atomic_load(&c->ep->sleep_out) > 0;
 	unsigned m;
 
 	if (!in && !out)
@@ -433,14 +433,14 @@ static unsigned spin(struct xway_chan *c, unsigned want)
 			 ((uint32_t)(cpu + 1) & XW_HINT_CPU));
 	hint = xw_load_relaxed(c->peer_hint);
 	peer_cpu = hint & XW_HINT_CPU;
-	notified = atomic_exchange_explicit(&c->just_notified, 0,
+	notified = atomic_exchange_explicit(&c->ep->just_notified, 0,
 					    memory_order_relaxed);
 	/* Same CPU: spinning would only keep the peer from running. */
 	if (peer_cpu && cpu >= 0 && peer_cpu == (uint32_t)cpu + 1)
 		return 0;
 	if (!(hint & XW_HINT_AWAKE) && !notified)
 		return 0;
-	budget = atomic_load_explicit(&c->spin_budget_ns, memory_order_relaxed);
+	budget = atomic_load_explicit(&c->ep->spin_budget_ns, memory_order_relaxed);
 	if (budget <= 0)
 		budget = 1;
 	t0 = now_ns();
@@ -464,7 +464,7 @@ static unsigned spin(struct xway_chan *c, unsigned want)
 	else
 		budget = budget / 2 > (int)(c->spin_ns / 16) ? budget / 2
 			: (int)(c->spin_ns / 16);
-	atomic_store_explicit(&c->spin_budget_ns, budget, memory_order_relaxed);
+	atomic_store_explicit(&c->ep->spin_budget_ns, budget, memory_order_relaxed);
 	return m & want ? m : 0;
 }
 
@@ -496,9 +496,9 @@ int xw_local_wait(struct xway_chan *c, unsigned events, int extra_fd,
 		long r;
 
 		if (in)
-			atomic_fetch_add(&c->sleep_in, 1);
+			atomic_fetch_add(&c->ep->sleep_in, 1);
 		if (out)
-			atomic_fetch_add(&c->sleep_out, 1);
+			atomic_fetch_add(&c->ep->sleep_out, 1);
 		arm_words(c, in, out);
 		m = xw_local_poll(c);
 		if (!(m & want) && deadline) {
@@ -536,12 +536,12 @@ int xw_local_wait(struct xway_chan *c, unsigned events, int extra_fd,
 				r = 0;
 		}
 		set_hint(c, 1);
-		atomic_fetch_add_explicit(&c->st_sleeps, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->ep->st_sleeps, 1, memory_order_relaxed);
 unregister:
 		if (in)
-			atomic_fetch_sub(&c->sleep_in, 1);
+			atomic_fetch_sub(&c->ep->sleep_in, 1);
 		if (out)
-			atomic_fetch_sub(&c->sleep_out, 1);
+			atomic_fetch_sub(&c->ep->sleep_out, 1);
 		if (r < 0)
 			return (int)r;          /* -EINTR on a signal */
 		if (r > 0 && (pfd[0].revents & POLLIN)) {
@@ -580,7 +580,7 @@ static ssize_t take_locked(struct xway_chan *c, void *buf, size_t len)
 	ssize_t n;
 
 	cons = xw_load_acquire(&c->tx.ctl->cons);
-	used = c->tx_prod - cons;
+	used = c->ep->tx_prod - cons;
 	if (used > c->tx.size) {
 		fail(c);
 		return -EPROTO;
@@ -589,7 +589,7 @@ static ssize_t take_locked(struct xway_chan *c, void *buf, size_t len)
 	xw_ring_copy_out(&c->tx, cons, buf, n);
 	/* Release: our copy-out before the space is reused. */
 	xw_store_release(&c->tx.ctl->cons, cons + (uint32_t)n);
-	c->tx_cons_seen = cons + (uint32_t)n;
+	c->ep->tx_cons_seen = cons + (uint32_t)n;
 	return n;
 }
 
@@ -602,10 +602,10 @@ ssize_t xway_chan_take_unsent(struct xway_chan *c, void *buf, size_t len)
 		return -EOPNOTSUPP;
 	if (xway_chan_attached(c) != XWAY_ATTACH_WITHDRAWN)
 		return -EBUSY;
-	if ((r = xw_lock(&c->tx_lock)))
+	if ((r = xw_lock(&c->ep->tx_lock)))
 		return r;
 	n = take_locked(c, buf, len);
-	xw_unlock(&c->tx_lock);
+	xw_unlock(&c->ep->tx_lock);
 	return n;
 }
 
@@ -618,7 +618,7 @@ ssize_t xway_chan_take_back(struct xway_chan *c, void *buf, size_t len)
 		return xw_xen_take_back(c, buf, len);
 	if (c->backend != XWAY_BACKEND_LOCAL)
 		return -EOPNOTSUPP;
-	if ((r = xw_lock(&c->tx_lock)))
+	if ((r = xw_lock(&c->ep->tx_lock)))
 		return r;
 	/* Acquire: pairs with the leaver's release OR, made after its last
 	 * consume of this ring (its cons is final when we read it). */
@@ -626,7 +626,7 @@ ssize_t xway_chan_take_back(struct xway_chan *c, void *buf, size_t len)
 		n = -EBUSY;
 	else
 		n = take_locked(c, buf, len);
-	xw_unlock(&c->tx_lock);
+	xw_unlock(&c->ep->tx_lock);
 	return n;
 }
 
@@ -643,18 +643,18 @@ int xway_chan_revert(struct xway_chan *c)
 	 * prod flag) only after it has seen the cons flag, which this order
 	 * makes visible first.  failed = 2 under each lock: a data call of our
 	 * tree that takes the lock after us re-reads it there (-ECANCELED). */
-	if ((r = xw_lock(&c->rx_lock)))
+	if ((r = xw_lock(&c->ep->rx_lock)))
 		return r;
-	atomic_store(&c->failed, 2);
+	atomic_store(&c->ep->failed, 2);
 	/* Release: our last copy-out before the peer takes the rest back. */
 	xw_or_release(&c->rx.ctl->cons_flags, XWAY_RING_F_REVERT);
-	xw_unlock(&c->rx_lock);
-	if ((r = xw_lock(&c->tx_lock)))
+	xw_unlock(&c->ep->rx_lock);
+	if ((r = xw_lock(&c->ep->tx_lock)))
 		return r;
 	/* Release: every byte we published (and the cons flag) before
 	 * "final". */
 	xw_or_release(&c->tx.ctl->prod_flags, XWAY_RING_F_REVERT);
-	xw_unlock(&c->tx_lock);
+	xw_unlock(&c->ep->tx_lock);
 	/* Wake the peer whether it sleeps for data or for room; an idle peer
 	 * sees the flags at its next call (a spurious wake-up is harmless). */
 	notify_if_waiting(c, &c->tx.ctl->cons_waiting);
@@ -674,7 +674,7 @@ unsigned xway_chan_reverted(struct xway_chan *c)
 		return xw_xen_reverted(c);
 	if (c->backend != XWAY_BACKEND_LOCAL)
 		return 0;
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
+	if (atomic_load_explicit(&c->ep->failed, memory_order_relaxed) == 2)
 		m |= XWAY_REVERT_LEFT;
 	/* Acquire, each: pairs with the leaver's release ORs; what follows
 	 * (take back, the readable count) sees its final indices. */

@@ -125,32 +125,107 @@ uint32_t xw_spin_param(const struct xway_chan_params *p)
 	return p->spin_ns;
 }
 
-struct xway_chan *xw_chan_alloc(void)
+/* Size of an endpoint's shared state: whole pages (a memfd's unit). */
+static size_t ep_size(void)
 {
-	/* MAP_SHARED so fork()ed children share indices, locks and stats. */
+	return (sizeof(struct xw_ep) + 4095) & ~(size_t)4095;
+}
+
+/*
+ * A memfd for an endpoint's state, sealed at its size (a mapping of it can
+ * never SIGBUS) and placed above the application's numbers; -errno if not
+ * possible, and the caller then uses anonymous memory: the end works the
+ * same, only an exec cannot carry it (xway_chan_local_reattach).
+ */
+static int ep_memfd(size_t len)
+{
+	struct rlimit rl;
+	int fd;
+
+	/* After a seccomp filter, memfd_create may kill us; ftruncate beyond
+	 * RLIMIT_FSIZE raises SIGXFSZ (sshd's pre-auth child sets 0). */
+	if (xw_excl_sandboxed())
+		return -EPERM;
+	if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < len)
+		return -EFBIG;
+	fd = memfd_create("xway-ep", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)len) != 0 ||
+	    xw_sys_fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+		xw_sys_close(fd);
+		return -EINVAL;
+	}
+	fd = xw_fd_to_high(fd);
+	if (fd < high_fd_base()) {
+		/* No room above the application's range: not worth one of
+		 * its low numbers. */
+		xw_sys_close(fd);
+		return -EMFILE;
+	}
+	return fd;
+}
+
+/*
+ * The endpoint object: the per-process part (pointers, fds) in MAP_SHARED
+ * anonymous memory, so fork()ed children share it too, and the pointer-free
+ * mutable state (struct xw_ep) in a memfd when want_fd (a local end: an
+ * exec can carry it) or anonymous memory (a Xen end never crosses exec).
+ * ep_fd >= 0: map that existing state instead (validated by the caller),
+ * whose locks and indices are live in other processes: nothing in it is
+ * initialised here.
+ */
+static struct xway_chan *chan_alloc(int want_fd, int ep_fd)
+{
 	void *m = mmap(NULL, sizeof(struct xway_chan), PROT_READ | PROT_WRITE,
 		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	size_t len = ep_size();
+	int fresh = ep_fd < 0;
 	struct xway_chan *c;
+	void *e;
 
 	if (m == MAP_FAILED)
 		return NULL;
 	c = m;
 	c->fds[0] = c->fds[1] = c->fds[2] = -1;
 	c->pollfd = c->peer_efd = -1;
-	if (xw_lock_init(&c->tx_lock) || xw_lock_init(&c->rx_lock)) {
+	if (fresh && want_fd)
+		ep_fd = ep_memfd(len);
+	e = ep_fd >= 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ep_fd, 0)
+		       : mmap(NULL, len, PROT_READ | PROT_WRITE,
+			      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (e == MAP_FAILED) {
+		if (fresh && ep_fd >= 0)
+			xw_sys_close(ep_fd);
 		munmap(m, sizeof(*c));
+		return NULL;
+	}
+	c->ep = e;
+	c->ep_fd = ep_fd;
+	c->ep_len = len;
+	if (fresh && (xw_lock_init(&c->ep->tx_lock) || xw_lock_init(&c->ep->rx_lock))) {
+		xw_chan_free(c);
 		return NULL;
 	}
 	xw_excl_register(c);
 	return c;
 }
 
+struct xway_chan *xw_chan_alloc(int want_fd)
+{
+	return chan_alloc(want_fd, -1);
+}
+
 void xw_chan_free(struct xway_chan *c)
 {
 	xw_excl_unregister(c);
-	/* The mutexes are not destroyed: after fork another process may
-	 * still use this memory, and a robust pshared mutex holds nothing
+	/* The mutexes are not destroyed: after fork or exec another process
+	 * may still use this memory, and a robust pshared mutex holds nothing
 	 * outside it. */
+	munmap(c->ep, c->ep_len);
+	if (c->ep_fd >= 0)
+		xw_sys_close(c->ep_fd);
 	munmap(c, sizeof(*c));
 }
 
@@ -175,13 +250,15 @@ static void close_fds(const int fds[3])
  * trusted indices, the hints.  o0/o1 are validated local copies. */
 static int local_setup(struct xway_chan *c, struct xway_chan_shm *shm,
 		       size_t len, uint32_t o0, uint32_t o1, int side,
-		       const int fds[3], const struct xway_chan_params *p)
+		       const int fds[3], const struct xway_chan_params *p,
+		       uint64_t cookie, int fresh)
 {
 	uint8_t *base = (uint8_t *)shm + XWAY_CHAN_HDR_SIZE;
 	uint8_t *data[2] = { base, base + ((size_t)1 << o0) };
 	uint32_t order[2] = { o0, o1 };
 	int peer = 1 - side;
 	int cpu = sched_getcpu();
+	struct xw_ep *ep = c->ep;
 
 	c->ops = &xw_local_ops;
 	c->backend = XWAY_BACKEND_LOCAL;
@@ -195,26 +272,48 @@ static int local_setup(struct xway_chan *c, struct xway_chan_shm *shm,
 	xw_ring_init(&c->tx, &shm->ring[side], data[side], order[side]);
 	xw_ring_init(&c->rx, &shm->ring[peer], data[peer], order[peer]);
 
-	/* Our own indices, read once from the shared page: zero for a new
-	 * channel, the state left by our previous image after exec.  They
-	 * become trusted only if consistent with the peer's. */
-	c->tx_prod = xw_load_acquire(&c->tx.ctl->prod);
-	c->rx_cons = xw_load_acquire(&c->rx.ctl->cons);
-	{
-		int64_t sp = xw_ring_space(&c->tx, c->tx_prod);
-		int64_t av = xw_ring_avail(&c->rx, c->rx_cons);
+	if (fresh) {
+		/* Our own indices, read once from the shared page: zero for
+		 * a new channel, the state its previous holder left when it
+		 * came by SCM_RIGHTS.  They become trusted only if consistent
+		 * with the peer's. */
+		ep->tx_prod = xw_load_acquire(&c->tx.ctl->prod);
+		ep->rx_cons = xw_load_acquire(&c->rx.ctl->cons);
+		int64_t sp = xw_ring_space(&c->tx, ep->tx_prod);
+		int64_t av = xw_ring_avail(&c->rx, ep->rx_cons);
 
 		if (sp < 0 || av < 0)
 			return -EPROTO;
-		c->tx_cons_seen = c->tx_prod - (c->tx.size - (uint32_t)sp);
-		c->rx_prod_seen = c->rx_cons + (uint32_t)av;
+		ep->tx_cons_seen = ep->tx_prod - (c->tx.size - (uint32_t)sp);
+		ep->rx_prod_seen = ep->rx_cons + (uint32_t)av;
+		ep->cookie = cookie;
+		ep->side = (uint32_t)side;
+		ep->magic = XW_EP_MAGIC;
+	} else {
+		/* The state of this very end, live in the processes we share
+		 * it with (exec): it stays as it is; only its consistency
+		 * with the ring is checked, under each direction's lock. */
+		int64_t sp, av;
+		int r;
+
+		if ((r = xw_lock(&ep->tx_lock)))
+			return r;
+		sp = xw_ring_space(&c->tx, ep->tx_prod);
+		xw_unlock(&ep->tx_lock);
+		if ((r = xw_lock(&ep->rx_lock)))
+			return r;
+		av = xw_ring_avail(&c->rx, ep->rx_cons);
+		xw_unlock(&ep->rx_lock);
+		if (sp < 0 || av < 0)
+			return -EPROTO;
 	}
 
 	c->spin_ns = xw_spin_param(p);
 	c->ncpu = xw_usable_cpus();
 	if (c->ncpu < 2)
 		c->spin_ns = 0;     /* the peer can never run beside us */
-	atomic_store(&c->spin_budget_ns, (int)c->spin_ns);
+	if (fresh)
+		atomic_store(&ep->spin_budget_ns, (int)c->spin_ns);
 	c->my_hint = &shm->ring[side].spinning;
 	c->peer_hint = &shm->ring[peer].spinning;
 	xw_store_relaxed(c->my_hint, XW_HINT_AWAKE | (uint32_t)(cpu + 1));
@@ -290,12 +389,12 @@ int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
 	shm->ring_order[1] = order;
 	shm->attached = XWAY_ATTACH_PENDING;
 	shm->cookie = cookie;
-	c = xw_chan_alloc();
+	c = xw_chan_alloc(1);
 	if (!c) {
 		r = -ENOMEM;
 		goto out_unmap;
 	}
-	r = local_setup(c, shm, len, order, order, 0, f, p);
+	r = local_setup(c, shm, len, order, order, 0, f, p, cookie, 1);
 	if (r)
 		goto out_free;
 	for (int i = 0; i < 3; i++)
@@ -349,9 +448,28 @@ static int check_eventfd(int fd)
 	return 0;
 }
 
-int xway_chan_local_attach(const int fds[3], int side, uint64_t cookie,
-			   const struct xway_chan_params *p,
-			   struct xway_chan **out)
+/* The state memfd of an end carried over an exec: a sealed regular file
+ * of exactly one state's size (whatever mapping of it can never SIGBUS). */
+static int check_ep_fd(int fd)
+{
+	struct stat st;
+	int seals;
+
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (size_t)st.st_size != ep_size())
+		return -EINVAL;
+	seals = xw_sys_fcntl(fd, F_GET_SEALS, 0);
+	if (seals < 0 || !(seals & F_SEAL_SHRINK))
+		return -EINVAL;
+	return 0;
+}
+
+/* Attach to the ring memfd fds[0]: with a new state (ep_fd < 0), or with
+ * the state in ep_fd that other processes of ours use right now. */
+static int local_attach(const int fds[3], int side, uint64_t cookie,
+			const struct xway_chan_params *p, int ep_fd,
+			struct xway_chan **out)
 {
 	const volatile struct xway_chan_shm *h;
 	struct xway_chan_shm *shm;
@@ -400,15 +518,26 @@ int xway_chan_local_attach(const int fds[3], int side, uint64_t cookie,
 	shm = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
 	if (shm == MAP_FAILED)
 		return -errno;
-	c = xw_chan_alloc();
+	if (ep_fd >= 0 && (r = check_ep_fd(ep_fd)) < 0) {
+		munmap(shm, len);
+		return r;
+	}
+	c = chan_alloc(1, ep_fd);
 	if (!c) {
 		munmap(shm, len);
 		return -ENOMEM;
 	}
-	for (int i = 0; i < 3; i++)
-		f[i] = fds[i];
-	r = local_setup(c, shm, len, o0, o1, side, f, p);
+	/* Carried state: the end it says it is, of this connection. */
+	if (ep_fd >= 0 && (c->ep->magic != XW_EP_MAGIC || c->ep->cookie != cookie ||
+			   c->ep->side != (uint32_t)side))
+		r = -EPERM;
+	else {
+		for (int i = 0; i < 3; i++)
+			f[i] = fds[i];
+		r = local_setup(c, shm, len, o0, o1, side, f, p, cookie, ep_fd < 0);
+	}
 	if (r) {
+		c->ep_fd = -1;          /* the caller's, as the other fds */
 		xw_chan_free(c);
 		munmap(shm, len);
 		return r;
@@ -416,10 +545,42 @@ int xway_chan_local_attach(const int fds[3], int side, uint64_t cookie,
 	/* Ownership is ours now: move to high numbers. */
 	for (int i = 0; i < 3; i++)
 		c->fds[i] = xw_fd_to_high(f[i]);
+	if (ep_fd >= 0)
+		c->ep_fd = xw_fd_to_high(ep_fd);
 	c->pollfd = c->fds[1 + side];
 	c->peer_efd = c->fds[2 - side];
 	*out = c;
 	return 0;
+}
+
+int xway_chan_local_attach(const int fds[3], int side, uint64_t cookie,
+			   const struct xway_chan_params *p,
+			   struct xway_chan **out)
+{
+	return local_attach(fds, side, cookie, p, -1, out);
+}
+
+int xway_chan_local_reattach(const int fds[4], int side, uint64_t cookie,
+			     const struct xway_chan_params *p,
+			     struct xway_chan **out)
+{
+	if (!fds || fds[3] < 0)
+		return -EBADF;
+	return local_attach(fds, side, cookie, p, fds[3], out);
+}
+
+void *xway_chan_user_word(struct xway_chan *c)
+{
+	return c->ep->user;
+}
+
+void xway_chan_before_exec(struct xway_chan *c)
+{
+	/* Owner tokens are unique within one image's process tree only: an
+	 * image started by exec could mint the token of an owner here and
+	 * take the fast path beside it.  On the mutex for good instead. */
+	xw_excl_share(&c->ep->tx_lock);
+	xw_excl_share(&c->ep->rx_lock);
 }
 
 int xway_chan_attached(const struct xway_chan *c)
@@ -492,6 +653,8 @@ int xway_chan_fds(const struct xway_chan *c, int *fds, int max)
 	if (c->backend == XWAY_BACKEND_LOCAL) {
 		for (int i = 0; i < 3 && n < max; i++)
 			fds[n++] = c->fds[i];
+		if (c->ep_fd >= 0 && n < max)
+			fds[n++] = c->ep_fd;
 	} else {
 		n = xw_xen_fds(c, fds, max);
 	}
@@ -502,8 +665,8 @@ void xway_chan_get_stats(const struct xway_chan *c, struct xway_chan_stats *st)
 {
 	struct xway_chan *m = (struct xway_chan *)c;
 
-	st->tx_bytes = atomic_load_explicit(&m->st_tx, memory_order_relaxed);
-	st->rx_bytes = atomic_load_explicit(&m->st_rx, memory_order_relaxed);
-	st->wakeups_sent = atomic_load_explicit(&m->st_wakeups, memory_order_relaxed);
-	st->sleeps = atomic_load_explicit(&m->st_sleeps, memory_order_relaxed);
+	st->tx_bytes = atomic_load_explicit(&m->ep->st_tx, memory_order_relaxed);
+	st->rx_bytes = atomic_load_explicit(&m->ep->st_rx, memory_order_relaxed);
+	st->wakeups_sent = atomic_load_explicit(&m->ep->st_wakeups, memory_order_relaxed);
+	st->sleeps = atomic_load_explicit(&m->ep->st_sleeps, memory_order_relaxed);
 }

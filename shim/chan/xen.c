@@ -223,7 +223,7 @@ int xway_chan_xen_available(const char **why)
  * mapping is copied at fork, gntdev's is not). */
 static int xen_mapped_here(struct xway_chan *c)
 {
-	return atomic_load_explicit(&c->failed, memory_order_relaxed) != 2 &&
+	return atomic_load_explicit(&c->ep->failed, memory_order_relaxed) != 2 &&
 	       (c->xen->map_pid == getpid() || c->xen->v->is_server);
 }
 
@@ -231,7 +231,7 @@ static int xen_mapped_here(struct xway_chan *c)
  * -EPROTO in a child that got no mapping (no fork hook of ours ran). */
 static int xen_usable(struct xway_chan *c)
 {
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
+	if (atomic_load_explicit(&c->ep->failed, memory_order_relaxed) == 2)
 		return -ECANCELED;
 	return xen_mapped_here(c) ? 0 : -EPROTO;
 }
@@ -260,17 +260,17 @@ static ssize_t xen_sendv(struct xway_chan *c, const struct iovec *iov, int iovcn
 
 	if ((r = xen_usable(c)))
 		return r;
-	if ((r = xw_lock(&c->tx_lock)))
+	if ((r = xw_lock(&c->ep->tx_lock)))
 		return r;
 	/* We left while we waited for the lock, or the peer did (take back,
 	 * then TCP). */
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2 ||
+	if (atomic_load_explicit(&c->ep->failed, memory_order_relaxed) == 2 ||
 	    (xen_peer_flags(c) & XW_XEN_F_STOPPED)) {
-		xw_unlock(&c->tx_lock);
+		xw_unlock(&c->ep->tx_lock);
 		return -ECANCELED;
 	}
 	if (!lib.is_open(v)) {
-		xw_unlock(&c->tx_lock);
+		xw_unlock(&c->ep->tx_lock);
 		return -EPIPE;
 	}
 	for (int i = 0; i < iovcnt; i++) {
@@ -293,9 +293,9 @@ static ssize_t xen_sendv(struct xway_chan *c, const struct iovec *iov, int iovcn
 		}
 	}
 out:
-	xw_unlock(&c->tx_lock);
+	xw_unlock(&c->ep->tx_lock);
 	if (done > 0)
-		atomic_fetch_add(&c->st_tx, done);
+		atomic_fetch_add(&c->ep->st_tx, done);
 	else if (done == 0) {
 		for (int i = 0; i < iovcnt; i++)
 			if (iov[i].iov_len)
@@ -338,10 +338,10 @@ static ssize_t xen_recvv_once(struct xway_chan *c, const struct iovec *iov, int 
 		want += iov[i].iov_len;
 	if (!want)
 		return 0;
-	if ((r = xw_lock(&c->rx_lock)))
+	if ((r = xw_lock(&c->ep->rx_lock)))
 		return r;
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2) {
-		xw_unlock(&c->rx_lock);
+	if (atomic_load_explicit(&c->ep->failed, memory_order_relaxed) == 2) {
+		xw_unlock(&c->ep->rx_lock);
 		return -ECANCELED;     /* we left while we waited for the lock */
 	}
 	/* Before the ring: a leaver publishes all its bytes before FINAL. */
@@ -398,9 +398,9 @@ static ssize_t xen_recvv_once(struct xway_chan *c, const struct iovec *iov, int 
 out:
 	if (x->stash_off == x->stash_len)
 		x->stash_off = x->stash_len = 0;
-	xw_unlock(&c->rx_lock);
+	xw_unlock(&c->ep->rx_lock);
 	if (done > 0 && !(flags & XWAY_RECV_PEEK))
-		atomic_fetch_add(&c->st_rx, done);
+		atomic_fetch_add(&c->ep->st_rx, done);
 	if (done == 0 && (*pf & XW_XEN_F_FINAL))
 		return -ECANCELED;     /* the leaver's bytes are all read: TCP now */
 	if (done == 0)
@@ -448,7 +448,7 @@ static unsigned xen_poll(struct xway_chan *c)
 {
 	unsigned m = 0;
 
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
+	if (atomic_load_explicit(&c->ep->failed, memory_order_relaxed) == 2)
 		return XWAY_EV_REVERT | XWAY_EV_IN | XWAY_EV_OUT;   /* we left */
 	if (!xen_mapped_here(c))
 		return XWAY_EV_ERR | XWAY_EV_IN | XWAY_EV_OUT;      /* no mapping here */
@@ -589,8 +589,8 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 		 * which consume it in xen_arm / xen_ack. */
 		int64_t slice = XW_XEN_ALONE_SLICE_NS;
 		if (atomic_load_explicit(&x->sleepers, memory_order_relaxed) > 1 ||
-		    atomic_load_explicit(&c->sleep_in, memory_order_relaxed) > 0 ||
-		    atomic_load_explicit(&c->sleep_out, memory_order_relaxed) > 0)
+		    atomic_load_explicit(&c->ep->sleep_in, memory_order_relaxed) > 0 ||
+		    atomic_load_explicit(&c->ep->sleep_out, memory_order_relaxed) > 0)
 			slice = XW_XEN_SHARED_SLICE_NS;
 		if (left < 0 || left > slice)
 			left = slice;
@@ -602,7 +602,7 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 		r = xw_sys_ppoll_mask(p, extra_fd >= 0 ? 2 : 1, tsp, sleep_mask);
 		if (r < 0)
 			return (int)r;
-		atomic_fetch_add(&c->st_sleeps, 1);
+		atomic_fetch_add(&c->ep->st_sleeps, 1);
 		if (r > 0 && (p[0].revents & POLLIN))
 			xen_ack(c);
 		if (extra_fd >= 0 && p[1].revents)
@@ -750,7 +750,7 @@ static int xen_init(int server, int peer_domid, const char *xs_path,
 	pthread_mutex_init(&x->ack_lock, NULL);
 	x->epfd = -1;
 	x->stash = malloc(XW_XEN_STASH_MAX);
-	c = xw_chan_alloc();
+	c = xw_chan_alloc(0);
 	if (!x->stash || !c) {
 		free(x->stash);
 		free(x);
@@ -886,7 +886,7 @@ static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vcha
 	gfd = -1;
 	x = calloc(1, sizeof(*x));
 	v = calloc(1, sizeof(*v));
-	c = xw_chan_alloc();
+	c = xw_chan_alloc(0);
 	if (x)
 		x->stash = malloc(XW_XEN_STASH_MAX);
 	if (!x || !v || !c || !x->stash) {
@@ -1091,28 +1091,28 @@ int xw_xen_revert(struct xway_chan *c)
 	if (!v->ring)
 		return -EOPNOTSUPP;    /* tests' stand-in library */
 	b = v->is_server ? &v->ring->cli_notify : &v->ring->srv_notify;
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed))
+	if (atomic_load_explicit(&c->ep->failed, memory_order_relaxed))
 		return -EINVAL;
 	if (c->xen->map_pid != getpid())
 		return -EPERM;
 	/* One direction at a time (the lock order forbids holding both),
 	 * consuming first: the peer trusts FINAL only after STOPPED. */
-	if ((r = xw_lock(&c->rx_lock)))
+	if ((r = xw_lock(&c->ep->rx_lock)))
 		return r;
 	if (c->xen->stash_len != c->xen->stash_off) {
-		xw_unlock(&c->rx_lock);
+		xw_unlock(&c->ep->rx_lock);
 		return -EBUSY;
 	}
-	atomic_store(&c->failed, 2);
+	atomic_store(&c->ep->failed, 2);
 	/* Release: our last consume (cons index) before the peer takes the
 	 * rest back. */
 	__atomic_fetch_or(b, XW_XEN_F_STOPPED, __ATOMIC_RELEASE);
-	xw_unlock(&c->rx_lock);
-	if ((r = xw_lock(&c->tx_lock)))
+	xw_unlock(&c->ep->rx_lock);
+	if ((r = xw_lock(&c->ep->tx_lock)))
 		return r;
 	/* Release: every byte we published (and STOPPED) before FINAL. */
 	__atomic_fetch_or(b, XW_XEN_F_FINAL, __ATOMIC_RELEASE);
-	xw_unlock(&c->tx_lock);
+	xw_unlock(&c->ep->tx_lock);
 	/* Wake the peer whatever it sleeps for (a hypercall, after the ORs). */
 	pthread_once(&evl_once, evl_load);
 	if (evl.dl)
@@ -1128,10 +1128,10 @@ ssize_t xw_xen_take_back(struct xway_chan *c, void *buf, size_t len)
 
 	if (!xen_mapped_here(c))
 		return -EBUSY;
-	if ((r = xw_lock(&c->tx_lock)))
+	if ((r = xw_lock(&c->ep->tx_lock)))
 		return r;
 	n = (xen_peer_flags(c) & XW_XEN_F_STOPPED) ? xen_take_locked(c, buf, len) : -EBUSY;
-	xw_unlock(&c->tx_lock);
+	xw_unlock(&c->ep->tx_lock);
 	return n;
 }
 
@@ -1139,7 +1139,7 @@ unsigned xw_xen_reverted(struct xway_chan *c)
 {
 	unsigned m = 0, f;
 
-	if (atomic_load_explicit(&c->failed, memory_order_relaxed) == 2)
+	if (atomic_load_explicit(&c->ep->failed, memory_order_relaxed) == 2)
 		m |= XWAY_REVERT_LEFT;
 	if (!xen_mapped_here(c))
 		return m;

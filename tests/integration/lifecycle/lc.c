@@ -827,18 +827,26 @@ static int exec_child(int argc, char **argv)
 	int gone = atoi(argv[2]);
 	CHECK(fcntl(gone, F_GETFD) < 0 && errno == EBADF, "CLOEXEC fd %d survived", gone);
 	/* The CLOEXEC connection's channel must not leak in either: at most
-	 * one memfd (fd 0's channel, under the shim) may be open here. */
-	int memfds = 0;
+	 * one ring memfd and one end-state memfd (fd 0's channel, under the
+	 * shim) may be open here. */
+	int rings = 0, states = 0, others = 0;
 	for (int fd = 0; fd < 65536; fd++) {
 		char p[64], l[256];
 		snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
 		ssize_t n = readlink(p, l, sizeof(l) - 1);
 		if (n > 0) {
 			l[n] = 0;
-			memfds += strncmp(l, "/memfd:", 7) == 0;
+			if (!strncmp(l, "/memfd:xway-chan", 16))
+				rings++;
+			else if (!strncmp(l, "/memfd:xway-ep", 14))
+				states++;
+			else if (!strncmp(l, "/memfd:", 7))
+				others++;
 		}
 	}
-	CHECK(memfds <= 1, "%d memfds open after exec (a CLOEXEC channel leaked)", memfds);
+	CHECK(rings <= 1 && states <= 1 && others == 0, "memfds open after exec: %d "
+	      "rings, %d end states, %d others (a CLOEXEC channel leaked)",
+	      rings, states, others);
 	read_all(0, b, EXEC_LEN);
 	unsigned char *want = malloc(EXEC_LEN);
 	CHECK(want, "malloc");
@@ -918,6 +926,145 @@ static int exec_how(int how)
 	free(b);
 	return 0;
 }
+
+/*
+ * A fork child that execs with the connection while its parent keeps it
+ * and goes on using it after the child exits (`git push git://`: send-pack
+ * runs pack-objects with the socket as its stdout).  The new image reads
+ * the server's first block, writes its own, and exits without a close;
+ * the parent then reads and writes on.  Kernel TCP: nothing ends before
+ * the last descriptor goes, and the stream stays one stream.  Before the
+ * exec carried the end's state, the new image re-attached with an end of
+ * its own: its exit was taken for the last close (the parent saw
+ * ECONNRESET or EOF), and two ends' private indices in one ring would
+ * have overwritten each other's bytes.
+ */
+#define SHX_LEN (64 << 10)
+
+static int exec_shared_child(void)
+{
+	unsigned char *b = malloc(SHX_LEN), *want = malloc(SHX_LEN);
+
+	CHECK(b && want, "malloc");
+	read_all(0, b, SHX_LEN);
+	fill(want, SHX_LEN, 21);
+	CHECK(memcmp(b, want, SHX_LEN) == 0, "the server's first block, in the new image");
+	fill(b, SHX_LEN, 22);
+	write_all(1, b, SHX_LEN);
+	_exit(0);     /* no close: the exit ends this holder */
+}
+
+static int case_exec_shared(void)
+{
+	int c, s;
+	unsigned char *a = malloc(SHX_LEN), *b = malloc(SHX_LEN);
+
+	CHECK(a && b, "malloc");
+	mkpair(&c, &s);
+	fill(a, SHX_LEN, 21);
+	write_all(s, a, SHX_LEN);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		char self[4096];
+		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		CHECK(n > 0, "readlink");
+		self[n] = 0;
+		CHECK(dup2(c, 0) == 0 && dup2(c, 1) == 1, "dup2 0/1");
+		close(c);
+		close(s);
+		char *argv[] = { self, "exec-shared-child", NULL };
+		execv(self, argv);
+		CHECK(0, "exec");
+	}
+	CHECK(reap(pid) == 0, "exec'ed child");
+	/* The child's block, then the parent's own traffic both ways. */
+	read_all(s, b, SHX_LEN);
+	fill(a, SHX_LEN, 22);
+	CHECK(memcmp(a, b, SHX_LEN) == 0, "the exec'ed child's block");
+	fill(a, SHX_LEN, 23);
+	write_all(s, a, SHX_LEN);
+	read_all(c, b, SHX_LEN);
+	CHECK(memcmp(a, b, SHX_LEN) == 0, "the parent's read after the child exited");
+	fill(a, SHX_LEN, 24);
+	write_all(c, a, SHX_LEN);
+	read_all(s, b, SHX_LEN);
+	CHECK(memcmp(a, b, SHX_LEN) == 0, "the parent's write after the child exited");
+	check_path(c, 4 * SHX_LEN);
+	CHECK(shutdown(c, SHUT_WR) == 0, "shutdown");
+	expect_eof(s);
+	CHECK(shutdown(s, SHUT_WR) == 0, "shutdown");
+	expect_eof(c);
+	close(c);
+	close(s);
+	free(a);
+	free(b);
+	return 0;
+}
+
+/*
+ * system() and popen() with the connection inherited by the shell (a
+ * server that dup2s the socket to 0/1 and runs system("sha256sum"), socat
+ * SYSTEM:...,nofork).  glibc spawns /bin/sh through its internal
+ * posix_spawn, which no preload sees: before the shim handled them, the
+ * command read the kernel socket (nothing) while the peer's bytes sat in
+ * the channel, and what it wrote never reached the peer.
+ * how 0: system("cat") echoes (socket on 0 and 1); how 1: popen("cat",
+ * "w") with the socket on 1, then the caller writes on after pclose.
+ */
+static int shell_how(int how)
+{
+	int c, s;
+	unsigned char *a = malloc(EXEC_LEN), *b = malloc(EXEC_LEN);
+
+	CHECK(a && b, "malloc");
+	mkpair(&c, &s);
+	fill(a, EXEC_LEN, 31);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		close(c);
+		if (how == 0) {
+			CHECK(dup2(s, 0) == 0 && dup2(s, 1) == 1, "dup2 0/1");
+			close(s);
+			int rc = system("exec cat");
+			CHECK(rc == 0, "system: %d", rc);
+			_exit(0);
+		}
+		CHECK(dup2(s, 1) == 1, "dup2 1");
+		close(s);
+		FILE *p = popen("exec cat", "w");
+		CHECK(p, "popen");
+		CHECK(fwrite(a, 1, EXEC_LEN, p) == EXEC_LEN, "fwrite to the pipe");
+		CHECK(pclose(p) == 0, "pclose");
+		fill(a, EXEC_LEN, 32);
+		write_all(1, a, EXEC_LEN);
+		_exit(0);
+	}
+	close(s);
+	if (how == 0) {
+		write_all(c, a, EXEC_LEN);
+		CHECK(shutdown(c, SHUT_WR) == 0, "shutdown");
+		read_all(c, b, EXEC_LEN);
+		CHECK(memcmp(a, b, EXEC_LEN) == 0, "echo through system(\"cat\")");
+	} else {
+		read_all(c, b, EXEC_LEN);
+		CHECK(memcmp(a, b, EXEC_LEN) == 0, "popen(\"cat\", \"w\") output");
+		fill(a, EXEC_LEN, 32);
+		read_all(c, b, EXEC_LEN);
+		CHECK(memcmp(a, b, EXEC_LEN) == 0, "the caller's write after pclose");
+	}
+	expect_eof(c);
+	check_path(c, 2 * EXEC_LEN);
+	CHECK(reap(pid) == 0, "child");
+	close(c);
+	free(a);
+	free(b);
+	return 0;
+}
+
+static int case_system(void) { return shell_how(0); }
+static int case_popen(void) { return shell_how(1); }
 
 static int case_exec(void) { return exec_how(0); }
 static int case_execv(void) { return exec_how(1); }
@@ -2183,6 +2330,9 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "exec", case_exec },
 	{ "execv", case_execv },
 	{ "spawn", case_spawn },
+	{ "exec-shared", case_exec_shared },
+	{ "system", case_system },
+	{ "popen", case_popen },
 	{ "closerange", case_closerange },
 	{ "scm", case_scm },
 	{ "seccomp", case_seccomp },
@@ -2443,6 +2593,10 @@ int main(int argc, char **argv)
 	if (argc == 4 && !strcmp(argv[1], "scm-revert-helper")) {
 		tcase = "scm-revert-helper";
 		return scm_revert_helper(atoi(argv[2]), (unsigned)strtoul(argv[3], NULL, 10));
+	}
+	if (argc == 2 && !strcmp(argv[1], "exec-shared-child")) {
+		tcase = "exec-shared-child";
+		return exec_shared_child();
 	}
 	if (argc >= 2 && !strcmp(argv[1], "exec-child")) {
 		tcase = "exec-child";
