@@ -12,7 +12,8 @@ import sys
 ROWS = [("stream_64", "stream 64 B writes", "MB/s", False),
         ("stream_65536", "stream 64 KiB writes", "MB/s", False),
         ("pingpong_p50_us", "ping-pong 64 B p50", "us", True),
-        ("pingpong_p99_us", "ping-pong 64 B p99", "us", True)]
+        ("pingpong_p99_us", "ping-pong 64 B p99", "us", True),
+        ("churn_conn_s", "connections (64 B, close)", "/s", False)]
 
 
 def load(path):

@@ -4,8 +4,11 @@
  * (socket/bind/listen/accept/connect/read/write/shutdown), so the same
  * binary measures kernel TCP when run plainly and the shim when run with
  * LD_PRELOAD=libxway.so.  Tests: streaming throughput with 64 B and 64 KiB
- * writes, and 64-byte ping-pong round trips (p50/p99).  One connection per
- * test; the client tells the server which test with a 16-byte header.
+ * writes, 64-byte ping-pong round trips (p50/p99), and the connection rate
+ * of short request/response connections (connect, 64 B each way, close:
+ * HTTP/1.0 without keep-alive, where the shim's set-up is the cost).  One
+ * connection per test (the rate: one per request); the client tells the
+ * server which test with a 16-byte header.
  *
  *   xway-tcpbench [options]             fork a server and a client (loopback)
  *   xway-tcpbench server [-p PORT]      serve until killed
@@ -24,7 +27,7 @@
 
 #include "benchlib.h"
 
-enum { T_STREAM = 1, T_PINGPONG = 2 };
+enum { T_STREAM = 1, T_PINGPONG = 2, T_CHURN = 3, T_QUIT = 4 };
 
 struct hello {          /* client -> server, host order (same machine) */
 	uint32_t test;
@@ -50,15 +53,21 @@ static int nodelay(int fd)
 	return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-static void serve_one(int fd)
+/* Returns 1 when the client said it is done (T_QUIT). */
+static int serve_one(int fd)
 {
 	static char buf[256 * 1024];
 	struct hello h;
 
 	nodelay(fd);
 	if (!bl_read_all(fd, &h, sizeof(h)))
-		return;
-	if (h.test == T_STREAM) {
+		return 0;
+	if (h.test == T_QUIT)
+		return 1;
+	if (h.test == T_CHURN && h.msg <= sizeof(buf)) {
+		if (bl_read_all(fd, buf, h.msg))
+			bl_write_all(fd, buf, h.msg);
+	} else if (h.test == T_STREAM) {
 		struct report r = { 0, 0 };
 		uint64_t t0 = 0;
 
@@ -83,20 +92,24 @@ static void serve_one(int fd)
 	} else {
 		bl_die("server: bad request %u/%u", h.test, h.msg);
 	}
+	return 0;
 }
 
-static void serve(int lfd, int max_conns)
+/* Serve until killed, or (until_quit) until a client sends T_QUIT. */
+static void serve(int lfd, int until_quit)
 {
-	for (int i = 0; max_conns < 0 || i < max_conns; i++) {
-		int fd = accept(lfd, NULL, NULL);
+	for (;;) {
+		int fd = accept(lfd, NULL, NULL), quit;
 
 		if (fd < 0) {
 			if (errno == EINTR)
 				continue;
 			bl_die("accept: %s", strerror(errno));
 		}
-		serve_one(fd);
+		quit = serve_one(fd);
 		close(fd);
+		if (quit && until_quit)
+			return;
 	}
 }
 
@@ -163,6 +176,28 @@ static void run_pingpong(const struct sockaddr_in *sa, long rounds,
 	free(rtt);
 }
 
+/* Connections per second, each: connect, 64 B request, 64 B reply, close
+ * (the client closes first, as HTTP/1.0 clients read to EOF then close). */
+static double run_churn(const struct sockaddr_in *sa, double secs)
+{
+	struct { struct hello h; char req[64]; } m = { { T_CHURN, 64, 0 }, { 0 } };
+	char rep[64];
+	uint64_t t0 = bl_now_ns(), end = t0 + (uint64_t)(secs * 1e9), t;
+	long n = 0;
+
+	do {
+		int fd = dial(sa);
+
+		memcpy(m.req, &n, sizeof(n));
+		bl_write_all(fd, &m, sizeof(m));
+		if (!bl_read_all(fd, rep, sizeof(rep)) || memcmp(rep, m.req, sizeof(rep)))
+			bl_die("churn: wrong or missing reply");
+		close(fd);
+		n++;
+	} while ((t = bl_now_ns()) < end);
+	return (double)n * 1e9 / (double)(t - t0);
+}
+
 static void client(const struct sockaddr_in *sa, double secs, long rounds)
 {
 	static const uint32_t sizes[] = { 64, 65536 };
@@ -178,6 +213,10 @@ static void client(const struct sockaddr_in *sa, double secs, long rounds)
 	run_pingpong(sa, rounds, &p50, &p99);
 	printf("  ping-pong 64 B         p50 %.2f us, p99 %.2f us\n", p50, p99);
 	printf("RESULT pingpong_p50_us %.2f\nRESULT pingpong_p99_us %.2f\n", p50, p99);
+	fflush(stdout);
+	double cr = run_churn(sa, secs);
+	printf("  connections (64 B each way, close) %9.0f /s\n", cr);
+	printf("RESULT churn_conn_s %.1f\n", cr);
 	fflush(stdout);
 }
 
@@ -210,7 +249,8 @@ static void usage(FILE *f)
 "       xway-tcpbench server [-p PORT] [-c CPU]\n"
 "       xway-tcpbench client -H IPV4 -p PORT [-t SECONDS] [-n ROUNDS] [-c CPU]\n"
 "  Plain TCP (ordinary sockets only): streams 64 B and 64 KiB writes for\n"
-"  SECONDS (default 1) each, then ROUNDS (default 20000) 64-byte ping-pongs.\n"
+"  SECONDS (default 1) each, then ROUNDS (default 20000) 64-byte ping-pongs,\n"
+"  then SECONDS of short connections (connect, 64 B each way, close).\n"
 "  Without a mode it forks a loopback server and runs the client against it.\n"
 "  Run it under LD_PRELOAD=libxway.so to measure the shim.\n"
 "  -N leaves Nagle on (default: TCP_NODELAY on every socket).\n");
@@ -279,7 +319,7 @@ int main(int argc, char **argv)
 		bl_pin(cpu_s);
 		printf("xway-tcpbench: serving on 127.0.0.1:%u\n", ntohs(sa.sin_port));
 		fflush(stdout);
-		serve(lfd, -1);
+		serve(lfd, 0);
 		return 0;
 	}
 	if (!strcmp(mode, "client")) {
@@ -299,12 +339,19 @@ int main(int argc, char **argv)
 		bl_die("fork: %s", strerror(errno));
 	if (pid == 0) {
 		bl_pin(cpu_s);
-		serve(lfd, 3);
+		serve(lfd, 1);
 		_exit(0);
 	}
 	close(lfd);
 	bl_pin(cpu_c);
 	client(&sa, secs, rounds);
+	{
+		struct hello q = { T_QUIT, 0, 0 };
+		int fd = dial(&sa);
+
+		bl_write_all(fd, &q, sizeof(q));
+		close(fd);
+	}
 	int st;
 	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st))
 		bl_die("xway-tcpbench: server failed");
