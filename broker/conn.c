@@ -11,6 +11,7 @@
  * XWAYD_FINISHED_MAX finished ones shown by `xwayctl connections`.
  */
 #include <errno.h>
+#include <netinet/tcp.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -1027,27 +1028,59 @@ static bool pid_gone(pid_t pid)
 	return pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH);
 }
 
+/* Side i's socket of a local connection in our namespace is no more: the
+ * kernel has none for its 4-tuple, or only TIME_WAIT/CLOSE, or LISTEN (the
+ * exact lookup falls back to the listener on the local port, as incoming
+ * segments do).  An answer that is not a state (a netlink error) counts
+ * as still there. */
+static bool socket_gone(const struct xwayd_conn *k, int i)
+{
+	int st = xwayd_tcp_state(&k->side[i].addr, &k->side[1 - i].addr);
+
+	return st == -ENOENT || st == TCP_TIME_WAIT || st == TCP_CLOSE ||
+	       st == TCP_LISTEN;
+}
+
+/*
+ * Every LIVENESS_MS: accelerated records whose ends are both gone end.  An
+ * end is gone once it reported its close or its process exited.  The pid
+ * is the process that offered or claimed, which need not be the last
+ * holder: sshd's listener claims, the re-exec'ed session holds the socket
+ * under a seccomp filter (no close report there by design) and the
+ * listener lives on.  So when one end is gone and the other's process
+ * lives, the kernel is asked (sock_diag, both sockets in our namespace, a
+ * local channel): no socket left on either side ends the record too.
+ */
 static gboolean liveness_check(gpointer unused)
 {
 	GHashTableIter it;
 	gpointer key, v;
-	GPtrArray *done = g_ptr_array_new();
+	GPtrArray *done = g_ptr_array_new(), *gone = g_ptr_array_new();
 
 	(void)unused;
 	g_hash_table_iter_init(&it, xd->live);
 	while (g_hash_table_iter_next(&it, &key, &v)) {
 		struct xwayd_conn *k = v;
+		bool g0, g1;
 
 		if (k->state != XC_ACCELERATED)
 			continue;
 		xwayd_conn_refresh(k);
-		if ((k->side[0].closed || pid_gone(k->side[0].pid)) &&
-		    (k->side[1].closed || pid_gone(k->side[1].pid)))
+		g0 = k->side[0].closed || pid_gone(k->side[0].pid);
+		g1 = k->side[1].closed || pid_gone(k->side[1].pid);
+		if (g0 && g1)
 			g_ptr_array_add(done, k);
+		else if ((g0 || g1) && !k->xen && k->backend == XWAY_BACKEND_LOCAL &&
+			 k->netns_client == xd->netns && k->netns_server == xd->netns &&
+			 socket_gone(k, 0) && socket_gone(k, 1))
+			g_ptr_array_add(gone, k);
 	}
 	for (guint i = 0; i < done->len; i++)
 		conn_close(done->pdata[i], "endpoint processes exited");
+	for (guint i = 0; i < gone->len; i++)
+		conn_close(gone->pdata[i], "both sockets closed (a holder without a close report)");
 	g_ptr_array_free(done, TRUE);
+	g_ptr_array_free(gone, TRUE);
 	return G_SOURCE_CONTINUE;
 }
 

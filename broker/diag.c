@@ -87,8 +87,10 @@ void xwayd_diag_close(void)
 	nlfd = -1;
 }
 
-int xwayd_tcp_counters(const struct xway_addr *local, const struct xway_addr *peer,
-		       int64_t *sent, int64_t *received)
+/* The socket local->peer: its TCP state (TCP_ESTABLISHED...; a TIME_WAIT
+ * one has no tcp_info) and, when sent is given, its counters. */
+static int tcp_lookup(const struct xway_addr *local, const struct xway_addr *peer,
+		      int *state, int64_t *sent, int64_t *received)
 {
 	struct diag_req req;
 	union {
@@ -129,6 +131,10 @@ int xwayd_tcp_counters(const struct xway_addr *local, const struct xway_addr *pe
 			    h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
 				return -EPROTO;
 			m = NLMSG_DATA(h);
+			if (state)
+				*state = m->idiag_state;
+			if (!sent)
+				return 0;
 			a = (struct rtattr *)(m + 1);
 			alen = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
 			for (; RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
@@ -150,6 +156,19 @@ int xwayd_tcp_counters(const struct xway_addr *local, const struct xway_addr *pe
 		}
 	}
 	return -ETIMEDOUT;
+}
+
+int xwayd_tcp_counters(const struct xway_addr *local, const struct xway_addr *peer,
+		       int64_t *sent, int64_t *received)
+{
+	return tcp_lookup(local, peer, NULL, sent, received);
+}
+
+int xwayd_tcp_state(const struct xway_addr *local, const struct xway_addr *peer)
+{
+	int state = 0, e = tcp_lookup(local, peer, &state, NULL, NULL);
+
+	return e ? e : state;
 }
 
 static int cmp_u64(const void *a, const void *b)

@@ -303,6 +303,9 @@ void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed);
  * own namespace (NETLINK_SOCK_DIAG); 0 or -errno. */
 int xwayd_tcp_counters(const struct xway_addr *local, const struct xway_addr *peer,
 		       int64_t *sent, int64_t *received);
+/* diag.c: the TCP state (TCP_ESTABLISHED, TCP_TIME_WAIT, ...) of the socket
+ * local->peer in the broker's own namespace; -ENOENT if there is none. */
+int xwayd_tcp_state(const struct xway_addr *local, const struct xway_addr *peer);
 /* diag.c: abort the TCP sockets to peer that process pid holds (the client
  * side of a vanished Xen domain); how many, or -errno. */
 int xwayd_tcp_abort_to(const struct xway_addr *peer, pid_t pid);

@@ -28,7 +28,7 @@ TEST_BINS += $(B)/tests/unit/broker/test_daemon
 ALL_BINS += $(B)/tests/integration/broker/xway_proto_client
 TEST_SCRIPTS += tests/integration/broker/offer_claim.sh
 TEST_SCRIPTS += tests/integration/broker/systemd_unit.sh
-TEST_SCRIPTS += tests/integration/broker/restart.sh
+TEST_SCRIPTS += tests/integration/broker/restart.sh tests/integration/broker/liveness.sh
 TEST_SCRIPTS += tests/fuzz/run.sh
 
 # A stand-in libxenstore for the Xen-mode test (never installed).
