@@ -405,8 +405,9 @@ XWAY_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 		}
 		return real.recvmsg(fd, msg, flags);
 	}
-	if (!msg || xway_bad_iov(msg->msg_iov, (int)msg->msg_iovlen) ||
-	    msg->msg_iovlen > 1024) {
+	if (msg && msg->msg_iovlen > 1024) {
+		r = -EMSGSIZE;       /* the kernel's msghdr check, before EINVAL's */
+	} else if (!msg || xway_bad_iov(msg->msg_iov, (int)msg->msg_iovlen)) {
 		r = -EINVAL;
 	} else {
 		r = xway_io_recv(c, msg->msg_iov, (int)msg->msg_iovlen, flags);
@@ -486,8 +487,9 @@ XWAY_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 			return xway_ret(xway_scm_sendmsg(fd, msg, flags));
 		return real.sendmsg(fd, msg, flags);
 	}
-	if (!msg || msg->msg_iovlen > 1024 ||
-	    xway_bad_iov(msg->msg_iov, (int)msg->msg_iovlen))
+	if (msg && msg->msg_iovlen > 1024)
+		r = -EMSGSIZE;       /* the kernel's msghdr check, before EINVAL's */
+	else if (!msg || xway_bad_iov(msg->msg_iov, (int)msg->msg_iovlen))
 		r = -EINVAL;
 	else
 		r = xway_io_send(c, msg->msg_iov, (int)msg->msg_iovlen, flags);
