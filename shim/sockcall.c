@@ -807,6 +807,9 @@ XWAY_EXPORT int dup(int fd)
 	return nfd;
 }
 
+/* stdio.c (declared here while shim.h is being reworked by lifecycle). */
+void xway_stdio_adopt_dup(int fd);
+
 /* dup2/dup3 onto fd2: the kernel closes fd2 first; if it was ours, do our
  * close (teardown before the real socket goes). */
 static int xway_dup_onto(int fd, int fd2, int flags, int is3)
@@ -838,8 +841,13 @@ static int xway_dup_onto(int fd, int fd2, int flags, int is3)
 	errno = saved;
 	r = is3 ? real.dup3(fd, fd2, flags) : real.dup2(fd, fd2);
 	saved = errno;
-	if (r >= 0 && c)
+	if (r >= 0 && c) {
 		xway_fd_set(fd2, c);
+		/* stdio around the shim would send on TCP (stdio.c). */
+		if (fd2 <= 2 &&
+		    atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_ACCEL)
+			xway_stdio_adopt_dup(fd2);
+	}
 	if (old)
 		xway_conn_put(old);
 	if (c)

@@ -19,8 +19,8 @@
  * fdopen() on an accelerated connection gets the same kind of stream, and
  * dprintf()/vdprintf() (a temporary glibc stream on the fd) format into
  * memory and write through the shim.
- * Limit: a standard stream onto which a process dup2()s a connection
- * without an exec still goes around the shim (shim/README.md).
+ * dup2()/dup3() of a connection onto fd 0-2 without an exec replaces the
+ * standard stream the same way (sockcall.c).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -31,10 +31,39 @@
 
 #include "lifecycle.h"
 
+static void xway_stdio_arm(void);
+
 static ssize_t xway_ck_read(void *cookie, char *buf, size_t len)
 {
+	xway_stdio_arm();
 	/* read() here is the shim's own (the exported interposer). */
 	return read((int)(intptr_t)cookie, buf, len);
+}
+
+/* The streams of ours now in stdin/stdout/stderr (compared, never
+ * dereferenced: the application may have fclose()d them). */
+static FILE *xway_std_ours[3];
+static _Atomic int xway_std_flush_armed;
+
+/* exit() flushes stdio in _IO_cleanup, after the destructors (_dl_fini),
+ * so after the shim's exit teardown took the connection off the table:
+ * a printf() not yet flushed would go out on TCP behind the channel's
+ * EOF.  An atexit handler registered after main() started runs before
+ * _dl_fini: it flushes every stream then. */
+static void xway_stdio_flush(void)
+{
+	fflush(NULL);
+}
+
+/* Registered by a dup2 adoption (main() runs) or the first read or write
+ * of a stream of ours; an exec'ed image adopts in the constructor, too
+ * early: that handler would run after _dl_fini. */
+static void xway_stdio_arm(void)
+{
+	/* relaxed: only "registered once" matters, nothing is published. */
+	if (!atomic_load_explicit(&xway_std_flush_armed, memory_order_relaxed) &&
+	    !atomic_exchange_explicit(&xway_std_flush_armed, 1, memory_order_relaxed))
+		atexit(xway_stdio_flush);
 }
 
 /* Everything or an error, as glibc's fd-based write loop: a short count
@@ -43,6 +72,7 @@ static ssize_t xway_ck_write(void *cookie, const char *buf, size_t len)
 {
 	size_t done = 0;
 
+	xway_stdio_arm();
 	while (done < len) {
 		ssize_t r = write((int)(intptr_t)cookie, buf + done, len - done);
 
@@ -145,9 +175,22 @@ XWAY_EXPORT int __dprintf_chk(int fd, int flag, const char *fmt, ...)
 	return n;
 }
 
+/* glibc's FILE flag bits for the buffering mode (libio.h; ABI). */
+#define XWAY_IO_UNBUFFERED 0x0002
+#define XWAY_IO_LINE_BUF   0x0200
+
+/*
+ * fd (0, 1 or 2) is an accelerated connection now: replace the matching
+ * standard stream by a stream over the shim's read/write.  Called at
+ * exec (before main) and by dup2/dup3 onto 0-2 (sockcall.c), where the
+ * old stream may hold bytes: those written and not yet flushed move to
+ * the new stream (glibc would have written them to the new file), in the
+ * old stream's buffering mode.  A stdin holding read-ahead bytes of the
+ * previous file keeps its stream (they must come first; shim/README.md).
+ */
 void xway_stdio_adopt(int fd)
 {
-	FILE **slot, *f;
+	FILE **slot, *f, *old;
 
 	switch (fd) {
 	case 0: slot = &stdin; break;
@@ -155,12 +198,43 @@ void xway_stdio_adopt(int fd)
 	case 2: slot = &stderr; break;
 	default: return;
 	}
+	old = *slot;
+	if (old && old == xway_std_ours[fd])
+		return;                 /* already through the shim */
+	if (old)
+		flockfile(old);
+	if (fd == 0 && old && old->_IO_read_ptr < old->_IO_read_end) {
+		funlockfile(old);
+		XINFO("stdin holds bytes read ahead from its previous file: it "
+		      "stays around the shim (fd 0 is accelerated)");
+		return;
+	}
 	f = xway_ck_open(fd, fd == 0 ? "r" : "w");
-	if (!f)
+	if (!f) {
+		if (old)
+			funlockfile(old);
 		return;                 /* the stream stays glibc's */
-	if (fd == 2)
+	}
+	if (fd == 2 || (old && (old->_flags & XWAY_IO_UNBUFFERED)))
 		setvbuf(f, NULL, _IONBF, 0);
+	else if (old && (old->_flags & XWAY_IO_LINE_BUF))
+		setvbuf(f, NULL, _IOLBF, BUFSIZ);
+	if (fd != 0 && old && old->_IO_write_ptr > old->_IO_write_base) {
+		fwrite(old->_IO_write_base, 1,
+		       (size_t)(old->_IO_write_ptr - old->_IO_write_base), f);
+		old->_IO_write_ptr = old->_IO_write_base;
+	}
 	*slot = f;
-	XDBG("exec: %s goes through the shim (fd %d is accelerated)",
+	xway_std_ours[fd] = f;
+	if (old)
+		funlockfile(old);
+	XDBG("%s goes through the shim (fd %d is accelerated)",
 	     fd == 0 ? "stdin" : fd == 1 ? "stdout" : "stderr", fd);
+}
+
+/* dup2()/dup3() (sockcall.c) made fd 0-2 an accelerated connection. */
+void xway_stdio_adopt_dup(int fd)
+{
+	xway_stdio_adopt(fd);
+	xway_stdio_arm();
 }

@@ -1653,7 +1653,7 @@ static const struct tcase cases[] = {
 	{ "eintr", eintr_server, eintr_client, 0 },
 	{ "iov", iov_server, iov_client, 0 },
 	{ "cork", cork_server, cork_client, 0 },
-	{ "stdio", stdio_server, stdio_client, 1 },
+	{ "stdio", stdio_server, stdio_client, 0 },
 	{ "dup2conn", dup2conn_server, dup2conn_client, 0 },
 	{ "waitall", waitall_server, waitall_client, 1 },
 	{ "peekall", peekall_server, peekall_client, 1 },
