@@ -832,6 +832,16 @@ int xway_io_ioctl(struct xway_conn *c, unsigned long req, void *arg)
 					      memory_order_relaxed);
 		return (int)r;
 	}
+	/* A client that has not looked at the broker's decision since its
+	 * connect: bytes the server sent since its claim are in the ring,
+	 * not on the socket (the kernel's FIONREAD said 0). */
+	if (st == XWAY_ST_PENDING && (req == FIONREAD || req == SIOCOUTQ))
+		st = xway_pending_resolve(c, 0);
+	if (st == XWAY_ST_PENDING && req == SIOCOUTQ && arg) {
+		size_t n = xway_chan_unsent(c->chan);     /* our bytes wait in ring 0 */
+		*(int *)arg = n > INT_MAX ? INT_MAX : (int)n;
+		return 0;
+	}
 	if (st == XWAY_ST_ACCEL && (req == FIONREAD || req == SIOCOUTQ) && arg &&
 	    !(xway_chan_poll(c->chan) & XWAY_EV_REVERT)) {
 		size_t n = req == FIONREAD ? xway_chan_readable(c->chan)
