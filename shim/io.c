@@ -364,6 +364,7 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 	int nb = (flags & MSG_DONTWAIT) ||
 		 atomic_load_explicit(&c->nonblock, memory_order_relaxed);
 	int waitall = (flags & MSG_WAITALL) && !(flags & MSG_PEEK) && !nb;
+	int peekall = (flags & MSG_WAITALL) && (flags & MSG_PEEK) && !nb;
 	/* A blocking read returns once it has min(SO_RCVLOWAT, len) bytes
 	 * (all of them under MSG_WAITALL); nonblocking ones return what
 	 * there is.  A peek is not held back by the mark: peeking again
@@ -431,6 +432,25 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 			r = xway_chan_in(c, sub, n, want - copied, flags);
 		} else {
 			r = xway_chan_in(c, iov, iovcnt, want, flags);
+		}
+		if (r > 0 && peekall && (size_t)r < want &&
+		    !(xway_chan_poll(c->chan) & (XWAY_EV_RDHUP | XWAY_EV_RST |
+						 XWAY_EV_ERR | XWAY_EV_HUP))) {
+			/* MSG_PEEK|MSG_WAITALL: the kernel waits until len
+			 * bytes are queued; a timeout or a signal (even under
+			 * SA_RESTART: something was copied) returns the part.
+			 * The ring wakes on "readable", which it already is:
+			 * look again in 1 ms slices. */
+			struct timespec nap = { 0, 1000000 };
+			int saved = errno, slept;
+
+			if (xway_left(deadline) == 0)
+				return r;
+			slept = nanosleep(&nap, NULL);
+			errno = saved;
+			if (slept < 0)
+				return r;                 /* EINTR */
+			continue;
 		}
 		if (r > 0) {
 			copied += (size_t)r;
