@@ -501,7 +501,12 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 				return (ssize_t)copied;
 			int prev = atomic_exchange_explicit(&c->rst_state, 2,
 							    memory_order_relaxed);
-			return prev == 2 ? 0 : -ECONNRESET;
+			if (prev >= 2)
+				return 0;       /* reported (3: to a write) */
+			/* The kernel reports a reset once, to whichever call
+			 * comes first: the next write gets EPIPE. */
+			atomic_store_explicit(&c->epipe_state, 1, memory_order_relaxed);
+			return -ECONNRESET;
 		}
 		if (r < 0 && r != -EAGAIN)
 			return copied ? (ssize_t)copied : r;
@@ -530,9 +535,10 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 				    xway_died_unread(c))
 					t = -ECONNRESET;     /* what the kernel would have sent */
 				if (t == 0 ||
-				    atomic_load_explicit(&c->rst_state, memory_order_relaxed) == 2)
+				    atomic_load_explicit(&c->rst_state, memory_order_relaxed) >= 2)
 					return 0;
 				atomic_store_explicit(&c->rst_state, 2, memory_order_relaxed);
+				atomic_store_explicit(&c->epipe_state, 1, memory_order_relaxed);
 				return t;
 			}
 		}
@@ -713,10 +719,17 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 		if (r == -ECONNRESET || r == -EPROTO) {
 			if (sent)
 				return (ssize_t)sent;
-			/* First write after a reset: ECONNRESET, no signal. */
+			/* First write after a reset: ECONNRESET, no signal.
+			 * Reported once: reads then drain the ring and give 0
+			 * (rst_state 3), not ECONNRESET again. */
 			if (atomic_exchange_explicit(&c->epipe_state, 1,
-						     memory_order_relaxed) == 0)
+						     memory_order_relaxed) == 0) {
+				int zero = 0;
+				atomic_compare_exchange_strong_explicit(&c->rst_state, &zero, 3,
+									memory_order_relaxed,
+									memory_order_relaxed);
 				return -ECONNRESET;
+			}
 			return xway_epipe(flags);
 		}
 		if (r < 0 && r != -EAGAIN)
@@ -931,7 +944,12 @@ short xway_io_poll_mask(struct xway_conn *c, short events)
 	if (e & XWAY_EV_RDHUP)
 		m |= POLLRDHUP | POLLIN;
 	if (e & (XWAY_EV_RST | XWAY_EV_ERR))
-		m |= POLLERR | POLLHUP | POLLRDHUP | POLLIN | POLLOUT;
+		m |= POLLHUP | POLLRDHUP | POLLIN | POLLOUT;
+	/* POLLERR while the reset is not yet reported (the kernel's pending
+	 * sk_err): a read or write that returned ECONNRESET took it. */
+	if ((e & XWAY_EV_ERR) ||
+	    ((e & XWAY_EV_RST) && atomic_load_explicit(&c->rst_state, memory_order_relaxed) < 2))
+		m |= POLLERR;
 	if (!(m & POLLIN)) {
 		/* Ring quiet: a dead peer shows on the TCP socket. */
 		pf.events = POLLIN | POLLRDHUP;

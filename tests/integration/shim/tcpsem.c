@@ -368,6 +368,9 @@ static void rst_client(int fd, pid_t sp)
 	CHECK(!memcmp(b, "data", 4), "queued data");
 	CHECK_ERR(read(fd, b, sizeof(b)), ECONNRESET);
 	CHECK(read(fd, b, sizeof(b)) == 0, "0 after ECONNRESET");
+	/* The read took the reset: writes get EPIPE and SIGPIPE. */
+	CHECK_ERR(send(fd, "x", 1, 0), EPIPE);
+	CHECK(sigpipes == 1, "SIGPIPE on a write after the read took the reset");
 }
 
 /* Check: close with unread incoming data resets the connection; the
@@ -1644,7 +1647,7 @@ static const struct tcase cases[] = {
 	{ "refused", refused_server, refused_client, 0 },
 	{ "sendfile", sendfile_server, sendfile_client, 0 },
 	{ "epoll", epoll_server, epoll_client, 0 },
-	{ "rstwrite", rstwrite_server, rstwrite_client, 1 },
+	{ "rstwrite", rstwrite_server, rstwrite_client, 0 },
 	{ "rstpeer", rstwrite_server, rstpeer_client, 1 },
 	{ "pollbits", pollbits_server, pollbits_client, 0 },
 	{ "shutrd", shutrd_server, shutrd_client, 0 },
