@@ -101,6 +101,32 @@ static int xway_died_unread(struct xway_conn *c)
 	       xway_chan_unsent(c->chan) > 0;
 }
 
+/*
+ * The channel says the peer reset the connection; its RST on TCP is sent
+ * by the peer's close right after it flagged the ring, so it can still be
+ * on its way.  The kernel reports ECONNRESET only once the socket is
+ * closed (getpeername then gives ENOTCONN, getsockopt TCP_INFO shows
+ * CLOSE): wait for that, bounded (200 ms; a peer that died between the two
+ * leaves only the ring's word).  Keeps errno.
+ */
+static void xway_await_tcp_reset(struct xway_conn *c)
+{
+	struct pollfd pf = { .fd = c->fd, .events = POLLIN | POLLRDHUP };
+	int saved = errno;
+
+	for (int i = 0; i < 20; i++) {
+		struct timespec nap = { 0, 10000000 };
+
+		pf.revents = 0;
+		if (real.poll(&pf, 1, 10) <= 0)
+			continue;
+		if (pf.revents & (POLLERR | POLLHUP))
+			break;
+		nanosleep(&nap, NULL);     /* readable (a FIN first): not yet */
+	}
+	errno = saved;
+}
+
 static ssize_t xway_epipe(int flags)
 {
 	if (!(flags & MSG_NOSIGNAL))
@@ -503,6 +529,7 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 							    memory_order_relaxed);
 			if (prev >= 2)
 				return 0;       /* reported (3: to a write) */
+			xway_await_tcp_reset(c);
 			/* The kernel reports a reset once, to whichever call
 			 * comes first: the next write gets EPIPE. */
 			atomic_store_explicit(&c->epipe_state, 1, memory_order_relaxed);
@@ -728,6 +755,7 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 				atomic_compare_exchange_strong_explicit(&c->rst_state, &zero, 3,
 									memory_order_relaxed,
 									memory_order_relaxed);
+				xway_await_tcp_reset(c);
 				return -ECONNRESET;
 			}
 			return xway_epipe(flags);
