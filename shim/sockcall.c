@@ -518,13 +518,65 @@ XWAY_EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int fla
 	return (int)i;
 }
 
+/*
+ * sendfile() FROM an accelerated socket (the kernel splices a socket into
+ * any file): the bytes are on the channel, not in the socket the kernel
+ * would read (it waited forever for them).  Like read() then write(), but
+ * consuming from the connection exactly what out_fd took (peek, write,
+ * consume): a short write leaves the rest readable.  Sockets have no
+ * offset (ESPIPE).  Not atomic against another thread reading the same
+ * socket between the peek and the consume (as splice below).
+ */
+static ssize_t xway_sendfile_from(int out_fd, int in_fd, int has_offset, size_t count)
+{
+	struct xway_conn *c = xway_lookup_fd(in_fd);
+	char buf[32768];
+	struct iovec iov = { buf, count < sizeof(buf) ? count : sizeof(buf) };
+	ssize_t n, w;
+
+	if (!c)
+		return -EAGAIN - 100000;        /* closed meanwhile: the kernel's */
+	if (atomic_load_explicit(&c->state, memory_order_acquire) == XWAY_ST_LISTENER) {
+		n = -EAGAIN - 100000;           /* the kernel's EINVAL */
+		goto out;
+	}
+	if (has_offset) {
+		n = -ESPIPE;
+		goto out;
+	}
+	n = iov.iov_len ? xway_io_recv(c, &iov, 1, MSG_PEEK) : 0;
+	if (n <= 0)
+		goto out;
+	/* write(): the shim's own, out_fd may be accelerated too. */
+	w = write(out_fd, buf, (size_t)n);
+	if (w <= 0) {
+		n = w < 0 ? -errno : -EAGAIN;
+		goto out;
+	}
+	iov.iov_len = (size_t)w;
+	n = xway_io_recv(c, &iov, 1, 0);
+	if (n >= 0)
+		n = w;
+out:
+	xway_conn_put(c);
+	return n;
+}
+
 XWAY_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 {
 	struct xway_conn *c = xway_lookup_fd(out_fd);
 	ssize_t r;
 
-	if (__builtin_expect(!c, 1))
+	if (__builtin_expect(!c, 1) && !(xway_ready() && xway_fd_is_ours(in_fd)))
 		return real.sendfile(out_fd, in_fd, offset, count);
+	if (xway_fd_is_ours(in_fd)) {
+		if (c)
+			xway_conn_put(c);
+		r = xway_sendfile_from(out_fd, in_fd, offset != NULL, count);
+		if (r == -EAGAIN - 100000)
+			return real.sendfile(out_fd, in_fd, offset, count);
+		return xway_ret(r);
+	}
 	r = xway_io_sendfile(c, in_fd, offset, count);
 	xway_conn_put(c);
 	return xway_ret(r);
@@ -535,8 +587,16 @@ XWAY_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t *offset, size_t co
 	struct xway_conn *c = xway_lookup_fd(out_fd);
 	ssize_t r;
 
-	if (__builtin_expect(!c, 1))
+	if (__builtin_expect(!c, 1) && !(xway_ready() && xway_fd_is_ours(in_fd)))
 		return real.sendfile64(out_fd, in_fd, offset, count);
+	if (xway_fd_is_ours(in_fd)) {
+		if (c)
+			xway_conn_put(c);
+		r = xway_sendfile_from(out_fd, in_fd, offset != NULL, count);
+		if (r == -EAGAIN - 100000)
+			return real.sendfile64(out_fd, in_fd, offset, count);
+		return xway_ret(r);
+	}
 	off_t o = offset ? (off_t)*offset : 0;
 	r = xway_io_sendfile(c, in_fd, offset ? &o : NULL, count);
 	if (offset)
