@@ -1161,7 +1161,7 @@ static int xway_reattach_one(char *rec)
 	int nf = 0, fds[XWAY_MAX_EXEC_FD], nfds = 0, side, cf[4], family;
 	unsigned long long cookie;
 	struct xway_addr local, peer;
-	struct xway_chan_params p = { xway_cfg.ring_order, xway_cfg.spin_ns };
+	struct xway_chan_params p = { xway_cfg.ring_order, xway_cfg.spin_ns, 0 };
 	struct xway_chan *chan = NULL;
 	struct xway_conn *c;
 	char *end;

@@ -513,7 +513,7 @@ static int xway_scm_same(int fd, int peer, const struct xway_addr *want)
 /* Attach one handed-over connection; the channel fds are consumed. */
 static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int cf[3])
 {
-	struct xway_chan_params p = { xway_cfg.ring_order, xway_cfg.spin_ns };
+	struct xway_chan_params p = { xway_cfg.ring_order, xway_cfg.spin_ns, 0 };
 	struct xway_chan *chan = NULL;
 	struct xway_conn *c;
 	void *map = NULL;

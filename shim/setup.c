@@ -525,6 +525,8 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 	} else if (nf != 3 || !xway_chan_local_attach) {
 		r = -EPROTO;
 	} else {
+		/* The broker checked these eventfds at OFFER. */
+		p.flags |= XWAY_CHAN_F_BROKER_CHECKED;
 		r = xway_chan_local_attach(fds, 1, clp->cookie, &p, &chan);
 	}
 	if (r < 0) {

@@ -57,7 +57,14 @@ struct xway_chan_params {
 	uint32_t ring_order;   /* log2 bytes per direction; 0 = default (1 MiB) */
 	uint32_t spin_ns;      /* max adaptive spin before sleeping; 0 = default,
 				  UINT32_MAX = never spin */
+	uint32_t flags;        /* XWAY_CHAN_F_* */
 };
+
+/* xway_chan_local_attach: the descriptors come from the broker, which
+ * checked efd0/efd1 are eventfds when the creator offered them (an open
+ * file's type cannot change since): the attach skips its own /proc check
+ * (three system calls per eventfd) and keeps the cheap ones. */
+#define XWAY_CHAN_F_BROKER_CHECKED 1u
 
 struct xway_chan_stats {
 	uint64_t tx_bytes;     /* bytes this endpoint wrote into the channel */

@@ -79,9 +79,10 @@ static int high_fd_base(void)
 	return (int)(lim - 256 > lim / 2 ? lim - 256 : lim / 2);
 }
 
-int xw_fd_to_high(int fd)
+/* xw_fd_to_high with the base computed once by a caller placing several
+ * descriptors (one getrlimit per set-up, not one per descriptor). */
+static int fd_to_high_at(int fd, int base)
 {
-	int base = high_fd_base();
 	int nfd;
 
 	if (fd < 0 || fd >= base)
@@ -91,6 +92,11 @@ int xw_fd_to_high(int fd)
 		return fd;
 	xw_sys_close(fd);
 	return nfd;
+}
+
+int xw_fd_to_high(int fd)
+{
+	return fd_to_high_at(fd, high_fd_base());
 }
 
 int xway_chan_high_fd_base(void)
@@ -111,9 +117,19 @@ int xway_chan_fd_to_high(int fd)
  */
 int xw_usable_cpus(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	/* Read once per process image: sysconf reads /sys each time (three
+	 * system calls per channel); CPU hot-plug only changes whether
+	 * spinning pays, never correctness. */
+	static _Atomic int cached;
+	int n = atomic_load_explicit(&cached, memory_order_relaxed);
 
-	return n > 0 ? (int)n : 1;
+	if (n <= 0) {
+		long v = sysconf(_SC_NPROCESSORS_ONLN);
+
+		n = v > 0 ? (int)v : 1;
+		atomic_store_explicit(&cached, n, memory_order_relaxed);
+	}
+	return n;
 }
 
 uint32_t xw_spin_param(const struct xway_chan_params *p)
@@ -137,7 +153,7 @@ static size_t ep_size(void)
  * possible, and the caller then uses anonymous memory: the end works the
  * same, only an exec cannot carry it (xway_chan_local_reattach).
  */
-static int ep_memfd(size_t len)
+static int ep_memfd(size_t len, int base)
 {
 	struct rlimit rl;
 	int fd;
@@ -157,8 +173,8 @@ static int ep_memfd(size_t len)
 		xw_sys_close(fd);
 		return -EINVAL;
 	}
-	fd = xw_fd_to_high(fd);
-	if (fd < high_fd_base()) {
+	fd = fd_to_high_at(fd, base);
+	if (fd < base) {
 		/* No room above the application's range: not worth one of
 		 * its low numbers. */
 		xw_sys_close(fd);
@@ -176,7 +192,7 @@ static int ep_memfd(size_t len)
  * whose locks and indices are live in other processes: nothing in it is
  * initialised here.
  */
-static struct xway_chan *chan_alloc(int want_fd, int ep_fd)
+static struct xway_chan *chan_alloc(int want_fd, int ep_fd, int base)
 {
 	void *m = mmap(NULL, sizeof(struct xway_chan), PROT_READ | PROT_WRITE,
 		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -191,7 +207,7 @@ static struct xway_chan *chan_alloc(int want_fd, int ep_fd)
 	c->fds[0] = c->fds[1] = c->fds[2] = -1;
 	c->pollfd = c->peer_efd = -1;
 	if (fresh && want_fd)
-		ep_fd = ep_memfd(len);
+		ep_fd = ep_memfd(len, base >= 0 ? base : high_fd_base());
 	e = ep_fd >= 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ep_fd, 0)
 		       : mmap(NULL, len, PROT_READ | PROT_WRITE,
 			      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -214,7 +230,7 @@ static struct xway_chan *chan_alloc(int want_fd, int ep_fd)
 
 struct xway_chan *xw_chan_alloc(int want_fd)
 {
-	return chan_alloc(want_fd, -1);
+	return chan_alloc(want_fd, -1, -1);
 }
 
 void xw_chan_free(struct xway_chan *c)
@@ -328,7 +344,7 @@ int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
 	struct xway_chan_shm *shm;
 	struct xway_chan *c;
 	size_t len;
-	int r;
+	int r, base;
 
 	if (!out || !fds)
 		return -EINVAL;
@@ -365,15 +381,16 @@ int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
 			goto out_close;
 		}
 	}
+	base = high_fd_base();
 	for (int i = 0; i < 3; i++)
-		f[i] = xw_fd_to_high(f[i]);
+		f[i] = fd_to_high_at(f[i], base);
 	/* No number free above the application's range: a channel would
 	 * take three of its low numbers, and enough of them give it EMFILE
 	 * where kernel TCP would not.  The connection stays on TCP instead
 	 * (an attaching server keeps its fds where they are: it has claimed
 	 * already). */
 	for (int i = 0; i < 3; i++)
-		if (f[i] < high_fd_base()) {
+		if (f[i] < base) {
 			r = -EMFILE;
 			goto out_close;
 		}
@@ -389,7 +406,7 @@ int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
 	shm->ring_order[1] = order;
 	shm->attached = XWAY_ATTACH_PENDING;
 	shm->cookie = cookie;
-	c = xw_chan_alloc(1);
+	c = chan_alloc(1, -1, base);
 	if (!c) {
 		r = -ENOMEM;
 		goto out_unmap;
@@ -420,17 +437,19 @@ out_close:
  * file description and could clear it again, but then it could as well
  * stop reading, which blocks a writer on TCP too.
  */
-static int check_eventfd(int fd)
+static int check_eventfd(int fd, int checked)
 {
 	char path[64], buf[512];
 	struct stat st;
-	int pfd, fl, ok = -1;
+	int pfd = -1, fl, ok = -1;
 	ssize_t n;
 
 	if (fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != 0)
 		return -EINVAL;
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	pfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (!checked) {
+		snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+		pfd = open(path, O_RDONLY | O_CLOEXEC);
+	}
 	if (pfd >= 0) {
 		n = xw_sys_read(pfd, buf, sizeof(buf) - 1);
 		xw_sys_close(pfd);
@@ -478,7 +497,7 @@ static int local_attach(const int fds[3], int side, uint64_t cookie,
 	uint32_t o0, o1;
 	int f[3];
 	size_t len;
-	int seals, r;
+	int seals, r, base;
 
 	if (!fds || !out || (side != 0 && side != 1))
 		return -EINVAL;
@@ -494,7 +513,8 @@ static int local_attach(const int fds[3], int side, uint64_t cookie,
 	seals = xw_sys_fcntl(fds[0], F_GET_SEALS, 0);
 	if (seals < 0 || !(seals & F_SEAL_SHRINK))
 		return -EINVAL;
-	if (check_eventfd(fds[1]) || check_eventfd(fds[2]))
+	int checked = p && (p->flags & XWAY_CHAN_F_BROKER_CHECKED);
+	if (check_eventfd(fds[1], checked) || check_eventfd(fds[2], checked))
 		return -EINVAL;
 
 	h = mmap(NULL, XWAY_CHAN_HDR_SIZE, PROT_READ, MAP_SHARED, fds[0], 0);
@@ -522,7 +542,8 @@ static int local_attach(const int fds[3], int side, uint64_t cookie,
 		munmap(shm, len);
 		return r;
 	}
-	c = chan_alloc(1, ep_fd);
+	base = high_fd_base();
+	c = chan_alloc(1, ep_fd, base);
 	if (!c) {
 		munmap(shm, len);
 		return -ENOMEM;
@@ -544,9 +565,9 @@ static int local_attach(const int fds[3], int side, uint64_t cookie,
 	}
 	/* Ownership is ours now: move to high numbers. */
 	for (int i = 0; i < 3; i++)
-		c->fds[i] = xw_fd_to_high(f[i]);
+		c->fds[i] = fd_to_high_at(f[i], base);
 	if (ep_fd >= 0)
-		c->ep_fd = xw_fd_to_high(ep_fd);
+		c->ep_fd = fd_to_high_at(ep_fd, base);
 	c->pollfd = c->fds[1 + side];
 	c->peer_efd = c->fds[2 - side];
 	*out = c;
