@@ -314,7 +314,16 @@ unsigned xw_local_poll(struct xway_chan *c)
 		m |= XWAY_EV_IN | XWAY_EV_RST | XWAY_EV_OUT;
 	cf = xw_load_acquire(&c->tx.ctl->cons_flags);
 	s = xw_ring_space(&c->tx, xw_load_relaxed(&c->ep->tx_prod));
-	if (s != 0 || atomic_load_explicit(&c->ep->wr_shut, memory_order_relaxed))
+	/* Writable as kernel TCP says it (sk_stream_is_writeable): once a
+	 * third of the buffer is free, not at the first free byte.  An
+	 * application that selects for writing and then writes a whole
+	 * record blocking (openssl s_server/s_client: 16 KiB) relies on it:
+	 * with both ends doing that and each ring nearly full, "writable" at
+	 * 100 free bytes put both into a blocking write and neither read.
+	 * A negative s (a corrupt peer index) stays "writable": the data
+	 * call reports it. */
+	if (s < 0 || 3 * s >= (int64_t)c->tx.size ||
+	    atomic_load_explicit(&c->ep->wr_shut, memory_order_relaxed))
 		m |= XWAY_EV_OUT;
 	if (cf & XWAY_RING_F_CLOSED)
 		m |= XWAY_EV_OUT | XWAY_EV_HUP;

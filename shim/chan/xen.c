@@ -457,7 +457,10 @@ static unsigned xen_poll(struct xway_chan *c)
 	/* data_ready and buffer_space also ask the peer to notify us. */
 	if (xen_readable(c) > 0)
 		m |= XWAY_EV_IN;
-	if (lib.buffer_space(c->xen->v) > 0)
+	/* Writable once a third of the ring is free, as kernel TCP (see
+	 * xw_local_poll). */
+	int space = lib.buffer_space(c->xen->v);
+	if (space > 0 && 3 * (size_t)space >= c->tx.size)
 		m |= XWAY_EV_OUT;
 	if (!lib.is_open(c->xen->v))
 		m |= XWAY_EV_IN | XWAY_EV_RDHUP | XWAY_EV_OUT | XWAY_EV_HUP;

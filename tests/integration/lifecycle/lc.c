@@ -1063,6 +1063,55 @@ static int shell_how(int how)
 	return 0;
 }
 
+/*
+ * POLLOUT as kernel TCP reports it: only once a third of the send buffer
+ * is free (sk_stream_is_writeable), not at the first free byte.  Fill the
+ * connection, let the peer read 4 KiB: not writable yet; the peer reads
+ * everything: writable.  Applications that select() for writing and then
+ * write a whole record blocking (openssl s_server/s_client, 16 KiB) hung
+ * under the shim when both ends did so at once (session-7 sweep F-B).
+ */
+static int case_pollout_third(void)
+{
+	int c, s;
+	static char buf[1 << 16];
+	size_t put = 0, got = 0;
+
+	mkpair(&c, &s);
+	CHECK(fcntl(c, F_SETFL, O_NONBLOCK) == 0 && fcntl(s, F_SETFL, O_NONBLOCK) == 0,
+	      "nonblocking");
+	memset(buf, 'p', sizeof(buf));
+	for (int i = 0; i < 100000; i++) {
+		ssize_t w = send(c, buf, sizeof(buf), MSG_NOSIGNAL);
+		if (w < 0) {
+			CHECK(errno == EAGAIN, "send");
+			break;
+		}
+		put += (size_t)w;
+	}
+	struct pollfd p = { c, POLLOUT, 0 };
+	CHECK(poll(&p, 1, 0) == 0, "writable right after EAGAIN (0x%x)", p.revents);
+	ssize_t r = recv(s, buf, 4096, 0);
+	CHECK(r == 4096, "peer's first read: %zd", r);
+	got += (size_t)r;
+	CHECK(poll(&p, 1, 200) == 0, "writable after the peer read 4 KiB of %zu (0x%x)",
+	      put, p.revents);
+	/* The peer reads everything: writable within 10 s. */
+	int64_t t0 = now_ms();
+	int ok = 0;
+	while (!ok && now_ms() - t0 < 10000) {
+		while ((r = recv(s, buf, sizeof(buf), 0)) > 0)
+			got += (size_t)r;
+		CHECK(r < 0 && errno == EAGAIN, "peer read");
+		ok = poll(&p, 1, 10) == 1 && (p.revents & POLLOUT);
+	}
+	CHECK(ok, "not writable after the peer read %zu of %zu bytes", got, put);
+	check_path(c, put);
+	close(c);
+	close(s);
+	return 0;
+}
+
 static int case_system(void) { return shell_how(0); }
 static int case_popen(void) { return shell_how(1); }
 
@@ -2332,6 +2381,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "spawn", case_spawn },
 	{ "exec-shared", case_exec_shared },
 	{ "system", case_system },
+	{ "pollout-third", case_pollout_third },
 	{ "popen", case_popen },
 	{ "closerange", case_closerange },
 	{ "scm", case_scm },

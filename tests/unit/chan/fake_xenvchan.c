@@ -134,7 +134,8 @@ int libxenvchan_buffer_space(struct libxenvchan *c)
 {
 	struct pollfd p = { .fd = fd_of(c), .events = POLLOUT };
 
-	return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) ? 4096 : 0;
+	/* Writable: the whole ring is free (the socket below has room). */
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) ? 1 << c->write.order : 0;
 }
 
 int libxenvchan_read(struct libxenvchan *c, void *data, size_t size)
