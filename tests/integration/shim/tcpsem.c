@@ -1625,6 +1625,58 @@ static void splice_client(int fd, pid_t sp)
 	sync_recv(fd, 'e');
 }
 
+/* Check: TCP_DEFER_ACCEPT (set on the listener in main): accept returns
+ * the connection only once its data arrived, so it is readable at once. */
+static void defer_server(int fd)
+{
+	int avail = -1;
+	char c;
+	CHECK(ioctl(fd, FIONREAD, &avail) == 0 && avail == 1,
+	      "data there when accept returned (FIONREAD %d)", avail);
+	CHECK(recv(fd, &c, 1, MSG_DONTWAIT) == 1 && c == 'x', "readable at once");
+	check_small(fd, 1);
+	sync_send(fd, 'd');
+}
+static void defer_client(int fd, pid_t sp)
+{
+	(void)sp;
+	usleep(300000);       /* connected: the server's accept must wait */
+	sync_send(fd, 'x');
+	sync_recv(fd, 'd');
+	check_small(fd, 1);
+}
+
+/* Check: shutdown() of a listener wakes a thread blocked in accept() with
+ * EINVAL (the connection itself is served first). */
+static int lshut_lfd;
+static void *lshut_accept(void *arg)
+{
+	(void)arg;
+	errno = 0;
+	long r = accept(lshut_lfd, NULL, NULL);
+	return (void *)(r == -1 && errno == EINVAL ? 1L : 0L);
+}
+static void lshut_server(int fd)
+{
+	pthread_t t;
+	void *ok = NULL;
+	sync_recv(fd, 'l');
+	CHECK(pthread_create(&t, NULL, lshut_accept, NULL) == 0, "thread");
+	usleep(100000);          /* into accept (or not yet: EINVAL either way) */
+	CHECK(shutdown(lshut_lfd, SHUT_RDWR) == 0, "shutdown of the listener");
+	pthread_join(t, &ok);
+	CHECK(ok == (void *)1L, "accept woken with EINVAL");
+	check_small(fd, 1);
+	sync_send(fd, 'm');
+}
+static void lshut_client(int fd, pid_t sp)
+{
+	(void)sp;
+	sync_send(fd, 'l');
+	sync_recv(fd, 'm');
+	check_small(fd, 1);
+}
+
 /* gap: a known difference of the shim from kernel TCP (shim/README.md):
  * left out of `list` (so out of the scripts' runs) unless XWAY_TEST_GAPS
  * is set; runnable by name. */
@@ -1661,6 +1713,8 @@ static const struct tcase cases[] = {
 	{ "waitall", waitall_server, waitall_client, 0 },
 	{ "peekall", peekall_server, peekall_client, 0 },
 	{ "splice", splice_server, splice_client, 0 },
+	{ "defer", defer_server, defer_client, 1 },
+	{ "lshut", lshut_server, lshut_client, 0 },
 };
 
 int main(int argc, char **argv)
@@ -1703,7 +1757,7 @@ int main(int argc, char **argv)
 		sigprocmask(SIG_BLOCK, &usr, NULL);
 		sigaction(SIGUSR1, &su, NULL);
 		int port, lfd = listener(&port);
-		if (!strcmp(tc->name, "oob")) {
+		if (!strcmp(tc->name, "oob") || !strcmp(tc->name, "defer")) {
 			/* TCP_DEFER_ACCEPT on a listener: as the kernel rounds it. */
 			int v = 5, got = -1;
 			socklen_t l = sizeof(got);
@@ -1766,7 +1820,9 @@ int main(int argc, char **argv)
 		fflush(stdout);
 		int fd = accept(lfd, NULL, NULL);
 		CHECK(fd >= 0, "accept");
-		close(lfd);
+		lshut_lfd = lfd;
+		if (strcmp(tc->name, "lshut"))
+			close(lfd);
 		tc->srv(fd);
 		close(fd);
 		return 0;
