@@ -145,6 +145,24 @@ void xway_lc_xen_leave(struct xway_conn *c, const char *why)
 	xway_io_revert(c);
 }
 
+/* The exec'ed image will not load the shim: the connection goes to plain
+ * TCP first (as for Xen), the one way it can use it. */
+static void xway_lc_unshimmed_leave(struct xway_conn *c, const char *because)
+{
+	int r = xway_chan_revert(c->chan);
+
+	if (r < 0) {
+		XWARN("fd %d: exec of an image without libxway.so (%s): cannot "
+		      "leave the channel for TCP (%s): the new image cannot use "
+		      "this connection", c->fd, because,
+		      r == -EBUSY ? "peeked bytes not yet read" : strerror(-r));
+		return;
+	}
+	XINFO("fd %d: exec of an image without libxway.so (%s): the connection "
+	      "continues on plain TCP", c->fd, because);
+	xway_io_revert(c);
+}
+
 static void xway_xen_leave_all(const char *why)
 {
 	struct xway_xen_acc a = { 0 };
@@ -557,6 +575,10 @@ struct xway_exec_acc {
 	int nrestore, maxrestore;
 	int ncon;
 	int spawn;                        /* posix_spawn: the spawner goes on */
+	char *const *envp;                /* the new image's environment */
+	struct xway_exec_target tgt;      /* and what it runs */
+	int unshimmed;                    /* -1 not asked yet, 1 no libxway there */
+	const char *why;
 	struct xway_conn *handed[64];     /* written into the state */
 	struct xway_conn *seen[64];
 	int nseen;
@@ -660,6 +682,13 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 		xway_fd_foreach(xway_exec_fds_of, &l);
 		if (l.n == 0)
 			continue;                    /* CLOEXEC everywhere: gone */
+		if (a->unshimmed < 0)
+			a->unshimmed = !xway_exec_target_shimmed(a->envp, &a->tgt, &a->why);
+		if (a->unshimmed) {
+			/* Its kernel socket is all the new image will see. */
+			xway_lc_unshimmed_leave(c, a->why);
+			continue;
+		}
 		if (xway_chan_backend(c->chan) == XWAY_BACKEND_XEN) {
 			/* The new image gets the socket, on plain TCP. */
 			xway_lc_xen_leave(c, "exec");
@@ -750,6 +779,9 @@ static int xway_spawnlike(xway_exec_fn fn)
 	return fn == xway_do_spawn || fn == xway_do_system || fn == xway_do_popen;
 }
 
+static void xway_exec_target_of(xway_exec_fn fn, const void *ctx,
+				struct xway_exec_target *t);
+
 static int xway_exec_common2(char *const envp[], xway_exec_fn fn, const void *ctx)
 {
 	struct xway_exec_acc a;
@@ -761,6 +793,9 @@ static int xway_exec_common2(char *const envp[], xway_exec_fn fn, const void *ct
 	xway_lc_check();
 	memset(&a, 0, sizeof(a));
 	a.spawn = xway_spawnlike(fn);
+	a.envp = envp;
+	a.unshimmed = -1;                 /* asked at the first connection */
+	xway_exec_target_of(fn, ctx, &a.tgt);
 	/* The new image forgets our SCM_RIGHTS hand-overs still unsettled
 	 * (the markers are mapped in this one): settle them now, as at exit
 	 * (bounded), so a receiver without the shim still gets its revert. */
@@ -883,6 +918,36 @@ static int xway_do_spawn(const void *ctx, char *const envp[])
 	/* posix_spawn returns an error number, never -1/errno. */
 	return x->search ? real.posix_spawnp(x->pid, x->path, x->fa, x->at, x->argv, envp)
 			 : real.posix_spawn(x->pid, x->path, x->fa, x->at, x->argv, envp);
+}
+
+/* What fn will run, for xway_exec_target_shimmed. */
+static void xway_exec_target_of(xway_exec_fn fn, const void *ctx,
+				struct xway_exec_target *t)
+{
+	t->path = NULL;
+	t->dirfd = AT_FDCWD;
+	t->fd = -1;
+	t->search = 0;
+	if (fn == xway_do_execve) {
+		t->path = ((const struct xway_execve_ctx *)ctx)->path;
+	} else if (fn == xway_do_execveat) {
+		const struct xway_execve_ctx *x = ctx;
+
+		if ((x->flags & AT_EMPTY_PATH) && x->path && !x->path[0])
+			t->fd = x->dirfd;
+		else
+			t->path = x->path, t->dirfd = x->dirfd;
+	} else if (fn == xway_do_fexecve) {
+		t->fd = ((const struct xway_execve_ctx *)ctx)->fd;
+	} else if (fn == xway_do_execvpe) {
+		t->path = ((const struct xway_execvp_ctx *)ctx)->file;
+		t->search = 1;
+	} else if (fn == xway_do_spawn) {
+		t->path = ((const struct xway_spawn_ctx *)ctx)->path;
+		t->search = ((const struct xway_spawn_ctx *)ctx)->search;
+	} else {
+		t->path = "/bin/sh";      /* system(), popen() */
+	}
 }
 
 /*

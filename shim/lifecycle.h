@@ -36,6 +36,18 @@ const struct timespec *xway_left_ts(int64_t deadline, struct timespec *buf);
 
 /* ---- process lifecycle (lifecycle.c) -------------------------------- */
 
+/* What an exec runs (target.c): a path (relative to dirfd; searched in
+ * PATH when search), or an open fd (fexecve, execveat AT_EMPTY_PATH). */
+struct xway_exec_target {
+	const char *path;
+	int dirfd, fd, search;
+};
+
+/* 1 if the new image will load libxway.so (or it cannot be told), 0 if it
+ * will not, with *why saying why not (target.c). */
+int xway_exec_target_shimmed(char *const envp[], const struct xway_exec_target *t,
+			     const char **why);
+
 /*
  * A page mapped MADV_WIPEONFORK: its first byte is 1 in the process that
  * set it up and reads 0 in any child made without our atfork handlers

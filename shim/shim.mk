@@ -5,7 +5,8 @@ SHIM_SRCS := shim/real.c shim/config.c shim/log.c shim/fdtable.c \
              shim/broker_link.c shim/setup.c shim/io.c shim/sockcall.c \
              shim/signal.c shim/rlimit.c
 SHIM_OBJS := $(SHIM_SRCS:%.c=$(B)/%.o)
-SHIM_LC_SRCS := shim/poll.c shim/epoll.c shim/lifecycle.c shim/scm.c shim/stdio.c
+SHIM_LC_SRCS := shim/poll.c shim/epoll.c shim/lifecycle.c shim/scm.c shim/stdio.c \
+                shim/target.c
 # Everything but the interposed entry points: for unit tests that link the
 # internals into an ordinary program.
 SHIM_CORE_OBJS := $(filter-out $(B)/shim/sockcall.o,$(SHIM_OBJS))

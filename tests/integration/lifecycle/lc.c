@@ -1112,6 +1112,76 @@ static int case_pollout_third(void)
 	return 0;
 }
 
+/*
+ * exec of an image that will not load the shim (LD_PRELOAD removed from
+ * its environment: openbsd-inetd launders LD_* for its services, `env -i`,
+ * sudo) with the connection on fd 0/1.  The new program can only use the
+ * kernel socket: the connection must leave the channel before the exec.
+ * Before, the program read nothing (the peer's bytes sat in the ring) and
+ * its output was lost (session-7 sweep F-C).
+ */
+#define NOSHIM_LEN (64 << 10)
+
+static int exec_noshim_child(void)
+{
+	unsigned char *b = malloc(NOSHIM_LEN), *want = malloc(NOSHIM_LEN);
+
+	CHECK(b && want, "malloc");
+	alarm(30);                     /* a connection left in the ring hangs */
+	CHECK(getenv("LD_PRELOAD") == NULL, "LD_PRELOAD still set");
+	read_all(0, b, NOSHIM_LEN);
+	fill(want, NOSHIM_LEN, 41);
+	CHECK(memcmp(b, want, NOSHIM_LEN) == 0, "data read without the shim");
+	write_all(1, b, NOSHIM_LEN);
+	return 0;
+}
+
+static int case_exec_noshim(void)
+{
+	int c, s;
+	unsigned char *a = malloc(NOSHIM_LEN), *b = malloc(NOSHIM_LEN);
+	struct timeval tv = { 30, 0 };
+
+	CHECK(a && b, "malloc");
+	mkpair(&c, &s);
+	CHECK(setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0, "SO_RCVTIMEO");
+	/* On the channel first (accelerated mode checks it). */
+	fill(a, 4096, 40);
+	write_all(c, a, 4096);
+	read_all(s, b, 4096);
+	check_path(c, 4096);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		char self[4096], *env[256];
+		int n = 0;
+		ssize_t l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		CHECK(l > 0, "readlink");
+		self[l] = 0;
+		for (char **e = environ; *e && n < 255; e++)
+			if (strncmp(*e, "LD_PRELOAD=", 11) != 0)
+				env[n++] = *e;
+		env[n] = NULL;
+		CHECK(dup2(s, 0) == 0 && dup2(s, 1) == 1, "dup2 0/1");
+		close(s);
+		close(c);
+		char *argv[] = { self, "exec-noshim-child", NULL };
+		execve(self, argv, env);
+		CHECK(0, "exec");
+	}
+	close(s);
+	fill(a, NOSHIM_LEN, 41);
+	write_all(c, a, NOSHIM_LEN);
+	read_all(c, b, NOSHIM_LEN);
+	CHECK(memcmp(a, b, NOSHIM_LEN) == 0, "echo from the image without the shim");
+	CHECK(reap(pid) == 0, "the image without the shim");
+	expect_eof(c);
+	close(c);
+	free(a);
+	free(b);
+	return 0;
+}
+
 static int case_system(void) { return shell_how(0); }
 static int case_popen(void) { return shell_how(1); }
 
@@ -2382,6 +2452,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "exec-shared", case_exec_shared },
 	{ "system", case_system },
 	{ "pollout-third", case_pollout_third },
+	{ "exec-noshim", case_exec_noshim },
 	{ "popen", case_popen },
 	{ "closerange", case_closerange },
 	{ "scm", case_scm },
@@ -2643,6 +2714,10 @@ int main(int argc, char **argv)
 	if (argc == 4 && !strcmp(argv[1], "scm-revert-helper")) {
 		tcase = "scm-revert-helper";
 		return scm_revert_helper(atoi(argv[2]), (unsigned)strtoul(argv[3], NULL, 10));
+	}
+	if (argc == 2 && !strcmp(argv[1], "exec-noshim-child")) {
+		tcase = "exec-noshim-child";
+		return exec_noshim_child();
 	}
 	if (argc == 2 && !strcmp(argv[1], "exec-shared-child")) {
 		tcase = "exec-shared-child";
