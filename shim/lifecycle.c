@@ -161,6 +161,15 @@ static void xway_lc_unshimmed_leave(struct xway_conn *c, const char *because)
 	XINFO("fd %d: exec of an image without libxway.so (%s): the connection "
 	      "continues on plain TCP", c->fd, because);
 	xway_io_revert(c);
+	/* The record says so too (xwayctl: tcp, left-channel, why). */
+	if (!xway_lc_sandboxed) {
+		char text[96];
+
+		snprintf(text, sizeof(text), "exec of an image without libxway.so: %s",
+			 because);
+		xway_broker_prepare();     /* a fork child may have no link yet */
+		xway_report_fallback(c, c->side, XWAY_R_LEFT, text);
+	}
 }
 
 static void xway_xen_leave_all(const char *why)
