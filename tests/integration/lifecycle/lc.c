@@ -1133,6 +1133,8 @@ static int exec_noshim_child(void)
 	fill(want, NOSHIM_LEN, 41);
 	CHECK(memcmp(b, want, NOSHIM_LEN) == 0, "data read without the shim");
 	write_all(1, b, NOSHIM_LEN);
+	free(b);
+	free(want);
 	return 0;
 }
 
