@@ -248,7 +248,12 @@ if [ "$mode" = push ]; then
 	first=$(recs 47372 | grep -m1 '"backend":"tcp"' | grep -o '"reason":"[^"]*","detail":"[^"]*"')
 	check_exchanges wall "$wall"
 	wx=$(val "$r" wall.all.xen_records); wt=$(val "$r" wall.all.tcp_records)
-	[ "$role" = client ] && wt=$(fails wall)
+	# The client's broker records each refused grant with its reason
+	# now; older brokers merged them (then the shim's lines count).
+	if [ "$role" = client ]; then
+		wf=$(fails wall)
+		[ "${wf:-0}" -gt "${wt:-0}" ] && wt=$wf
+	fi
 	[ "$wx" -ge 1 ] || bad "wall: no connection accelerated below the limit"
 	[ "$wx" -lt "$wall" ] || bad "wall: all $wall accelerated: the limit did not bite"
 	[ $((wx + wt)) -ge "$wall" ] || bad "wall: $wx xen + $wt tcp-with-reason records for $wall connections"
