@@ -219,7 +219,9 @@ struct xway_conn {
 	_Atomic int   rd_shut;         /* SHUT_RD done locally */
 	_Atomic int   wr_shut;         /* SHUT_WR done */
 	_Atomic int   tcp_eof;         /* the TCP socket showed FIN */
-	_Atomic int   rst_state;       /* 0, 1 reset seen (ECONNRESET owed), 2 reported */
+	_Atomic int   rst_state;       /* 0, 1 reset seen (ECONNRESET owed), 2 reported,
+					  3 reported to a write: reads drain the
+					  ring, then 0 (io.c) */
 	_Atomic int   epipe_state;     /* writes after reset/peer close: see io.c */
 
 	/* FLUSH: ring 0 bytes not yet on TCP (nonblocking writer). */
@@ -378,6 +380,9 @@ void xway_listeners_adopt_inherited(void);
 /* stdio.c: the standard stream on fd (0-2), an accelerated connection
  * re-attached by exec, goes through the shim's read/write. */
 void xway_stdio_adopt(int fd);
+/* The same after dup2/dup3 of an accelerated connection onto fd 0-2
+ * without an exec (sockcall.c). */
+void xway_stdio_adopt_dup(int fd);
 int  xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len);
 /* After a real accept returned nfd on listener lc: CLAIM, attach. */
 void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags);

@@ -867,9 +867,6 @@ XWAY_EXPORT int dup(int fd)
 	return nfd;
 }
 
-/* stdio.c (declared here while shim.h is being reworked by lifecycle). */
-void xway_stdio_adopt_dup(int fd);
-
 /* dup2/dup3 onto fd2: the kernel closes fd2 first; if it was ours, do our
  * close (teardown before the real socket goes). */
 static int xway_dup_onto(int fd, int fd2, int flags, int is3)
