@@ -641,17 +641,25 @@ static int xway_exec_append(struct xway_exec_acc *a, const char *s)
 	return 0;
 }
 
-/* Fds naming c that survive the exec (no FD_CLOEXEC). */
+static int xway_is_tcp_fd(int fd, int *family);
+static int xway_same_addr(int fd, int peer, const struct xway_addr *want);
+
+/* Fds naming c that survive the exec (no FD_CLOEXEC) and still are its
+ * socket: glibc's internal dup2 (login_tty, forkpty, posix_spawn's file
+ * actions) replaces a number behind our table's back (telnetd's child
+ * puts its pty over the socket's fd 0 before it execs login). */
 struct xway_fdlist { struct xway_conn *c; int fds[XWAY_MAX_EXEC_FD]; int n; };
 
 static void xway_exec_fds_of(int fd, struct xway_conn *c, void *arg)
 {
 	struct xway_fdlist *l = arg;
+	int family;
 
 	if (c != l->c || l->n >= XWAY_MAX_EXEC_FD)
 		return;
 	int fl = real.fcntl(fd, F_GETFD, 0);
-	if (fl >= 0 && !(fl & FD_CLOEXEC))
+	if (fl >= 0 && !(fl & FD_CLOEXEC) && xway_is_tcp_fd(fd, &family) &&
+	    xway_same_addr(fd, 0, &c->local) && xway_same_addr(fd, 1, &c->peer))
 		l->fds[l->n++] = fd;
 }
 
@@ -663,6 +671,23 @@ static void xway_exec_collect(int fd, struct xway_conn *c, void *arg)
 		return;
 	a->seen[a->nseen++] = c;
 	xway_conn_hold(c);
+}
+
+/*
+ * Will an image without the shim use connection c, whose surviving fds are
+ * l?  Leaving the channel costs every other holder its acceleration, so
+ * only when it will, or when nobody else holds it: the connection is on
+ * fd 0, 1 or 2 (inetd's services, `env -i prog <&3`), or this process is
+ * its only holder.  A socket merely leaked into a helper while another
+ * process goes on using it (telnetd's child execs login with a clean
+ * environment, the socket open above 2) stays on the channel.
+ */
+static int xway_exec_uses(struct xway_conn *c, const struct xway_fdlist *l)
+{
+	for (int k = 0; k < l->n; k++)
+		if (l->fds[k] <= 2)
+			return 1;
+	return atomic_load_explicit(&c->shared->holders, memory_order_acquire) <= 1;
 }
 
 /* Before the exec: PENDING/FLUSH connections go to plain TCP with every
@@ -693,7 +718,7 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 			continue;                    /* CLOEXEC everywhere: gone */
 		if (a->unshimmed < 0)
 			a->unshimmed = !xway_exec_target_shimmed(a->envp, &a->tgt, &a->why);
-		if (a->unshimmed) {
+		if (a->unshimmed && xway_exec_uses(c, &l)) {
 			/* Its kernel socket is all the new image will see. */
 			xway_lc_unshimmed_leave(c, a->why);
 			continue;

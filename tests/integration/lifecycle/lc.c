@@ -1184,6 +1184,59 @@ static int case_exec_noshim(void)
 	return 0;
 }
 
+/*
+ * The opposite case: an image without the shim that does NOT get the
+ * connection.  glibc's internal dup2 (login_tty, forkpty) puts a pty over
+ * the socket's fd 0 behind the shim's table, then the child execs login
+ * with a clean environment (inetutils telnetd).  The stale table entry
+ * must not count: the connection stays on the channel for its holders.
+ */
+static int case_exec_noshim_stale(void)
+{
+	int c, s, p[2];
+	unsigned char *a = malloc(NOSHIM_LEN), *b = malloc(NOSHIM_LEN);
+
+	CHECK(a && b, "malloc");
+	mkpair(&c, &s);
+	CHECK(pipe(p) == 0, "pipe");
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		char self[4096], *env[256];
+		int n = 0;
+		ssize_t l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		CHECK(l > 0, "readlink");
+		self[l] = 0;
+		for (char **e = environ; *e && n < 255; e++)
+			if (strncmp(*e, "LD_PRELOAD=", 11) != 0)
+				env[n++] = *e;
+		env[n] = NULL;
+		CHECK(dup2(s, 0) == 0, "dup2");
+		/* As glibc's login_tty does: no interposed call sees it. */
+		CHECK(syscall(SYS_dup3, p[0], 0, 0) == 0, "raw dup3");
+		close(s);
+		close(c);
+		char *argv[] = { self, "list", NULL };      /* prints, exits 0 */
+		int devnull = open("/dev/null", O_WRONLY);
+		CHECK(devnull >= 0 && dup2(devnull, 1) == 1, "stdout");
+		execve(self, argv, env);
+		CHECK(0, "exec");
+	}
+	close(p[0]);
+	close(p[1]);
+	CHECK(reap(pid) == 0, "the image without the shim");
+	fill(a, NOSHIM_LEN, 42);
+	write_all(c, a, NOSHIM_LEN);
+	read_all(s, b, NOSHIM_LEN);
+	CHECK(memcmp(a, b, NOSHIM_LEN) == 0, "data after the exec");
+	check_path(c, NOSHIM_LEN);            /* still on the channel */
+	close(c);
+	close(s);
+	free(a);
+	free(b);
+	return 0;
+}
+
 static int case_system(void) { return shell_how(0); }
 static int case_popen(void) { return shell_how(1); }
 
@@ -2455,6 +2508,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "system", case_system },
 	{ "pollout-third", case_pollout_third },
 	{ "exec-noshim", case_exec_noshim },
+	{ "exec-noshim-stale", case_exec_noshim_stale },
 	{ "popen", case_popen },
 	{ "closerange", case_closerange },
 	{ "scm", case_scm },
