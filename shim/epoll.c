@@ -644,6 +644,15 @@ XWAY_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	ep = xway_ep_find(epfd);
 	if (!c && (!ep || op == EPOLL_CTL_ADD))
 		return real.epoll_ctl(epfd, op, fd, ev);
+	if (c && !ep && op != EPOLL_CTL_ADD) {
+		/* MOD/DEL of one of ours on an instance we hold no record in
+		 * (never added there, or added while it was a plain socket):
+		 * the kernel's registration, if any, and its answer (ENOENT,
+		 * EBADF, EINVAL).  libuv's uv_close deletes an fd it never
+		 * added (node cluster's primary crashed here). */
+		xway_conn_put(c);
+		return real.epoll_ctl(epfd, op, fd, ev);
+	}
 	if (!c) {
 		/* Not ours now: a record left from when it was (fallen back
 		 * to TCP, or the number reused) is handled by xway_ep_ctl. */

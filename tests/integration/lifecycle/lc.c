@@ -1237,6 +1237,41 @@ static int case_exec_noshim_stale(void)
 	return 0;
 }
 
+/*
+ * epoll_ctl MOD/DEL of a connection on an epoll instance it was never
+ * added to: the kernel says ENOENT.  The shim crashed (SIGSEGV) when the
+ * instance held no accelerated record at all: libuv's uv_close deletes
+ * such an fd (node cluster's primary died; session-7 sweep F-E).
+ */
+static int case_epoll_del_unknown(void)
+{
+	int c, s, ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN };
+	char b[4096];
+
+	CHECK(ep >= 0, "epoll_create1");
+	mkpair(&c, &s);
+	write_all(c, "x", 1);
+	read_all(s, b, 1);                  /* settled: on the channel */
+	errno = 0;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, s, NULL) == -1 && errno == ENOENT,
+	      "DEL of a never-added fd: want ENOENT");
+	errno = 0;
+	CHECK(epoll_ctl(ep, EPOLL_CTL_MOD, s, &ev) == -1 && errno == ENOENT,
+	      "MOD of a never-added fd: want ENOENT");
+	errno = 0;
+	CHECK(epoll_ctl(c, EPOLL_CTL_DEL, s, NULL) == -1 && errno == EINVAL,
+	      "DEL on a non-epoll fd: want EINVAL");
+	fill((unsigned char *)b, sizeof(b), 43);
+	write_all(s, b, sizeof(b));
+	read_all(c, b, sizeof(b));
+	check_path(c, sizeof(b) + 1);
+	close(ep);
+	close(c);
+	close(s);
+	return 0;
+}
+
 static int case_system(void) { return shell_how(0); }
 static int case_popen(void) { return shell_how(1); }
 
@@ -2509,6 +2544,7 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "pollout-third", case_pollout_third },
 	{ "exec-noshim", case_exec_noshim },
 	{ "exec-noshim-stale", case_exec_noshim_stale },
+	{ "epoll-del-unknown", case_epoll_del_unknown },
 	{ "popen", case_popen },
 	{ "closerange", case_closerange },
 	{ "scm", case_scm },
