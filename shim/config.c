@@ -235,9 +235,14 @@ int xway_config_parse(struct xway_config *cfg, char *err, size_t errlen)
 	}
 	if ((v = getenv("XWAY_LOG_FILE")) && *v) {
 		int fd = open(v, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-		if (fd < 0)
-			return xway_bad(err, errlen, "XWAY_LOG_FILE", v,
-					"a writable file");
+		/* A file this process cannot write (a CGI child that switched
+		 * to nobody inherits root's log path) costs the log, never the
+		 * acceleration: an image that inherited connections by exec
+		 * and then ran without the shim would use the kernel socket
+		 * while the peer uses the ring.  One warning line, stderr. */
+		if (fd < 0 && err && errlen)
+			snprintf(err, errlen, "xway: cannot open XWAY_LOG_FILE='%.60s' "
+				 "(%s): logging to stderr\n", v, strerror(errno));
 		cfg->log_fd = fd;      /* real.c moves it to a high number */
 	}
 	if ((v = getenv("XWAY_DISABLE")) && *v) {

@@ -81,17 +81,18 @@ static void xway_configure(void)
 	char err[256];
 
 	err[0] = 0;
-	int pr = xway_config_parse(&xway_cfg, err, sizeof(err));
+	(void)xway_config_parse(&xway_cfg, err, sizeof(err));
 	if (xway_cfg.log_fd >= 0) {
 		/* Out of the application's way (lowest free numbers). */
 		int hi = xway_fd_to_high(xway_cfg.log_fd);
 		if (hi >= 0)
 			xway_cfg.log_fd = hi;
 	}
-	if (pr < 0 && err[0]) {
-		/* One line, straight to fd 2: the app runs on plain TCP.  Not
-		 * into a socket on fd 2 (inetd children): the peer would
-		 * read it as data. */
+	if (err[0]) {
+		/* One line, straight to fd 2 (pr < 0: the app runs on plain
+		 * TCP; else a warning, e.g. XWAY_LOG_FILE).  Not into a
+		 * socket on fd 2 (inetd children): the peer would read it as
+		 * data. */
 		struct stat st;
 		if (fstat(2, &st) == 0 && !S_ISSOCK(st.st_mode)) {
 			size_t n = strlen(err);

@@ -92,7 +92,6 @@ Test(config, bad_values)
 		{ "XWAY_PORTS", "70000" }, { "XWAY_PORTS", "6000-5000" },
 		{ "XWAY_PORTS", "1,,2" }, { "XWAY_ADDRS", "10.0.0.0/33" },
 		{ "XWAY_ADDRS", "nonsense" }, { "XWAY_ADDRS", "10.0.0.1," },
-		{ "XWAY_LOG_FILE", "/nonexistent/dir/log" },
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct xway_config c;
@@ -108,6 +107,25 @@ Test(config, bad_values)
 		cr_assert(strstr(err, "acceleration disabled"), "%s", err);
 		cr_assert_eq(strchr(err, '\n'), err + strlen(err) - 1, "one line: %s", err);
 	}
+}
+
+/* Check that a log file that cannot be opened costs the log only: one
+ * warning line, acceleration stays (an exec'ed image that inherited
+ * connections must keep serving them; a CGI child that switched to nobody
+ * cannot write root's log). */
+Test(config, log_file_unwritable)
+{
+	struct xway_config c;
+	char err[256] = "";
+
+	clean_env();
+	setenv("XWAY_LOG_FILE", "/nonexistent/dir/log", 1);
+	cr_assert_eq(xway_config_parse(&c, err, sizeof(err)), 0);
+	cr_assert_eq(c.disabled, 0);
+	cr_assert_lt(c.log_fd, 0);
+	cr_assert(strstr(err, "XWAY_LOG_FILE") && strstr(err, "logging to stderr"),
+		  "message: %s", err);
+	cr_assert_eq(strchr(err, '\n'), err + strlen(err) - 1, "one line: %s", err);
 }
 
 /* Check that XWAY_DISABLE=1 disables quietly. */
