@@ -129,46 +129,45 @@ static void xway_xen_collect(int fd, struct xway_conn *c, void *arg)
 	a->c[a->n++] = c;
 }
 
-/* One connection (held by the caller), outside the fd table's lock. */
-void xway_lc_xen_leave(struct xway_conn *c, const char *why)
+/*
+ * Move one connection (held by the caller, outside the fd table's lock) to
+ * plain TCP for a new process the channel cannot follow: `what` says why,
+ * for the log.  Returns 0 once reverted.
+ */
+static int xway_lc_leave(struct xway_conn *c, const char *what)
 {
 	int r = xway_chan_revert(c->chan);
 
 	if (r < 0) {
-		XWARN("fd %d: %s: cannot leave the Xen channel for TCP (%s): the "
-		      "new process cannot use this connection", c->fd, why,
+		XWARN("fd %d: %s: cannot leave the channel for TCP (%s): the new "
+		      "process cannot use this connection", c->fd, what,
 		      r == -EBUSY ? "peeked bytes not yet read" : strerror(-r));
-		return;
+		return r;
 	}
-	XINFO("fd %d: %s: a Xen channel cannot follow it; the connection "
-	      "continues on plain TCP", c->fd, why);
+	XINFO("fd %d: %s: the connection continues on plain TCP", c->fd, what);
 	xway_io_revert(c);
+	return 0;
+}
+
+void xway_lc_xen_leave(struct xway_conn *c, const char *why)
+{
+	char what[96];
+
+	snprintf(what, sizeof(what), "%s: a Xen channel cannot follow it", why);
+	xway_lc_leave(c, what);
 }
 
 /* The exec'ed image will not load the shim: the connection goes to plain
- * TCP first (as for Xen), the one way it can use it. */
+ * TCP first (as for Xen), the one way it can use it, and its record says
+ * so (xwayctl: tcp, left-channel, why). */
 static void xway_lc_unshimmed_leave(struct xway_conn *c, const char *because)
 {
-	int r = xway_chan_revert(c->chan);
+	char what[160];
 
-	if (r < 0) {
-		XWARN("fd %d: exec of an image without libxway.so (%s): cannot "
-		      "leave the channel for TCP (%s): the new image cannot use "
-		      "this connection", c->fd, because,
-		      r == -EBUSY ? "peeked bytes not yet read" : strerror(-r));
-		return;
-	}
-	XINFO("fd %d: exec of an image without libxway.so (%s): the connection "
-	      "continues on plain TCP", c->fd, because);
-	xway_io_revert(c);
-	/* The record says so too (xwayctl: tcp, left-channel, why). */
-	if (!xway_lc_sandboxed) {
-		char text[96];
-
-		snprintf(text, sizeof(text), "exec of an image without libxway.so: %s",
-			 because);
+	snprintf(what, sizeof(what), "exec of an image without libxway.so: %s", because);
+	if (xway_lc_leave(c, what) == 0 && !xway_lc_sandboxed) {
 		xway_broker_prepare();     /* a fork child may have no link yet */
-		xway_report_fallback(c, c->side, XWAY_R_LEFT, text);
+		xway_report_fallback(c, c->side, XWAY_R_LEFT, what);
 	}
 }
 

@@ -12,10 +12,7 @@
 set -u
 cd "$(dirname "$0")/../../.."
 . tests/integration/shim/lib.sh
-for f in "$B/xwayd" "$B/xwayctl" "$B/libxway.so"; do
-	[ -x "$f" ] || [ -f "$f" ] || { echo "SKIP: $f not built"; exit 77; }
-done
-command -v python3 >/dev/null || { echo "SKIP: python3 missing"; exit 77; }
+need_bins_python
 
 priv_broker_env restart
 stop_broker() {

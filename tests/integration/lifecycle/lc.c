@@ -157,6 +157,20 @@ static void fill(unsigned char *b, size_t n, unsigned seed)
 	}
 }
 
+/* Read n bytes and compare them with fill(seed); returns the buffer (the
+ * caller frees it). */
+static unsigned char *read_expect(int fd, size_t n, unsigned seed, const char *what)
+{
+	unsigned char *b = malloc(n), *want = malloc(n);
+
+	CHECK(b && want, "malloc");
+	read_all(fd, b, n);
+	fill(want, n, seed);
+	CHECK(memcmp(b, want, n) == 0, "%s", what);
+	free(want);
+	return b;
+}
+
 static void expect_eof(int fd)
 {
 	char c;
@@ -943,12 +957,9 @@ static int exec_how(int how)
 
 static int exec_shared_child(void)
 {
-	unsigned char *b = malloc(SHX_LEN), *want = malloc(SHX_LEN);
+	unsigned char *b = read_expect(0, SHX_LEN, 21,
+				       "the server's first block, in the new image");
 
-	CHECK(b && want, "malloc");
-	read_all(0, b, SHX_LEN);
-	fill(want, SHX_LEN, 21);
-	CHECK(memcmp(b, want, SHX_LEN) == 0, "the server's first block, in the new image");
 	fill(b, SHX_LEN, 22);
 	write_all(1, b, SHX_LEN);
 	_exit(0);     /* no close: the exit ends this holder */
@@ -1124,17 +1135,12 @@ static int case_pollout_third(void)
 
 static int exec_noshim_child(void)
 {
-	unsigned char *b = malloc(NOSHIM_LEN), *want = malloc(NOSHIM_LEN);
-
-	CHECK(b && want, "malloc");
 	alarm(30);                     /* a connection left in the ring hangs */
 	CHECK(getenv("LD_PRELOAD") == NULL, "LD_PRELOAD still set");
-	read_all(0, b, NOSHIM_LEN);
-	fill(want, NOSHIM_LEN, 41);
-	CHECK(memcmp(b, want, NOSHIM_LEN) == 0, "data read without the shim");
+	unsigned char *b = read_expect(0, NOSHIM_LEN, 41, "data read without the shim");
+
 	write_all(1, b, NOSHIM_LEN);
 	free(b);
-	free(want);
 	return 0;
 }
 

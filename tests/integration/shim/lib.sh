@@ -77,6 +77,15 @@ have_ipv6_lo() {
 # prints the tail of every $T/*.log and exits 1.  xwayd_up starts xwayd on
 # SOCK (bpid; its log appended to $T/xwayd.log) and waits for its socket.
 # shimmed CMD... runs CMD under the shim against it (bounded).
+# need_bins_python: skip (77) unless xwayd, xwayctl, libxway.so and python3
+# are there (the scripts that run python3 servers against a private xwayd).
+need_bins_python() {
+	local f
+	for f in "$B/xwayd" "$B/xwayctl" "$B/libxway.so"; do
+		[ -x "$f" ] || [ -f "$f" ] || { echo "SKIP: $f not built"; exit 77; }
+	done
+	command -v python3 >/dev/null || { echo "SKIP: python3 missing"; exit 77; }
+}
 priv_broker_env() {
 	T=$(mktemp -d "/tmp/xway-$1.XXXXXX")
 	SOCK=$T/xwayd.sock
