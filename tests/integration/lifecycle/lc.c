@@ -1133,6 +1133,27 @@ static int case_pollout_third(void)
  */
 #define NOSHIM_LEN (64 << 10)
 
+/* exec this program as `self arg` with LD_PRELOAD taken out of the
+ * environment (an image without the shim); returns only on failure. */
+static void exec_self_noshim(const char *arg)
+{
+	char self[4096], *env[256], *argv[3];
+	int n = 0;
+	ssize_t l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	CHECK(l > 0, "readlink");
+	self[l] = 0;
+	for (char **e = environ; *e && n < 255; e++)
+		if (strncmp(*e, "LD_PRELOAD=", 11) != 0)
+			env[n++] = *e;
+	env[n] = NULL;
+	argv[0] = self;
+	argv[1] = (char *)arg;
+	argv[2] = NULL;
+	execve(self, argv, env);
+	CHECK(0, "exec %s", self);
+}
+
 static int exec_noshim_child(void)
 {
 	alarm(30);                     /* a connection left in the ring hangs */
@@ -1161,21 +1182,10 @@ static int case_exec_noshim(void)
 	pid_t pid = fork();
 	CHECK(pid >= 0, "fork");
 	if (pid == 0) {
-		char self[4096], *env[256];
-		int n = 0;
-		ssize_t l = readlink("/proc/self/exe", self, sizeof(self) - 1);
-		CHECK(l > 0, "readlink");
-		self[l] = 0;
-		for (char **e = environ; *e && n < 255; e++)
-			if (strncmp(*e, "LD_PRELOAD=", 11) != 0)
-				env[n++] = *e;
-		env[n] = NULL;
 		CHECK(dup2(s, 0) == 0 && dup2(s, 1) == 1, "dup2 0/1");
 		close(s);
 		close(c);
-		char *argv[] = { self, "exec-noshim-child", NULL };
-		execve(self, argv, env);
-		CHECK(0, "exec");
+		exec_self_noshim("exec-noshim-child");
 	}
 	close(s);
 	fill(a, NOSHIM_LEN, 41);
@@ -1208,25 +1218,14 @@ static int case_exec_noshim_stale(void)
 	pid_t pid = fork();
 	CHECK(pid >= 0, "fork");
 	if (pid == 0) {
-		char self[4096], *env[256];
-		int n = 0;
-		ssize_t l = readlink("/proc/self/exe", self, sizeof(self) - 1);
-		CHECK(l > 0, "readlink");
-		self[l] = 0;
-		for (char **e = environ; *e && n < 255; e++)
-			if (strncmp(*e, "LD_PRELOAD=", 11) != 0)
-				env[n++] = *e;
-		env[n] = NULL;
 		CHECK(dup2(s, 0) == 0, "dup2");
 		/* As glibc's login_tty does: no interposed call sees it. */
 		CHECK(syscall(SYS_dup3, p[0], 0, 0) == 0, "raw dup3");
 		close(s);
 		close(c);
-		char *argv[] = { self, "list", NULL };      /* prints, exits 0 */
 		int devnull = open("/dev/null", O_WRONLY);
 		CHECK(devnull >= 0 && dup2(devnull, 1) == 1, "stdout");
-		execve(self, argv, env);
-		CHECK(0, "exec");
+		exec_self_noshim("list");                  /* prints, exits 0 */
 	}
 	close(p[0]);
 	close(p[1]);

@@ -474,15 +474,25 @@ static void flags_client(int fd, pid_t sp)
 static volatile sig_atomic_t usr1;
 static void on_usr1(int s) { (void)s; usr1 = 1; }
 
-static void nb_server(int fd)
+/* SIGUSR1 blocked (taken only where the case unblocks it) and handled by
+ * on_usr1; *none is the empty set to unblock it with. */
+static void usr1_blocked(sigset_t *none)
 {
 	struct sigaction sa = { .sa_handler = on_usr1 };
-	sigset_t none, usr;
+	sigset_t usr;
 
 	sigemptyset(&usr);
 	sigaddset(&usr, SIGUSR1);
 	sigprocmask(SIG_BLOCK, &usr, NULL);
 	sigaction(SIGUSR1, &sa, NULL);
+	sigemptyset(none);
+}
+
+static void nb_server(int fd)
+{
+	sigset_t none;
+
+	usr1_blocked(&none);
 	sync_recv(fd, 'n');
 	write_all(fd, "x", 1);
 	/* Read nothing more: the client fills the pipe and tells us (SIGUSR1)
@@ -1277,13 +1287,9 @@ static void et_client(int fd, pid_t sp)
  * SO_SNDTIMEO on a full pipe too. */
 static void eintr_server(int fd)
 {
-	struct sigaction sa = { .sa_handler = on_usr1 };
-	sigset_t none, usr;
+	sigset_t none;
 
-	sigemptyset(&usr);
-	sigaddset(&usr, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &usr, NULL);
-	sigaction(SIGUSR1, &sa, NULL);
+	usr1_blocked(&none);
 	sync_recv(fd, 's');
 	usleep(50000);
 	write_all(fd, "x", 1);
