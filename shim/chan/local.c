@@ -558,7 +558,8 @@ static int local_attach(const int fds[3], int side, uint64_t cookie,
 		r = local_setup(c, shm, len, o0, o1, side, f, p, cookie, ep_fd < 0);
 	}
 	if (r) {
-		c->ep_fd = -1;          /* the caller's, as the other fds */
+		if (ep_fd >= 0)
+			c->ep_fd = -1;  /* the caller's, as the other fds */
 		xw_chan_free(c);
 		munmap(shm, len);
 		return r;
