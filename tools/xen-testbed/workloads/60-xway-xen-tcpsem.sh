@@ -35,10 +35,20 @@ tb_xwayd_start
 # Emulated domUs: broker replies may exceed the shim's default 100 ms.
 export XWAY_BROKER_TIMEOUT_MS=3000
 cases=${TCPSEM_CASES:-$("$tcpsem" list)}
+# Cases of behaviour the Xen backend does not emulate yet (docs/XEN.md,
+# "Known gaps across domains"; they pass on local rings): a write after a
+# reset succeeds (rstwrite; rst skips that last check under
+# XWAY_TEST_XEN_GAPS), an edge-triggered EPOLLOUT re-arms differently (et),
+# sendfile() from a Xen-accelerated socket (splice).
+xen_gaps="rstwrite et splice"
+if [ -z "${TCPSEM_CASES:-}" ]; then
+	cases=$(for c in $cases; do case " $xen_gaps " in *" $c "*) ;; *) echo "$c" ;; esac; done)
+	echo "report.tcpsem_xen_gaps_$role=not run across domains (known Xen gaps): $xen_gaps"
+fi
 limit=200            # per process; tcpsem's own alarm() is 120 s
 nic_rx0=$(cat /sys/class/net/$nic/statistics/rx_bytes)
 nic_tx0=$(cat /sys/class/net/$nic/statistics/tx_bytes)
-shim_env=(LD_PRELOAD=$lib XWAY_BROKER_SOCK=$sock XWAY_TEST_REMOTE=1 XWAY_TEST_EXPECT=accel
+shim_env=(LD_PRELOAD=$lib XWAY_BROKER_SOCK=$sock XWAY_TEST_REMOTE=1 XWAY_TEST_EXPECT=accel XWAY_TEST_XEN_GAPS=1
 	  XWAY_TEST_MB=${TCPSEM_MB:-8})
 peer_key() { tb_key "$TB_PEER_DOMID" "$1"; }
 declare -A port_of rc_of
