@@ -36,6 +36,8 @@ static void conn_release_fds(struct xwayd_conn *k)
 			close(*fds[i]);
 			*fds[i] = -1;
 		}
+	xwayd_vchan_grants_free(k->xen_grants);
+	k->xen_grants = NULL;
 }
 
 static void conn_unmap(struct xwayd_conn *k)
@@ -744,6 +746,7 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 
 	if (k->xen_remote) {
 		struct xway_claimed_xenfd xo;
+		struct xwayd_vchan_grants *keep = NULL;
 		const char *vwhy = NULL;
 		uint32_t ring_ref = 0, rport = 0;
 		int vfds[2] = { -1, -1 };
@@ -755,7 +758,8 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 		memset(&xo, 0, sizeof(xo));
 		e = xwayd_xen_vchan_read(k->xen_path, &ring_ref, &rport, &vwhy);
 		if (!e)
-			e = xwayd_vchan_attach(k->xen_dom, ring_ref, rport, vfds, &xo.v, &vwhy);
+			e = xwayd_vchan_attach(k->xen_dom, ring_ref, rport, vfds, &xo.v,
+					       &keep, &vwhy);
 		if (e) {
 			char d[160];
 
@@ -789,6 +793,7 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 			k->timer = 0;
 		}
 		k->state = XC_ACCELERATED;
+		k->xen_grants = keep;
 		srv.addr = name;
 		k->side[1] = srv;
 		k->side[0].addr = cl->peer;
@@ -834,6 +839,90 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 	xd->st.claims++;
 	XLOG_DEBUG("offer %llu claimed by pid %d", (unsigned long long)k->offer_id,
 		   (int)c->pid);
+}
+
+/* ---- REMAP ---------------------------------------------------------------- */
+
+/*
+ * A holder of an accelerated cross-domain connection (server domain, the
+ * vchan client end) asks for a fresh map of its grants, for a fork child
+ * that shares the connection (gntdev's mapping is not copied at fork in a
+ * PV domain; docs/DESIGN.md §7.2).  Proof of holding is the connection's
+ * socket itself, as for CLAIM: its names and namespace must be the
+ * record's.  The references are the ones validated at CLAIM; the peer's
+ * page is not read again.  Reply: CLAIMED with struct xway_claimed_xenfd
+ * and [gntdev], or RESULT with -errno and why.
+ */
+void xwayd_remap(struct xwayd_client *c, const struct xway_req *r, int fd)
+{
+	const struct xway_claim *cl = &r->u.claim;
+	struct xway_claimed_xenfd xo;
+	struct xway_addr name, peer;
+	struct xwayd_conn *k = NULL;
+	const char *why = NULL;
+	GHashTableIter it;
+	gpointer key, v;
+	xwayd_netns ns;
+	bool listening;
+	int e, dom, gfd = -1;
+
+	dom = xwayd_sock_check_tcp(fd, &listening);
+	e = dom < 0 ? dom : listening ? -EINVAL : 0;
+	if (!e)
+		e = xwayd_sock_addr(fd, false, &name);
+	if (!e)
+		e = xwayd_sock_addr(fd, true, &peer);
+	if (!e)
+		e = xwayd_sock_netns(fd, c->pid, &ns);
+	xwayd_close_async(fd);
+	if (e) {
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_PROTO, 0,
+				  "REMAP: descriptor is not a connected TCP socket: %s",
+				  g_strerror(-e));
+		return;
+	}
+	if (!xway_ip_equal(name.ip, cl->local.ip) || name.port != cl->local.port ||
+	    !xway_ip_equal(peer.ip, cl->peer.ip) || peer.port != cl->peer.port) {
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -EINVAL,
+				  XWAY_R_SETUP_PROTO, 0,
+				  "REMAP: socket names differ from the message");
+		return;
+	}
+	g_hash_table_iter_init(&it, xd->live);
+	while (g_hash_table_iter_next(&it, &key, &v)) {
+		struct xwayd_conn *q = v;
+
+		if (q->state == XC_ACCELERATED && q->xen_remote && q->xen_grants &&
+		    q->netns_server == ns &&
+		    q->side[1].addr.port == name.port && xway_ip_equal(q->side[1].addr.ip, name.ip) &&
+		    q->side[0].addr.port == peer.port && xway_ip_equal(q->side[0].addr.ip, peer.ip)) {
+			k = q;
+			break;
+		}
+	}
+	if (!k) {
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -ENOENT, XWAY_R_LEFT, 0,
+				  "REMAP: no accelerated Xen connection of this domain's "
+				  "server end with these names");
+		return;
+	}
+	memset(&xo, 0, sizeof(xo));
+	e = xwayd_vchan_remap(k->xen_grants, &gfd, &xo.v, &why);
+	if (e) {
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_CHAN, 0,
+				  "REMAP: %s (%s)", why ? why : "failed", g_strerror(-e));
+		return;
+	}
+	xo.base.base = (struct xway_claimed){
+		.offer_id = k->offer_id, .cookie = k->cookie,
+		.backend = XWAY_BACKEND_XEN,
+	};
+	xo.base.peer_domid = k->xen_dom;
+	g_strlcpy(xo.base.path, k->xen_path, sizeof(xo.base.path));
+	xwayd_send(c, XWAY_MSG_CLAIMED, r->hdr.seq, 0, &xo, sizeof(xo), &gfd, 1);
+	close(gfd);
+	XLOG_DEBUG("Xen connection %016llx re-mapped for pid %d",
+		   (unsigned long long)k->cookie, (int)c->pid);
 }
 
 /* ---- WITHDRAW ------------------------------------------------------------- */

@@ -155,6 +155,7 @@ static const struct msg_shape shapes[] = {
 	[XWAY_MSG_CLAIM]      = { sizeof(struct xway_claim), 1, 1 },
 	[XWAY_MSG_WITHDRAW]   = { sizeof(struct xway_withdraw), 0, 0 },
 	[XWAY_MSG_REPORT]     = { sizeof(struct xway_report), 0, 0 },
+	[XWAY_MSG_REMAP]      = { sizeof(struct xway_claim), 1, 1 },
 	[XWAY_MSG_QUERY]      = { sizeof(struct xway_query), 0, 0 },
 };
 
@@ -236,6 +237,7 @@ int xway_msg_parse(const void *buf, size_t len, unsigned nfds,
 		}
 		return 0;
 	case XWAY_MSG_CLAIM:
+	case XWAY_MSG_REMAP:
 		if ((r = check_addr(&req->u.claim.local, why)) ||
 		    (r = check_addr(&req->u.claim.peer, why)))
 			return r;

@@ -382,16 +382,96 @@ out:
 	return e;
 }
 
-int xwayd_vchan_attach(uint32_t peer, uint32_t ring_ref, uint32_t remote_port,
-		       int fds[2], struct xway_xen_vchan *v, const char **why)
+/* A fresh gntdev descriptor with one map of exactly these references;
+ * its mmap offset in *index.  The descriptor the application gets reaches
+ * these pages (and, see DESIGN §7.1, other grants of this peer through
+ * further ioctls until it closes it, right after its mmap). */
+static int map_refs(uint32_t peer, const uint32_t *refs, uint32_t n, uint64_t *index,
+		    const char **why)
 {
-	struct ioctl_gntdev_map_grant_ref *m = NULL;
-	struct ioctl_gntdev_unmap_notify un;
+	struct ioctl_gntdev_map_grant_ref *m;
+	int gfd, e;
+
+	m = calloc(1, sizeof(*m) + sizeof(m->refs[0]) * n);
+	if (!m) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	if ((gfd = open_dev("gntdev")) < 0) {
+		*why = "cannot open /dev/xen/gntdev";
+		free(m);
+		return gfd;
+	}
+	m->count = n;
+	for (uint32_t i = 0; i < n; i++) {
+		m->refs[i].domid = peer;
+		m->refs[i].ref = refs[i];
+	}
+	if (ioctl(gfd, IOCTL_GNTDEV_MAP_GRANT_REF, m) < 0) {
+		e = -errno;
+		*why = "mapping the peer's ring pages failed";
+		close(gfd);
+		free(m);
+		return e;
+	}
+	/* No unmap notification (libxenvchan arms one on cli_live): a fork
+	 * child of the application maps the same grants again (REMAP), and a
+	 * holder's unmap that is not the last must not look like a close to
+	 * the peer.  The shim clears cli_live when the last holder closes;
+	 * a process that dies closes its dual TCP socket, whose FIN or reset
+	 * the peer's shim reads as the end (it drains the vchan first). */
+	*index = m->index;
+	free(m);
+	return gfd;
+}
+
+void xwayd_vchan_grants_free(struct xwayd_vchan_grants *g)
+{
+	if (!g)
+		return;
+	if (g->fake_fd >= 0)
+		close(g->fake_fd);
+	free(g);
+}
+
+int xwayd_vchan_remap(const struct xwayd_vchan_grants *g, int *gfd,
+		      struct xway_xen_vchan *v, const char **why)
+{
+	uint64_t index = 0;
+	int fd;
+
+	memset(v, 0, sizeof(*v));
+	if (g->fake_fd >= 0) {
+		/* The stand-in grant device: the same memory again. */
+		fd = fcntl(g->fake_fd, F_DUPFD_CLOEXEC, 0);
+		if (fd < 0) {
+			*why = "duplicating the fake grant descriptor failed";
+			return -errno;
+		}
+	} else if ((fd = map_refs(g->peer, g->refs, g->n, &index, why)) < 0) {
+		return fd;
+	}
+	v->map_offset = index;
+	v->map_pages = g->n;
+	v->port = g->port;
+	v->peer_domid = g->peer;
+	v->left_order = g->lo;
+	v->right_order = g->ro;
+	*gfd = fd;
+	return 0;
+}
+
+int xwayd_vchan_attach(uint32_t peer, uint32_t ring_ref, uint32_t remote_port,
+		       int fds[2], struct xway_xen_vchan *v,
+		       struct xwayd_vchan_grants **keep, const char **why)
+{
+	struct xwayd_vchan_grants *g;
 	uint32_t lo = 0, ro = 0, n = 0, port = 0;
 	uint32_t *refs;
 	int gfd = -1, efd, e;
 
 	memset(v, 0, sizeof(*v));
+	*keep = NULL;
 	if (!ring_ref || !remote_port) {
 		*why = "zero ring reference or port";
 		return -EPROTO;
@@ -419,46 +499,32 @@ int xwayd_vchan_attach(uint32_t peer, uint32_t ring_ref, uint32_t remote_port,
 			*why = "fake grant device";
 			goto out_evtchn;
 		}
-		goto done;
+		v->map_offset = 0;
+	} else {
+		uint64_t index = 0;
+
+		if ((gfd = map_refs(peer, refs, n, &index, why)) < 0) {
+			e = gfd;
+			goto out_evtchn;
+		}
+		v->map_offset = index;
 	}
-	m = calloc(1, sizeof(*m) + sizeof(m->refs[0]) * n);
-	if (!m) {
+	/* What a REMAP needs later: the validated references, never the
+	 * peer's page again. */
+	g = calloc(1, sizeof(*g) + sizeof(g->refs[0]) * n);
+	if (!g) {
 		e = -ENOMEM;
 		*why = "out of memory";
-		goto out_evtchn;
-	}
-	if ((gfd = open_dev("gntdev")) < 0) {
-		e = gfd;
-		*why = "cannot open /dev/xen/gntdev";
-		goto out_evtchn;
-	}
-	/* One map of exactly the validated references: the descriptor the
-	 * application gets reaches these pages (and, see DESIGN §7, other
-	 * grants of this peer through further ioctls). */
-	m->count = n;
-	for (uint32_t i = 0; i < n; i++) {
-		m->refs[i].domid = peer;
-		m->refs[i].ref = refs[i];
-	}
-	if (ioctl(gfd, IOCTL_GNTDEV_MAP_GRANT_REF, m) < 0) {
-		e = -errno;
-		*why = "mapping the peer's ring pages failed";
 		goto out_gnt;
 	}
-	/* When the application's mapping goes: cli_live = 0 and a
-	 * notification, as xengnttab_map_grant_ref_notify arranges. */
-	un = (struct ioctl_gntdev_unmap_notify){
-		.index = m->index + offsetof(struct vchan_interface, cli_live),
-		.action = UNMAP_NOTIFY_CLEAR_BYTE | UNMAP_NOTIFY_SEND_EVENT,
-		.event_channel_port = port,
-	};
-	if (ioctl(gfd, IOCTL_GNTDEV_SET_UNMAP_NOTIFY, &un) < 0) {
-		e = -errno;
-		*why = "setting the unmap notification failed";
-		goto out_gnt;
-	}
-	v->map_offset = m->index;
-done:
+	g->peer = peer;
+	g->n = n;
+	g->port = port;
+	g->lo = (uint8_t)lo;
+	g->ro = (uint8_t)ro;
+	g->fake_fd = fake_dev() ? fcntl(gfd, F_DUPFD_CLOEXEC, 0) : -1;
+	memcpy(g->refs, refs, sizeof(g->refs[0]) * n);
+	*keep = g;
 	v->map_pages = n;
 	v->port = port;
 	v->peer_domid = peer;
@@ -466,13 +532,11 @@ done:
 	v->right_order = (uint8_t)ro;
 	fds[0] = gfd;
 	fds[1] = efd;
-	free(m);
 	free(refs);
 	return 0;
 out_gnt:
 	close(gfd);
 out_evtchn:
-	free(m);
 	free(refs);
 	close(efd);
 	return e;

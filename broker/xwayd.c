@@ -216,6 +216,9 @@ static void dispatch(struct xwayd_client *c, const struct xway_req *r, int *fds)
 	case XWAY_MSG_CLAIM:
 		xwayd_claim(c, r, fds[0]);
 		break;
+	case XWAY_MSG_REMAP:
+		xwayd_remap(c, r, fds[0]);
+		break;
 	case XWAY_MSG_WITHDRAW:
 		xwayd_withdraw(c, r);
 		break;

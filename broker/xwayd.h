@@ -133,6 +133,9 @@ struct xwayd_conn {
 	uint32_t xen_dom;                 /* the other domain */
 	uint64_t xen_id;                  /* offer id in the client's broker */
 	char xen_path[XWAY_XEN_PATH_MAX]; /* the vchan's xenstore path */
+	/* Server domain, ACCELERATED: the grants the claimer mapped, for
+	 * REMAP (NULL elsewhere). */
+	struct xwayd_vchan_grants *xen_grants;
 };
 
 struct xwayd_stats {
@@ -230,6 +233,7 @@ void xwayd_gen_bump(void);
 void xwayd_conn_init(void);
 void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4]);
 void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd);
+void xwayd_remap(struct xwayd_client *c, const struct xway_req *r, int fd);
 void xwayd_withdraw(struct xwayd_client *c, const struct xway_req *r);
 void xwayd_report(struct xwayd_client *c, const struct xway_req *r);
 void xwayd_conn_client_gone(struct xwayd_client *c);
@@ -277,8 +281,21 @@ int xwayd_xen_vchan_read(const char *path, uint32_t *ring_ref, uint32_t *port,
  * caller owns the fds (send them, then close).  0 or -errno and *why. */
 int xwayd_vchan_serve(uint32_t peer, uint32_t ring_order, int fds[2],
 		      uint32_t *ring_ref, struct xway_xen_vchan *v, const char **why);
+/* What the server domain's broker keeps of an attached vchan for REMAP
+ * (a fork child of the application maps the same grants again). */
+struct xwayd_vchan_grants {
+	uint32_t peer, n, port;
+	uint8_t  lo, ro;
+	int      fake_fd;          /* test stand-in: the fake grant memfd */
+	uint32_t refs[];
+};
 int xwayd_vchan_attach(uint32_t peer, uint32_t ring_ref, uint32_t remote_port,
-		       int fds[2], struct xway_xen_vchan *v, const char **why);
+		       int fds[2], struct xway_xen_vchan *v,
+		       struct xwayd_vchan_grants **keep, const char **why);
+/* A fresh gntdev descriptor with one map of g's grants: *gfd, geometry. */
+int xwayd_vchan_remap(const struct xwayd_vchan_grants *g, int *gfd,
+		      struct xway_xen_vchan *v, const char **why);
+void xwayd_vchan_grants_free(struct xwayd_vchan_grants *g);
 /* libxenvchan's limits on a shared page's orders (pure, for tests). */
 int xwayd_vchan_orders_ok(uint32_t left_order, uint32_t right_order);
 

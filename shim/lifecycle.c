@@ -95,16 +95,15 @@ static void xway_holders_add(int delta)
 /* ---- Xen connections leave the channel at fork and exec --------------- */
 
 /*
- * A Xen channel is one process's mapping: the client end's (gntdev) is not
- * even copied into a fork child in a PV domain, an exec drops either, and
- * libxenvchan has no way to share an end between processes.  So before a
- * fork (or fork-like clone) and before an exec that keeps the socket, the
- * process leaves the channel for TCP (xway_chan_revert: the peer reads
+ * A Xen channel is one process's mapping: an exec drops it, and an
+ * SCM_RIGHTS receiver has none.  So before an exec that keeps the socket
+ * the process leaves the channel for TCP (xway_chan_revert: the peer reads
  * what we wrote, re-sends on TCP what we did not read, and both go on on
- * plain TCP; no byte lost).  Forking servers (sshd, vsftpd) and sshd's
- * re-exec then work across domains, on TCP for those connections.  Before
- * this, a forking server's child crashed at its first read and an exec'd
- * image lost the peer's bytes (test bed 61, apps 80 and 82).
+ * plain TCP; no byte lost): sshd's re-exec and inetd's telnetd work across
+ * domains, on TCP for those connections.  A fork is followed (below): the
+ * child shares the channel.  Before either, a forking server's child
+ * crashed at its first read and an exec'd image lost the peer's bytes
+ * (test bed 61, apps 80 and 82).
  */
 struct xway_xen_acc { struct xway_conn **c; int n, cap; };
 
@@ -151,7 +150,7 @@ static int xway_lc_leave(struct xway_conn *c, const char *what)
 
 void xway_lc_xen_leave(struct xway_conn *c, const char *why)
 {
-	char what[96];
+	char what[320];
 
 	snprintf(what, sizeof(what), "%s: a Xen channel cannot follow it", why);
 	xway_lc_leave(c, what);
@@ -171,16 +170,88 @@ static void xway_lc_unshimmed_leave(struct xway_conn *c, const char *because)
 	}
 }
 
-static void xway_xen_leave_all(const char *why)
+/* ---- Xen connections follow a fork (docs/DESIGN.md §7.2) -------------- */
+
+/*
+ * A fork child shares the Xen channel as it does a local ring: what it
+ * lacks is the client end's mapping (gntdev's is not copied in a PV
+ * domain), so before the fork our broker maps the same grants once more
+ * (REMAP, proven by the socket) and the child maps that.  An end that
+ * cannot follow (peeked bytes in the private stash, the broker refuses or
+ * is down) leaves for TCP as before.  Forking servers (vsftpd, proftpd,
+ * smbd, sshd's listener) keep their connections on the channel.
+ */
+static struct xway_xen_acc xway_xf;     /* from prepare to child/parent */
+
+static int xway_xen_remap(struct xway_conn *c, int *gfd, struct xway_xen_vchan *v,
+			  char *why, size_t why_len)
+{
+	struct xway_claim body = { .local = c->local, .peer = c->peer };
+	union { struct xway_claimed_xenfd xen; struct xway_result res; } rep;
+	int fds[2] = { -1, -1 }, nf = 2;
+	long r;
+
+	memset(&rep, 0, sizeof(rep));
+	r = xway_broker_call(XWAY_MSG_REMAP, &body, sizeof(body), &c->fd, 1,
+			     XWAY_MSG_CLAIMED, &rep, sizeof(rep), fds, &nf);
+	if (r == XWAY_MSG_CLAIMED && nf == 1) {
+		*gfd = fds[0];
+		*v = rep.xen.v;
+		return 0;
+	}
+	for (int i = 0; i < nf; i++)
+		if (fds[i] >= 0)
+			real.close(fds[i]);
+	rep.res.text[sizeof(rep.res.text) - 1] = 0;
+	snprintf(why, why_len, "%s", r < 0 ? "broker unreachable"
+		 : r == XWAY_MSG_RESULT ? rep.res.text : "bad reply");
+	return r < 0 ? (int)r : -EPROTO;
+}
+
+static void xway_xen_fork_prepare(const char *what)
 {
 	struct xway_xen_acc a = { 0 };
 
 	xway_fd_foreach(xway_xen_collect, &a);
 	for (int i = 0; i < a.n; i++) {
-		xway_lc_xen_leave(a.c[i], why);
-		xway_conn_put(a.c[i]);
+		struct xway_conn *c = a.c[i];
+		struct xway_xen_vchan v;
+		char why[160] = "";
+		int gfd = -1, r = xway_chan_xen_fork_need(c->chan);
+
+		if (r == 1 && (r = xway_xen_remap(c, &gfd, &v, why, sizeof(why))) == 0)
+			r = 1;
+		if (r >= 0)
+			r = xway_chan_xen_fork_prepare(c->chan, gfd, r ? &v : NULL);
+		if (r < 0) {
+			char m[240];
+
+			snprintf(m, sizeof(m), "%s (re-map: %s)", what,
+				 why[0] ? why : r == -EBUSY ? "peeked bytes not yet read"
+				 : strerror(-r));
+			xway_lc_xen_leave(c, m);
+			xway_conn_put(c);
+			a.c[i] = NULL;
+		}
 	}
-	free(a.c);
+	xway_xf = a;
+}
+
+static void xway_xen_fork_done(int child)
+{
+	for (int i = 0; i < xway_xf.n; i++) {
+		struct xway_conn *c = xway_xf.c[i];
+
+		if (!c)
+			continue;
+		if (child)
+			xway_chan_xen_fork_child(c->chan);
+		else
+			xway_chan_xen_fork_parent(c->chan);
+		xway_conn_put(c);
+	}
+	free(xway_xf.c);
+	memset(&xway_xf, 0, sizeof(xway_xf));
 }
 
 /* ---- fork ------------------------------------------------------------ */
@@ -189,7 +260,7 @@ static void xway_atfork_prepare(void)
 {
 	if (!xway_ready())
 		return;
-	xway_xen_leave_all("fork");
+	xway_xen_fork_prepare("fork");
 	/* Before the child exists: the child's holding is counted when the
 	 * parent could close its copy right after fork returns. */
 	xway_holders_add(1);
@@ -199,10 +270,12 @@ static void xway_atfork_prepare(void)
 static void xway_atfork_parent(void)
 {
 	/* fork() (ours) undoes the count if the fork failed. */
+	xway_xen_fork_done(0);
 }
 
 static void xway_atfork_child(void)
 {
+	xway_xen_fork_done(1);
 	xway_fork_counted = 0;
 	/* Sockets kept only for another thread's call (not in the child). */
 	xway_deferred_after_fork();
@@ -257,6 +330,7 @@ XWAY_EXPORT pid_t fork(void)
  */
 static void xway_clone_child(void)
 {
+	xway_xen_fork_done(1);
 	if (xway_lc_page) {
 		xway_lc_page[0] = 1;
 		xway_lc_pid = getpid();
@@ -302,18 +376,18 @@ XWAY_EXPORT long syscall(long number, ...)
 #endif
 	if (!counted)
 		return real.syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
-	xway_xen_leave_all("clone");
+	xway_xen_fork_prepare("clone");
 	xway_holders_add(1);
 	r = real.syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+	saved = errno;
 	if (r == 0) {
-		saved = errno;
 		xway_clone_child();
-		errno = saved;
-	} else if (r < 0) {
-		saved = errno;
-		xway_holders_add(-1);
-		errno = saved;
+	} else {
+		xway_xen_fork_done(0);
+		if (r < 0)
+			xway_holders_add(-1);
 	}
+	errno = saved;
 	return r;
 }
 
@@ -344,14 +418,14 @@ XWAY_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	va_end(ap);
 	if (!xway_clone_counts((unsigned long)flags))
 		return real.clone(fn, stack, flags, arg, ptid, tls, ctid);
-	xway_xen_leave_all("clone");
+	xway_xen_fork_prepare("clone");
 	xway_holders_add(1);
 	r = real.clone(xway_clone_start, stack, flags, &t, ptid, tls, ctid);
-	if (r < 0) {
-		saved = errno;
+	saved = errno;
+	xway_xen_fork_done(0);
+	if (r < 0)
 		xway_holders_add(-1);
-		errno = saved;
-	}
+	errno = saved;
 	return r;
 }
 

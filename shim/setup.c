@@ -1108,8 +1108,15 @@ int xway_close_fd(int fd)
 
 void xway_conn_free(struct xway_conn *c)
 {
-	if (c->chan && xway_chan_close)
+	if (c->chan && xway_chan_close) {
+		/* Other processes still hold the connection (the count went
+		 * down in xway_conn_last_close): a Xen end then only unmaps,
+		 * the channel is theirs (a followed fork). */
+		if (c->shared && xway_chan_backend(c->chan) == XWAY_BACKEND_XEN &&
+		    atomic_load_explicit(&c->shared->holders, memory_order_acquire) > 0)
+			xway_chan_xen_others_hold(c->chan);
 		xway_chan_close(c->chan);
+	}
 	c->chan = NULL;
 	if (c->hdr)
 		munmap((void *)c->hdr, c->hdr_len);

@@ -230,6 +230,24 @@ int xway_chan_xen_peer_attached(const struct xway_chan *c);
  * connected, -EINVAL for another backend. */
 ssize_t xway_chan_xen_take_unsent(struct xway_chan *c, void *buf, size_t len);
 
+/*
+ * Following a fork with a Xen end (docs/DESIGN.md §7.2).  fork_need: 0 the
+ * end follows as is (server end: gntalloc's mapping is copied), 1 it needs
+ * a re-map of its grants (client end: the broker's REMAP gives a gntdev
+ * descriptor), -EBUSY peeked bytes wait in the private stash, -EOPNOTSUPP
+ * an end libxenvchan made itself or one that left (the caller leaves for
+ * TCP instead).  fork_prepare (before the fork; takes gfd, -1 for a server
+ * end) checks the broker's geometry against ours; then exactly one of
+ * fork_child / fork_parent runs in each process.  others_hold: this close
+ * is not the connection's last (another process maps the channel): it
+ * unmaps without telling the peer "gone".
+ */
+int  xway_chan_xen_fork_need(struct xway_chan *c);
+int  xway_chan_xen_fork_prepare(struct xway_chan *c, int gfd, const struct xway_xen_vchan *g);
+void xway_chan_xen_fork_child(struct xway_chan *c);
+void xway_chan_xen_fork_parent(struct xway_chan *c);
+void xway_chan_xen_others_hold(struct xway_chan *c);
+
 enum xway_backend xway_chan_backend(const struct xway_chan *c);
 int  xway_chan_side(const struct xway_chan *c);
 

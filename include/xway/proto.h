@@ -31,6 +31,10 @@ enum xway_msg_type {
 	XWAY_MSG_CLAIM        = 5,  /* body: claim; fds: [accepted socket] */
 	XWAY_MSG_WITHDRAW     = 6,  /* body: withdraw */
 	XWAY_MSG_REPORT       = 7,  /* body: report (fallbacks, closes; no reply) */
+	XWAY_MSG_REMAP        = 8,  /* body: claim (the socket's names); fds: [socket];
+				       reply CLAIMED (xway_claimed_xenfd) + [gntdev]:
+				       a fresh map of a Xen connection's grants
+				       for a fork child (server domain only) */
 	/* xwayctl -> broker */
 	XWAY_MSG_QUERY        = 16, /* body: query; reply: TEXT parts */
 	/* broker -> client */

@@ -126,7 +126,11 @@ struct xway_chan {
 	size_t   ep_len;
 
 	/* ---- xen backend ---- */
-	struct xw_xen *xen;
+	struct xw_xen *xen;                /* process-private (malloc) */
+	/* In this MAP_SHARED object, so that the processes of a followed
+	 * fork see each other's acks and sleeps (shim/chan/xen.c xen_wait). */
+	_Atomic unsigned xen_acks;
+	_Atomic int      xen_sleepers;
 };
 
 /* local.c */

@@ -14,8 +14,9 @@
  * So xway_chan_shutdown_wr/close_rd/reset return -EOPNOTSUPP here, and
  * readiness comes from libxenvchan (data_ready / buffer_space / is_open).
  * MSG_PEEK is emulated with a private stash of bytes already read out of
- * the vchan.  The endpoint is not shared across fork (libxenvchan's state is
- * process-private); the locks still serialise threads.
+ * the vchan.  An end follows a fork (xway_chan_xen_fork_*, below): the
+ * child maps the grants again where the parent's mapping was not copied;
+ * exec and SCM_RIGHTS still leave the channel for TCP (xw_xen_revert).
  *
  * Two ways to make an end: xway_chan_xen_server/client call libxenvchan's
  * own init (root: /dev/xen and xenstore; the tools and unit tests use it),
@@ -32,6 +33,8 @@
  * channel and that eventfd, so a poll()er wakes on the broker's decision.
  */
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <stddef.h>
 #include <sys/epoll.h>
 #include <stdio.h>
 #include <errno.h>
@@ -94,11 +97,10 @@ struct xw_xen {
 	struct xway_chan *decision;     /* pending offer's local header, or NULL */
 	int      decision_drained;      /* efd0 left the epoll set (ack_lock) */
 	/* One event channel wakes both directions: a thread that consumes
-	 * a notification (xen_ack) may take the one another thread was
-	 * about to sleep for.  acks counts consumed notifications, sleepers
-	 * the threads in xen_wait (see there). */
-	_Atomic unsigned acks;
-	_Atomic int      sleepers;
+	 * a notification (xen_ack) may take the one another thread (or,
+	 * after a followed fork, another process) was about to sleep for.
+	 * The counts of consumed notifications and of sleepers live in the
+	 * shared struct xway_chan (xen_acks, xen_sleepers; see xen_wait). */
 	void    *map;                   /* fd-based end: our mapping, else NULL */
 	size_t   map_len;
 	/* The process that mapped the rings.  A fork child of the client
@@ -106,6 +108,16 @@ struct xw_xen {
 	 * a child of either end must not end the channel for its parent:
 	 * elsewhere, nothing touches the shared page (see xw_xen_revert). */
 	pid_t    map_pid;
+	/* A fork being followed (xway_chan_xen_fork_prepare): set in the
+	 * parent before the fork, consumed by the child and the parent after
+	 * it.  fork_gfd: a gntdev descriptor with one fresh map of the same
+	 * grants (the broker's REMAP), for the child of a client end. */
+	int      forking;
+	int      fork_gfd;
+	uint64_t fork_off;
+	/* Set just before close by a holder that is not the last: the
+	 * channel goes on in another process, so no "gone" to the peer. */
+	int      quiet;
 };
 
 /* libxenevtchn, for the fd-based ends (loaded on first use). */
@@ -490,7 +502,7 @@ static void xen_ack(struct xway_chan *c)
 		lib.wait(x->v);
 		/* Release: orders the consumed notification before a waiter's
 		 * acquire re-read of acks, so it re-checks the rings. */
-		atomic_fetch_add_explicit(&x->acks, 1, memory_order_release);
+		atomic_fetch_add_explicit(&c->xen_acks, 1, memory_order_release);
 	}
 	if (x->decision && x->epfd >= 0 && !x->decision_drained &&
 	    xway_chan_attached(x->decision) != XWAY_ATTACH_PENDING) {
@@ -555,7 +567,6 @@ static unsigned xen_arm(struct xway_chan *c, unsigned events)
 static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 			int timeout_ms, const sigset_t *sleep_mask)
 {
-	struct xw_xen *x = c->xen;
 	unsigned want = events | XWAY_EV_ERR | XWAY_EV_REVERT;
 	struct timespec t0, t;
 	unsigned m;
@@ -570,7 +581,7 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 		int64_t left = -1;
 		long r;
 		/* Acquire: pairs with xen_ack's release increment. */
-		unsigned a0 = atomic_load_explicit(&x->acks, memory_order_acquire);
+		unsigned a0 = atomic_load_explicit(&c->xen_acks, memory_order_acquire);
 
 		m = xen_poll(c);     /* re-checks after asking for notification */
 		if (m & want)
@@ -585,13 +596,13 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 		}
 		/* Acquire: as above; a notification consumed since a0 may
 		 * have been ours. */
-		if (atomic_load_explicit(&x->acks, memory_order_acquire) != a0)
+		if (atomic_load_explicit(&c->xen_acks, memory_order_acquire) != a0)
 			continue;
 		/* Others that may consume our notification: threads in here,
 		 * and poll()/epoll watchers of the endpoint (xway_chan_sleeper),
 		 * which consume it in xen_arm / xen_ack. */
 		int64_t slice = XW_XEN_ALONE_SLICE_NS;
-		if (atomic_load_explicit(&x->sleepers, memory_order_relaxed) > 1 ||
+		if (atomic_load_explicit(&c->xen_sleepers, memory_order_relaxed) > 1 ||
 		    atomic_load_explicit(&c->ep->sleep_in, memory_order_relaxed) > 0 ||
 		    atomic_load_explicit(&c->ep->sleep_out, memory_order_relaxed) > 0)
 			slice = XW_XEN_SHARED_SLICE_NS;
@@ -616,7 +627,6 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
 		    int timeout_ms)
 {
-	struct xw_xen *x = c->xen;
 	sigset_t all, old;
 	int r;
 
@@ -635,9 +645,9 @@ static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
 
 	/* Relaxed: only decides between slices and one long sleep; a stale
 	 * count costs one slice or is caught by the acks re-check. */
-	atomic_fetch_add_explicit(&x->sleepers, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->xen_sleepers, 1, memory_order_relaxed);
 	r = xen_wait_one(c, events, extra_fd, timeout_ms, masked ? &old : NULL);
-	atomic_fetch_sub_explicit(&x->sleepers, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&c->xen_sleepers, 1, memory_order_relaxed);
 	if (masked)
 		xw_sys_sigmask(SIG_SETMASK, &old, NULL);
 	return r;
@@ -663,6 +673,19 @@ static void xen_close_fds(struct xw_xen *x)
 		return;
 	}
 
+	if (x->fork_gfd >= 0)
+		close(x->fork_gfd);
+	if (x->quiet) {
+		/* Another process holds the connection and maps the channel
+		 * too (a followed fork): only our mapping goes.  The client
+		 * end's unmap notification is not armed for that reason
+		 * (broker/xenvchan.c); the server end's (gntalloc) fires only
+		 * when the last mapping of the grants goes. */
+		munmap(x->map, x->map_len);
+		evl.close(v->event);
+		free(v);
+		return;
+	}
 	/* Release: our last writes to the rings before "gone"; the notify
 	 * (a hypercall) comes after. */
 	if (v->is_server)
@@ -752,6 +775,7 @@ static int xen_init(int server, int peer_domid, const char *xs_path,
 		return -ENOMEM;
 	pthread_mutex_init(&x->ack_lock, NULL);
 	x->epfd = -1;
+	x->fork_gfd = -1;
 	x->stash = malloc(XW_XEN_STASH_MAX);
 	c = xw_chan_alloc(0);
 	if (!x->stash || !c) {
@@ -931,6 +955,7 @@ static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vcha
 	}
 	pthread_mutex_init(&x->ack_lock, NULL);
 	x->epfd = -1;
+	x->fork_gfd = -1;
 	x->v = v;
 	x->map = base;
 	x->map_len = len;
@@ -1152,4 +1177,139 @@ unsigned xw_xen_reverted(struct xway_chan *c)
 	if (f & XW_XEN_F_FINAL)
 		m |= XWAY_REVERT_PEER_FINAL;
 	return m;
+}
+
+/* ---- following a fork (docs/DESIGN.md §7.2) ------------------------------
+ *
+ * A fork child shares the channel with its parent, as a local ring's
+ * does: the ring indices are in the vchan's shared page, the locks and
+ * flags in the MAP_SHARED struct xway_chan and its endpoint page, the
+ * event-channel descriptor is inherited (one open file: a notification
+ * wakes every process polling it; O_NONBLOCK so that the one that finds
+ * it consumed by another does not block in libxenvchan_wait's read).
+ * What the child lacks is the mapping at the client end: gntdev's is not
+ * copied in a PV domain (VM_DONTCOPY).  The shim asks its broker for a
+ * fresh map of the same grants before the fork (REMAP, proven by the
+ * socket as a CLAIM is) and the child maps it, at the parent's address
+ * when it can (no pointer changes), else anywhere with struct
+ * libxenvchan's pointers moved.  The server end's mapping (gntalloc) is
+ * copied by fork.  The peek stash is process-private: an end with peeked
+ * bytes does not follow (-EBUSY: the caller leaves instead).
+ */
+
+int xway_chan_xen_fork_need(struct xway_chan *c)
+{
+	struct xw_xen *x;
+
+	if (!c || c->backend != XWAY_BACKEND_XEN)
+		return -EINVAL;
+	x = c->xen;
+	if (!x->map || !x->v->ring || x->map_pid != getpid())
+		return -EOPNOTSUPP;    /* libxenvchan's own end, or not ours */
+	if (atomic_load_explicit(&c->ep->failed, memory_order_relaxed))
+		return -EOPNOTSUPP;
+	if (x->stash_len != x->stash_off)
+		return -EBUSY;
+	return x->v->is_server ? 0 : 1;
+}
+
+int xway_chan_xen_fork_prepare(struct xway_chan *c, int gfd, const struct xway_xen_vchan *g)
+{
+	struct xw_xen *x;
+	int need = xway_chan_xen_fork_need(c), fl;
+
+	if (need < 0 || (need && (gfd < 0 || !g))) {
+		if (gfd >= 0)
+			close(gfd);
+		return need < 0 ? need : -EINVAL;
+	}
+	x = c->xen;
+	if (need) {
+		/* The broker's geometry of the same channel: it must match
+		 * what we mapped (the orders never change). */
+		if (!vc_geometry_ok(g) || (size_t)g->map_pages * 4096 != x->map_len ||
+		    (g->left_order != (x->v->is_server ? x->v->read.order : x->v->write.order)) ||
+		    (g->right_order != (x->v->is_server ? x->v->write.order : x->v->read.order))) {
+			close(gfd);
+			return -EPROTO;
+		}
+		if (x->fork_gfd >= 0)
+			close(x->fork_gfd);
+		x->fork_gfd = gfd;
+		x->fork_off = g->map_offset;
+	}
+	/* Shared by every holder from now on: none may block in the read
+	 * of a notification another consumed. */
+	fl = fcntl(x->evfd, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(x->evfd, F_SETFL, fl | O_NONBLOCK);
+	x->forking = 1;
+	return 0;
+}
+
+/* Move struct libxenvchan's pointers into our mapping to a new base. */
+static void xen_rebase(struct xw_xen *x, uint8_t *base)
+{
+	struct libxenvchan *v = x->v;
+	ptrdiff_t d = base - (uint8_t *)x->map;
+
+	v->ring = (struct vchan_interface *)((uint8_t *)v->ring + d);
+	v->read.shr = (struct ring_shared *)((uint8_t *)v->read.shr + d);
+	v->write.shr = (struct ring_shared *)((uint8_t *)v->write.shr + d);
+	v->read.buffer = (uint8_t *)v->read.buffer + d;
+	v->write.buffer = (uint8_t *)v->write.buffer + d;
+	x->map = base;
+}
+
+void xway_chan_xen_fork_child(struct xway_chan *c)
+{
+	struct xw_xen *x;
+
+	if (!c || c->backend != XWAY_BACKEND_XEN || !c->xen->forking)
+		return;
+	x = c->xen;
+	x->forking = 0;
+	if (x->fork_gfd >= 0) {
+		/* Where the parent's mapping was: in a PV domain nothing is
+		 * there in the child.  MAP_FIXED_NOREPLACE never replaces a
+		 * mapping; a kernel without it (< 4.17) takes the address as
+		 * a hint, and any other address is handled by the rebase. */
+		uint8_t *m = mmap(x->map, x->map_len, PROT_READ | PROT_WRITE,
+				  MAP_SHARED | MAP_FIXED_NOREPLACE, x->fork_gfd,
+				  (off_t)x->fork_off);
+
+		if (m == MAP_FAILED)
+			m = mmap(NULL, x->map_len, PROT_READ | PROT_WRITE, MAP_SHARED,
+				 x->fork_gfd, (off_t)x->fork_off);
+		close(x->fork_gfd);
+		x->fork_gfd = -1;
+		if (m == MAP_FAILED) {
+			/* The child cannot reach the channel: its data calls
+			 * fail (-EPROTO), the parent's are unaffected. */
+			xw_log("fork: mapping the vchan again failed: %s", strerror(errno));
+			return;
+		}
+		if (m != (uint8_t *)x->map)
+			xen_rebase(x, m);
+	}
+	x->map_pid = getpid();
+}
+
+void xway_chan_xen_fork_parent(struct xway_chan *c)
+{
+	if (!c || c->backend != XWAY_BACKEND_XEN)
+		return;
+	c->xen->forking = 0;
+	if (c->xen->fork_gfd >= 0) {
+		/* Our copy; the child's keeps the map until it mapped it (a
+		 * failed fork: the map goes with this last descriptor). */
+		close(c->xen->fork_gfd);
+		c->xen->fork_gfd = -1;
+	}
+}
+
+void xway_chan_xen_others_hold(struct xway_chan *c)
+{
+	if (c && c->backend == XWAY_BACKEND_XEN)
+		c->xen->quiet = 1;
 }

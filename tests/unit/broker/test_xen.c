@@ -18,6 +18,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -552,4 +553,105 @@ Test(xenvanish, client_socket_is_aborted, .fini = vanish_fini, .timeout = 60)
 	close(lo_l);
 	close(lst);
 	tb_chan_close(&ch);
+}
+
+/* A TCP socket bound to ip, connected to a, and the accepted end (*acc). */
+static int connect_from(const char *ip, int l, const struct xway_addr *a, int *acc)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert(s >= 0);
+	cr_assert_eq(inet_pton(AF_INET, ip, &sin.sin_addr), 1);
+	cr_assert_eq(bind(s, (struct sockaddr *)&sin, sizeof(sin)), 0, "bind %s: %s", ip,
+		     strerror(errno));
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = a->port;
+	cr_assert_eq(connect(s, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	*acc = accept(l, NULL, NULL);
+	cr_assert(*acc >= 0);
+	return s;
+}
+
+Test(xen, remap_maps_the_claimed_grants_again)
+{
+	/* Check REMAP (docs/DESIGN.md §7.2: a fork child of a Xen server maps
+	 * the channel again): for the claimed connection's own socket the
+	 * broker hands a new grant descriptor that reaches the same pages as
+	 * the CLAIM's (the fake grant device: the same memory) with the same
+	 * geometry; a socket of a connection without a Xen record is refused
+	 * (-ENOENT), and so is a message whose names are not the socket's. */
+	struct xway_addr a, src;
+	struct xway_claim cl, cl2;
+	struct xway_claimed_xenfd xo, xo2;
+	struct xway_result res;
+	int l = tb_listener("127.0.0.1", &a), n = -1, n2 = -1, s, s2;
+	int rf[8], rf2[8];
+	unsigned nrf = 0, nrf2 = 0;
+	uint64_t cookie = tb_random64() | 1;
+	char val[256], rel[160];
+	uint8_t *m1, *m2;
+
+	cr_assert_eq(tb_listen_add(bfd, l, &a), 0);
+	put("local/xway/2/addrs", "127.0.0.2:0 192.0.2.50:0");
+	put("local/xway/2/poke", "1");
+	s = connect_from("127.0.0.2", l, &a, &n);
+	cr_assert_eq(tb_sock_name(s, false, &src), 0);
+	snprintf(rel, sizeof(rel), "local/domain/2/data/vchan/1/x%016llx", (unsigned long long)cookie);
+	snprintf(val, sizeof(val), "%s/ring-ref", rel);
+	put(val, "77");
+	snprintf(val, sizeof(val), "%s/event-channel", rel);
+	put(val, "9");
+	snprintf(val, sizeof(val), "v1 %016llx 127.0.0.2:%u 127.0.0.1:%u /%s",
+		 (unsigned long long)cookie, ntohs(src.port), ntohs(a.port), rel);
+	put("local/xway/2/offers/20", val);
+	cr_assert(wait_node("local/xway/2/offers/20", NULL));
+
+	cr_assert_eq(tb_sock_name(n, false, &cl.local), 0);
+	cr_assert_eq(tb_sock_name(n, true, &cl.peer), 0);
+	memset(&xo, 0, sizeof(xo));
+	cr_assert_eq(tb_call(bfd, XWAY_MSG_CLAIM, &cl, sizeof(cl), &n, 1, &xo, sizeof(xo),
+			     rf, &nrf), XWAY_MSG_CLAIMED, "the Xen offer was not claimed");
+	cr_assert_eq(nrf, 2);
+	cr_assert_eq(xo.base.base.backend, XWAY_BACKEND_XEN);
+	m1 = mmap(NULL, (size_t)xo.v.map_pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
+		  rf[0], (off_t)xo.v.map_offset);
+	cr_assert(m1 != MAP_FAILED);
+	memcpy(m1 + 4096, "ring bytes", 10);
+
+	/* Another connection, never offered: nothing to re-map. */
+	s2 = connect_from("127.0.0.1", l, &a, &n2);
+	cr_assert_eq(tb_sock_name(n2, false, &cl2.local), 0);
+	cr_assert_eq(tb_sock_name(n2, true, &cl2.peer), 0);
+	cr_assert_eq(tb_call_result(bfd, XWAY_MSG_REMAP, &cl2, sizeof(cl2), &n2, 1, &res),
+		     XWAY_MSG_RESULT);
+	cr_assert_eq(res.status, -ENOENT, "status %d (%s)", res.status, res.text);
+	/* The claimed connection's names with another socket. */
+	cr_assert_eq(tb_call_result(bfd, XWAY_MSG_REMAP, &cl, sizeof(cl), &n2, 1, &res),
+		     XWAY_MSG_RESULT);
+	cr_assert_eq(res.status, -EINVAL, "status %d (%s)", res.status, res.text);
+
+	memset(&xo2, 0, sizeof(xo2));
+	cr_assert_eq(tb_call(bfd, XWAY_MSG_REMAP, &cl, sizeof(cl), &n, 1, &xo2, sizeof(xo2),
+			     rf2, &nrf2), XWAY_MSG_CLAIMED, "REMAP refused");
+	cr_assert_eq(nrf2, 1);
+	cr_assert_eq(xo2.base.base.cookie, xo.base.base.cookie);
+	cr_assert_eq(xo2.v.map_pages, xo.v.map_pages);
+	cr_assert_eq(xo2.v.port, xo.v.port);
+	cr_assert_eq(xo2.v.left_order, xo.v.left_order);
+	cr_assert_eq(xo2.v.right_order, xo.v.right_order);
+	m2 = mmap(NULL, (size_t)xo2.v.map_pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
+		  rf2[0], (off_t)xo2.v.map_offset);
+	cr_assert(m2 != MAP_FAILED);
+	cr_assert_eq(memcmp(m2 + 4096, "ring bytes", 10), 0, "REMAP maps other pages");
+	munmap(m1, (size_t)xo.v.map_pages * 4096);
+	munmap(m2, (size_t)xo2.v.map_pages * 4096);
+	for (unsigned i = 0; i < nrf; i++)
+		close(rf[i]);
+	close(rf2[0]);
+	close(s);
+	close(s2);
+	close(n);
+	close(n2);
+	close(l);
 }

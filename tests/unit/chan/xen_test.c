@@ -386,6 +386,92 @@ Test(xen, fd_ends_fork_child_leaves_channel_alone, .timeout = 60)
 	xway_chan_close(s);
 }
 
+/* Check that both ends follow a fork (docs/DESIGN.md §7.2): the client end
+ * (gntdev in a Xen domain) maps the re-mapped grants in the child (here a
+ * second descriptor of the same memfd; the parent's mapping was copied,
+ * so the child's lands elsewhere and struct libxenvchan's pointers move),
+ * the server end's copied mapping is used as is; parent and child then
+ * both move bytes in order on one channel; the child's close (not the
+ * last holder) does not end it for the parent; an end with peeked bytes
+ * in its private stash does not follow; a geometry that is not the
+ * channel's is refused. */
+Test(xen, fd_ends_follow_fork, .timeout = 60)
+{
+	int gnt[2], ev[2], re;
+	struct xway_xen_vchan v, bad;
+	struct xway_chan *s = NULL, *c = NULL;
+	char buf[64];
+	int st = -1;
+	pid_t pid;
+
+	fd_pair_setup(gnt, ev, &v);
+	re = dup(gnt[0]);
+	cr_assert(re >= 0);
+	cr_assert_eq(xway_chan_xen_server_fds((int[2]){ gnt[0], ev[0] }, &v, NULL, &s), 0);
+	cr_assert_eq(xway_chan_xen_client_fds((int[2]){ gnt[1], ev[1] }, &v, NULL, &c), 0);
+	cr_assert_eq(xway_chan_xen_fork_need(s), 0, "the server end's mapping is copied");
+	cr_assert_eq(xway_chan_xen_fork_need(c), 1, "the client end needs a re-map");
+	bad = v;
+	bad.left_order = 13;
+	bad.map_pages = 4;
+	cr_assert_eq(xway_chan_xen_fork_prepare(c, dup(re), &bad), -EPROTO);
+	cr_assert_eq(xway_chan_xen_fork_prepare(c, -1, NULL), -EINVAL);
+	/* Peeked bytes: the stash is this process's alone. */
+	cr_assert_eq(xway_chan_send(s, "peek", 4), 4);
+	cr_assert_eq(xway_chan_recv(c, buf, 2, XWAY_RECV_PEEK), 2);
+	cr_assert_eq(xway_chan_xen_fork_need(c), -EBUSY);
+	cr_assert_eq(xway_chan_recv(c, buf, 4, 0), 4);
+	cr_assert_eq(memcmp(buf, "peek", 4), 0);
+
+	cr_assert_eq(xway_chan_xen_fork_prepare(c, re, &v), 0);
+	cr_assert_eq(xway_chan_xen_fork_prepare(s, -1, NULL), 0);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		xway_chan_xen_fork_child(c);
+		xway_chan_xen_fork_child(s);
+		/* The child holds the client end: it sends, then reads what
+		 * the parent's server end sent it. */
+		int ok = xway_chan_send(c, "from-child", 10) == 10;
+		ssize_t n = -EAGAIN;
+
+		for (int i = 0; ok && i < 5000 && n == -EAGAIN; i++) {
+			n = xway_chan_recv(c, buf, sizeof(buf), 0);
+			if (n == -EAGAIN)
+				usleep(1000);
+		}
+		ok = ok && n == 8 && !memcmp(buf, "to-child", 8);
+		xway_chan_xen_others_hold(c);
+		xway_chan_close(c);
+		_exit(ok ? 0 : 1);
+	}
+	xway_chan_xen_fork_parent(c);
+	xway_chan_xen_fork_parent(s);
+	ssize_t n = -EAGAIN;
+	for (int i = 0; i < 5000 && n == -EAGAIN; i++) {
+		n = xway_chan_recv(s, buf, sizeof(buf), 0);
+		if (n == -EAGAIN)
+			usleep(1000);
+	}
+	cr_assert_eq(n, 10, "the child's bytes: %zd", n);
+	cr_assert_eq(memcmp(buf, "from-child", 10), 0);
+	cr_assert_eq(xway_chan_send(s, "to-child", 8), 8);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child's side (status %d)", st);
+	cr_assert_eq(xway_chan_poll(s) & XWAY_EV_HUP, 0, "the child's close ended the channel");
+	/* The parent's own client end goes on after the child's bytes. */
+	cr_assert_eq(xway_chan_send(c, "parent", 6), 6);
+	cr_assert_eq(xway_chan_recv(s, buf, sizeof(buf), 0), 6);
+	cr_assert_eq(memcmp(buf, "parent", 6), 0);
+	cr_assert_eq(xway_chan_send(s, "back", 4), 4);
+	cr_assert_eq(xway_chan_recv(c, buf, sizeof(buf), 0), 4);
+	cr_assert_eq(memcmp(buf, "back", 4), 0);
+	/* The last holder's close is the end. */
+	xway_chan_close(c);
+	cr_assert_eq(xway_chan_recv(s, buf, sizeof(buf), 0), 0, "no EOF after the last close");
+	xway_chan_close(s);
+}
+
 /* Check the descriptors of a pending Xen client (the vchan server end plus
  * the offer's local decision channel): all five are the endpoint's own
  * (close_range and close() must spare them, which used to know only the

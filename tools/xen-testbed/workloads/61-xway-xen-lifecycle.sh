@@ -11,9 +11,11 @@
 # a half-close and EOF, so a lost, duplicated or reordered byte fails it.
 # Passes when every case of LC_CASES passes on both ends; the report says
 # per case whether this domain's broker saw it on xen (with the payload on
-# the channel) or on TCP.  fork, fork-handoff, exec and fork-serve leave
-# the Xen channel for TCP at the fork or exec (docs/DESIGN.md §7.2): their
-# records say tcp, reason left-channel.  LC_GAP_CASES (none now) would run
+# the channel) or on TCP.  fork, fork-handoff and fork-serve follow the
+# fork on the Xen channel (docs/DESIGN.md §7.2: the child of a client end
+# maps the grants again through its broker's REMAP): their records say
+# xen with the payload on the channel.  exec leaves the Xen channel for
+# TCP at the exec: its record says tcp, reason left-channel.  LC_GAP_CASES (none now) would run
 # with a 60 s bound and be reported ("gap" or "now passes") without
 # failing the workload.
 set -u
@@ -108,13 +110,13 @@ for tc in $cases $gaps; do
 	echo "lc.$tc.backend=${backend:-none}"
 	echo "lc.$tc.chan_bytes=$chan"
 	paths="$paths $tc:${backend:-none}${reason:+($reason)}/${chan}B"
-	# What this broker must have recorded: the channel for echo and dup;
-	# for a fork or exec, the leave for TCP (never a silent fallback).
+	# What this broker must have recorded: the channel for echo, dup and
+	# the forks; for an exec, the leave for TCP (never a silent fallback).
 	case $tc in
-	remote-echo|remote-dup)
+	remote-echo|remote-dup|remote-fork|remote-fork-handoff|fork-serve)
 		[ "$backend" = xen ] && [ $chan -gt 0 ] ||
 			{ echo "$tc: not on the Xen channel (${backend:-no record}, $chan B)" >&2; fail=1; } ;;
-	remote-fork|remote-fork-handoff|remote-exec|fork-serve)
+	remote-exec)
 		[ "$backend" = tcp ] && [ "$reason" = left-channel ] ||
 			{ echo "$tc: recorded ${backend:-no record}/${reason:-no reason}, not tcp/left-channel" >&2; fail=1; } ;;
 	esac
