@@ -170,6 +170,25 @@ static void xway_lc_unshimmed_leave(struct xway_conn *c, const char *because)
 	}
 }
 
+/*
+ * Every Xen connection of the process leaves for TCP: before a seccomp
+ * filter goes in.  The channel needs an ioctl on the event channel for
+ * every notification, which a filter may forbid or punish (OpenSSH's
+ * preauth sandbox kills the process at the first one); local rings only
+ * need read/write on eventfds and futexes.
+ */
+static void xway_xen_leave_all(const char *why)
+{
+	struct xway_xen_acc a = { 0 };
+
+	xway_fd_foreach(xway_xen_collect, &a);
+	for (int i = 0; i < a.n; i++) {
+		xway_lc_xen_leave(a.c[i], why);
+		xway_conn_put(a.c[i]);
+	}
+	free(a.c);
+}
+
 /* ---- Xen connections follow a fork (docs/DESIGN.md §7.2) -------------- */
 
 /*
@@ -358,6 +377,7 @@ XWAY_EXPORT long syscall(long number, ...)
 	if (__builtin_expect(number == SYS_seccomp, 0)) {
 		saved = errno;
 		xway_lc_prepare_sandbox();
+		xway_xen_leave_all("seccomp filter");
 		xway_chan_before_sandbox();
 		xway_lc_sandboxed = 1;
 		errno = saved;
@@ -664,6 +684,8 @@ struct xway_exec_acc {
 	struct xway_conn *handed[64];     /* written into the state */
 	struct xway_conn *seen[64];
 	int nseen;
+	int xen_gfd[64];                  /* REMAP'd grant fds for the new image */
+	int nxen_gfd;
 };
 
 static void xway_hex(char *out, const void *p, size_t n)
@@ -763,13 +785,80 @@ static int xway_exec_uses(struct xway_conn *c, const struct xway_fdlist *l)
 	return atomic_load_explicit(&c->shared->holders, memory_order_acquire) <= 1;
 }
 
+static int xway_xen_remap(struct xway_conn *c, int *gfd, struct xway_xen_vchan *v,
+			  char *why, size_t why_len);
+
+/* Clear FD_CLOEXEC on fd for the exec, remembering it for xway_exec_undo. */
+static int xway_exec_keep(struct xway_exec_acc *a, int fd)
+{
+	int fl = real.fcntl(fd, F_GETFD, 0);
+
+	if (fl < 0)
+		return -EBADF;
+	if (!(fl & FD_CLOEXEC))
+		return 0;
+	if (a->nrestore >= a->maxrestore)
+		return -ENOSPC;
+	if (real.fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC) != 0)
+		return -EBADF;
+	a->restore[a->nrestore++] = fd;
+	return 0;
+}
+
+/*
+ * A Xen client end the new image keeps using (docs/DESIGN.md §7.2): the
+ * broker maps its grants once more for it (REMAP), the event channel and
+ * the endpoint's state memfd cross the exec, and the record says
+ * `fds:side:cookie:X<grant fd>:<evtchn fd>:<state fd>:<geometry>:local:peer:spawn`.
+ * -errno (and why) when it cannot: the caller leaves for TCP instead.
+ */
+static int xway_xen_exec_carry(struct xway_exec_acc *a, struct xway_conn *c,
+			       const struct xway_fdlist *l, char *why, size_t why_len)
+{
+	struct xway_xen_vchan v;
+	char rec[512], hex1[64], hex2[64], hexg[2 * sizeof(v) + 1];
+	int efd, epfd, gfd = -1, r;
+
+	if ((r = xway_chan_xen_exec_fds(c->chan, &efd, &epfd)) < 0)
+		return r;
+	if (a->nxen_gfd >= (int)(sizeof(a->xen_gfd) / sizeof(a->xen_gfd[0])))
+		return -ENOSPC;
+	if ((r = xway_xen_remap(c, &gfd, &v, why, why_len)) < 0)
+		return r;
+	a->xen_gfd[a->nxen_gfd++] = gfd;
+	if ((r = xway_exec_keep(a, efd)) < 0 || (r = xway_exec_keep(a, epfd)) < 0)
+		return r;
+	{
+		int fl = real.fcntl(gfd, F_GETFD, 0);
+		if (fl < 0 || real.fcntl(gfd, F_SETFD, fl & ~FD_CLOEXEC) != 0)
+			return -EBADF;
+	}
+	if (xway_chan_before_exec)
+		xway_chan_before_exec(c->chan);
+	if (!a->ncon && xway_exec_append(a, XWAY_EXEC_ENV "=" XWAY_EXEC_VER) < 0)
+		return -ENOMEM;
+	xway_exec_append(a, ";");
+	for (int k = 0; k < l->n; k++) {
+		snprintf(rec, sizeof(rec), k ? ",%d" : "%d", l->fds[k]);
+		xway_exec_append(a, rec);
+	}
+	xway_hex(hex1, &c->local, sizeof(c->local));
+	xway_hex(hex2, &c->peer, sizeof(c->peer));
+	xway_hex(hexg, &v, sizeof(v));
+	snprintf(rec, sizeof(rec), ":%d:%016llx:X%d:%d:%d:%s:%s:%s:%d", c->side,
+		 (unsigned long long)c->cookie, gfd, efd, epfd, hexg, hex1, hex2, a->spawn);
+	if (xway_exec_append(a, rec) < 0)
+		return -ENOMEM;
+	a->handed[a->ncon++] = c;
+	return 0;
+}
+
 /* Before the exec: PENDING/FLUSH connections go to plain TCP with every
  * owed byte written (the new image cannot finish them); ACCEL ones with a
  * surviving fd are written into the state. */
 static int xway_exec_prepare(struct xway_exec_acc *a)
 {
 	char rec[512], hex1[64], hex2[64];
-	int first = 1;
 
 	xway_fd_foreach(xway_exec_collect, a);
 	for (int i = 0; i < a->nseen; i++) {
@@ -797,8 +886,21 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 			continue;
 		}
 		if (xway_chan_backend(c->chan) == XWAY_BACKEND_XEN) {
-			/* The new image gets the socket, on plain TCP. */
-			xway_lc_xen_leave(c, "exec");
+			char why[160] = "";
+			int r = xway_xen_exec_carry(a, c, &l, why, sizeof(why));
+
+			if (r == -ENOMEM)
+				return r;
+			if (r < 0) {
+				/* The new image gets the socket, on plain TCP. */
+				char m[240];
+
+				snprintf(m, sizeof(m), "exec (%s)", why[0] ? why
+					 : r == -EBUSY ? "peeked bytes not yet read"
+					 : r == -EOPNOTSUPP ? "the connecting end's grants "
+					 "cannot be mapped again" : strerror(-r));
+				xway_lc_xen_leave(c, m);
+			}
 			continue;
 		}
 		int ncf = xway_chan_fds(c->chan, cf, 4);
@@ -816,9 +918,8 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 			    real.fcntl(cf[k], F_SETFD, fl & ~FD_CLOEXEC) == 0)
 				a->restore[a->nrestore++] = cf[k];
 		}
-		if (first && xway_exec_append(a, XWAY_EXEC_ENV "=" XWAY_EXEC_VER) < 0)
+		if (!a->ncon && xway_exec_append(a, XWAY_EXEC_ENV "=" XWAY_EXEC_VER) < 0)
 			return -ENOMEM;
-		first = 0;
 		xway_exec_append(a, ";");
 		for (int k = 0; k < l.n; k++) {
 			snprintf(rec, sizeof(rec), k ? ",%d" : "%d", l.fds[k]);
@@ -843,6 +944,11 @@ static void xway_exec_undo(struct xway_exec_acc *a)
 		if (fl >= 0)
 			real.fcntl(a->restore[i], F_SETFD, fl | FD_CLOEXEC);
 	}
+	/* The exec failed: the grant maps made for the new image go (their
+	 * descriptor is their only holder). */
+	for (int i = 0; i < a->nxen_gfd; i++)
+		real.close(a->xen_gfd[i]);
+	a->nxen_gfd = 0;
 }
 
 static void xway_exec_release(struct xway_exec_acc *a)
@@ -1356,11 +1462,21 @@ static int xway_reattach_one(char *rec)
 	cookie = strtoull(f[2], &end, 16);
 	if (*end)
 		return -EINVAL;
-	for (int k = 0; k < 4; k++) {
-		long v = strtol(f[3 + k], &end, 10);
-		if (*end || v < (k == 3 ? -1 : 0) || v > INT_MAX || f[3 + k][0] == 0)
+	/* A Xen client end (xway_xen_exec_carry): X<grant fd>, the event
+	 * channel's fd, the state memfd, then the REMAP's geometry. */
+	int xen = f[3][0] == 'X';
+	struct xway_xen_vchan geo;
+	for (int k = 0; k < (xen ? 3 : 4); k++) {
+		const char *t = f[3 + k] + (xen && k == 0);
+		long v = strtol(t, &end, 10);
+		if (*end || v < (k == 3 ? -1 : 0) || v > INT_MAX || t[0] == 0)
 			return -EINVAL;
 		cf[k] = (int)v;
+	}
+	if (xen) {
+		if (xway_unhex(f[6], strlen(f[6]), &geo, sizeof(geo)) < 0)
+			return -EINVAL;
+		cf[3] = -1;
 	}
 	if (xway_unhex(f[7], strlen(f[7]), &local, sizeof(local)) < 0 ||
 	    xway_unhex(f[8], strlen(f[8]), &peer, sizeof(peer)) < 0)
@@ -1386,18 +1502,35 @@ static int xway_reattach_one(char *rec)
 			return -EBADF;
 		}
 	}
-	if (!xway_is_eventfd(cf[1]) || !xway_is_eventfd(cf[2]) || !xway_chan_local_attach) {
-		XDBG("exec: fds %d/%d are not eventfds", cf[1], cf[2]);
-		return -EBADF;
+	int carried;
+	if (xen) {
+		/* The grant and event-channel descriptors are character
+		 * devices; the state memfd is checked by the re-attach (sealed,
+		 * size, magic, side). */
+		struct stat st0, st1;
+		if (fstat(cf[0], &st0) != 0 || !S_ISCHR(st0.st_mode) ||
+		    fstat(cf[1], &st1) != 0 || !S_ISCHR(st1.st_mode)) {
+			XDBG("exec: Xen fds %d/%d are not devices", cf[0], cf[1]);
+			return -EBADF;
+		}
+		r = xway_chan_xen_reattach(cf, &geo, &chan);
+		if (r < 0)
+			return r;
+		carried = 1;
+	} else {
+		if (!xway_is_eventfd(cf[1]) || !xway_is_eventfd(cf[2]) || !xway_chan_local_attach) {
+			XDBG("exec: fds %d/%d are not eventfds", cf[1], cf[2]);
+			return -EBADF;
+		}
+		/* The attach checks the memfd: sealed, geometry, magic, cookie;
+		 * the re-attach also the carried state: sealed size, cookie,
+		 * side, its indices against the ring. */
+		carried = cf[3] >= 0 && xway_chan_local_reattach;
+		r = carried ? xway_chan_local_reattach(cf, side, (uint64_t)cookie, &p, &chan)
+			    : xway_chan_local_attach(cf, side, (uint64_t)cookie, &p, &chan);
+		if (r < 0)
+			return r;
 	}
-	/* The attach checks the memfd: sealed, geometry, magic, cookie; the
-	 * re-attach also the carried state: sealed size, cookie, side, its
-	 * indices against the ring. */
-	int carried = cf[3] >= 0 && xway_chan_local_reattach;
-	r = carried ? xway_chan_local_reattach(cf, side, (uint64_t)cookie, &p, &chan)
-		    : xway_chan_local_attach(cf, side, (uint64_t)cookie, &p, &chan);
-	if (r < 0)
-		return r;
 	/* Channel fds are CLOEXEC again (they were cleared for this exec). */
 	{
 		int own[4], n = xway_chan_fds(chan, own, 4);
@@ -1596,6 +1729,7 @@ XWAY_EXPORT int prctl(int option, ...)
 		xway_lc_prepare_sandbox();
 		if (option == PR_SET_SECCOMP) {
 			/* membarrier() may be forbidden from now on. */
+			xway_xen_leave_all("seccomp filter");
 			xway_chan_before_sandbox();
 			xway_lc_sandboxed = 1;
 		}

@@ -247,6 +247,18 @@ int  xway_chan_xen_fork_prepare(struct xway_chan *c, int gfd, const struct xway_
 void xway_chan_xen_fork_child(struct xway_chan *c);
 void xway_chan_xen_fork_parent(struct xway_chan *c);
 void xway_chan_xen_others_hold(struct xway_chan *c);
+/*
+ * An exec that keeps a Xen client end (docs/DESIGN.md §7.2): exec_fds gives
+ * the event channel and endpoint-state descriptors the new image needs
+ * besides a REMAP'd grant descriptor (-EOPNOTSUPP for a server end or an
+ * end without a state memfd: it leaves for TCP instead); the new image
+ * calls reattach with [gntdev, evtchn, state memfd] and the REMAP's
+ * geometry (all three taken, even on failure... except the state memfd,
+ * which stays the caller's on failure).
+ */
+int  xway_chan_xen_exec_fds(struct xway_chan *c, int *evtchn_fd, int *ep_fd);
+int  xway_chan_xen_reattach(const int fds[3], const struct xway_xen_vchan *v,
+			    struct xway_chan **out);
 
 enum xway_backend xway_chan_backend(const struct xway_chan *c);
 int  xway_chan_side(const struct xway_chan *c);

@@ -104,6 +104,11 @@ struct xw_ep {
 
 	/* Trusted statistics (the ctl copies are for display only). */
 	_Atomic uint64_t st_tx, st_rx, st_wakeups, st_sleeps;
+	/* Xen ends (shim/chan/xen.c xen_wait): notifications consumed and
+	 * threads asleep, shared by every process holding the end (fork,
+	 * exec), since they all read one event channel. */
+	_Atomic unsigned xen_acks;
+	_Atomic int      xen_sleepers;
 };
 
 struct xway_chan {
@@ -127,15 +132,12 @@ struct xway_chan {
 
 	/* ---- xen backend ---- */
 	struct xw_xen *xen;                /* process-private (malloc) */
-	/* In this MAP_SHARED object, so that the processes of a followed
-	 * fork see each other's acks and sleeps (shim/chan/xen.c xen_wait). */
-	_Atomic unsigned xen_acks;
-	_Atomic int      xen_sleepers;
 };
 
 /* local.c */
 extern const struct xway_chan_ops xw_local_ops;
 struct xway_chan *xw_chan_alloc(int want_fd);
+struct xway_chan *xw_chan_alloc_carried(int ep_fd);
 void xw_chan_free(struct xway_chan *c);
 int  xw_fd_to_high(int fd);
 

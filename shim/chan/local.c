@@ -192,6 +192,8 @@ static int ep_memfd(size_t len, int base)
  * whose locks and indices are live in other processes: nothing in it is
  * initialised here.
  */
+static int check_ep_fd(int fd);
+
 static struct xway_chan *chan_alloc(int want_fd, int ep_fd, int base)
 {
 	void *m = mmap(NULL, sizeof(struct xway_chan), PROT_READ | PROT_WRITE,
@@ -231,6 +233,15 @@ static struct xway_chan *chan_alloc(int want_fd, int ep_fd, int base)
 struct xway_chan *xw_chan_alloc(int want_fd)
 {
 	return chan_alloc(want_fd, -1, -1);
+}
+
+/* An end whose state an exec carried (a Xen end, shim/chan/xen.c): the
+ * memfd is checked as a local one's, its content by the caller. */
+struct xway_chan *xw_chan_alloc_carried(int ep_fd)
+{
+	if (check_ep_fd(ep_fd) < 0)
+		return NULL;
+	return chan_alloc(0, ep_fd, -1);
 }
 
 void xw_chan_free(struct xway_chan *c)

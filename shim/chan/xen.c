@@ -100,7 +100,7 @@ struct xw_xen {
 	 * a notification (xen_ack) may take the one another thread (or,
 	 * after a followed fork, another process) was about to sleep for.
 	 * The counts of consumed notifications and of sleepers live in the
-	 * shared struct xway_chan (xen_acks, xen_sleepers; see xen_wait). */
+	 * shared endpoint state (ep->xen_acks, xen_sleepers; see xen_wait). */
 	void    *map;                   /* fd-based end: our mapping, else NULL */
 	size_t   map_len;
 	/* The process that mapped the rings.  A fork child of the client
@@ -502,7 +502,7 @@ static void xen_ack(struct xway_chan *c)
 		lib.wait(x->v);
 		/* Release: orders the consumed notification before a waiter's
 		 * acquire re-read of acks, so it re-checks the rings. */
-		atomic_fetch_add_explicit(&c->xen_acks, 1, memory_order_release);
+		atomic_fetch_add_explicit(&c->ep->xen_acks, 1, memory_order_release);
 	}
 	if (x->decision && x->epfd >= 0 && !x->decision_drained &&
 	    xway_chan_attached(x->decision) != XWAY_ATTACH_PENDING) {
@@ -581,7 +581,7 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 		int64_t left = -1;
 		long r;
 		/* Acquire: pairs with xen_ack's release increment. */
-		unsigned a0 = atomic_load_explicit(&c->xen_acks, memory_order_acquire);
+		unsigned a0 = atomic_load_explicit(&c->ep->xen_acks, memory_order_acquire);
 
 		m = xen_poll(c);     /* re-checks after asking for notification */
 		if (m & want)
@@ -596,13 +596,13 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 		}
 		/* Acquire: as above; a notification consumed since a0 may
 		 * have been ours. */
-		if (atomic_load_explicit(&c->xen_acks, memory_order_acquire) != a0)
+		if (atomic_load_explicit(&c->ep->xen_acks, memory_order_acquire) != a0)
 			continue;
 		/* Others that may consume our notification: threads in here,
 		 * and poll()/epoll watchers of the endpoint (xway_chan_sleeper),
 		 * which consume it in xen_arm / xen_ack. */
 		int64_t slice = XW_XEN_ALONE_SLICE_NS;
-		if (atomic_load_explicit(&c->xen_sleepers, memory_order_relaxed) > 1 ||
+		if (atomic_load_explicit(&c->ep->xen_sleepers, memory_order_relaxed) > 1 ||
 		    atomic_load_explicit(&c->ep->sleep_in, memory_order_relaxed) > 0 ||
 		    atomic_load_explicit(&c->ep->sleep_out, memory_order_relaxed) > 0)
 			slice = XW_XEN_SHARED_SLICE_NS;
@@ -645,9 +645,9 @@ static int xen_wait(struct xway_chan *c, unsigned events, int extra_fd,
 
 	/* Relaxed: only decides between slices and one long sleep; a stale
 	 * count costs one slice or is caught by the acks re-check. */
-	atomic_fetch_add_explicit(&c->xen_sleepers, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->ep->xen_sleepers, 1, memory_order_relaxed);
 	r = xen_wait_one(c, events, extra_fd, timeout_ms, masked ? &old : NULL);
-	atomic_fetch_sub_explicit(&c->xen_sleepers, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&c->ep->xen_sleepers, 1, memory_order_relaxed);
 	if (masked)
 		xw_sys_sigmask(SIG_SETMASK, &old, NULL);
 	return r;
@@ -874,8 +874,10 @@ static void *vc_ring_buffer(uint8_t *base, uint32_t order, uint32_t first)
 	return base + (size_t)first * 4096;
 }
 
+/* ep_fd >= 0: the end's state carried over an exec (the client end's
+ * grants mapped again through REMAP); its locks and flags are live. */
 static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vchan *g,
-			const struct xway_chan_params *p, struct xway_chan **out)
+			const struct xway_chan_params *p, int ep_fd, struct xway_chan **out)
 {
 	struct libxenvchan *v = NULL;
 	struct xway_chan *c = NULL;
@@ -913,11 +915,20 @@ static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vcha
 	gfd = -1;
 	x = calloc(1, sizeof(*x));
 	v = calloc(1, sizeof(*v));
-	c = xw_chan_alloc(0);
+	/* The client end's state in a memfd, so that an exec can carry it
+	 * (fork shares it either way).  The server end's grants cannot be
+	 * mapped again after an exec (gntalloc's descriptor is closed once
+	 * mapped): it leaves instead, and saves the descriptor (a client
+	 * with 1000 connections). */
+	c = ep_fd >= 0 ? xw_chan_alloc_carried(ep_fd) : xw_chan_alloc(!server);
 	if (x)
 		x->stash = malloc(XW_XEN_STASH_MAX);
 	if (!x || !v || !c || !x->stash) {
-		e = -ENOMEM;
+		e = ep_fd >= 0 && !c ? -EINVAL : -ENOMEM;
+		goto fail;
+	}
+	if (ep_fd >= 0 && (c->ep->magic != XW_EP_MAGIC || c->ep->side != (server ? 1u : 0u))) {
+		e = -EPERM;            /* not the state of this kind of end */
 		goto fail;
 	}
 	v->event = evl.fdopen(NULL, efd, 0);
@@ -945,7 +956,7 @@ static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vcha
 	right->shr = &v->ring->right;
 	left->buffer = vc_ring_buffer(base, g->left_order, 1);
 	right->buffer = vc_ring_buffer(base, g->right_order, 1 + nl);
-	if (!server) {
+	if (!server && ep_fd < 0) {
 		/* libxenvchan_client_init: connected, ask to be told of the
 		 * server's writes, wake it.  Release: both stores before the
 		 * notify (a hypercall, itself a full barrier). */
@@ -967,6 +978,12 @@ static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vcha
 	c->pollfd = x->evfd = lib.fd_for_select(v);
 	c->tx.size = 1u << v->write.order;
 	c->spin_ns = 0;
+	if (ep_fd < 0) {
+		c->ep->side = (uint32_t)c->side;
+		/* Release: the fields above before the magic an exec'd image
+		 * checks (it maps the memfd after our exec). */
+		__atomic_store_n(&c->ep->magic, XW_EP_MAGIC, __ATOMIC_RELEASE);
+	}
 	*out = c;
 	return 0;
 fail:
@@ -976,8 +993,11 @@ fail:
 	if (x)
 		free(x->stash);
 	free(x);
-	if (c)
+	if (c) {
+		if (ep_fd >= 0)
+			c->ep_fd = -1;     /* the caller's, as the other fds */
 		xw_chan_free(c);
+	}
 	if (base != MAP_FAILED)
 		munmap(base, (size_t)g->map_pages * 4096);
 	if (gfd >= 0)
@@ -990,13 +1010,40 @@ fail:
 int xway_chan_xen_server_fds(const int fds[2], const struct xway_xen_vchan *v,
 			     const struct xway_chan_params *p, struct xway_chan **out)
 {
-	return xen_init_fds(1, fds, v, p, out);
+	return xen_init_fds(1, fds, v, p, -1, out);
 }
 
 int xway_chan_xen_client_fds(const int fds[2], const struct xway_xen_vchan *v,
 			     const struct xway_chan_params *p, struct xway_chan **out)
 {
-	return xen_init_fds(0, fds, v, p, out);
+	return xen_init_fds(0, fds, v, p, -1, out);
+}
+
+int xway_chan_xen_reattach(const int fds[3], const struct xway_xen_vchan *v,
+			   struct xway_chan **out)
+{
+	if (out)
+		*out = NULL;
+	if (!fds || fds[2] < 0)
+		return -EBADF;
+	return xen_init_fds(0, fds, v, NULL, fds[2], out);
+}
+
+int xway_chan_xen_exec_fds(struct xway_chan *c, int *evtchn_fd, int *ep_fd)
+{
+	int need = xway_chan_xen_fork_need(c), fl;
+
+	if (need < 0)
+		return need;
+	if (need != 1 || c->ep_fd < 0)
+		return -EOPNOTSUPP;    /* server end (gntalloc), or no state memfd */
+	/* Shared with the new image from now on (see fork_prepare). */
+	fl = fcntl(c->xen->evfd, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(c->xen->evfd, F_SETFL, fl | O_NONBLOCK);
+	*evtchn_fd = c->xen->evfd;
+	*ep_fd = c->ep_fd;
+	return 0;
 }
 
 /* Every descriptor of the endpoint: the one the app's waits see (the
@@ -1011,6 +1058,8 @@ int xw_xen_fds(const struct xway_chan *c, int *fds, int max)
 		fds[n++] = c->pollfd;
 	if (n < max && x && x->evfd >= 0 && x->evfd != c->pollfd)
 		fds[n++] = x->evfd;
+	if (n < max && c->ep_fd >= 0)
+		fds[n++] = c->ep_fd;
 	if (x && x->decision)
 		for (int i = 0; i < 3 && n < max; i++)
 			if (x->decision->fds[i] >= 0)

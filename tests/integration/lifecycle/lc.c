@@ -2580,7 +2580,9 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
  * One end of a connection in each domain: `xway-lc remote-server` (on the
  * server's host) listens on XWAY_TEST_BIND, prints "PORT PID" and echoes
  * one connection until EOF (XWAY_TEST_SERVE=fork: the accepting process
- * forks, closes its copy, and the child echoes, as forking servers do);
+ * forks, closes its copy, and the child echoes, as forking servers do;
+ * XWAY_TEST_SERVE=exec: the child then execs itself with the connection
+ * as fd 0 and 1 and echoes there, as inetd's services and sshd do);
  * `xway-lc remote-CASE PORT` (on the other host) connects to
  * XWAY_TEST_HOST:PORT and runs CASE over the echo: the payload is 64 KiB
  * blocks, each read back and compared.  These never appear in `list`
@@ -2644,7 +2646,7 @@ static int remote_server(void)
 	fd = accept(l, NULL, NULL);
 	CHECK(fd >= 0, "accept");
 	close(l);
-	if (serve && !strcmp(serve, "fork")) {
+	if (serve && (!strcmp(serve, "fork") || !strcmp(serve, "exec"))) {
 		child = fork();
 		CHECK(child >= 0, "fork");
 		if (child > 0) {
@@ -2652,6 +2654,15 @@ static int remote_server(void)
 			int rc = reap(child);
 			CHECK(rc == 0, "the serving child ended with %d", rc);
 			return 0;
+		}
+		if (!strcmp(serve, "exec")) {
+			/* inetd's and sshd's way: the connection as the new
+			 * image's standard input and output. */
+			CHECK(dup2(fd, 0) == 0 && dup2(fd, 1) == 1, "dup2");
+			if (fd > 1)
+				close(fd);
+			execl("/proc/self/exe", "xway-lc", "remote-serve-stdio", (char *)NULL);
+			CHECK(0, "exec of remote-serve-stdio");
 		}
 	}
 	while ((r = read(fd, b, sizeof(b))) != 0) {
@@ -2665,6 +2676,27 @@ static int remote_server(void)
 	CHECK(close(fd) == 0, "close");
 	fprintf(stderr, "remote-server: echoed %llu bytes%s\n", (unsigned long long)total,
 		child == 0 && serve ? " (forked child)" : "");
+	return 0;
+}
+
+/* The exec'ed half of XWAY_TEST_SERVE=exec: echo stdin to stdout (one
+ * connection) until EOF. */
+static int remote_serve_stdio(void)
+{
+	static char b[65536];
+	uint64_t total = 0;
+	ssize_t r;
+
+	while ((r = read(0, b, sizeof(b))) != 0) {
+		if (r < 0 && errno == EINTR)
+			continue;
+		CHECK(r > 0, "echo read after %llu bytes", (unsigned long long)total);
+		write_all(1, b, (size_t)r);
+		total += (uint64_t)r;
+	}
+	check_path(0, 2 * total);
+	fprintf(stderr, "remote-server: echoed %llu bytes (exec'ed image)\n",
+		(unsigned long long)total);
 	return 0;
 }
 
@@ -2781,6 +2813,10 @@ static int remote_main(int argc, char **argv)
 	if (!strcmp(argv[1], "remote-server")) {
 		tcase = "remote-server";
 		return remote_server();
+	}
+	if (!strcmp(argv[1], "remote-serve-stdio")) {
+		tcase = "remote-serve-stdio";
+		return remote_serve_stdio();
 	}
 	if (argc == 3 && !strcmp(argv[1], "remote-exec-child")) {
 		tcase = "remote-exec-child";

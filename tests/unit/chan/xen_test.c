@@ -472,6 +472,73 @@ Test(xen, fd_ends_follow_fork, .timeout = 60)
 	xway_chan_close(s);
 }
 
+/* Check that a client end crosses an exec (docs/DESIGN.md §7.2): the new
+ * image (here a fork child that builds a new end, as the shim's re-attach
+ * does) gets a REMAP'd grant descriptor, the event channel and the state
+ * memfd, and talks on the same channel with the same shared state (the
+ * embedder's word); a server end, a state descriptor that is no state
+ * memfd, and a geometry that is not the channel's are refused. */
+Test(xen, fd_ends_carried_over_exec, .timeout = 60)
+{
+	int gnt[2], ev[2], re, efd = -1, epfd = -1, st = -1;
+	struct xway_xen_vchan v, bad;
+	struct xway_chan *s = NULL, *c = NULL, *n = NULL;
+	char buf[64];
+	pid_t pid;
+
+	fd_pair_setup(gnt, ev, &v);
+	re = dup(gnt[0]);
+	cr_assert(re >= 0);
+	cr_assert_eq(xway_chan_xen_server_fds((int[2]){ gnt[0], ev[0] }, &v, NULL, &s), 0);
+	cr_assert_eq(xway_chan_xen_client_fds((int[2]){ gnt[1], ev[1] }, &v, NULL, &c), 0);
+	cr_assert_eq(xway_chan_xen_exec_fds(s, &efd, &epfd), -EOPNOTSUPP,
+		     "a server end's grants cannot be mapped again");
+	cr_assert_eq(xway_chan_xen_exec_fds(c, &efd, &epfd), 0);
+	cr_assert(efd >= 0 && epfd >= 0);
+	*(int *)xway_chan_user_word(c) = 7;
+	/* Refused: not a state memfd; not this channel's geometry. */
+	int bogus = eventfd(0, EFD_CLOEXEC);
+	cr_assert_eq(xway_chan_xen_reattach((int[3]){ dup(re), dup(efd), bogus }, &v, &n), -EINVAL);
+	cr_assert_null(n);
+	close(bogus);
+	bad = v;
+	bad.map_pages = 7;
+	cr_assert_eq(xway_chan_xen_reattach((int[3]){ dup(re), dup(efd), dup(epfd) }, &bad, &n),
+		     -EINVAL);
+	cr_assert_eq(xway_chan_send(s, "before", 6), 6);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int ok = xway_chan_xen_reattach((int[3]){ re, dup(efd), dup(epfd) }, &v, &n) == 0;
+		ssize_t r = -EAGAIN;
+
+		ok = ok && *(int *)xway_chan_user_word(n) == 7;
+		ok = ok && xway_chan_recv(n, buf, sizeof(buf), 0) == 6 && !memcmp(buf, "before", 6);
+		ok = ok && xway_chan_send(n, "new-image", 9) == 9;
+		for (int i = 0; ok && i < 5000 && r == -EAGAIN; i++) {
+			r = xway_chan_recv(n, buf, sizeof(buf), 0);
+			if (r == -EAGAIN)
+				usleep(1000);
+		}
+		ok = ok && r == 5 && !memcmp(buf, "reply", 5);
+		_exit(ok ? 0 : 1);
+	}
+	close(re);
+	ssize_t r = -EAGAIN;
+	for (int i = 0; i < 5000 && r == -EAGAIN; i++) {
+		r = xway_chan_recv(s, buf, sizeof(buf), 0);
+		if (r == -EAGAIN)
+			usleep(1000);
+	}
+	cr_assert_eq(r, 9, "the new image's bytes: %zd", r);
+	cr_assert_eq(memcmp(buf, "new-image", 9), 0);
+	cr_assert_eq(xway_chan_send(s, "reply", 5), 5);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the new image's side (status %d)", st);
+	xway_chan_close(c);
+	xway_chan_close(s);
+}
+
 /* Check the descriptors of a pending Xen client (the vchan server end plus
  * the offer's local decision channel): all five are the endpoint's own
  * (close_range and close() must spare them, which used to know only the

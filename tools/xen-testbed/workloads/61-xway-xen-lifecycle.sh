@@ -14,8 +14,13 @@
 # the channel) or on TCP.  fork, fork-handoff and fork-serve follow the
 # fork on the Xen channel (docs/DESIGN.md §7.2: the child of a client end
 # maps the grants again through its broker's REMAP): their records say
-# xen with the payload on the channel.  exec leaves the Xen channel for
-# TCP at the exec: its record says tcp, reason left-channel.  LC_GAP_CASES (none now) would run
+# xen with the payload on the channel.  exec-serve (the accepting
+# process forks, the child execs itself with the connection as fd 0/1,
+# as inetd and sshd do) carries the server's end over the exec (REMAP
+# again, the event channel and the end's state memfd cross it): xen too.
+# remote-exec execs at the connecting end, whose grants (gntalloc) cannot
+# be mapped again: it leaves the channel for TCP at the exec, its record
+# says tcp, reason left-channel.  LC_GAP_CASES (none now) would run
 # with a 60 s bound and be reported ("gap" or "now passes") without
 # failing the workload.
 set -u
@@ -34,7 +39,7 @@ save() {
 trap save EXIT
 tb_xwayd_start
 export XWAY_BROKER_TIMEOUT_MS=3000
-cases=${LC_CASES:-"remote-echo remote-dup remote-fork remote-fork-handoff remote-exec fork-serve"}
+cases=${LC_CASES:-"remote-echo remote-dup remote-fork remote-fork-handoff remote-exec fork-serve exec-serve"}
 gaps=${LC_GAP_CASES-""}
 limit=330            # per process; xway-lc's own alarm() is 300 s
 shim_env=(LD_PRELOAD=$lib XWAY_BROKER_SOCK=$sock)
@@ -44,6 +49,7 @@ fail=0; npass=0
 serve() {
 	local tc=$1 spid port="" pid extra=()
 	[ "$tc" = fork-serve ] && extra=(XWAY_TEST_SERVE=fork)
+	[ "$tc" = exec-serve ] && extra=(XWAY_TEST_SERVE=exec)
 	env "${shim_env[@]}" "${extra[@]}" XWAY_TEST_BIND="$TB_SELF_IP" timeout -s KILL $limit \
 		"$lc" remote-server > "$d/$tc.s.out" 2> "$d/$tc.s.err" &
 	spid=$!
@@ -62,7 +68,7 @@ serve() {
 
 connect() {
 	local tc=$1 port c=$1
-	[ "$tc" = fork-serve ] && c=remote-echo
+	case $tc in fork-serve|exec-serve) c=remote-echo ;; esac
 	port=$(tb_wait "lc/$tc/port" 300) || { echo "$tc: the peer never listened" >&2; rc_of[$tc]=1; return; }
 	[ "$port" = none ] && { rc_of[$tc]=1; return; }
 	port_of[$tc]=$port
@@ -113,7 +119,7 @@ for tc in $cases $gaps; do
 	# What this broker must have recorded: the channel for echo, dup and
 	# the forks; for an exec, the leave for TCP (never a silent fallback).
 	case $tc in
-	remote-echo|remote-dup|remote-fork|remote-fork-handoff|fork-serve)
+	remote-echo|remote-dup|remote-fork|remote-fork-handoff|fork-serve|exec-serve)
 		[ "$backend" = xen ] && [ $chan -gt 0 ] ||
 			{ echo "$tc: not on the Xen channel (${backend:-no record}, $chan B)" >&2; fail=1; } ;;
 	remote-exec)
