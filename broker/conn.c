@@ -925,6 +925,68 @@ void xwayd_remap(struct xwayd_client *c, const struct xway_req *r, int fd)
 		   (unsigned long long)k->cookie, (int)c->pid);
 }
 
+/* ---- XEN_MUTE / XEN_NOTIFY --------------------------------------------------- */
+
+#define XWAYD_MUTE_MAX 4096     /* registered ports per link */
+
+void xwayd_xen_mute(struct xwayd_client *c, const struct xway_req *r, int fd)
+{
+	uint32_t port = r->u.xen_port.port;
+	int e = xwayd_vchan_evtchn_ok(fd);
+
+	if (!e && !c->xen_mute)
+		c->xen_mute = g_hash_table_new(g_direct_hash, g_direct_equal);
+	if (!e && g_hash_table_size(c->xen_mute) >= XWAYD_MUTE_MAX &&
+	    !g_hash_table_contains(c->xen_mute, GUINT_TO_POINTER(port)))
+		e = -ENOSPC;
+	if (e) {
+		close(fd);
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_CHAN, 0,
+				  "XEN_MUTE: %s", e == -ENOSPC ? "too many ports on this link"
+				  : "descriptor is not an event channel");
+		return;
+	}
+	/* The same port again (a re-registration): the newer descriptor. */
+	gpointer old = g_hash_table_lookup(c->xen_mute, GUINT_TO_POINTER(port));
+	if (old)
+		close(GPOINTER_TO_INT(old) - 1);
+	g_hash_table_insert(c->xen_mute, GUINT_TO_POINTER(port), GINT_TO_POINTER(fd + 1));
+	xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, 0, 0, 0, "notifying port %u", port);
+	XLOG_DEBUG("pid %d: event port %u notified by the broker from now on (sandbox)",
+		   (int)c->pid, port);
+}
+
+void xwayd_xen_notify(struct xwayd_client *c, const struct xway_req *r)
+{
+	gpointer v = c->xen_mute ? g_hash_table_lookup(c->xen_mute,
+						       GUINT_TO_POINTER(r->u.xen_port.port)) : NULL;
+	int e;
+
+	if (!v) {
+		xd->st.proto_errors++;
+		XLOG_DEBUG("pid %d: XEN_NOTIFY for port %u it did not register",
+			   (int)c->pid, r->u.xen_port.port);
+		return;
+	}
+	if ((e = xwayd_vchan_notify(GPOINTER_TO_INT(v) - 1, r->u.xen_port.port)) < 0)
+		XLOG_DEBUG("pid %d: notifying port %u: %s", (int)c->pid,
+			   r->u.xen_port.port, g_strerror(-e));
+}
+
+void xwayd_xen_mute_gone(struct xwayd_client *c)
+{
+	GHashTableIter it;
+	gpointer k, v;
+
+	if (!c->xen_mute)
+		return;
+	g_hash_table_iter_init(&it, c->xen_mute);
+	while (g_hash_table_iter_next(&it, &k, &v))
+		close(GPOINTER_TO_INT(v) - 1);
+	g_hash_table_destroy(c->xen_mute);
+	c->xen_mute = NULL;
+}
+
 /* ---- WITHDRAW ------------------------------------------------------------- */
 
 void xwayd_withdraw(struct xwayd_client *c, const struct xway_req *r)

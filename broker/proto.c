@@ -156,6 +156,8 @@ static const struct msg_shape shapes[] = {
 	[XWAY_MSG_WITHDRAW]   = { sizeof(struct xway_withdraw), 0, 0 },
 	[XWAY_MSG_REPORT]     = { sizeof(struct xway_report), 0, 0 },
 	[XWAY_MSG_REMAP]      = { sizeof(struct xway_claim), 1, 1 },
+	[XWAY_MSG_XEN_MUTE]   = { sizeof(struct xway_xen_port), 1, 1 },
+	[XWAY_MSG_XEN_NOTIFY] = { sizeof(struct xway_xen_port), 0, 0 },
 	[XWAY_MSG_QUERY]      = { sizeof(struct xway_query), 0, 0 },
 };
 
@@ -233,6 +235,14 @@ int xway_msg_parse(const void *buf, size_t len, unsigned nfds,
 		}
 		if (req->u.offer.backend != 1 && req->u.offer.backend != 2) {
 			*why = "offer backend is neither local nor xen";
+			return -EBADMSG;
+		}
+		return 0;
+	case XWAY_MSG_XEN_MUTE:
+	case XWAY_MSG_XEN_NOTIFY:
+		/* Event-channel ports: non-zero, 17 bits (FIFO ABI). */
+		if (req->u.xen_port.port == 0 || req->u.xen_port.port >= (1u << 17)) {
+			*why = "event-channel port out of range";
 			return -EBADMSG;
 		}
 		return 0;

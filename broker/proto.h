@@ -27,6 +27,7 @@ struct xway_req {
 		struct xway_offer offer;
 		struct xway_claim claim;
 		struct xway_withdraw withdraw;
+		struct xway_xen_port xen_port;
 		struct xway_report report;
 		struct xway_query query;
 	} u;

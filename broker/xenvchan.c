@@ -40,6 +40,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <xen/xen.h>
@@ -540,4 +541,31 @@ out_evtchn:
 	free(refs);
 	close(efd);
 	return e;
+}
+
+int xwayd_vchan_evtchn_ok(int fd)
+{
+	struct stat st, dev;
+
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	if (fake_dev())
+		return S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) ? -EINVAL : 0;
+	if (!S_ISCHR(st.st_mode) || stat("/dev/xen/evtchn", &dev) != 0 ||
+	    st.st_rdev != dev.st_rdev)
+		return -EINVAL;
+	return 0;
+}
+
+int xwayd_vchan_notify(int fd, uint32_t port)
+{
+	if (fake_dev()) {
+		uint64_t one = 1;
+
+		return write(fd, &one, sizeof(one)) == sizeof(one) ? 0 : -errno;
+	}
+	/* The driver notifies only a port bound on this descriptor. */
+	struct ioctl_evtchn_notify n = { .port = port };
+
+	return ioctl(fd, IOCTL_EVTCHN_NOTIFY, &n) < 0 ? -errno : 0;
 }

@@ -58,6 +58,7 @@ static gboolean client_destroy(gpointer p)
 		   (unsigned long long)c->id, (int)c->pid, (int)c->uid);
 	xwayd_conn_client_gone(c);
 	xwayd_dir_client_gone(c);
+	xwayd_xen_mute_gone(c);
 	if (c->watch)
 		g_source_remove(c->watch);
 	if (c->out_watch)
@@ -218,6 +219,12 @@ static void dispatch(struct xwayd_client *c, const struct xway_req *r, int *fds)
 		break;
 	case XWAY_MSG_REMAP:
 		xwayd_remap(c, r, fds[0]);
+		break;
+	case XWAY_MSG_XEN_MUTE:
+		xwayd_xen_mute(c, r, fds[0]);
+		break;
+	case XWAY_MSG_XEN_NOTIFY:
+		xwayd_xen_notify(c, r);
 		break;
 	case XWAY_MSG_WITHDRAW:
 		xwayd_withdraw(c, r);

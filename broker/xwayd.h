@@ -62,6 +62,8 @@ struct xwayd_client {
 	unsigned errors;
 	unsigned noffers, nlisten;
 	bool dead;                     /* disconnect once the stack unwinds */
+	GHashTable *xen_mute;          /* event port -> its descriptor + 1
+					  (XEN_MUTE), or NULL */
 	guint reap;                    /* idle source that frees a dead client */
 };
 
@@ -234,6 +236,9 @@ void xwayd_conn_init(void);
 void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4]);
 void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd);
 void xwayd_remap(struct xwayd_client *c, const struct xway_req *r, int fd);
+void xwayd_xen_mute(struct xwayd_client *c, const struct xway_req *r, int fd);
+void xwayd_xen_notify(struct xwayd_client *c, const struct xway_req *r);
+void xwayd_xen_mute_gone(struct xwayd_client *c);
 void xwayd_withdraw(struct xwayd_client *c, const struct xway_req *r);
 void xwayd_report(struct xwayd_client *c, const struct xway_req *r);
 void xwayd_conn_client_gone(struct xwayd_client *c);
@@ -296,6 +301,10 @@ int xwayd_vchan_attach(uint32_t peer, uint32_t ring_ref, uint32_t remote_port,
 int xwayd_vchan_remap(const struct xwayd_vchan_grants *g, int *gfd,
 		      struct xway_xen_vchan *v, const char **why);
 void xwayd_vchan_grants_free(struct xwayd_vchan_grants *g);
+/* A sandboxed holder's event channel (XEN_MUTE): 0 if fd is one (an
+ * eventfd under the test stand-in), and the notification made for it. */
+int xwayd_vchan_evtchn_ok(int fd);
+int xwayd_vchan_notify(int fd, uint32_t port);
 /* libxenvchan's limits on a shared page's orders (pure, for tests). */
 int xwayd_vchan_orders_ok(uint32_t left_order, uint32_t right_order);
 

@@ -377,6 +377,34 @@ int xway_broker_fd(void)
 	return xway_bfd;
 }
 
+/*
+ * One packet without a reply, written with write(2) on the open link (a
+ * sandboxed process: sendmsg may be forbidden, and no lock is taken on the
+ * data path: a SEQPACKET write is one packet whatever other threads do).
+ * Never opens the link; -EAGAIN when its buffer is full (the broker is
+ * not reading: the caller's peer then notices at its next wait slice).
+ */
+int xway_broker_post(uint16_t type, const void *body, size_t len)
+{
+	struct {
+		struct xway_msg_hdr h;
+		unsigned char b[64];
+	} pkt;
+	int fd = __atomic_load_n(&xway_bfd, __ATOMIC_RELAXED);
+
+	if (fd < 0)
+		return -ENOTCONN;
+	if (len > sizeof(pkt.b))
+		return -EINVAL;
+	pkt.h = (struct xway_msg_hdr){
+		.magic = XWAY_PROTO_MAGIC, .version = XWAY_PROTO_VERSION,
+		.type = type, .len = (uint32_t)(sizeof(pkt.h) + len),
+	};
+	memcpy(pkt.b, body, len);
+	long r = XWAY_SYS(real.write(fd, &pkt, sizeof(pkt.h) + len));
+	return r < 0 ? (int)r : 0;
+}
+
 uint32_t xway_broker_mode(void)
 {
 	uint32_t m;

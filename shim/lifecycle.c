@@ -171,20 +171,51 @@ static void xway_lc_unshimmed_leave(struct xway_conn *c, const char *because)
 }
 
 /*
- * Every Xen connection of the process leaves for TCP: before a seccomp
- * filter goes in.  The channel needs an ioctl on the event channel for
- * every notification, which a filter may forbid or punish (OpenSSH's
- * preauth sandbox kills the process at the first one); local rings only
- * need read/write on eventfds and futexes.
+ * Before a seccomp filter goes in: a Xen channel needs an ioctl on the
+ * event channel for every notification, which a filter may forbid or
+ * punish (OpenSSH's preauth sandbox kills the process at the first one);
+ * local rings only need read/write on eventfds and futexes.  So each Xen
+ * connection hands its broker the event channel (XEN_MUTE) and from then
+ * on asks it for every notification with a write(2) on the link
+ * (XEN_NOTIFY); one that cannot (no link, refused) leaves for TCP.
  */
-static void xway_xen_leave_all(const char *why)
+static void xway_xen_mute_notify(void *arg)
+{
+	struct xway_xen_port p = { .port = (uint32_t)(uintptr_t)arg };
+
+	xway_broker_post(XWAY_MSG_XEN_NOTIFY, &p, sizeof(p));
+}
+
+static void xway_xen_sandbox(void)
 {
 	struct xway_xen_acc a = { 0 };
 
 	xway_fd_foreach(xway_xen_collect, &a);
 	for (int i = 0; i < a.n; i++) {
-		xway_lc_xen_leave(a.c[i], why);
-		xway_conn_put(a.c[i]);
+		struct xway_conn *c = a.c[i];
+		struct xway_xen_port p = { 0 };
+		struct xway_result res;
+		int efd = -1;
+		long r = xway_chan_xen_event(c->chan, &efd, &p.port);
+
+		memset(&res, 0, sizeof(res));
+		if (r == 0)
+			r = xway_broker_call(XWAY_MSG_XEN_MUTE, &p, sizeof(p), &efd, 1,
+					     XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
+		if (r == XWAY_MSG_RESULT && res.status == 0) {
+			xway_chan_xen_mute(c->chan, xway_xen_mute_notify,
+					   (void *)(uintptr_t)p.port);
+			XDBG("fd %d: sandboxed: the broker notifies event port %u for us",
+			     c->fd, p.port);
+		} else {
+			char m[200];
+
+			res.text[sizeof(res.text) - 1] = 0;
+			snprintf(m, sizeof(m), "seccomp filter (the broker cannot notify for "
+				 "us: %s)", r < 0 ? "broker unreachable" : res.text);
+			xway_lc_xen_leave(c, m);
+		}
+		xway_conn_put(c);
 	}
 	free(a.c);
 }
@@ -263,10 +294,14 @@ static void xway_xen_fork_done(int child)
 
 		if (!c)
 			continue;
-		if (child)
+		if (child) {
 			xway_chan_xen_fork_child(c->chan);
-		else
+			XDBG("fork: fd %d follows on its Xen channel (%s)", c->fd,
+			     xway_chan_poll(c->chan) & XWAY_EV_ERR ? "NOT mapped here"
+			     : "mapped");
+		} else {
 			xway_chan_xen_fork_parent(c->chan);
+		}
 		xway_conn_put(c);
 	}
 	free(xway_xf.c);
@@ -377,7 +412,7 @@ XWAY_EXPORT long syscall(long number, ...)
 	if (__builtin_expect(number == SYS_seccomp, 0)) {
 		saved = errno;
 		xway_lc_prepare_sandbox();
-		xway_xen_leave_all("seccomp filter");
+		xway_xen_sandbox();
 		xway_chan_before_sandbox();
 		xway_lc_sandboxed = 1;
 		errno = saved;
@@ -850,6 +885,7 @@ static int xway_xen_exec_carry(struct xway_exec_acc *a, struct xway_conn *c,
 	if (xway_exec_append(a, rec) < 0)
 		return -ENOMEM;
 	a->handed[a->ncon++] = c;
+	XDBG("exec: fd %d carried on its Xen channel (grants re-mapped on fd %d)", c->fd, gfd);
 	return 0;
 }
 
@@ -1729,7 +1765,7 @@ XWAY_EXPORT int prctl(int option, ...)
 		xway_lc_prepare_sandbox();
 		if (option == PR_SET_SECCOMP) {
 			/* membarrier() may be forbidden from now on. */
-			xway_xen_leave_all("seccomp filter");
+			xway_xen_sandbox();
 			xway_chan_before_sandbox();
 			xway_lc_sandboxed = 1;
 		}

@@ -33,6 +33,7 @@
 
 #include "chan/sys.h"
 #include "errno.h"
+#include "lifecycle.h"
 #include "shim.h"
 
 extern long __sysconf(int name);
@@ -157,8 +158,18 @@ XWAY_EXPORT int prlimit64(pid_t pid, __rlimit_resource_t res, const struct rlimi
 {
 	long r;
 
-	if (res == RLIMIT_NOFILE && xw_self(pid) && nw)
+	if (res == RLIMIT_NOFILE && xw_self(pid) && nw) {
 		atomic_store(&xw_app_soft, 0);   /* the application's values now */
+		/* A sandbox coming (sshd's preauth child sets 1 before its
+		 * seccomp filter): the broker link needs a descriptor, so it
+		 * is opened now (the Xen channels' XEN_MUTE goes on it). */
+		if (nw->rlim_cur < 64) {
+			int saved = errno;
+
+			xway_lc_prepare_sandbox();
+			errno = saved;
+		}
+	}
 	r = xw_prl(pid, res, nw, old);
 	if (r < 0) {
 		errno = (int)-r;

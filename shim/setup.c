@@ -139,6 +139,16 @@ static void xway_tcp_counters(int fd, int64_t *sent, int64_t *rcvd)
 	}
 }
 
+/* A Xen connection's record gets its bytes and its leaves only from the
+ * shims' REPORTs (a local one's broker reads the counters itself): a fork
+ * child that never asked the broker anything opens its link for them. */
+static void xway_report_link(const struct xway_conn *c)
+{
+	if (c && c->chan && !xway_lc_sandboxed &&
+	    xway_chan_backend(c->chan) == XWAY_BACKEND_XEN && xway_broker_fd() < 0)
+		xway_broker_prepare();
+}
+
 void xway_report_fallback(const struct xway_conn *c, int side, unsigned reason,
 			  const char *text)
 {
@@ -156,6 +166,7 @@ void xway_report_fallback(const struct xway_conn *c, int side, unsigned reason,
 	rep.chan_tx_bytes = rep.chan_rx_bytes = -1;
 	rep.tcp_bytes_sent = rep.tcp_bytes_received = -1;
 	snprintf(rep.text, sizeof(rep.text), "%s", text ? text : "");
+	xway_report_link(c);
 	xway_broker_send(XWAY_MSG_REPORT, &rep, sizeof(rep));
 }
 
@@ -185,6 +196,7 @@ static void xway_report_closed(struct xway_conn *c)
 	     (unsigned long long)c->cookie, c->side,
 	     (unsigned long long)st.tx_bytes, (unsigned long long)st.rx_bytes,
 	     (long long)rep.tcp_bytes_sent, (long long)rep.tcp_bytes_received);
+	xway_report_link(c);
 	xway_broker_send(XWAY_MSG_REPORT, &rep, sizeof(rep));
 }
 

@@ -335,6 +335,8 @@ void xway_broker_neg_add(const struct xway_addr *dst);
 /* Forget the parent's link in a child (lifecycle calls it on pid change). */
 void xway_broker_after_fork(void);
 int  xway_broker_fd(void);           /* -1 when closed */
+/* A packet without reply, by write(2) on the open link (sandbox-safe). */
+int  xway_broker_post(uint16_t type, const void *body, size_t len);
 /* The mode of the last HELLO_OK (1 local, 2 xen), 0 before the first; a
  * fork child keeps its parent's. */
 uint32_t xway_broker_mode(void);

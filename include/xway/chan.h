@@ -256,6 +256,15 @@ void xway_chan_xen_others_hold(struct xway_chan *c);
  * geometry (all three taken, even on failure... except the state memfd,
  * which stays the caller's on failure).
  */
+/*
+ * A process about to be sandboxed (a seccomp filter may forbid ioctl):
+ * event returns the event channel's descriptor and port, for the broker
+ * (XWAY_MSG_XEN_MUTE); after mute, this process never notifies the event
+ * channel itself: it calls fn(arg) instead (ask the broker), and copies
+ * with its own routines (libxenvchan's notify by themselves).
+ */
+int  xway_chan_xen_event(struct xway_chan *c, int *fd, uint32_t *port);
+void xway_chan_xen_mute(struct xway_chan *c, void (*fn)(void *arg), void *arg);
 int  xway_chan_xen_exec_fds(struct xway_chan *c, int *evtchn_fd, int *ep_fd);
 int  xway_chan_xen_reattach(const int fds[3], const struct xway_xen_vchan *v,
 			    struct xway_chan **out);

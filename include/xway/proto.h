@@ -35,6 +35,10 @@ enum xway_msg_type {
 				       reply CLAIMED (xway_claimed_xenfd) + [gntdev]:
 				       a fresh map of a Xen connection's grants
 				       for a fork child (server domain only) */
+	XWAY_MSG_XEN_MUTE     = 9,  /* body: xen_port; fds: [evtchn]; reply RESULT:
+				       the broker notifies that port for this link
+				       from now on (a sandboxed holder, below) */
+	XWAY_MSG_XEN_NOTIFY   = 10, /* body: xen_port; no reply */
 	/* xwayctl -> broker */
 	XWAY_MSG_QUERY        = 16, /* body: query; reply: TEXT parts */
 	/* broker -> client */
@@ -221,6 +225,21 @@ struct xway_result_xen {
 struct xway_claimed_xenfd {
 	struct xway_claimed_xen base;
 	struct xway_xen_vchan v;
+};
+
+/*
+ * A process about to install a seccomp filter cannot notify its Xen
+ * channels any more (IOCTL_EVTCHN_NOTIFY is an ioctl; OpenSSH's preauth
+ * sandbox kills a process that makes one).  Before the filter it hands
+ * its broker the event channel's descriptor (XEN_MUTE); from then on it
+ * asks for each notification with XEN_NOTIFY, written with write(2) on its
+ * link, which sandboxes allow.  The broker notifies only ports registered
+ * by the same link, through the registered descriptor (the kernel checks
+ * the port is bound on it), and forgets them when the link goes.
+ */
+struct xway_xen_port {
+	uint32_t port;
+	uint32_t reserved;
 };
 
 enum xway_report_kind {

@@ -118,6 +118,12 @@ struct xw_xen {
 	/* Set just before close by a holder that is not the last: the
 	 * channel goes on in another process, so no "gone" to the peer. */
 	int      quiet;
+	/* Sandboxed (xway_chan_xen_mute): this process may not notify the
+	 * event channel (an ioctl); mute_fn asks someone who may, and the
+	 * data path copies with vc_muted_read/write instead of libxenvchan's
+	 * (which notify by themselves). */
+	void   (*mute_fn)(void *arg);
+	void    *mute_arg;
 };
 
 /* libxenevtchn, for the fd-based ends (loaded on first use). */
@@ -262,6 +268,120 @@ static unsigned xen_peer_flags(struct xway_chan *c)
 	return __atomic_load_n(b, __ATOMIC_ACQUIRE) & (XW_XEN_F_STOPPED | XW_XEN_F_FINAL);
 }
 
+/* ---- notifications, and the copies of a sandboxed (muted) end ------------ */
+
+static void xen_notify(struct xway_chan *c)
+{
+	struct xw_xen *x = c->xen;
+
+	if (x->mute_fn)
+		x->mute_fn(x->mute_arg);
+	else
+		evl.notify(x->v->event, x->v->event_port);
+}
+
+/* As libxenvchan's request_notify: ask the peer to tell us (the byte it
+ * reads its requests from).  Sequentially consistent, as its __sync op. */
+static void vc_request_notify(struct libxenvchan *v, uint8_t bit)
+{
+	uint8_t *n = v->is_server ? &v->ring->cli_notify : &v->ring->srv_notify;
+
+	__atomic_or_fetch(n, bit, __ATOMIC_SEQ_CST);
+}
+
+/* As libxenvchan's send_notify, through xen_notify.  The full fence orders
+ * the caller's index store before the look at the peer's request; the
+ * AND leaves our leave flags (XW_XEN_F_*) in the byte alone. */
+static void vc_send_notify(struct xway_chan *c, uint8_t bit)
+{
+	struct libxenvchan *v = c->xen->v;
+	uint8_t *n = v->is_server ? &v->ring->srv_notify : &v->ring->cli_notify;
+
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_fetch_and(n, (uint8_t)~bit, __ATOMIC_SEQ_CST) & bit)
+		xen_notify(c);
+}
+
+/* libxenvchan_write (non-blocking) without its own notify.  The peer's
+ * cons is untrusted: more than a ring's worth "free" is none. */
+static int vc_muted_write(struct xway_chan *c, const void *data, size_t size)
+{
+	struct libxenvchan *v = c->xen->v;
+	uint32_t sz = 1u << v->write.order, prod, cons, space, off, first;
+
+	if (!lib.is_open(v))
+		return -1;
+	prod = __atomic_load_n(&v->write.shr->prod, __ATOMIC_RELAXED);
+	/* Acquire: the peer's reads of the bytes it consumed are done. */
+	cons = __atomic_load_n(&v->write.shr->cons, __ATOMIC_ACQUIRE);
+	space = sz - (prod - cons);
+	if (space > sz)
+		space = 0;
+	if (space < size) {
+		vc_request_notify(v, VCHAN_NOTIFY_READ);
+		cons = __atomic_load_n(&v->write.shr->cons, __ATOMIC_ACQUIRE);
+		space = sz - (prod - cons);
+		if (space > sz)
+			space = 0;
+	}
+	if (size > space)
+		size = space;
+	if (!size)
+		return 0;
+	off = prod & (sz - 1);
+	first = sz - off < size ? sz - off : (uint32_t)size;
+	memcpy((uint8_t *)v->write.buffer + off, data, first);
+	memcpy(v->write.buffer, (const uint8_t *)data + first, size - first);
+	/* Release: the bytes before the index that publishes them. */
+	__atomic_store_n(&v->write.shr->prod, prod + (uint32_t)size, __ATOMIC_RELEASE);
+	vc_send_notify(c, VCHAN_NOTIFY_WRITE);
+	return (int)size;
+}
+
+/* libxenvchan_read (non-blocking) without its own notify; -1 when the
+ * peer is gone and nothing is left, as it. */
+static int vc_muted_read(struct xway_chan *c, void *data, size_t size)
+{
+	struct libxenvchan *v = c->xen->v;
+	uint32_t sz = 1u << v->read.order, prod, cons, ready, off, first;
+
+	cons = __atomic_load_n(&v->read.shr->cons, __ATOMIC_RELAXED);
+	/* Acquire: the bytes the peer published before its index. */
+	prod = __atomic_load_n(&v->read.shr->prod, __ATOMIC_ACQUIRE);
+	ready = prod - cons;
+	if (ready > sz)
+		ready = 0;
+	if (ready < size) {
+		vc_request_notify(v, VCHAN_NOTIFY_WRITE);
+		prod = __atomic_load_n(&v->read.shr->prod, __ATOMIC_ACQUIRE);
+		ready = prod - cons;
+		if (ready > sz)
+			ready = 0;
+	}
+	if (!ready)
+		return lib.is_open(v) ? 0 : -1;
+	if (size > ready)
+		size = ready;
+	off = cons & (sz - 1);
+	first = sz - off < size ? sz - off : (uint32_t)size;
+	memcpy(data, (const uint8_t *)v->read.buffer + off, first);
+	memcpy((uint8_t *)data + first, v->read.buffer, size - first);
+	/* Release: our copy out is done before the space is the peer's. */
+	__atomic_store_n(&v->read.shr->cons, cons + (uint32_t)size, __ATOMIC_RELEASE);
+	vc_send_notify(c, VCHAN_NOTIFY_READ);
+	return (int)size;
+}
+
+static int xen_write(struct xway_chan *c, const void *p, size_t n)
+{
+	return c->xen->mute_fn ? vc_muted_write(c, p, n) : lib.write(c->xen->v, p, n);
+}
+
+static int xen_read(struct xway_chan *c, void *p, size_t n)
+{
+	return c->xen->mute_fn ? vc_muted_read(c, p, n) : lib.read(c->xen->v, p, n);
+}
+
 /* ---- data path ----------------------------------------------------------- */
 
 static ssize_t xen_sendv(struct xway_chan *c, const struct iovec *iov, int iovcnt)
@@ -291,7 +411,7 @@ static ssize_t xen_sendv(struct xway_chan *c, const struct iovec *iov, int iovcn
 
 		while (left) {
 			size_t k = left > INT32_MAX ? INT32_MAX : left;
-			int n = lib.write(v, p, k);
+			int n = xen_write(c, p, k);
 
 			if (n < 0) {
 				/* libxenvchan_write says -1 when closed. */
@@ -331,7 +451,7 @@ static int stash_fill(struct xway_chan *c, size_t want)
 	}
 	if (x->stash_len >= want)
 		return 0;
-	n = lib.read(x->v, x->stash + x->stash_len, want - x->stash_len);
+	n = xen_read(c, x->stash + x->stash_len, want - x->stash_len);
 	if (n < 0)
 		return lib.is_open(x->v) ? -EIO : 0;   /* closed: peek sees EOF */
 	x->stash_len += n;
@@ -392,7 +512,7 @@ static ssize_t xen_recvv_once(struct xway_chan *c, const struct iovec *iov, int 
 
 				if (!p && k > sizeof(tmp))
 					k = sizeof(tmp);
-				n = lib.read(x->v, p ? (void *)p : tmp, k);
+				n = xen_read(c, p ? (void *)p : tmp, k);
 				if (n < 0) {
 					/* -1 when closed and drained: EOF below. */
 					if (!done && lib.is_open(x->v))
@@ -692,7 +812,10 @@ static void xen_close_fds(struct xw_xen *x)
 		__atomic_store_n(&v->ring->srv_live, 0, __ATOMIC_RELEASE);
 	else
 		__atomic_store_n(&v->ring->cli_live, 0, __ATOMIC_RELEASE);
-	evl.notify(v->event, v->event_port);
+	if (x->mute_fn)
+		x->mute_fn(x->mute_arg);
+	else
+		evl.notify(v->event, v->event_port);
 	munmap(x->map, x->map_len);
 	evl.close(v->event);           /* closes the evtchn descriptor */
 	free(v);
@@ -1192,7 +1315,9 @@ int xw_xen_revert(struct xway_chan *c)
 	xw_unlock(&c->ep->tx_lock);
 	/* Wake the peer whatever it sleeps for (a hypercall, after the ORs). */
 	pthread_once(&evl_once, evl_load);
-	if (evl.dl)
+	if (c->xen->mute_fn)
+		c->xen->mute_fn(c->xen->mute_arg);
+	else if (evl.dl)
 		evl.notify(v->event, v->event_port);
 	return 0;
 }
@@ -1361,4 +1486,21 @@ void xway_chan_xen_others_hold(struct xway_chan *c)
 {
 	if (c && c->backend == XWAY_BACKEND_XEN)
 		c->xen->quiet = 1;
+}
+
+int xway_chan_xen_event(struct xway_chan *c, int *fd, uint32_t *port)
+{
+	if (!c || c->backend != XWAY_BACKEND_XEN || !c->xen->map || !c->xen->v->ring)
+		return -EOPNOTSUPP;
+	*fd = c->xen->evfd;
+	*port = c->xen->v->event_port;
+	return 0;
+}
+
+void xway_chan_xen_mute(struct xway_chan *c, void (*fn)(void *arg), void *arg)
+{
+	if (!c || c->backend != XWAY_BACKEND_XEN)
+		return;
+	c->xen->mute_arg = arg;
+	c->xen->mute_fn = fn;
 }

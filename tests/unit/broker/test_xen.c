@@ -19,6 +19,8 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -654,4 +656,49 @@ Test(xen, remap_maps_the_claimed_grants_again)
 	close(n);
 	close(n2);
 	close(l);
+}
+
+Test(xen, sandboxed_holder_notifications_go_through_the_broker)
+{
+	/* Check XEN_MUTE / XEN_NOTIFY (a sandboxed holder of a Xen channel
+	 * asks its broker for each notification): a registered event
+	 * channel (an eventfd under the stand-in devices) is notified once
+	 * per XEN_NOTIFY from the link that registered it; a port that link
+	 * did not register, and the same port from another link, notify
+	 * nothing; a regular file is refused; a port out of range is a
+	 * protocol error; the registration goes with the link. */
+	struct xway_xen_port p = { .port = 4711 }, q = { .port = 4712 }, bad = { .port = 1u << 17 };
+	struct xway_result res;
+	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), other = tb_connect(B.sock);
+	int file = open("/etc/hostname", O_RDONLY | O_CLOEXEC);
+	uint64_t v = 0;
+
+	cr_assert(efd >= 0 && other >= 0 && file >= 0);
+	cr_assert_eq(tb_call_result(bfd, XWAY_MSG_XEN_MUTE, &p, sizeof(p), &file, 1, &res),
+		     XWAY_MSG_RESULT);
+	cr_assert_lt(res.status, 0, "a regular file was taken for an event channel");
+	cr_assert_eq(tb_call_result(bfd, XWAY_MSG_XEN_MUTE, &bad, sizeof(bad), &efd, 1, &res),
+		     XWAY_MSG_ERROR);
+	cr_assert_eq(tb_call_result(bfd, XWAY_MSG_XEN_MUTE, &p, sizeof(p), &efd, 1, &res),
+		     XWAY_MSG_RESULT);
+	cr_assert_eq(res.status, 0, "%s", res.text);
+	cr_assert_eq(tb_send(bfd, XWAY_MSG_XEN_NOTIFY, 0, &p, sizeof(p), NULL, 0), 0);
+	cr_assert_eq(tb_send(bfd, XWAY_MSG_XEN_NOTIFY, 0, &p, sizeof(p), NULL, 0), 0);
+	cr_assert_eq(tb_send(bfd, XWAY_MSG_XEN_NOTIFY, 0, &q, sizeof(q), NULL, 0), 0);
+	cr_assert_eq(tb_send(other, XWAY_MSG_XEN_NOTIFY, 0, &p, sizeof(p), NULL, 0), 0);
+	free(tb_query(bfd, XWAY_Q_STATUS, false));      /* the broker read them */
+	free(tb_query(other, XWAY_Q_STATUS, false));
+	cr_assert_eq(read(efd, &v, sizeof(v)), (ssize_t)sizeof(v));
+	cr_assert_eq(v, 2, "notified %llu times, not 2", (unsigned long long)v);
+	/* The link goes: so does the registration (no more notifications). */
+	close(bfd);
+	bfd = tb_connect(B.sock);
+	cr_assert_geq(bfd, 0);
+	cr_assert_eq(tb_send(bfd, XWAY_MSG_XEN_NOTIFY, 0, &p, sizeof(p), NULL, 0), 0);
+	free(tb_query(bfd, XWAY_Q_STATUS, false));
+	cr_assert_eq(read(efd, &v, sizeof(v)), -1, "notified after the link went");
+	cr_assert(tb_alive(&B));
+	close(file);
+	close(other);
+	close(efd);
 }

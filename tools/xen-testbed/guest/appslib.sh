@@ -66,6 +66,13 @@ ctl() { "$TB_BIN/xwayctl" "$@" --socket "$sock"; }
 ctl status --json | grep -q '"mode":"xen"' || { echo "xwayd is not in Xen mode" >&2; exit 1; }
 # Emulated domUs: broker replies may take longer than the shim's 100 ms.
 XW=(env LD_PRELOAD="$lib" XWAY_BROKER_SOCK="$sock" XWAY_BROKER_TIMEOUT_MS=3000)
+# The shim's set-up and lifecycle lines (fork, exec, leaves), kept with the
+# results: opened by the first process, inherited by its children (which
+# may chroot and drop privileges); an exec'd image that cannot open it
+# logs to stderr.
+: > "$d/shim.log"
+chmod 0666 "$d/shim.log"
+XW+=(XWAY_LOG_LEVEL=debug XWAY_LOG_FILE="$d/shim.log")
 nic_bytes() {
 	echo $(( $(cat "/sys/class/net/$nic/statistics/rx_bytes") + $(cat "/sys/class/net/$nic/statistics/tx_bytes") ))
 }

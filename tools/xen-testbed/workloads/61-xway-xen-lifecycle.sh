@@ -31,7 +31,7 @@ lc=$TB_BIN/xway-lc
 tb_need "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$lib" "$lc"
 tb_xwayd_dir
 save() {
-	for f in "$d"/*.err "$d/conns.json"; do
+	for f in "$d"/*.err "$d/conns.json" "$d/shim.log"; do
 		[ -e "$f" ] && cp "$f" "${TB_OUT:-/tmp/x}.${f##*/}" 2> /dev/null
 	done
 	tb_xwayd_end
@@ -42,7 +42,7 @@ export XWAY_BROKER_TIMEOUT_MS=3000
 cases=${LC_CASES:-"remote-echo remote-dup remote-fork remote-fork-handoff remote-exec fork-serve exec-serve"}
 gaps=${LC_GAP_CASES-""}
 limit=330            # per process; xway-lc's own alarm() is 300 s
-shim_env=(LD_PRELOAD=$lib XWAY_BROKER_SOCK=$sock)
+shim_env=(LD_PRELOAD=$lib XWAY_BROKER_SOCK=$sock XWAY_LOG_LEVEL=debug XWAY_LOG_FILE=$d/shim.log)
 declare -A port_of rc_of
 fail=0; npass=0
 
