@@ -329,15 +329,17 @@ static void xway_atfork_parent(void)
 
 static void xway_atfork_child(void)
 {
-	xway_xen_fork_done(1);
 	xway_fork_counted = 0;
 	/* Sockets kept only for another thread's call (not in the child). */
 	xway_deferred_after_fork();
-	if (!xway_lc_page)
-		return;
-	xway_lc_pid = getpid();
-	xway_lc_page[0] = 1;
-	xway_broker_after_fork();
+	if (xway_lc_page) {
+		xway_lc_pid = getpid();
+		xway_lc_page[0] = 1;
+		xway_broker_after_fork();
+	}
+	/* After the bookkeeping above: anything that enters the shim before
+	 * it would count this process a second time (xway_lc_new_process). */
+	xway_xen_fork_done(1);
 }
 
 /*
@@ -384,12 +386,12 @@ XWAY_EXPORT pid_t fork(void)
  */
 static void xway_clone_child(void)
 {
-	xway_xen_fork_done(1);
 	if (xway_lc_page) {
 		xway_lc_page[0] = 1;
 		xway_lc_pid = getpid();
 	}
 	xway_broker_after_fork();
+	xway_xen_fork_done(1);
 }
 
 static int xway_clone_counts(unsigned long flags)

@@ -86,7 +86,7 @@ else
 	await_peer_listener ftp/listening $port
 	down=$(tb_wait ftp/down-sha 10)
 	url=ftp://$TB_PEER_IP:$port/pub
-	ftp() { local what=$1; shift; shimmed "$what" "$d/curl.log" curl -sS --max-time 140 "$@"; }
+	ftp() { local what=$1; shift; shimmed "$what" "$d/curl.log" curl -sS -v --max-time 140 "$@"; }
 	check() { check_sha "$1" "$down" "$2"; }
 	n0=$(nic_bytes)
 	ftp "passive EPSV upload" -T "$d/up.bin" "$url/up-epsv.bin"
