@@ -46,6 +46,10 @@ static void conn_unmap(struct xwayd_conn *k)
 		munmap(k->hdr, k->map_len);
 		k->hdr = NULL;
 	}
+	if (k->xen_ep) {
+		munmap((void *)k->xen_ep, XWAY_EP_SIZE);
+		k->xen_ep = NULL;
+	}
 }
 
 static void conn_free(gpointer p)
@@ -108,6 +112,14 @@ static void record_fallback(uint64_t cookie, uint32_t reason,
 
 void xwayd_conn_refresh(struct xwayd_conn *k)
 {
+	if (k->xen_ep) {
+		/* The server end's own counts (display only, as below). */
+		k->bytes_s2c = __atomic_load_n((const uint64_t *)(k->xen_ep + XWAY_EP_TX_BYTES_OFF),
+					       __ATOMIC_RELAXED);
+		k->bytes_c2s = __atomic_load_n((const uint64_t *)(k->xen_ep + XWAY_EP_RX_BYTES_OFF),
+					       __ATOMIC_RELAXED);
+		return;
+	}
 	if (!k->hdr)
 		return;
 	/* Statistics only, from memory the applications can scribble on:
@@ -656,7 +668,32 @@ static bool claim_matches(const struct xwayd_conn *k, const struct xway_claim *c
 	       k->netns_server == ns;
 }
 
-void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
+/* A server end's state memfd (CLAIM's second descriptor, Xen mode):
+ * mapped read-only for the counters if it is one (a sealed memfd of its
+ * size, so the mapping cannot SIGBUS); closed either way. */
+static const uint8_t *map_ep(int fd)
+{
+	struct stat st;
+	void *m = MAP_FAILED;
+	int seals;
+
+	if (fd < 0)
+		return NULL;
+	seals = fcntl(fd, F_GET_SEALS);
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == XWAY_EP_SIZE &&
+	    seals >= 0 && (seals & F_SEAL_SHRINK))
+		m = mmap(NULL, XWAY_EP_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	return m == MAP_FAILED ? NULL : m;
+}
+
+static void ep_unmap(const uint8_t **p)
+{
+	if (*p)
+		munmap((void *)*p, XWAY_EP_SIZE);
+}
+
+void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int ep_fd)
 {
 	const struct xway_claim *cl = &r->u.claim;
 	struct xwayd_side srv = { .chan_tx = -1, .chan_rx = -1, .addr = cl->local, .pid = c->pid, .uid = c->uid,
@@ -681,6 +718,15 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 	if (!e)
 		e = xwayd_sock_netns(fd, c->pid, &ns);
 	xwayd_close_async(fd);
+	/* Only a Xen server end's counters are read there (kept below);
+	 * every other way out unmaps it. */
+	const uint8_t *ep __attribute__((cleanup(ep_unmap))) = NULL;
+	if (ep_fd >= 0 && !e) {
+		ep = map_ep(ep_fd);
+		ep_fd = -1;
+	} else if (ep_fd >= 0) {
+		close(ep_fd);
+	}
 	if (e) {
 		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_PROTO, 0,
 				  "CLAIM: descriptor is not a connected TCP socket: %s",
@@ -794,6 +840,8 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd)
 		}
 		k->state = XC_ACCELERATED;
 		k->xen_grants = keep;
+		k->xen_ep = ep;
+		ep = NULL;
 		srv.addr = name;
 		k->side[1] = srv;
 		k->side[0].addr = cl->peer;
@@ -1225,11 +1273,19 @@ static gboolean liveness_check(gpointer unused)
 			 k->netns_client == xd->netns && k->netns_server == xd->netns &&
 			 socket_gone(k, 0) && socket_gone(k, 1))
 			g_ptr_array_add(gone, k);
+		/* A Xen server end: its holders (fork children, an exec'ed
+		 * sshd) may end with _exit, without a close report, while the
+		 * claiming listener lives on; its socket here is the truth
+		 * (the client's is in the other domain). */
+		else if (k->xen_remote && k->netns_server == xd->netns && socket_gone(k, 1))
+			g_ptr_array_add(gone, k);
 	}
 	for (guint i = 0; i < done->len; i++)
 		conn_close(done->pdata[i], "endpoint processes exited");
 	for (guint i = 0; i < gone->len; i++)
-		conn_close(gone->pdata[i], "both sockets closed (a holder without a close report)");
+		conn_close(gone->pdata[i], ((struct xwayd_conn *)gone->pdata[i])->xen_remote
+			   ? "its socket here closed (a holder without a close report)"
+			   : "both sockets closed (a holder without a close report)");
 	g_ptr_array_free(done, TRUE);
 	g_ptr_array_free(gone, TRUE);
 	return G_SOURCE_CONTINUE;

@@ -215,7 +215,7 @@ static void dispatch(struct xwayd_client *c, const struct xway_req *r, int *fds)
 		xwayd_offer(c, r, fds);
 		break;
 	case XWAY_MSG_CLAIM:
-		xwayd_claim(c, r, fds[0]);
+		xwayd_claim(c, r, fds[0], r->nfds > 1 ? fds[1] : -1);
 		break;
 	case XWAY_MSG_REMAP:
 		xwayd_remap(c, r, fds[0]);

@@ -138,6 +138,9 @@ struct xwayd_conn {
 	/* Server domain, ACCELERATED: the grants the claimer mapped, for
 	 * REMAP (NULL elsewhere). */
 	struct xwayd_vchan_grants *xen_grants;
+	/* Server domain, ACCELERATED: the server end's state (the shim's
+	 * memfd, read-only) for the byte counters, or NULL. */
+	const uint8_t *xen_ep;
 };
 
 struct xwayd_stats {
@@ -234,7 +237,7 @@ void xwayd_gen_bump(void);
 /* conn.c: offers, claims, withdrawals, expiry, reports, records. */
 void xwayd_conn_init(void);
 void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4]);
-void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd);
+void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int ep_fd);
 void xwayd_remap(struct xwayd_client *c, const struct xway_req *r, int fd);
 void xwayd_xen_mute(struct xwayd_client *c, const struct xway_req *r, int fd);
 void xwayd_xen_notify(struct xwayd_client *c, const struct xway_req *r);

@@ -510,9 +510,20 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 	 * broker costs nothing (connect fails at once, then back-off); only a
 	 * hung one stalls one accept per back-off period.
 	 */
+	/* In Xen mode the end's state memfd goes along: if the connection
+	 * goes on a Xen channel, its broker reads the byte counters there
+	 * (its only source when the last holder never reports its close). */
+	int sfds[2] = { nfd, -1 };
+	if (xway_broker_mode() == 2)
+		sfds[1] = xway_chan_ep_create();
 	r = xway_broker_call_tmo(xway_decision_wait_ms(),
-				 XWAY_MSG_CLAIM, &body, sizeof(body), &nfd, 1,
+				 XWAY_MSG_CLAIM, &body, sizeof(body), sfds, sfds[1] >= 0 ? 2 : 1,
 				 XWAY_MSG_CLAIMED, &rep, sizeof(rep), fds, &nf);
+	if (r != XWAY_MSG_CLAIMED || clp->backend != XWAY_BACKEND_XEN) {
+		if (sfds[1] >= 0)
+			real.close(sfds[1]);
+		sfds[1] = -1;
+	}
 	if (r != XWAY_MSG_CLAIMED) {
 		rep.res.text[sizeof(rep.res.text) - 1] = 0;
 		XDBG("accept fd %d on listener %d: plain TCP (%s%s%s)", nfd, lc->fd,
@@ -528,10 +539,14 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 		 * our broker attached to it as the vchan client and hands us
 		 * [gntdev, evtchn] (DESIGN §7: we need no /dev/xen access). */
 		if (nf == 2) {
-			r = xway_chan_xen_client_fds(fds, &rep.xen.v, &p, &chan);
+			r = xway_chan_xen_client_fds_ep(fds, &rep.xen.v, sfds[1], &chan);
+			if (r < 0 && sfds[1] >= 0)
+				real.close(sfds[1]);     /* ours unless taken */
 			fds[0] = fds[1] = -1;       /* taken, even on failure */
 			nf = 0;
 		} else {
+			if (sfds[1] >= 0)
+				real.close(sfds[1]);
 			r = -EPROTO;
 		}
 	} else if (nf != 3 || !xway_chan_local_attach) {

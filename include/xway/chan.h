@@ -266,6 +266,13 @@ void xway_chan_xen_others_hold(struct xway_chan *c);
 int  xway_chan_xen_event(struct xway_chan *c, int *fd, uint32_t *port);
 void xway_chan_xen_mute(struct xway_chan *c, void (*fn)(void *arg), void *arg);
 int  xway_chan_xen_exec_fds(struct xway_chan *c, int *evtchn_fd, int *ep_fd);
+/* An empty end-state memfd (sealed, placed high) for a client end whose
+ * broker reads its counters (proto.h XWAY_EP_*); -errno if none can be
+ * made.  client_fds_ep: as xway_chan_xen_client_fds, the state in ep_fd
+ * (taken on success only; -1: anonymous state as before). */
+int  xway_chan_ep_create(void);
+int  xway_chan_xen_client_fds_ep(const int fds[2], const struct xway_xen_vchan *v,
+				 int ep_fd, struct xway_chan **out);
 int  xway_chan_xen_reattach(const int fds[3], const struct xway_xen_vchan *v,
 			    struct xway_chan **out);
 

@@ -28,7 +28,8 @@ enum xway_msg_type {
 	XWAY_MSG_LISTEN_ADD   = 2,  /* body: listen; fds: [listening socket] */
 	XWAY_MSG_LISTEN_DEL   = 3,  /* body: listen; fds: [listening socket] or none */
 	XWAY_MSG_OFFER        = 4,  /* body: offer; fds: [socket, memfd, efd0, efd1] */
-	XWAY_MSG_CLAIM        = 5,  /* body: claim; fds: [accepted socket] */
+	XWAY_MSG_CLAIM        = 5,  /* body: claim; fds: [accepted socket]
+				       (+ [end state memfd] in Xen mode) */
 	XWAY_MSG_WITHDRAW     = 6,  /* body: withdraw */
 	XWAY_MSG_REPORT       = 7,  /* body: report (fallbacks, closes; no reply) */
 	XWAY_MSG_REMAP        = 8,  /* body: claim (the socket's names); fds: [socket];
@@ -216,6 +217,19 @@ struct xway_xen_vchan {
 	uint8_t  right_order;      /* server writes, client reads */
 	uint16_t reserved;
 };
+
+/*
+ * The server end's state (a memfd of XWAY_EP_SIZE bytes, sealed against
+ * shrinking) may come as a second descriptor with a CLAIM in Xen mode: if
+ * the connection goes on a Xen channel, the broker maps it read-only and
+ * reads the end's byte counters there (native-endian uint64 at these
+ * offsets, the shim's struct xw_ep), so the record shows the bytes even
+ * when the last holder never reports its close (sshd's processes end with
+ * _exit).  Display only: the application can write that memory.
+ */
+#define XWAY_EP_SIZE         4096u
+#define XWAY_EP_TX_BYTES_OFF 32u
+#define XWAY_EP_RX_BYTES_OFF 40u
 
 struct xway_result_xen {
 	struct xway_result base;

@@ -66,7 +66,7 @@ struct xw_excl {
  * with private indices of their own would produce into one ring).  Never
  * shown to the peer.
  */
-#define XW_EP_MAGIC 0x7877617965703031ull    /* "xwayep01" */
+#define XW_EP_MAGIC 0x7877617965703032ull    /* "xwayep02" */
 
 struct xw_ep {
 	uint64_t magic;                    /* XW_EP_MAGIC once set up */
@@ -76,6 +76,9 @@ struct xw_ep {
 	/* The embedder's word (the shim's holder count): shared exactly as
 	 * widely as the end itself. */
 	_Alignas(8) unsigned char user[8];
+	/* Trusted byte counts, at the offsets the broker reads from a Xen
+	 * server end's state memfd (include/xway/proto.h XWAY_EP_*_OFF). */
+	_Atomic uint64_t st_tx, st_rx;
 
 	/* tx_lock protects tx_prod, tx_cons_seen and wr_shut's transition. */
 	struct xw_excl tx_lock;
@@ -103,7 +106,7 @@ struct xw_ep {
 	_Atomic int just_notified;         /* our last send woke the peer */
 
 	/* Trusted statistics (the ctl copies are for display only). */
-	_Atomic uint64_t st_tx, st_rx, st_wakeups, st_sleeps;
+	_Atomic uint64_t st_wakeups, st_sleeps;
 	/* Xen ends (shim/chan/xen.c xen_wait): notifications consumed and
 	 * threads asleep, shared by every process holding the end (fork,
 	 * exec), since they all read one event channel. */
@@ -138,6 +141,7 @@ struct xway_chan {
 extern const struct xway_chan_ops xw_local_ops;
 struct xway_chan *xw_chan_alloc(int want_fd);
 struct xway_chan *xw_chan_alloc_carried(int ep_fd);
+struct xway_chan *xw_chan_alloc_on(int ep_fd);
 void xw_chan_free(struct xway_chan *c);
 int  xw_fd_to_high(int fd);
 

@@ -194,12 +194,18 @@ static int ep_memfd(size_t len, int base)
  */
 static int check_ep_fd(int fd);
 
+static struct xway_chan *chan_alloc2(int want_fd, int ep_fd, int base, int fresh);
+
 static struct xway_chan *chan_alloc(int want_fd, int ep_fd, int base)
+{
+	return chan_alloc2(want_fd, ep_fd, base, ep_fd < 0);
+}
+
+static struct xway_chan *chan_alloc2(int want_fd, int ep_fd, int base, int fresh)
 {
 	void *m = mmap(NULL, sizeof(struct xway_chan), PROT_READ | PROT_WRITE,
 		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	size_t len = ep_size();
-	int fresh = ep_fd < 0;
 	struct xway_chan *c;
 	void *e;
 
@@ -208,13 +214,13 @@ static struct xway_chan *chan_alloc(int want_fd, int ep_fd, int base)
 	c = m;
 	c->fds[0] = c->fds[1] = c->fds[2] = -1;
 	c->pollfd = c->peer_efd = -1;
-	if (fresh && want_fd)
+	if (ep_fd < 0 && want_fd)
 		ep_fd = ep_memfd(len, base >= 0 ? base : high_fd_base());
 	e = ep_fd >= 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ep_fd, 0)
 		       : mmap(NULL, len, PROT_READ | PROT_WRITE,
 			      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (e == MAP_FAILED) {
-		if (fresh && ep_fd >= 0)
+		if (fresh && want_fd && ep_fd >= 0)
 			xw_sys_close(ep_fd);
 		munmap(m, sizeof(*c));
 		return NULL;
@@ -242,6 +248,18 @@ struct xway_chan *xw_chan_alloc_carried(int ep_fd)
 	if (check_ep_fd(ep_fd) < 0)
 		return NULL;
 	return chan_alloc(0, ep_fd, -1);
+}
+
+struct xway_chan *xw_chan_alloc_on(int ep_fd)
+{
+	if (check_ep_fd(ep_fd) < 0)
+		return NULL;
+	return chan_alloc2(0, ep_fd, -1, 1);
+}
+
+int xway_chan_ep_create(void)
+{
+	return ep_memfd(ep_size(), high_fd_base());
 }
 
 void xw_chan_free(struct xway_chan *c)

@@ -997,10 +997,25 @@ static void *vc_ring_buffer(uint8_t *base, uint32_t order, uint32_t first)
 	return base + (size_t)first * 4096;
 }
 
+_Static_assert(offsetof(struct xw_ep, st_tx) == XWAY_EP_TX_BYTES_OFF, "proto.h");
+_Static_assert(offsetof(struct xw_ep, st_rx) == XWAY_EP_RX_BYTES_OFF, "proto.h");
+
 /* ep_fd >= 0: the end's state carried over an exec (the client end's
- * grants mapped again through REMAP); its locks and flags are live. */
+ * grants mapped again through REMAP), its locks and flags live; or, with
+ * ep_fresh, an empty state memfd of ours to set up (its broker maps it). */
+static int xen_init_fds2(int server, const int fds[2], const struct xway_xen_vchan *g,
+			 const struct xway_chan_params *p, int ep_fd, int ep_fresh,
+			 struct xway_chan **out);
+
 static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vchan *g,
 			const struct xway_chan_params *p, int ep_fd, struct xway_chan **out)
+{
+	return xen_init_fds2(server, fds, g, p, ep_fd, 0, out);
+}
+
+static int xen_init_fds2(int server, const int fds[2], const struct xway_xen_vchan *g,
+			 const struct xway_chan_params *p, int ep_fd, int ep_fresh,
+			 struct xway_chan **out)
 {
 	struct libxenvchan *v = NULL;
 	struct xway_chan *c = NULL;
@@ -1043,14 +1058,16 @@ static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vcha
 	 * mapped again after an exec (gntalloc's descriptor is closed once
 	 * mapped): it leaves instead, and saves the descriptor (a client
 	 * with 1000 connections). */
-	c = ep_fd >= 0 ? xw_chan_alloc_carried(ep_fd) : xw_chan_alloc(!server);
+	c = ep_fd < 0 ? xw_chan_alloc(!server)
+	    : ep_fresh ? xw_chan_alloc_on(ep_fd) : xw_chan_alloc_carried(ep_fd);
 	if (x)
 		x->stash = malloc(XW_XEN_STASH_MAX);
 	if (!x || !v || !c || !x->stash) {
 		e = ep_fd >= 0 && !c ? -EINVAL : -ENOMEM;
 		goto fail;
 	}
-	if (ep_fd >= 0 && (c->ep->magic != XW_EP_MAGIC || c->ep->side != (server ? 1u : 0u))) {
+	if (ep_fd >= 0 && !ep_fresh &&
+	    (c->ep->magic != XW_EP_MAGIC || c->ep->side != (server ? 1u : 0u))) {
 		e = -EPERM;            /* not the state of this kind of end */
 		goto fail;
 	}
@@ -1079,7 +1096,7 @@ static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vcha
 	right->shr = &v->ring->right;
 	left->buffer = vc_ring_buffer(base, g->left_order, 1);
 	right->buffer = vc_ring_buffer(base, g->right_order, 1 + nl);
-	if (!server && ep_fd < 0) {
+	if (!server && (ep_fd < 0 || ep_fresh)) {
 		/* libxenvchan_client_init: connected, ask to be told of the
 		 * server's writes, wake it.  Release: both stores before the
 		 * notify (a hypercall, itself a full barrier). */
@@ -1101,7 +1118,7 @@ static int xen_init_fds(int server, const int fds[2], const struct xway_xen_vcha
 	c->pollfd = x->evfd = lib.fd_for_select(v);
 	c->tx.size = 1u << v->write.order;
 	c->spin_ns = 0;
-	if (ep_fd < 0) {
+	if (ep_fd < 0 || ep_fresh) {
 		c->ep->side = (uint32_t)c->side;
 		/* Release: the fields above before the magic an exec'd image
 		 * checks (it maps the memfd after our exec). */
@@ -1140,6 +1157,14 @@ int xway_chan_xen_client_fds(const int fds[2], const struct xway_xen_vchan *v,
 			     const struct xway_chan_params *p, struct xway_chan **out)
 {
 	return xen_init_fds(0, fds, v, p, -1, out);
+}
+
+int xway_chan_xen_client_fds_ep(const int fds[2], const struct xway_xen_vchan *v,
+				int ep_fd, struct xway_chan **out)
+{
+	if (ep_fd < 0)
+		return xen_init_fds(0, fds, v, NULL, -1, out);
+	return xen_init_fds2(0, fds, v, NULL, ep_fd, 1, out);
 }
 
 int xway_chan_xen_reattach(const int fds[3], const struct xway_xen_vchan *v,

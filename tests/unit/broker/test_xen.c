@@ -630,9 +630,22 @@ Test(xen, remap_maps_the_claimed_grants_again)
 
 	cr_assert_eq(tb_sock_name(n, false, &cl.local), 0);
 	cr_assert_eq(tb_sock_name(n, true, &cl.peer), 0);
+	/* The server end's state memfd rides along: the record's counters
+	 * come from it. */
+	int ep = memfd_create("ep", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	cr_assert(ep >= 0 && ftruncate(ep, XWAY_EP_SIZE) == 0);
+	uint8_t *epm = mmap(NULL, XWAY_EP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, ep, 0);
+	cr_assert(epm != MAP_FAILED);
+	cr_assert_eq(fcntl(ep, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+	*(uint64_t *)(epm + XWAY_EP_TX_BYTES_OFF) = 1234;
+	*(uint64_t *)(epm + XWAY_EP_RX_BYTES_OFF) = 5678;
 	memset(&xo, 0, sizeof(xo));
-	cr_assert_eq(tb_call(bfd, XWAY_MSG_CLAIM, &cl, sizeof(cl), &n, 1, &xo, sizeof(xo),
-			     rf, &nrf), XWAY_MSG_CLAIMED, "the Xen offer was not claimed");
+	cr_assert_eq(tb_call(bfd, XWAY_MSG_CLAIM, &cl, sizeof(cl), (int[2]){ n, ep }, 2, &xo,
+			     sizeof(xo), rf, &nrf), XWAY_MSG_CLAIMED, "the Xen offer was not claimed");
+	close(ep);
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"bytes_c2s\":5678,\"bytes_s2c\":1234"),
+		  "the record's counters are not the server end's");
+	munmap(epm, XWAY_EP_SIZE);
 	cr_assert_eq(nrf, 2);
 	cr_assert_eq(xo.base.base.backend, XWAY_BACKEND_XEN);
 	m1 = mmap(NULL, (size_t)xo.v.map_pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED,

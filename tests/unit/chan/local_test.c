@@ -13,7 +13,10 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "pair.h"
@@ -475,4 +478,39 @@ Test(attach, bad_params)
 	cr_assert_eq(xway_chan_local_create(&p, 1, &c, fds), -EINVAL);
 	cr_assert_eq(xway_chan_local_attach(fds, 1, 1, NULL, &c), -EBADF);
 	cr_assert_eq(xway_chan_local_attach(fds, 2, 1, NULL, &c), -EINVAL);
+}
+
+/* Check that a wait works under RLIMIT_NOFILE 0, as sandboxing daemons set
+ * it (vsftpd's pre-login process; sshd's preauth child sets 1): ppoll
+ * refuses more descriptors than the limit (EINVAL), so the wait is made
+ * with pselect6; it sleeps until the peer's bytes arrive and times out as
+ * asked, and the extra descriptor (the dual TCP socket) still wakes it. */
+Test(local, wait_under_nofile_zero, .timeout = 30)
+{
+	int st = -1, sp[2];
+	pid_t pid;
+
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		struct rlimit zero = { 0, 0 };
+		char buf[8];
+		int ok = setrlimit(RLIMIT_NOFILE, &zero) == 0;
+		int w1 = xway_chan_wait(b, XWAY_EV_IN, -1, 100);     /* times out */
+		int w2 = xway_chan_wait(b, XWAY_EV_IN, -1, 10000);   /* the bytes */
+		int w3 = xway_chan_recv(b, buf, sizeof(buf), 0) == 4 ? 0 : -1;
+		int w4 = xway_chan_wait(b, XWAY_EV_IN, sp[1], 10000); /* the extra fd */
+
+		_exit(ok && w1 == 0 && (w2 & XWAY_EV_IN) && w3 == 0 &&
+		      (w4 & XWAY_EV_EXTRA) ? 0 : 1);
+	}
+	usleep(300000);
+	cr_assert_eq(xway_chan_send(a, "late", 4), 4);
+	usleep(300000);
+	cr_assert_eq(write(sp[0], "x", 1), 1);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a wait under RLIMIT_NOFILE 0 failed");
+	close(sp[0]);
+	close(sp[1]);
 }
