@@ -143,8 +143,27 @@ Test(parse, wrong_fd_counts)
 	v4(&c.peer, "127.0.0.1", 2);
 	n = mk(buf, XWAY_MSG_CLAIM, &c, sizeof(c));
 	cr_assert_eq(xway_msg_parse(buf, n, 0, &r, &why), -EBADF);
+	cr_assert_eq(xway_msg_parse(buf, n, 3, &r, &why), -EBADF);
+	cr_assert_eq(xway_msg_parse(buf, n, 1, &r, &why), 0);
+	/* The second: a Xen server end's state memfd (proto.h). */
+	cr_assert_eq(xway_msg_parse(buf, n, 2, &r, &why), 0);
+	n = mk(buf, XWAY_MSG_REMAP, &c, sizeof(c));
+	cr_assert_eq(xway_msg_parse(buf, n, 0, &r, &why), -EBADF);
 	cr_assert_eq(xway_msg_parse(buf, n, 2, &r, &why), -EBADF);
 	cr_assert_eq(xway_msg_parse(buf, n, 1, &r, &why), 0);
+	{
+		struct xway_xen_port p = { .port = 7 };
+
+		n = mk(buf, XWAY_MSG_XEN_MUTE, &p, sizeof(p));
+		cr_assert_eq(xway_msg_parse(buf, n, 0, &r, &why), -EBADF);
+		cr_assert_eq(xway_msg_parse(buf, n, 1, &r, &why), 0);
+		n = mk(buf, XWAY_MSG_XEN_NOTIFY, &p, sizeof(p));
+		cr_assert_eq(xway_msg_parse(buf, n, 1, &r, &why), -EBADF);
+		cr_assert_eq(xway_msg_parse(buf, n, 0, &r, &why), 0);
+		p.port = 0;
+		n = mk(buf, XWAY_MSG_XEN_NOTIFY, &p, sizeof(p));
+		cr_assert_eq(xway_msg_parse(buf, n, 0, &r, &why), -EBADMSG, "port 0");
+	}
 	n = mk(buf, XWAY_MSG_HELLO, &hello, sizeof(hello));
 	cr_assert_eq(xway_msg_parse(buf, n, 1, &r, &why), -EBADF);
 }

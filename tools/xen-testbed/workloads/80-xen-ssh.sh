@@ -22,10 +22,10 @@ need=(/usr/sbin/sshd /usr/bin/scp)
 mb=${XTB_SSH_MB:-8}
 port=2280
 # TCP fallback reasons this workload accepts, with why (empty: none).
-# left-channel: sshd forks per connection and re-execs `sshd -R` with the socket; a Xen
-# channel is one process's mapping, so the connection leaves it for TCP
-# at the fork/clone (docs/DESIGN.md §7.2) and the session runs on TCP.
-ALLOW="left-channel"
+# None since session 8: the channel follows sshd's fork (REMAP of the
+# grants), its re-exec (the end's state crosses the exec) and the preauth
+# child's seccomp sandbox (notifications through the broker), DESIGN §7.2.
+ALLOW=""
 # The common part of the 8x workloads: broker, shim, checks, verdict.
 . "${TB_LIB%/*}/appslib.sh"
 

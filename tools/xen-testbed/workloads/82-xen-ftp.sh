@@ -18,9 +18,11 @@ mb=${XTB_FTP_MB:-8}
 port=2121
 pasv=40100
 # TCP fallback reasons this workload accepts, with why (empty: none).
-# left-channel: vsftpd clone()s a session process per connection; a Xen
-# channel is one process's mapping, so the connection leaves it for TCP
-# at the fork/clone (docs/DESIGN.md §7.2) and the session runs on TCP.
+# left-channel: the control connection follows vsftpd's clone()s (session
+# and pre-login processes, DESIGN §7.2), but with privilege separation the
+# privileged process accepts the PASV data connections and hands them to
+# the session by SCM_RIGHTS, which a Xen channel does not follow yet: they
+# leave for TCP first (the session gets them on TCP).
 # withdrawn: an active-mode data connection is connected by vsftpd's
 # privileged process and handed to the session by SCM_RIGHTS at once,
 # which a Xen channel cannot follow: the sender's shim withdraws its

@@ -19,9 +19,8 @@ mb=${XTB_PROFTPD_MB:-8}
 port=2122
 pasv=40200
 # TCP fallback reasons this workload accepts, with why (empty: none).
-# left-channel: proftpd forks a session per control connection; a Xen
-# channel is one process's mapping, so the connection leaves it for TCP
-# at the fork (docs/DESIGN.md §7.2) and the session runs on TCP.
+# (No left-channel since session 8: the control connection follows the
+# fork of the session, DESIGN §7.2.)
 # not-coresident / no-listener: a passive data connection made right
 # after the PASV reply, before the session's new data listener reached
 # curl's broker (the peer's listeners arrive through xenstore): curl's
@@ -29,7 +28,7 @@ pasv=40200
 # no-offer / withdrawn: an active data connection is connected by the
 # chrooted session (its shim offers nothing, curl's accept records
 # no-offer) or, when an offer was made, not claimed in time (withdrawn).
-ALLOW="left-channel not-coresident no-listener no-offer withdrawn"
+ALLOW="not-coresident no-listener no-offer withdrawn"
 # The common part of the 8x workloads: broker, shim, checks, verdict.
 . "${TB_LIB%/*}/appslib.sh"
 

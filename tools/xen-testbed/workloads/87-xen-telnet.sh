@@ -17,12 +17,11 @@ need=(/usr/sbin/inetutils-inetd /usr/sbin/telnetd /usr/bin/inetutils-telnet)
 kb=${XTB_TELNET_KB:-256}
 port=2323
 # TCP fallback reasons this workload accepts, with why (empty: none).
-# left-channel: inetd accepts (the connection gets its Xen channel), then
-# forks and execs telnetd with the socket; a Xen channel is one process's
-# mapping, so it leaves for TCP at the fork (docs/DESIGN.md §7.2).
+# (No left-channel since session 8: the channel follows inetd's fork and
+# the exec of telnetd with the socket as fd 0-2, DESIGN §7.2.)
 # withdrawn / no-offer: an offer decided before the claim (emulated
 # timing), both ends on TCP.
-ALLOW="left-channel withdrawn no-offer"
+ALLOW="withdrawn no-offer"
 # The common part of the 8x workloads: broker, shim, checks, verdict.
 . "${TB_LIB%/*}/appslib.sh"
 

@@ -15,13 +15,11 @@ need=(/usr/sbin/smbd /usr/bin/smbclient /usr/bin/smbpasswd)
 mb=${XTB_SMB_MB:-8}
 port=4455
 # TCP fallback reasons this workload accepts, with why (empty: none).
-# left-channel: smbd's listener accepts (the connection gets its Xen
-# channel), then forks the smbd that serves the client; a Xen channel is
-# one process's mapping, so it leaves for TCP at the fork (docs/DESIGN.md
-# §7.2) and the session runs on TCP.
+# (No left-channel since session 8: the channel follows the fork of the
+# smbd that serves the client, DESIGN §7.2.)
 # withdrawn / no-offer: an offer decided before the claim (emulated
 # timing), both ends on TCP.
-ALLOW="left-channel withdrawn no-offer"
+ALLOW="withdrawn no-offer"
 # The common part of the 8x workloads: broker, shim, checks, verdict.
 . "${TB_LIB%/*}/appslib.sh"
 
