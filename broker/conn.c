@@ -687,6 +687,43 @@ static const uint8_t *map_ep(int fd)
 	return m == MAP_FAILED ? NULL : m;
 }
 
+/*
+ * The proof of a CLAIM or REMAP: fd (closed here) is a connected TCP
+ * socket whose names are the message's; its names and namespace out.
+ * 0, or -errno once the error reply is sent.
+ */
+static int sock_proof(struct xwayd_client *c, const struct xway_req *r, int fd,
+		      const char *what, struct xway_addr *name, struct xway_addr *peer,
+		      xwayd_netns *ns)
+{
+	const struct xway_claim *cl = &r->u.claim;
+	bool listening;
+	int dom = xwayd_sock_check_tcp(fd, &listening);
+	int e = dom < 0 ? dom : listening ? -EINVAL : 0;
+
+	if (!e)
+		e = xwayd_sock_addr(fd, false, name);
+	if (!e)
+		e = xwayd_sock_addr(fd, true, peer);
+	if (!e)
+		e = xwayd_sock_netns(fd, c->pid, ns);
+	xwayd_close_async(fd);
+	if (e) {
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_PROTO, 0,
+				  "%s: descriptor is not a connected TCP socket: %s", what,
+				  g_strerror(-e));
+		return e;
+	}
+	if (!xway_ip_equal(name->ip, cl->local.ip) || name->port != cl->local.port ||
+	    !xway_ip_equal(peer->ip, cl->peer.ip) || peer->port != cl->peer.port) {
+		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -EINVAL,
+				  XWAY_R_SETUP_PROTO, 0, "%s: socket names differ from the message",
+				  what);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static void ep_unmap(const uint8_t **p)
 {
 	if (*p)
@@ -706,40 +743,13 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 	GHashTableIter it;
 	gpointer key, v;
 	xwayd_netns ns;
-	bool listening;
-	int e, dom;
-
-	dom = xwayd_sock_check_tcp(fd, &listening);
-	e = dom < 0 ? dom : listening ? -EINVAL : 0;
-	if (!e)
-		e = xwayd_sock_addr(fd, false, &name);
-	if (!e)
-		e = xwayd_sock_addr(fd, true, &peer);
-	if (!e)
-		e = xwayd_sock_netns(fd, c->pid, &ns);
-	xwayd_close_async(fd);
+	int e;
 	/* Only a Xen server end's counters are read there (kept below);
 	 * every other way out unmaps it. */
-	const uint8_t *ep __attribute__((cleanup(ep_unmap))) = NULL;
-	if (ep_fd >= 0 && !e) {
-		ep = map_ep(ep_fd);
-		ep_fd = -1;
-	} else if (ep_fd >= 0) {
-		close(ep_fd);
-	}
-	if (e) {
-		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_PROTO, 0,
-				  "CLAIM: descriptor is not a connected TCP socket: %s",
-				  g_strerror(-e));
+	const uint8_t *ep __attribute__((cleanup(ep_unmap))) = map_ep(ep_fd);
+
+	if (sock_proof(c, r, fd, "CLAIM", &name, &peer, &ns))
 		return;
-	}
-	if (!xway_ip_equal(name.ip, cl->local.ip) || name.port != cl->local.port ||
-	    !xway_ip_equal(peer.ip, cl->peer.ip) || peer.port != cl->peer.port) {
-		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -EINVAL,
-				  XWAY_R_SETUP_PROTO, 0,
-				  "CLAIM: socket names differ from the message");
-		return;
-	}
 	g_hash_table_iter_init(&it, xd->offers);
 	while (g_hash_table_iter_next(&it, &key, &v))
 		if (claim_matches(v, cl, ns) &&
@@ -903,7 +913,6 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
  */
 void xwayd_remap(struct xwayd_client *c, const struct xway_req *r, int fd)
 {
-	const struct xway_claim *cl = &r->u.claim;
 	struct xway_claimed_xenfd xo;
 	struct xway_addr name, peer;
 	struct xwayd_conn *k = NULL;
@@ -911,31 +920,10 @@ void xwayd_remap(struct xwayd_client *c, const struct xway_req *r, int fd)
 	GHashTableIter it;
 	gpointer key, v;
 	xwayd_netns ns;
-	bool listening;
-	int e, dom, gfd = -1;
+	int e, gfd = -1;
 
-	dom = xwayd_sock_check_tcp(fd, &listening);
-	e = dom < 0 ? dom : listening ? -EINVAL : 0;
-	if (!e)
-		e = xwayd_sock_addr(fd, false, &name);
-	if (!e)
-		e = xwayd_sock_addr(fd, true, &peer);
-	if (!e)
-		e = xwayd_sock_netns(fd, c->pid, &ns);
-	xwayd_close_async(fd);
-	if (e) {
-		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, e, XWAY_R_SETUP_PROTO, 0,
-				  "REMAP: descriptor is not a connected TCP socket: %s",
-				  g_strerror(-e));
+	if (sock_proof(c, r, fd, "REMAP", &name, &peer, &ns))
 		return;
-	}
-	if (!xway_ip_equal(name.ip, cl->local.ip) || name.port != cl->local.port ||
-	    !xway_ip_equal(peer.ip, cl->peer.ip) || peer.port != cl->peer.port) {
-		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -EINVAL,
-				  XWAY_R_SETUP_PROTO, 0,
-				  "REMAP: socket names differ from the message");
-		return;
-	}
 	g_hash_table_iter_init(&it, xd->live);
 	while (g_hash_table_iter_next(&it, &key, &v)) {
 		struct xwayd_conn *q = v;

@@ -19,62 +19,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static inline long xw_raw_syscall(long n, long a, long b, long c, long d, long e)
-{
-#if defined(__x86_64__)
-	register long r10 __asm__("r10") = d;
-	register long r8 __asm__("r8") = e;
-	long ret;
-
-	__asm__ __volatile__("syscall"
-			     : "=a"(ret)
-			     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
-			     : "rcx", "r11", "memory");
-	return ret;
-#elif defined(__aarch64__)
-	register long x8 __asm__("x8") = n;
-	register long x0 __asm__("x0") = a;
-	register long x1 __asm__("x1") = b;
-	register long x2 __asm__("x2") = c;
-	register long x3 __asm__("x3") = d;
-	register long x4 __asm__("x4") = e;
-
-	__asm__ __volatile__("svc 0"
-			     : "+r"(x0)
-			     : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4)
-			     : "memory");
-	return x0;
-#else
-	int saved = errno;
-	long r = syscall(n, a, b, c, d, e);
-
-	if (r < 0)
-		r = -errno;
-	errno = saved;
-	return r;
-#endif
-}
-
-static inline long xw_sys_close(int fd)
-{
-	return xw_raw_syscall(SYS_close, fd, 0, 0, 0, 0);
-}
-
-static inline long xw_sys_read(int fd, void *buf, size_t n)
-{
-	return xw_raw_syscall(SYS_read, fd, (long)buf, (long)n, 0, 0);
-}
-
-static inline long xw_sys_write(int fd, const void *buf, size_t n)
-{
-	return xw_raw_syscall(SYS_write, fd, (long)buf, (long)n, 0, 0);
-}
-
-static inline long xw_sys_fcntl(int fd, int cmd, long arg)
-{
-	return xw_raw_syscall(SYS_fcntl, fd, cmd, arg, 0, 0);
-}
-
 static inline long xw_raw_syscall6(long n, long a, long b, long c, long d, long e, long f)
 {
 #if defined(__x86_64__)
@@ -112,6 +56,32 @@ static inline long xw_raw_syscall6(long n, long a, long b, long c, long d, long 
 	return r;
 #endif
 }
+
+static inline long xw_raw_syscall(long n, long a, long b, long c, long d, long e)
+{
+	return xw_raw_syscall6(n, a, b, c, d, e, 0);
+}
+
+static inline long xw_sys_close(int fd)
+{
+	return xw_raw_syscall(SYS_close, fd, 0, 0, 0, 0);
+}
+
+static inline long xw_sys_read(int fd, void *buf, size_t n)
+{
+	return xw_raw_syscall(SYS_read, fd, (long)buf, (long)n, 0, 0);
+}
+
+static inline long xw_sys_write(int fd, const void *buf, size_t n)
+{
+	return xw_raw_syscall(SYS_write, fd, (long)buf, (long)n, 0, 0);
+}
+
+static inline long xw_sys_fcntl(int fd, int cmd, long arg)
+{
+	return xw_raw_syscall(SYS_fcntl, fd, cmd, arg, 0, 0);
+}
+
 
 /*
  * ppoll fails with EINVAL when nfds exceeds RLIMIT_NOFILE, and sandboxing

@@ -567,16 +567,47 @@ static size_t xen_readable(struct xway_chan *c)
 	return (n > 0 ? (size_t)n : 0) + c->xen->stash_len - c->xen->stash_off;
 }
 
+/*
+ * Free space in our write ring, read from the indices without asking the
+ * peer to notify us when it consumes (libxenvchan_buffer_space asks every
+ * time).  One event channel carries both directions: with that request
+ * standing, each of the peer's reads woke us, and an edge-triggered
+ * EPOLLIN registration reported an "arrival" that was only the peer
+ * reading (tcpsem `et` across domains: "ET: quiet again").  Only a waiter
+ * for EV_OUT whose ring is short of space asks (xen_poll_req).  The
+ * peer's cons is untrusted: more than a ring's worth used is none free.
+ */
+static int xen_space(struct libxenvchan *v)
+{
+	if (!v->ring)
+		return lib.buffer_space(v);   /* tests' stand-in library */
+	uint32_t sz = 1u << v->write.order;
+	uint32_t prod = __atomic_load_n(&v->write.shr->prod, __ATOMIC_RELAXED);
+	/* Acquire: the peer's reads of what it consumed are done. */
+	uint32_t used = prod - __atomic_load_n(&v->write.shr->cons, __ATOMIC_ACQUIRE);
+
+	return used > sz ? 0 : (int)(sz - used);
+}
+
 static size_t xen_unsent(struct xway_chan *c)
 {
 	if (!xen_mapped_here(c))
 		return 0;
-	int n = lib.buffer_space(c->xen->v);
+	int n = xen_space(c->xen->v);
 
 	return n >= 0 && (size_t)n < c->tx.size ? c->tx.size - n : 0;
 }
 
+static unsigned xen_poll_req(struct xway_chan *c, unsigned want);
+
 static unsigned xen_poll(struct xway_chan *c)
+{
+	return xen_poll_req(c, 0);
+}
+
+/* The level; want: what the caller will sleep for (EV_OUT: ask the peer
+ * to tell us of its reads when we are short of space). */
+static unsigned xen_poll_req(struct xway_chan *c, unsigned want)
 {
 	unsigned m = 0;
 
@@ -586,12 +617,18 @@ static unsigned xen_poll(struct xway_chan *c)
 		return XWAY_EV_ERR | XWAY_EV_IN | XWAY_EV_OUT;      /* no mapping here */
 	if (xen_peer_flags(c))
 		m |= XWAY_EV_REVERT | XWAY_EV_OUT;   /* the peer left: sends go to TCP */
-	/* data_ready and buffer_space also ask the peer to notify us. */
+	/* data_ready also asks the peer to notify us of its writes. */
 	if (xen_readable(c) > 0)
 		m |= XWAY_EV_IN;
 	/* Writable once a third of the ring is free, as kernel TCP (see
 	 * xw_local_poll). */
-	int space = lib.buffer_space(c->xen->v);
+	int space = xen_space(c->xen->v);
+	if ((want & XWAY_EV_OUT) && c->xen->v->ring && 3 * (size_t)space < c->tx.size) {
+		/* Then look again: a read between the look and the request
+		 * would not notify. */
+		vc_request_notify(c->xen->v, VCHAN_NOTIFY_READ);
+		space = xen_space(c->xen->v);
+	}
 	if (space > 0 && 3 * (size_t)space >= c->tx.size)
 		m |= XWAY_EV_OUT;
 	if (!lib.is_open(c->xen->v))
@@ -662,7 +699,7 @@ static unsigned xen_arm(struct xway_chan *c, unsigned events)
 	if (!(events & XWAY_EV_SELF_DRAIN))
 		xen_ack(c);
 	events &= ~XWAY_EV_SELF_DRAIN;
-	return xen_poll(c) & (events | XWAY_EV_ERR | XWAY_EV_REVERT);
+	return xen_poll_req(c, events) & (events | XWAY_EV_ERR | XWAY_EV_REVERT);
 }
 
 /*
@@ -703,7 +740,7 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 		/* Acquire: pairs with xen_ack's release increment. */
 		unsigned a0 = atomic_load_explicit(&c->ep->xen_acks, memory_order_acquire);
 
-		m = xen_poll(c);     /* re-checks after asking for notification */
+		m = xen_poll_req(c, events);   /* re-checks after asking for notification */
 		if (m & want)
 			return m;
 		if (timeout_ms >= 0) {

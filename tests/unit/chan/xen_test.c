@@ -539,6 +539,46 @@ Test(xen, fd_ends_carried_over_exec, .timeout = 60)
 	xway_chan_close(s);
 }
 
+/* Check that looking at an end's level does not ask the peer to notify us
+ * of its reads (one event channel carries both directions: with a standing
+ * request, each read of the peer woke an edge-triggered EPOLLIN watcher as
+ * if data had arrived: tcpsem `et` across domains), and that a waiter for
+ * EV_OUT whose ring is short of space does ask. */
+Test(xen, read_notifications_only_for_writers, .timeout = 60)
+{
+	int gnt[2], ev[2], view;
+	struct xway_xen_vchan v;
+	struct xway_chan *s = NULL, *c = NULL;
+	struct vchan_interface *ring;
+	static char big[8192];
+
+	fd_pair_setup(gnt, ev, &v);
+	view = dup(gnt[0]);
+	cr_assert(view >= 0);
+	ring = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, view, 0);
+	cr_assert(ring != MAP_FAILED);
+	cr_assert_eq(xway_chan_xen_server_fds((int[2]){ gnt[0], ev[0] }, &v, NULL, &s), 0);
+	cr_assert_eq(xway_chan_xen_client_fds((int[2]){ gnt[1], ev[1] }, &v, NULL, &c), 0);
+	/* c is the vchan client: its requests go into srv_notify. */
+	__atomic_and_fetch(&ring->srv_notify, (uint8_t)~VCHAN_NOTIFY_READ, __ATOMIC_SEQ_CST);
+	cr_assert(xway_chan_poll(c) & XWAY_EV_OUT);
+	(void)xway_chan_arm(c, XWAY_EV_IN | XWAY_EV_OUT);
+	cr_assert_eq(ring->srv_notify & VCHAN_NOTIFY_READ, 0,
+		     "a look at the level asked for read notifications");
+	/* Fill c's ring: now a writer's wait asks. */
+	cr_assert_eq(xway_chan_send(c, big, sizeof(big)), 4096);
+	__atomic_and_fetch(&ring->srv_notify, (uint8_t)~VCHAN_NOTIFY_READ, __ATOMIC_SEQ_CST);
+	cr_assert_eq(xway_chan_poll(c) & XWAY_EV_OUT, 0);
+	cr_assert_eq(ring->srv_notify & VCHAN_NOTIFY_READ, 0);
+	cr_assert_eq(xway_chan_arm(c, XWAY_EV_OUT) & XWAY_EV_OUT, 0);
+	cr_assert_neq(ring->srv_notify & VCHAN_NOTIFY_READ, 0,
+		      "a writer short of space did not ask to hear of reads");
+	munmap(ring, 4096);
+	close(view);
+	xway_chan_close(c);
+	xway_chan_close(s);
+}
+
 /* Check the descriptors of a pending Xen client (the vchan server end plus
  * the offer's local decision channel): all five are the endpoint's own
  * (close_range and close() must spare them, which used to know only the
