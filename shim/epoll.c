@@ -73,6 +73,10 @@ struct xway_epr {
 	int disabled;             /* EPOLLONESHOT fired */
 	int queued;               /* on ep->ready */
 	uint64_t reported;        /* ep->serial of the last report */
+	/* Edge-triggered on a Xen channel: what the last report saw (see
+	 * xway_epr_xen_same). */
+	int et_valid;
+	uint32_t et_prod, et_cons, et_m;
 	unsigned sleeping;        /* channel events counted as a sleeper */
 	pid_t sl_pid;             /* ... by this process (not a fork child) */
 	struct xway_epr *next, *next_ready;
@@ -498,11 +502,42 @@ static uint32_t xway_epr_level(struct xway_epr *r, int arm)
 }
 
 /* Report r into out[*n] if it has something; keeps LT records queued. */
+/*
+ * An edge-triggered record on a Xen channel: one event channel carries
+ * every wake-up of both directions, and a notification the writer was
+ * asked for again between two arrivals comes after the first event was
+ * consumed (tcpsem `et`, "ET: only one").  The kernel reports an edge per
+ * arrival, so a wake-up that brought no byte (the peer's producer index
+ * unchanged), freed no space the app waits for (its consumer index, when
+ * EPOLLOUT is wanted) and changed no bit is not reported.  1: the same as
+ * the last report (skip); records the new state otherwise.
+ */
+static int xway_epr_xen_same(struct xway_epr *r, uint32_t m)
+{
+	uint32_t prod, cons;
+
+	if (!(r->events & EPOLLET) || !r->c || !r->c->chan ||
+	    xway_chan_backend(r->c->chan) != XWAY_BACKEND_XEN ||
+	    xway_chan_xen_progress(r->c->chan, &prod, &cons) < 0)
+		return 0;
+	if (!(r->events & EPOLLOUT))
+		cons = 0;
+	if (r->et_valid && prod == r->et_prod && cons == r->et_cons && m == r->et_m)
+		return 1;
+	r->et_valid = 1;
+	r->et_prod = prod;
+	r->et_cons = cons;
+	r->et_m = m;
+	return 0;
+}
+
 static void xway_epr_report(struct xway_ep *ep, struct xway_epr *r, uint32_t m,
 			    struct epoll_event *out, int *n)
 {
 	m &= r->events | EPOLLERR | EPOLLHUP;
 	if (!m || r->reported == ep->serial || r->disabled)
+		return;
+	if (xway_epr_xen_same(r, m))
 		return;
 	r->reported = ep->serial;
 	out[*n].events = m;
@@ -601,6 +636,7 @@ static int xway_ep_ctl(struct xway_ep *ep, struct xway_conn *c, int op, int fd,
 		r->events = ev->events;
 		r->data = ev->data;
 		r->disabled = 0;
+		r->et_valid = 0;          /* re-armed: the next level is an edge */
 		xway_epr_sleeper(r, r->events);
 		xway_epr_unqueue(ep, r);
 		if (xway_epr_alive(r) < 0) {

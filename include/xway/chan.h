@@ -266,6 +266,10 @@ void xway_chan_xen_others_hold(struct xway_chan *c);
 int  xway_chan_xen_event(struct xway_chan *c, int *fd, uint32_t *port);
 void xway_chan_xen_mute(struct xway_chan *c, void (*fn)(void *arg), void *arg);
 int  xway_chan_xen_exec_fds(struct xway_chan *c, int *evtchn_fd, int *ep_fd);
+/* The Xen end's progress counters: bytes the peer produced for us (its
+ * producer index) and bytes it consumed of ours; for telling a real
+ * arrival from another wake-up of the one event channel (epoll ET). */
+int  xway_chan_xen_progress(struct xway_chan *c, uint32_t *rx_prod, uint32_t *tx_cons);
 /* An empty end-state memfd (sealed, placed high) for a client end whose
  * broker reads its counters (proto.h XWAY_EP_*); -errno if none can be
  * made.  client_fds_ep: as xway_chan_xen_client_fds, the state in ep_fd

@@ -41,12 +41,11 @@ cases=${TCPSEM_CASES:-$("$tcpsem" list)}
 # XWAY_TEST_XEN_GAPS); splice: the server echoes 100000 B through a pipe
 # while the client writes them all before reading, which needs more
 # buffering than two 32 KiB Xen rings (kernel TCP buffers far more): a
-# deadlock, reproduced on local rings with XWAY_RING_SIZE=32768; et: two
-# arrivals before one epoll_wait can still give two edge-triggered events
-# (a writer's notification re-requested between them is delivered after
-# the first was consumed); its "quiet again" passes since session 8
-# (looking at the level no longer asks the peer for read notifications).
-xen_gaps="rstwrite et splice"
+# deadlock, reproduced on local rings with XWAY_RING_SIZE=32768.  (et runs
+# since session 8: looking at the level no longer asks the peer for read
+# notifications, and an edge-triggered record reports only a wake-up that
+# brought bytes, freed awaited space or changed a bit: shim/epoll.c.)
+xen_gaps="rstwrite splice"
 if [ -z "${TCPSEM_CASES:-}" ]; then
 	cases=$(for c in $cases; do case " $xen_gaps " in *" $c "*) ;; *) echo "$c" ;; esac; done)
 	echo "report.tcpsem_xen_gaps_$role=not run across domains (known Xen gaps): $xen_gaps"
