@@ -494,7 +494,12 @@ ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 				return t;                /* EOF, EAGAIN, EINTR */
 			int prev = atomic_exchange_explicit(&c->rst_state, 2,
 							    memory_order_relaxed);
-			return prev == 2 ? 0 : t;
+			if (prev == 2)
+				return 0;
+			/* The kernel reports a reset once: the next write gets
+			 * EPIPE (tcpsem `rst` across domains: it succeeded). */
+			atomic_store_explicit(&c->epipe_state, 1, memory_order_relaxed);
+			return t;
 		}
 		if (r == 0 && want > 0)
 			return (ssize_t)copied;                     /* EOF */
@@ -731,6 +736,14 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 			}
 			return xway_reverted_send(c, iov, iovcnt, flags | oob, nb);
 		}
+		/* A Xen peer's end is gone: an abortive close (SO_LINGER
+		 * {1,0}, unread data) sent its RST on the TCP socket, and a
+		 * write after a reset fails with ECONNRESET first, as kernel
+		 * TCP's (tcpsem `rstwrite` across domains: it succeeded). */
+		if (r == -EPIPE && !sent && xway_chan_backend(c->chan) == XWAY_BACKEND_XEN &&
+		    atomic_load_explicit(&c->epipe_state, memory_order_relaxed) == 0 &&
+		    xway_tcp_peek(c) == -ECONNRESET)
+			r = -ECONNRESET;
 		if (r == -EPIPE) {
 			/* The peer closed its reading side (our own SHUT_WR
 			 * was checked above).  Kernel TCP: the first write
