@@ -950,12 +950,8 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 			continue;
 		if (cf[3] >= 0 && xway_chan_before_exec)
 			xway_chan_before_exec(c->chan);
-		for (int k = 0; k < ncf; k++) {
-			int fl = real.fcntl(cf[k], F_GETFD, 0);
-			if (fl >= 0 && (fl & FD_CLOEXEC) &&
-			    real.fcntl(cf[k], F_SETFD, fl & ~FD_CLOEXEC) == 0)
-				a->restore[a->nrestore++] = cf[k];
-		}
+		for (int k = 0; k < ncf; k++)
+			(void)xway_exec_keep(a, cf[k]);   /* room checked above */
 		if (!a->ncon && xway_exec_append(a, XWAY_EXEC_ENV "=" XWAY_EXEC_VER) < 0)
 			return -ENOMEM;
 		xway_exec_append(a, ";");
