@@ -233,8 +233,8 @@ static void xway_xen_sandbox(void)
  */
 static struct xway_xen_acc xway_xf;     /* from prepare to child/parent */
 
-static int xway_xen_remap(struct xway_conn *c, int *gfd, struct xway_xen_vchan *v,
-			  char *why, size_t why_len)
+int xway_xen_remap(struct xway_conn *c, int *gfd, struct xway_xen_vchan *v,
+		   char *why, size_t why_len)
 {
 	struct xway_claim body = { .local = c->local, .peer = c->peer };
 	union { struct xway_claimed_xenfd xen; struct xway_result res; } rep;
@@ -822,8 +822,6 @@ static int xway_exec_uses(struct xway_conn *c, const struct xway_fdlist *l)
 	return atomic_load_explicit(&c->shared->holders, memory_order_acquire) <= 1;
 }
 
-static int xway_xen_remap(struct xway_conn *c, int *gfd, struct xway_xen_vchan *v,
-			  char *why, size_t why_len);
 
 /* Clear FD_CLOEXEC on fd for the exec, remembering it for xway_exec_undo. */
 static int xway_exec_keep(struct xway_exec_acc *a, int fd)

@@ -84,10 +84,17 @@ int xway_lc_own_fds(int *fds, int max);
  * paths that would call getsockopt/sendmsg should check it. */
 extern int xway_lc_sandboxed;
 
-/* An established Xen connection cannot be shared with another process:
- * before a fork, clone, exec or SCM_RIGHTS hand-over it leaves the
- * channel for TCP (docs/DESIGN.md §7.2).  c is held by the caller. */
+/* An established Xen connection another process cannot share (a
+ * connecting end at an exec or SCM_RIGHTS hand-over, a re-map the broker
+ * refused) leaves the channel for TCP (docs/DESIGN.md §7.2).  c is held
+ * by the caller. */
 void xway_lc_xen_leave(struct xway_conn *c, const char *why);
+
+/* A Xen client end another process will use (exec, SCM_RIGHTS): its
+ * broker maps the connection's grants once more (REMAP) on a new grant
+ * descriptor *gfd, with the geometry in *v.  -errno, and why, when not. */
+int xway_xen_remap(struct xway_conn *c, int *gfd, struct xway_xen_vchan *v,
+		   char *why, size_t why_len);
 
 /* Open the broker link now if this process holds connections (before a
  * sandbox, chroot or uid change could forbid it). */

@@ -32,7 +32,7 @@
 #include "errno.h"
 #include "lifecycle.h"
 
-#define XWAY_SCM_MAGIC  "XWAYSCM3"
+#define XWAY_SCM_MAGIC  "XWAYSCM4"
 #define XWAY_SCM_MAXFD  253       /* SCM_MAX_FD */
 #define XWAY_SCM_MAXREC 32
 
@@ -42,8 +42,13 @@ struct xway_scm_rec {
 	uint64_t cookie;
 	struct xway_addr local, peer;
 	uint32_t pending;         /* a client whose offer is not decided yet */
-	uint32_t reserved;
+	uint32_t xen;             /* 1: a Xen client end; its three fds are
+				     the grant descriptor its broker mapped
+				     again (REMAP), the event channel and the
+				     end's state memfd, and geo is the REMAP's
+				     geometry (as an exec carries it) */
 	uint64_t offer_id;        /* its offer, while pending */
+	struct xway_xen_vchan geo;
 };
 
 /* Hand-over state word (the marker memfd stays mapped by the sender):
@@ -310,14 +315,49 @@ void xway_scm_at_exit(void)
 
 /* ---- sender ------------------------------------------------------------ */
 
+/*
+ * A Xen client end (the accepting end: its grants are mapped through
+ * gntdev) follows an SCM_RIGHTS hand-over as it follows an exec: its
+ * broker maps the grants once more on a new grant descriptor (REMAP, the
+ * socket as proof), and the receiver gets that, the event channel and the
+ * end's state memfd, which holds the holder count, the acknowledgements
+ * and the sleepers every process of the end shares.  vsftpd's privileged
+ * process accepts the passive data connections and passes them to the
+ * session this way.  fds[3] gets the three descriptors (the first ours to
+ * close after the send).  -errno and why when it cannot.
+ */
+static int xway_scm_xen_prepare(struct xway_conn *c, struct xway_scm_rec *rec, int fds[3],
+				char *why, size_t why_len)
+{
+	int efd, epfd, gfd, r;
+
+	if (xway_lc_sandboxed) {
+		snprintf(why, why_len, "a sandboxed process cannot ask its broker for a re-map");
+		return -EPERM;
+	}
+	if ((r = xway_chan_xen_exec_fds(c->chan, &efd, &epfd)) < 0)
+		return r;
+	if ((r = xway_xen_remap(c, &gfd, &rec->geo, why, why_len)) < 0)
+		return r;
+	fds[0] = gfd;
+	fds[1] = efd;
+	fds[2] = epfd;
+	rec->xen = 1;
+	return 0;
+}
+
 ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
 	struct cmsghdr *cm;
 	struct xway_scm_hdr hdr;
 	struct xway_conn *conns[XWAY_SCM_MAXREC];
 	int app[XWAY_SCM_MAXFD], napp = 0, nconn = 0, marker = -1;
+	int xfd[3 * XWAY_SCM_MAXREC];     /* per Xen record: gfd, evtchn, state */
 	struct xway_scm_hdr *audit_map = NULL;
 	ssize_t r;
+
+	for (int k = 0; k < 3 * XWAY_SCM_MAXREC; k++)
+		xfd[k] = -1;
 
 	xway_scm_audit(-1);
 	/* The app's fds, in order, across its SCM_RIGHTS messages. */
@@ -359,13 +399,28 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 				      app[i]);
 		}
 		if (st == XWAY_ST_ACCEL && xen && !c->reverted) {
-			/* The receiver gets the socket on plain TCP. */
-			xway_lc_xen_leave(c, "SCM_RIGHTS");
+			/* A client end follows as across an exec (its broker
+			 * maps the grants again for the receiver); a server
+			 * end's (gntalloc) cannot, nor can a sandboxed
+			 * sender ask: the receiver gets the socket on TCP. */
+			char why[160] = "";
+			int r = xway_scm_xen_prepare(c, &hdr.rec[nconn], &xfd[3 * nconn],
+						     why, sizeof(why));
+			if (r < 0) {
+				char m[240];
+
+				snprintf(m, sizeof(m), "SCM_RIGHTS (%s)", why[0] ? why
+					 : r == -EBUSY ? "peeked bytes not yet read"
+					 : r == -EOPNOTSUPP ? "the connecting end's grants "
+					 "cannot be mapped again" : strerror(-r));
+				xway_lc_xen_leave(c, m);
+			}
 			st = atomic_load_explicit(&c->state, memory_order_acquire);
 		}
 		if (st == XWAY_ST_FLUSH)
 			xway_flush_owed(c, 0);
-		if ((st != XWAY_ST_ACCEL && st != XWAY_ST_PENDING) || !c->chan) {
+		if ((st != XWAY_ST_ACCEL && st != XWAY_ST_PENDING) || !c->chan ||
+		    (xen && !hdr.rec[nconn].xen)) {
 			xway_conn_put(c);
 			continue;
 		}
@@ -424,8 +479,21 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 
 		memcpy(all, app, sizeof(int) * (size_t)napp);
 		all[nall++] = marker;
+		for (int k = 0; k < nconn; k++) {
+			if (hdr.rec[k].xen) {
+				memcpy(all + nall, &xfd[3 * k], 3 * sizeof(int));
+				nall += 3;
+			} else {
+				nall += xway_chan_fds(conns[k]->chan, all + nall, 3);
+			}
+		}
+		/* A Xen end's holder count lives in its state memfd, which
+		 * the receiver shares: count the receiver before it can
+		 * attach (and close), uncount it if nothing was sent. */
 		for (int k = 0; k < nconn; k++)
-			nall += xway_chan_fds(conns[k]->chan, all + nall, 3);
+			if (hdr.rec[k].xen)
+				atomic_fetch_add_explicit(&conns[k]->shared->holders, 1,
+							  memory_order_acq_rel);
 		for (cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR((struct msghdr *)msg, cm))
 			if (!(cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS))
 				other += CMSG_SPACE(cm->cmsg_len - CMSG_LEN(0));
@@ -452,9 +520,11 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 		 * tree: ours must never do the last-holder teardown (reset,
 		 * reading side closed) under it.  The kernel's FIN/RST at the
 		 * socket's last close anywhere still reaches the peer. */
-		for (int k = 0; r >= 0 && k < nconn; k++)
-			atomic_fetch_add_explicit(&conns[k]->shared->holders, 1,
-						  memory_order_acq_rel);
+		for (int k = 0; k < nconn; k++)
+			if (!hdr.rec[k].xen ? r >= 0 : r < 0)
+				atomic_fetch_add_explicit(&conns[k]->shared->holders,
+							  r >= 0 ? 1 : -1,
+							  memory_order_acq_rel);
 		if (r >= 0 && audit_map) {
 			xway_scm_remember(audit_map, fd);
 			audit_map = NULL;
@@ -471,6 +541,11 @@ out_put:
 		munmap(audit_map, sizeof(hdr));
 	if (marker >= 0)
 		real.close(marker);
+	/* The re-mapped grant descriptors were the receiver's (the kernel
+	 * gave it its own); the event channel and state are our end's. */
+	for (int k = 0; k < nconn; k++)
+		if (xfd[3 * k] >= 0)
+			real.close(xfd[3 * k]);
 	for (int k = 0; k < nconn; k++)
 		xway_conn_put(conns[k]);
 	return r;
@@ -510,21 +585,80 @@ static int xway_scm_same(int fd, int peer, const struct xway_addr *want)
 		memcmp(got.ip, want->ip, 16) == 0);
 }
 
-/* Attach one handed-over connection; the channel fds are consumed. */
-static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int cf[3])
+/* Is sock a TCP socket of the app's with the record's 4-tuple? */
+static int xway_scm_sock_ok(int sock, const struct xway_scm_rec *rec)
+{
+	int v;
+	socklen_t l = sizeof(v);
+
+	return !xway_fd_is_ours(sock) &&
+	       real.getsockopt(sock, SOL_SOCKET, SO_PROTOCOL, &v, &l) == 0 && v == IPPROTO_TCP &&
+	       xway_scm_same(sock, 0, &rec->local) && xway_scm_same(sock, 1, &rec->peer) &&
+	       (rec->side == 0 || rec->side == 1);
+}
+
+/*
+ * A Xen record's channel, opened BEFORE the hand-over is confirmed (the
+ * mapping is what can fail here: no Xen libraries reachable, a geometry or
+ * state that is not this end's): once we confirm, the sender forgets the
+ * connection and nobody could move it back to TCP.  Our own high copies of
+ * the descriptors are consumed; cf is left to the caller on failure and
+ * closed on success.
+ */
+static int xway_scm_xen_open(int sock, const struct xway_scm_rec *rec, const int cf[3],
+			     struct xway_chan **out)
+{
+	struct stat st0, st1;
+	int d[3] = { -1, -1, -1 }, base = xway_high_fd_base(), r;
+
+	*out = NULL;
+	if (!xway_scm_sock_ok(sock, rec) || rec->pending)
+		return -EBADF;
+	/* The grant and event-channel descriptors are character devices;
+	 * the state memfd is checked by the re-attach (sealed, size, magic,
+	 * side), the geometry against the mapping. */
+	if (fstat(cf[0], &st0) != 0 || !S_ISCHR(st0.st_mode) ||
+	    fstat(cf[1], &st1) != 0 || !S_ISCHR(st1.st_mode))
+		return -EBADF;
+	for (int k = 0; k < 3; k++)
+		if ((d[k] = real.fcntl(cf[k], F_DUPFD_CLOEXEC, base)) < 0) {
+			r = -errno;
+			for (int j = 0; j < k; j++)
+				real.close(d[j]);
+			return r;
+		}
+	r = xway_chan_xen_reattach(d, &rec->geo, out);
+	if (r < 0) {
+		real.close(d[2]);       /* the others were consumed */
+		return r;
+	}
+	for (int k = 0; k < 3; k++)
+		real.close(cf[k]);
+	return 0;
+}
+
+/* Attach one handed-over connection; the channel fds are consumed (a Xen
+ * record's channel, xchan, was opened by xway_scm_xen_open and is taken
+ * over, also on failure). */
+static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int cf[3],
+			   struct xway_chan *xchan)
 {
 	struct xway_chan_params p = { xway_cfg.ring_order, xway_cfg.spin_ns, 0 };
-	struct xway_chan *chan = NULL;
+	struct xway_chan *chan = xchan;
 	struct xway_conn *c;
 	void *map = NULL;
 	size_t map_len = 0;
 	int v, r;
-	socklen_t l = sizeof(v);
 
-	if (xway_fd_is_ours(sock) ||
-	    real.getsockopt(sock, SOL_SOCKET, SO_PROTOCOL, &v, &l) < 0 || v != IPPROTO_TCP ||
-	    !xway_scm_same(sock, 0, &rec->local) || !xway_scm_same(sock, 1, &rec->peer) ||
-	    (rec->side != 0 && rec->side != 1) || !xway_chan_local_attach)
+	if (xchan) {
+		if (!xway_scm_sock_ok(sock, rec)) {
+			xway_chan_xen_others_hold(xchan);
+			xway_chan_close(xchan);
+			return -EBADF;
+		}
+		goto bind;
+	}
+	if (!xway_scm_sock_ok(sock, rec) || !xway_chan_local_attach)
 		return -EBADF;
 	if (rec->pending && rec->side != 0) {
 		XDBG("scm attach: pending record for side %d", rec->side);
@@ -549,10 +683,13 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
 			munmap(map, map_len);
 		return r;
 	}
+bind:
 	c = xway_conn_new(sock, rec->side);
 	if (!c) {
 		if (map)
 			munmap(map, map_len);
+		if (xchan)
+			xway_chan_xen_others_hold(xchan);
 		xway_chan_close(chan);
 		return -ENOMEM;
 	}
@@ -561,7 +698,9 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
 		c->hdr_len = map_len;
 		c->offer_id = rec->offer_id;
 	}
-	xway_conn_bind_chan(c, chan, 0);
+	/* A Xen end's holder count is the one its state memfd carries (the
+	 * sender counted us in it); a local end's is this process's own. */
+	xway_conn_bind_chan(c, chan, xchan != NULL);
 	c->cookie = rec->cookie;
 	c->family = rec->local.family;
 	c->local = rec->local;
@@ -640,8 +779,33 @@ ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags)
 			if (hdr.napp != (uint32_t)i || i + 1 + 3 * (int)hdr.count > n)
 				break;              /* not ours after all */
 			int *cf = f + i + 1;
-			int take = xway_scm_taken(f[i], &hdr);
-			if (!take)
+			struct xway_chan *xchan[XWAY_SCM_MAXREC] = { 0 };
+			int xerr[XWAY_SCM_MAXREC] = { 0 };
+			/* Xen records first: their mapping is opened before we
+			 * confirm (xway_scm_xen_open).  One that cannot be
+			 * opened makes the whole hand-over untaken (the sender
+			 * reverts every connection of it to TCP) rather than
+			 * split that one. */
+			for (uint32_t k = 0; k < hdr.count; k++) {
+				int idx = hdr.rec[k].index;
+				if (!hdr.rec[k].xen)
+					continue;
+				/* Under a seccomp filter the mapping and its
+				 * ioctls may be fatal. */
+				xerr[k] = xway_lc_sandboxed ? -EPERM : idx >= 0 && idx < i
+					? xway_scm_xen_open(f[idx], &hdr.rec[k], cf + 3 * k, &xchan[k])
+					: -EINVAL;
+				if (xerr[k] < 0)
+					XWARN("recvmsg: a connection handed over on its Xen "
+					      "channel cannot be mapped here (%s): the "
+					      "hand-over is left to the sender, which moves it "
+					      "to plain TCP", strerror(-xerr[k]));
+			}
+			int xbad = 0;
+			for (uint32_t k = 0; k < hdr.count; k++)
+				xbad |= xerr[k] < 0;
+			int take = !xbad && xway_scm_taken(f[i], &hdr);
+			if (!take && !xbad)
 				XINFO("recvmsg: %u connection(s) received by SCM_RIGHTS "
 				      "stay plain TCP (%s)", hdr.count, xway_lc_sandboxed
 				      ? "under a seccomp filter we cannot confirm the "
@@ -649,8 +813,25 @@ ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags)
 				      : "the sender already reverted them: received late");
 			for (uint32_t k = 0; k < hdr.count; k++) {
 				int idx = hdr.rec[k].index;
-				int rr = !take ? 0 : idx >= 0 && idx < i
-					 ? xway_scm_attach(f[idx], &hdr.rec[k], cf + 3 * k) : -EINVAL;
+				int rr = 0;
+				if (!take && xchan[k]) {
+					/* Not ours: the channel stays the sender's,
+					 * quietly unmapped here. */
+					xway_chan_xen_others_hold(xchan[k]);
+					xway_chan_close(xchan[k]);
+					continue;        /* cf closed by the open */
+				}
+				if (take)
+					rr = hdr.rec[k].xen && !xchan[k] ? -EINVAL
+					   : idx >= 0 && idx < i
+					   ? xway_scm_attach(f[idx], &hdr.rec[k], cf + 3 * k, xchan[k])
+					   : -EINVAL;
+				if (take && xchan[k]) {
+					if (rr < 0)
+						XWARN("recvmsg: a connection handed over on its "
+						      "Xen channel was refused (%s)", strerror(-rr));
+					continue;        /* cf closed by the open */
+				}
 				if (!take) {
 					for (int j = 0; j < 3; j++)
 						real.close(cf[3 * k + j]);
