@@ -2582,7 +2582,10 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
  * one connection until EOF (XWAY_TEST_SERVE=fork: the accepting process
  * forks, closes its copy, and the child echoes, as forking servers do;
  * XWAY_TEST_SERVE=exec: the child then execs itself with the connection
- * as fd 0 and 1 and echoes there, as inetd's services and sshd do);
+ * as fd 0 and 1 and echoes there, as inetd's services and sshd do;
+ * XWAY_TEST_SERVE=scm: a process forked before the accept receives the
+ * connection by SCM_RIGHTS and echoes, the acceptor closes its copy, as
+ * vsftpd's privileged process hands data connections to the session);
  * `xway-lc remote-CASE PORT` (on the other host) connects to
  * XWAY_TEST_HOST:PORT and runs CASE over the echo: the payload is 64 KiB
  * blocks, each read back and compared.  These never appear in `list`
@@ -2643,9 +2646,38 @@ static int remote_server(void)
 	CHECK(getsockname(l, (struct sockaddr *)&sa, &sl) == 0, "getsockname");
 	printf("%d %d\n", ntohs(sa.sin_port), (int)getpid());
 	fflush(stdout);
-	fd = accept(l, NULL, NULL);
-	CHECK(fd >= 0, "accept");
-	close(l);
+	if (serve && !strcmp(serve, "scm")) {
+		/* vsftpd's privileged process: a process that exists before
+		 * the connection (no fork follows it) gets it by SCM_RIGHTS
+		 * from the acceptor, which closes its copy. */
+		int u[2];
+
+		CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, u) == 0, "socketpair");
+		child = fork();
+		CHECK(child >= 0, "fork");
+		if (child == 0) {
+			close(l);
+			close(u[0]);
+			fd = recv_fd(u[1]);
+			close(u[1]);
+		} else {
+			close(u[1]);
+			fd = accept(l, NULL, NULL);
+			CHECK(fd >= 0, "accept");
+			close(l);
+			send_fd(u[0], fd);
+			close(fd);          /* the receiver alone holds it now */
+			close(u[0]);
+			int rc = reap(child);
+			CHECK(rc == 0, "the receiving process ended with %d", rc);
+			return 0;
+		}
+		serve = "scm-receiver";
+	} else {
+		fd = accept(l, NULL, NULL);
+		CHECK(fd >= 0, "accept");
+		close(l);
+	}
 	if (serve && (!strcmp(serve, "fork") || !strcmp(serve, "exec"))) {
 		child = fork();
 		CHECK(child >= 0, "fork");
@@ -2675,7 +2707,8 @@ static int remote_server(void)
 	check_path(fd, 2 * total);
 	CHECK(close(fd) == 0, "close");
 	fprintf(stderr, "remote-server: echoed %llu bytes%s\n", (unsigned long long)total,
-		child == 0 && serve ? " (forked child)" : "");
+		child == 0 && serve ? !strcmp(serve, "scm-receiver")
+		? " (received by SCM_RIGHTS)" : " (forked child)" : "");
 	return 0;
 }
 

@@ -18,6 +18,9 @@
 # process forks, the child execs itself with the connection as fd 0/1,
 # as inetd and sshd do) carries the server's end over the exec (REMAP
 # again, the event channel and the end's state memfd cross it): xen too.
+# scm-serve (a process forked before the accept receives the accepted
+# connection by SCM_RIGHTS, the acceptor closes its copy: vsftpd's
+# privileged process and its session) follows it the same way: xen.
 # remote-exec execs at the connecting end, whose grants (gntalloc) cannot
 # be mapped again: it leaves the channel for TCP at the exec, its record
 # says tcp, reason left-channel.  LC_GAP_CASES (none now) would run
@@ -39,7 +42,7 @@ save() {
 trap save EXIT
 tb_xwayd_start
 export XWAY_BROKER_TIMEOUT_MS=3000
-cases=${LC_CASES:-"remote-echo remote-dup remote-fork remote-fork-handoff remote-exec fork-serve exec-serve"}
+cases=${LC_CASES:-"remote-echo remote-dup remote-fork remote-fork-handoff remote-exec fork-serve exec-serve scm-serve"}
 gaps=${LC_GAP_CASES-""}
 limit=330            # per process; xway-lc's own alarm() is 300 s
 shim_env=(LD_PRELOAD=$lib XWAY_BROKER_SOCK=$sock XWAY_LOG_LEVEL=debug XWAY_LOG_FILE=$d/shim.log)
@@ -50,6 +53,7 @@ serve() {
 	local tc=$1 spid port="" pid extra=()
 	[ "$tc" = fork-serve ] && extra=(XWAY_TEST_SERVE=fork)
 	[ "$tc" = exec-serve ] && extra=(XWAY_TEST_SERVE=exec)
+	[ "$tc" = scm-serve ] && extra=(XWAY_TEST_SERVE=scm)
 	env "${shim_env[@]}" "${extra[@]}" XWAY_TEST_BIND="$TB_SELF_IP" timeout -s KILL $limit \
 		"$lc" remote-server > "$d/$tc.s.out" 2> "$d/$tc.s.err" &
 	spid=$!
@@ -68,7 +72,7 @@ serve() {
 
 connect() {
 	local tc=$1 port c=$1
-	case $tc in fork-serve|exec-serve) c=remote-echo ;; esac
+	case $tc in fork-serve|exec-serve|scm-serve) c=remote-echo ;; esac
 	port=$(tb_wait "lc/$tc/port" 300) || { echo "$tc: the peer never listened" >&2; rc_of[$tc]=1; return; }
 	[ "$port" = none ] && { rc_of[$tc]=1; return; }
 	port_of[$tc]=$port
@@ -119,7 +123,7 @@ for tc in $cases $gaps; do
 	# What this broker must have recorded: the channel for echo, dup and
 	# the forks; for an exec, the leave for TCP (never a silent fallback).
 	case $tc in
-	remote-echo|remote-dup|remote-fork|remote-fork-handoff|fork-serve|exec-serve)
+	remote-echo|remote-dup|remote-fork|remote-fork-handoff|fork-serve|exec-serve|scm-serve)
 		[ "$backend" = xen ] && [ $chan -gt 0 ] ||
 			{ echo "$tc: not on the Xen channel (${backend:-no record}, $chan B)" >&2; fail=1; } ;;
 	remote-exec)
