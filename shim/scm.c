@@ -42,14 +42,21 @@ struct xway_scm_rec {
 	uint64_t cookie;
 	struct xway_addr local, peer;
 	uint32_t pending;         /* a client whose offer is not decided yet */
-	uint32_t xen;             /* 1: a Xen client end; its three fds are
-				     the grant descriptor its broker mapped
-				     again (REMAP), the event channel and the
-				     end's state memfd, and geo is the REMAP's
-				     geometry (as an exec carries it) */
+	uint32_t xen;             /* XWAY_SCM_XEN_* (0: a local ring) */
 	uint64_t offer_id;        /* its offer, while pending */
-	struct xway_xen_vchan geo;
+	uint32_t nfds;            /* channel fds after the previous record's */
+	uint32_t reserved;
+	struct xway_xen_vchan geo; /* the Xen grants' geometry */
 };
+
+/* A local record's fds: the ring memfd, efd0, efd1 (3).  A Xen client
+ * end's (the accepting process's): a grant descriptor its broker mapped
+ * again for the receiver (REMAP), the event channel, the end's state memfd
+ * (3).  A Xen server end's (the connecting process's): its gntalloc
+ * descriptor, the event channel, the state memfd, and while its offer is
+ * pending the decision channel's memfd, efd0, efd1 (3 or 6). */
+enum { XWAY_SCM_XEN_CLIENT = 1, XWAY_SCM_XEN_SERVER = 2 };
+#define XWAY_SCM_RECFD 6
 
 /* Hand-over state word (the marker memfd stays mapped by the sender):
  * OFFERED when sent; a shimmed receiver moves it to TAKEN (CAS); a sender
@@ -316,25 +323,37 @@ void xway_scm_at_exit(void)
 /* ---- sender ------------------------------------------------------------ */
 
 /*
- * A Xen client end (the accepting end: its grants are mapped through
- * gntdev) follows an SCM_RIGHTS hand-over as it follows an exec: its
+ * A Xen end follows an SCM_RIGHTS hand-over (docs/DESIGN.md §7.2).  A
+ * client end (the accepting process's: gntdev maps) as across an exec: its
  * broker maps the grants once more on a new grant descriptor (REMAP, the
- * socket as proof), and the receiver gets that, the event channel and the
- * end's state memfd, which holds the holder count, the acknowledgements
- * and the sleepers every process of the end shares.  vsftpd's privileged
- * process accepts the passive data connections and passes them to the
- * session this way.  fds[3] gets the three descriptors (the first ours to
- * close after the send).  -errno and why when it cannot.
+ * socket as proof), the first of fds, ours to close after the send.  A
+ * server end (the connecting process's) passes its own gntalloc descriptor
+ * and, while its offer is pending, copies of its decision channel's (ours
+ * to close too).  Both pass the event channel and the end's state memfd,
+ * which holds the holder count, the acknowledgements and the sleepers
+ * every process of the end shares.  vsftpd's privileged process accepts
+ * the passive data connections, and connects the active ones, and passes
+ * them to the session at once.  Returns the number of fds (3 or 6), or
+ * -errno and why when the end cannot follow.
  */
-static int xway_scm_xen_prepare(struct xway_conn *c, struct xway_scm_rec *rec, int fds[3],
-				char *why, size_t why_len)
+static int xway_scm_xen_prepare(struct xway_conn *c, int pending, struct xway_scm_rec *rec,
+				int fds[XWAY_SCM_RECFD], char *why, size_t why_len)
 {
 	int efd, epfd, gfd, r;
 
 	if (xway_lc_sandboxed) {
-		snprintf(why, why_len, "a sandboxed process cannot ask its broker for a re-map");
+		snprintf(why, why_len, "a sandboxed process cannot share a Xen channel");
 		return -EPERM;
 	}
+	r = xway_chan_xen_share_fds(c->chan, fds, &rec->geo);
+	if (r == 0) {
+		if (pending && (r = xway_chan_xen_decision_fds(c->chan, fds + 3)) < 0)
+			return r;     /* -ENOENT: decided meanwhile */
+		rec->xen = XWAY_SCM_XEN_SERVER;
+		return pending ? 6 : 3;
+	}
+	if (r != -EOPNOTSUPP || pending)
+		return r;
 	if ((r = xway_chan_xen_exec_fds(c->chan, &efd, &epfd)) < 0)
 		return r;
 	if ((r = xway_xen_remap(c, &gfd, &rec->geo, why, why_len)) < 0)
@@ -342,8 +361,19 @@ static int xway_scm_xen_prepare(struct xway_conn *c, struct xway_scm_rec *rec, i
 	fds[0] = gfd;
 	fds[1] = efd;
 	fds[2] = epfd;
-	rec->xen = 1;
-	return 0;
+	rec->xen = XWAY_SCM_XEN_CLIENT;
+	return 3;
+}
+
+/* Close what xway_scm_xen_prepare made for the receiver only. */
+static void xway_scm_xen_unprepare(const struct xway_scm_rec *rec,
+				   const int fds[XWAY_SCM_RECFD], int nf)
+{
+	if (rec->xen == XWAY_SCM_XEN_CLIENT && nf >= 1)
+		real.close(fds[0]);
+	if (rec->xen == XWAY_SCM_XEN_SERVER && nf == 6)
+		for (int k = 3; k < 6; k++)
+			real.close(fds[k]);
 }
 
 ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
@@ -352,12 +382,10 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 	struct xway_scm_hdr hdr;
 	struct xway_conn *conns[XWAY_SCM_MAXREC];
 	int app[XWAY_SCM_MAXFD], napp = 0, nconn = 0, marker = -1;
-	int xfd[3 * XWAY_SCM_MAXREC];     /* per Xen record: gfd, evtchn, state */
+	int xfd[XWAY_SCM_MAXREC][XWAY_SCM_RECFD];   /* a Xen record's fds */
+	int nchan = 0;                    /* channel fds of every record */
 	struct xway_scm_hdr *audit_map = NULL;
 	ssize_t r;
-
-	for (int k = 0; k < 3 * XWAY_SCM_MAXREC; k++)
-		xfd[k] = -1;
 
 	xway_scm_audit(-1);
 	/* The app's fds, in order, across its SCM_RIGHTS messages. */
@@ -382,37 +410,36 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 		int st = atomic_load_explicit(&c->state, memory_order_acquire);
 		if (st == XWAY_ST_PENDING)
 			st = xway_pending_resolve(c, 0);
-		int xen = c->chan && xway_chan_backend(c->chan) == XWAY_BACKEND_XEN;
+		int xen = c->chan && xway_chan_backend(c->chan) == XWAY_BACKEND_XEN, nf = 3;
+		char why[160] = "";
 		if (st == XWAY_ST_PENDING && xen) {
-			/* A Xen channel is this process's mapping and cannot
-			 * follow the socket: withdraw the offer and wait,
-			 * bounded, for the decision (a claim that won the race
-			 * leaves below).  vsftpd's active-mode data
-			 * connections: connected by the privileged process,
-			 * passed at once; the peer's shim filled the ring
-			 * nobody would read (test bed 82). */
-			for (int k = 0; k < 150 && st == XWAY_ST_PENDING; k++)
-				st = xway_pending_resolve(c, 1);
-			if (st == XWAY_ST_PENDING)
-				XWARN("sendmsg: fd %d: no decision on its Xen offer within 3 s; "
-				      "handed over pending, the receiver cannot use a Xen channel",
-				      app[i]);
+			/* Pending too, with the decision channel (a server
+			 * end: only a connecting process waits). */
+			nf = xway_scm_xen_prepare(c, 1, &hdr.rec[nconn], xfd[nconn],
+						  why, sizeof(why));
+			if (nf == -ENOENT)   /* decided meanwhile */
+				st = xway_pending_resolve(c, 0);
+			else if (nf < 0) {
+				/* It cannot follow pending: withdraw the offer
+				 * and wait, bounded, for the decision (a claim
+				 * that won the race leaves below). */
+				for (int k = 0; k < 150 && st == XWAY_ST_PENDING; k++)
+					st = xway_pending_resolve(c, 1);
+				if (st == XWAY_ST_PENDING)
+					XWARN("sendmsg: fd %d: no decision on its Xen offer "
+					      "within 3 s; the receiver cannot use it", app[i]);
+			}
 		}
 		if (st == XWAY_ST_ACCEL && xen && !c->reverted) {
-			/* A client end follows as across an exec (its broker
-			 * maps the grants again for the receiver); a server
-			 * end's (gntalloc) cannot, nor can a sandboxed
-			 * sender ask: the receiver gets the socket on TCP. */
-			char why[160] = "";
-			int r = xway_scm_xen_prepare(c, &hdr.rec[nconn], &xfd[3 * nconn],
-						     why, sizeof(why));
-			if (r < 0) {
+			nf = xway_scm_xen_prepare(c, 0, &hdr.rec[nconn], xfd[nconn],
+						  why, sizeof(why));
+			if (nf < 0) {
+				/* The receiver gets the socket on TCP. */
 				char m[240];
 
 				snprintf(m, sizeof(m), "SCM_RIGHTS (%s)", why[0] ? why
-					 : r == -EBUSY ? "peeked bytes not yet read"
-					 : r == -EOPNOTSUPP ? "the connecting end's grants "
-					 "cannot be mapped again" : strerror(-r));
+					 : nf == -EBUSY ? "peeked bytes not yet read"
+					 : strerror(-nf));
 				xway_lc_xen_leave(c, m);
 			}
 			st = atomic_load_explicit(&c->state, memory_order_acquire);
@@ -420,10 +447,15 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 		if (st == XWAY_ST_FLUSH)
 			xway_flush_owed(c, 0);
 		if ((st != XWAY_ST_ACCEL && st != XWAY_ST_PENDING) || !c->chan ||
-		    (xen && !hdr.rec[nconn].xen)) {
+		    (xen && !hdr.rec[nconn].xen) ||
+		    (xen && (st == XWAY_ST_PENDING) != (nf == 6))) {
+			xway_scm_xen_unprepare(&hdr.rec[nconn], xfd[nconn], nf);
+			memset(&hdr.rec[nconn], 0, sizeof(hdr.rec[nconn]));
 			xway_conn_put(c);
 			continue;
 		}
+		hdr.rec[nconn].nfds = (uint32_t)nf;
+		nchan += nf;
 		if (st == XWAY_ST_PENDING) {
 			hdr.rec[nconn].pending = 1;
 			hdr.rec[nconn].offer_id = c->offer_id;
@@ -436,7 +468,7 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 		hdr.rec[nconn].peer = c->peer;
 		conns[nconn++] = c;
 	}
-	if (nconn == 0 || napp + 1 + 3 * nconn > XWAY_SCM_MAXFD) {
+	if (nconn == 0 || napp + 1 + nchan > XWAY_SCM_MAXFD) {
 		if (nconn)
 			XWARN("sendmsg: too many fds to hand %d accelerated connection(s) "
 			      "over; the receiver will not reach their channels", nconn);
@@ -481,8 +513,8 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 		all[nall++] = marker;
 		for (int k = 0; k < nconn; k++) {
 			if (hdr.rec[k].xen) {
-				memcpy(all + nall, &xfd[3 * k], 3 * sizeof(int));
-				nall += 3;
+				memcpy(all + nall, xfd[k], hdr.rec[k].nfds * sizeof(int));
+				nall += (int)hdr.rec[k].nfds;
 			} else {
 				nall += xway_chan_fds(conns[k]->chan, all + nall, 3);
 			}
@@ -541,11 +573,10 @@ out_put:
 		munmap(audit_map, sizeof(hdr));
 	if (marker >= 0)
 		real.close(marker);
-	/* The re-mapped grant descriptors were the receiver's (the kernel
-	 * gave it its own); the event channel and state are our end's. */
+	/* The re-mapped grant descriptors and the decision copies were the
+	 * receiver's (the kernel gave it its own). */
 	for (int k = 0; k < nconn; k++)
-		if (xfd[3 * k] >= 0)
-			real.close(xfd[3 * k]);
+		xway_scm_xen_unprepare(&hdr.rec[k], xfd[k], (int)hdr.rec[k].nfds);
 	for (int k = 0; k < nconn; k++)
 		xway_conn_put(conns[k]);
 	return r;
@@ -597,22 +628,37 @@ static int xway_scm_sock_ok(int sock, const struct xway_scm_rec *rec)
 	       (rec->side == 0 || rec->side == 1);
 }
 
+/* A Xen record's end, opened before the hand-over is confirmed. */
+struct xway_scm_xen {
+	struct xway_chan *chan;
+	void *hdr;                /* pending: our view of the decision header */
+	size_t hdr_len;
+};
+
 /*
- * A Xen record's channel, opened BEFORE the hand-over is confirmed (the
+ * A Xen record's end, opened BEFORE the hand-over is confirmed (the
  * mapping is what can fail here: no Xen libraries reachable, a geometry or
  * state that is not this end's): once we confirm, the sender forgets the
  * connection and nobody could move it back to TCP.  Our own high copies of
- * the descriptors are consumed; cf is left to the caller on failure and
- * closed on success.
+ * the descriptors are consumed; cf (rec->nfds of them) is left to the
+ * caller on failure and closed on success.
  */
-static int xway_scm_xen_open(int sock, const struct xway_scm_rec *rec, const int cf[3],
-			     struct xway_chan **out)
+static int xway_scm_xen_open(int sock, const struct xway_scm_rec *rec, const int *cf,
+			     struct xway_scm_xen *o)
 {
+	struct xway_chan_params p = { xway_cfg.ring_order, xway_cfg.spin_ns, 0 };
+	struct xway_chan *dchan = NULL;
 	struct stat st0, st1;
 	int d[3] = { -1, -1, -1 }, base = xway_high_fd_base(), r;
+	int server = rec->xen == XWAY_SCM_XEN_SERVER;
 
-	*out = NULL;
-	if (!xway_scm_sock_ok(sock, rec) || rec->pending)
+	memset(o, 0, sizeof(*o));
+	/* Only a connecting process's end (a server end) waits for a
+	 * decision, and only then with the decision channel. */
+	if ((rec->xen != XWAY_SCM_XEN_CLIENT && !server) ||
+	    rec->nfds != (rec->pending ? 6u : 3u) || (rec->pending && (!server || rec->side != 0)))
+		return -EINVAL;
+	if (!xway_scm_sock_ok(sock, rec))
 		return -EBADF;
 	/* The grant and event-channel descriptors are character devices;
 	 * the state memfd is checked by the re-attach (sealed, size, magic,
@@ -620,31 +666,89 @@ static int xway_scm_xen_open(int sock, const struct xway_scm_rec *rec, const int
 	if (fstat(cf[0], &st0) != 0 || !S_ISCHR(st0.st_mode) ||
 	    fstat(cf[1], &st1) != 0 || !S_ISCHR(st1.st_mode))
 		return -EBADF;
-	for (int k = 0; k < 3; k++)
-		if ((d[k] = real.fcntl(cf[k], F_DUPFD_CLOEXEC, base)) < 0) {
-			r = -errno;
-			for (int j = 0; j < k; j++)
-				real.close(d[j]);
-			return r;
+	if (rec->pending) {
+		/* The decision channel, as a pending local record's ring:
+		 * our read-only view of its header (the broker's decision
+		 * word), and the channel itself (its eventfd wakes us). */
+		int dd[3] = { -1, -1, -1 };
+		struct stat st;
+
+		if (fstat(cf[3], &st) != 0 || st.st_size < (off_t)XWAY_CHAN_HDR_SIZE)
+			return -EINVAL;
+		o->hdr = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, cf[3], 0);
+		if (o->hdr == MAP_FAILED) {
+			o->hdr = NULL;
+			return -errno;
 		}
-	r = xway_chan_xen_reattach(d, &rec->geo, out);
+		o->hdr_len = (size_t)st.st_size;
+		r = 0;
+		for (int k = 0; k < 3 && r == 0; k++)
+			if ((dd[k] = real.fcntl(cf[3 + k], F_DUPFD_CLOEXEC, base)) < 0)
+				r = -errno;
+		if (r == 0)
+			r = xway_chan_local_attach(dd, 0, rec->cookie, &p, &dchan);
+		if (r < 0) {
+			for (int k = 0; k < 3; k++)
+				if (dd[k] >= 0)
+					real.close(dd[k]);
+			goto fail;
+		}
+	}
+	r = 0;
+	for (int k = 0; k < 3 && r == 0; k++)
+		if ((d[k] = real.fcntl(cf[k], F_DUPFD_CLOEXEC, base)) < 0)
+			r = -errno;
+	if (r < 0) {
+		for (int k = 0; k < 3; k++)
+			if (d[k] >= 0)
+				real.close(d[k]);
+		goto fail;
+	}
+	r = server ? xway_chan_xen_server_reattach(d, &rec->geo, &o->chan)
+		   : xway_chan_xen_reattach(d, &rec->geo, &o->chan);
 	if (r < 0) {
 		real.close(d[2]);       /* the others were consumed */
-		return r;
+		goto fail;
 	}
-	for (int k = 0; k < 3; k++)
+	if (dchan && (r = xway_chan_xen_set_decision(o->chan, dchan)) < 0) {
+		xway_chan_xen_others_hold(o->chan);
+		xway_chan_close(o->chan);
+		o->chan = NULL;
+		goto fail;
+	}
+	for (uint32_t k = 0; k < rec->nfds; k++)
 		real.close(cf[k]);
 	return 0;
+fail:
+	if (dchan)
+		xway_chan_close(dchan);
+	if (o->hdr)
+		munmap(o->hdr, o->hdr_len);
+	o->hdr = NULL;
+	return r;
+}
+
+/* A Xen end opened here that is not ours after all: only our mapping
+ * goes (the channel is the sender's). */
+static void xway_scm_xen_drop(struct xway_scm_xen *o)
+{
+	if (o->chan) {
+		xway_chan_xen_others_hold(o->chan);
+		xway_chan_close(o->chan);
+	}
+	if (o->hdr)
+		munmap(o->hdr, o->hdr_len);
+	memset(o, 0, sizeof(*o));
 }
 
 /* Attach one handed-over connection; the channel fds are consumed (a Xen
- * record's channel, xchan, was opened by xway_scm_xen_open and is taken
- * over, also on failure). */
+ * record's end, x, was opened by xway_scm_xen_open and is taken over, also
+ * on failure). */
 static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int cf[3],
-			   struct xway_chan *xchan)
+			   struct xway_scm_xen *x)
 {
 	struct xway_chan_params p = { xway_cfg.ring_order, xway_cfg.spin_ns, 0 };
-	struct xway_chan *chan = xchan;
+	struct xway_chan *xchan = x ? x->chan : NULL, *chan = xchan;
 	struct xway_conn *c;
 	void *map = NULL;
 	size_t map_len = 0;
@@ -652,10 +756,11 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
 
 	if (xchan) {
 		if (!xway_scm_sock_ok(sock, rec)) {
-			xway_chan_xen_others_hold(xchan);
-			xway_chan_close(xchan);
+			xway_scm_xen_drop(x);
 			return -EBADF;
 		}
+		map = x->hdr;
+		map_len = x->hdr_len;
 		goto bind;
 	}
 	if (!xway_scm_sock_ok(sock, rec) || !xway_chan_local_attach)
@@ -776,12 +881,21 @@ ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags)
 		for (int i = 0; i < n; i++) {
 			if (!xway_scm_is_marker(f[i], &hdr))
 				continue;
-			if (hdr.napp != (uint32_t)i || i + 1 + 3 * (int)hdr.count > n)
+			/* Each record's channel fds follow the marker, in
+			 * order; all of them are in this message. */
+			int off[XWAY_SCM_MAXREC], total = 0;
+			for (uint32_t k = 0; k < hdr.count; k++) {
+				off[k] = total;
+				total += hdr.rec[k].nfds == 3 || hdr.rec[k].nfds == 6
+					 ? (int)hdr.rec[k].nfds : 1000;
+			}
+			if (hdr.napp != (uint32_t)i || i + 1 + total > n)
 				break;              /* not ours after all */
 			int *cf = f + i + 1;
-			struct xway_chan *xchan[XWAY_SCM_MAXREC] = { 0 };
-			int xerr[XWAY_SCM_MAXREC] = { 0 };
-			/* Xen records first: their mapping is opened before we
+			struct xway_scm_xen xo[XWAY_SCM_MAXREC];
+			int xerr[XWAY_SCM_MAXREC] = { 0 }, xbad = 0;
+			memset(xo, 0, sizeof(xo));
+			/* Xen records first: their end is opened before we
 			 * confirm (xway_scm_xen_open).  One that cannot be
 			 * opened makes the whole hand-over untaken (the sender
 			 * reverts every connection of it to TCP) rather than
@@ -793,17 +907,16 @@ ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags)
 				/* Under a seccomp filter the mapping and its
 				 * ioctls may be fatal. */
 				xerr[k] = xway_lc_sandboxed ? -EPERM : idx >= 0 && idx < i
-					? xway_scm_xen_open(f[idx], &hdr.rec[k], cf + 3 * k, &xchan[k])
+					? xway_scm_xen_open(f[idx], &hdr.rec[k], cf + off[k], &xo[k])
 					: -EINVAL;
-				if (xerr[k] < 0)
+				if (xerr[k] < 0) {
+					xbad = 1;
 					XWARN("recvmsg: a connection handed over on its Xen "
 					      "channel cannot be mapped here (%s): the "
 					      "hand-over is left to the sender, which moves it "
 					      "to plain TCP", strerror(-xerr[k]));
+				}
 			}
-			int xbad = 0;
-			for (uint32_t k = 0; k < hdr.count; k++)
-				xbad |= xerr[k] < 0;
 			int take = !xbad && xway_scm_taken(f[i], &hdr);
 			if (!take && !xbad)
 				XINFO("recvmsg: %u connection(s) received by SCM_RIGHTS "
@@ -812,38 +925,35 @@ ssize_t xway_scm_recvmsg(int fd, struct msghdr *msg, int flags)
 					"hand-over, so the sender reverts them"
 				      : "the sender already reverted them: received late");
 			for (uint32_t k = 0; k < hdr.count; k++) {
-				int idx = hdr.rec[k].index;
+				int idx = hdr.rec[k].index, nk = (int)hdr.rec[k].nfds;
 				int rr = 0;
-				if (!take && xchan[k]) {
-					/* Not ours: the channel stays the sender's,
-					 * quietly unmapped here. */
-					xway_chan_xen_others_hold(xchan[k]);
-					xway_chan_close(xchan[k]);
-					continue;        /* cf closed by the open */
-				}
-				if (take)
-					rr = hdr.rec[k].xen && !xchan[k] ? -EINVAL
-					   : idx >= 0 && idx < i
-					   ? xway_scm_attach(f[idx], &hdr.rec[k], cf + 3 * k, xchan[k])
-					   : -EINVAL;
-				if (take && xchan[k]) {
-					if (rr < 0)
+				if (xo[k].chan) {
+					/* cf was closed by the open. */
+					if (!take) {
+						/* Not ours: the channel stays the
+						 * sender's. */
+						xway_scm_xen_drop(&xo[k]);
+					} else if ((rr = xway_scm_attach(f[idx], &hdr.rec[k],
+									 NULL, &xo[k])) < 0) {
 						XWARN("recvmsg: a connection handed over on its "
 						      "Xen channel was refused (%s)", strerror(-rr));
-					continue;        /* cf closed by the open */
+					}
+					continue;
 				}
-				if (!take) {
-					for (int j = 0; j < 3; j++)
-						real.close(cf[3 * k + j]);
-				} else if (rr < 0) {
+				if (take)
+					rr = hdr.rec[k].xen || nk != 3 ? -EINVAL
+					   : idx >= 0 && idx < i
+					   ? xway_scm_attach(f[idx], &hdr.rec[k], cf + off[k], NULL)
+					   : -EINVAL;
+				if (take && rr < 0)
 					XWARN("recvmsg: a handed-over connection was refused "
 					      "(%s); it stays plain TCP", strerror(-rr));
-					for (int j = 0; j < 3; j++)
-						real.close(cf[3 * k + j]);
-				}
+				if (!take || rr < 0)
+					for (int j = 0; j < nk; j++)
+						real.close(cf[off[k] + j]);
 			}
 			real.close(f[i]);
-			for (int j = i + 1 + 3 * (int)hdr.count; j < n; j++)
+			for (int j = i + 1 + total; j < n; j++)
 				real.close(f[j]);   /* nothing else follows ours */
 			strip_cm = cm;
 			strip_n = i;

@@ -279,6 +279,23 @@ int  xway_chan_xen_client_fds_ep(const int fds[2], const struct xway_xen_vchan *
 				 int ep_fd, struct xway_chan **out);
 int  xway_chan_xen_reattach(const int fds[3], const struct xway_xen_vchan *v,
 			    struct xway_chan **out);
+/*
+ * A Xen server end (the connecting process's: gntalloc grants) shared with
+ * another process by SCM_RIGHTS (docs/DESIGN.md §7.2): the end keeps its
+ * grant descriptor, so share_fds gives [gntalloc, evtchn, state memfd] and
+ * the geometry, nothing to ask a broker (-EOPNOTSUPP for a client end or an
+ * end not built from descriptors; -EBUSY with peeked bytes).  While its
+ * offer is pending, decision_fds gives copies of the decision channel's
+ * three descriptors (xway_chan_local_attach's; the caller closes them),
+ * -ENOENT when there is none (decided: the originals are gone).  The
+ * receiver calls server_reattach with the three (taken as reattach takes
+ * them) and, while pending, xway_chan_xen_set_decision with the decision
+ * channel it attached.
+ */
+int  xway_chan_xen_share_fds(struct xway_chan *c, int fds[3], struct xway_xen_vchan *g);
+int  xway_chan_xen_decision_fds(const struct xway_chan *c, int fds[3]);
+int  xway_chan_xen_server_reattach(const int fds[3], const struct xway_xen_vchan *v,
+				   struct xway_chan **out);
 
 enum xway_backend xway_chan_backend(const struct xway_chan *c);
 int  xway_chan_side(const struct xway_chan *c);
@@ -361,7 +378,7 @@ void xway_chan_get_stats(const struct xway_chan *c, struct xway_chan_stats *st);
  * protection); returns how many were stored, at most max (a Xen endpoint
  * has up to XWAY_CHAN_MAX_FDS while its offer is pending).  A local one
  * has the ring memfd, efd0, efd1, then (if it has one) its state memfd. */
-#define XWAY_CHAN_MAX_FDS 5
+#define XWAY_CHAN_MAX_FDS 8
 int xway_chan_fds(const struct xway_chan *c, int *fds, int max);
 
 #endif /* XWAY_CHAN_H */

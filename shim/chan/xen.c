@@ -115,6 +115,12 @@ struct xw_xen {
 	int      forking;
 	int      fork_gfd;
 	uint64_t fork_off;
+	/* A server end built from descriptors keeps its gntalloc descriptor
+	 * (the grants live while it is open or mapped), so that another
+	 * process can map the same grants (SCM_RIGHTS, xway_chan_xen_
+	 * share_fds); geo is the geometry they are mapped with. */
+	int      gnt_fd;
+	struct xway_xen_vchan geo;
 	/* Set just before close by a holder that is not the last: the
 	 * channel goes on in another process, so no "gone" to the peer. */
 	int      quiet;
@@ -870,6 +876,8 @@ static void xen_close(struct xway_chan *c)
 		lib.close(c->xen->v);
 	else
 		close(c->xen->evfd);   /* a fork child's copy: leave the channel be */
+	if (c->xen->gnt_fd >= 0)
+		close(c->xen->gnt_fd);     /* after the unmap: the grants go */
 	free(c->xen->stash);
 	free(c->xen);
 	xw_chan_free(c);
@@ -936,6 +944,7 @@ static int xen_init(int server, int peer_domid, const char *xs_path,
 	pthread_mutex_init(&x->ack_lock, NULL);
 	x->epfd = -1;
 	x->fork_gfd = -1;
+	x->gnt_fd = -1;
 	x->stash = malloc(XW_XEN_STASH_MAX);
 	c = xw_chan_alloc(0);
 	if (!x->stash || !c) {
@@ -1084,18 +1093,26 @@ static int xen_init_fds2(int server, const int fds[2], const struct xway_xen_vch
 		xw_log("mapping the vchan pages failed: %s", strerror(-e));
 		goto fail;
 	}
-	/* The mapping keeps the grants; the descriptor is not needed any
-	 * more, and gone it cannot be used for anything else. */
-	close(gfd);
-	gfd = -1;
+	/* A client end's mapping keeps the grants and its gntdev descriptor
+	 * is not needed any more (another process gets a fresh one from the
+	 * broker: REMAP).  A server end keeps its gntalloc descriptor: it is
+	 * the only way to map the same grants in another process (an
+	 * SCM_RIGHTS receiver), at one descriptor per connection. */
+	if (!server) {
+		close(gfd);
+		gfd = -1;
+	} else if ((gfd = xw_fd_to_high(gfd)) >= 0) {
+		int fl = fcntl(gfd, F_GETFD);
+
+		if (fl >= 0 && !(fl & FD_CLOEXEC))
+			fcntl(gfd, F_SETFD, fl | FD_CLOEXEC);
+	}
 	x = calloc(1, sizeof(*x));
 	v = calloc(1, sizeof(*v));
-	/* The client end's state in a memfd, so that an exec can carry it
-	 * (fork shares it either way).  The server end's grants cannot be
-	 * mapped again after an exec (gntalloc's descriptor is closed once
-	 * mapped): it leaves instead, and saves the descriptor (a client
-	 * with 1000 connections). */
-	c = ep_fd < 0 ? xw_chan_alloc(!server)
+	/* The end's state in a memfd, so that another process (an exec'd
+	 * image, an SCM_RIGHTS receiver) can share it (fork shares it
+	 * either way). */
+	c = ep_fd < 0 ? xw_chan_alloc(1)
 	    : ep_fresh ? xw_chan_alloc_on(ep_fd) : xw_chan_alloc_carried(ep_fd);
 	if (x)
 		x->stash = malloc(XW_XEN_STASH_MAX);
@@ -1144,6 +1161,9 @@ static int xen_init_fds2(int server, const int fds[2], const struct xway_xen_vch
 	pthread_mutex_init(&x->ack_lock, NULL);
 	x->epfd = -1;
 	x->fork_gfd = -1;
+	x->gnt_fd = gfd;           /* -1 at a client end */
+	gfd = -1;
+	x->geo = *g;
 	x->v = v;
 	x->map = base;
 	x->map_len = len;
@@ -1231,6 +1251,65 @@ int xway_chan_xen_exec_fds(struct xway_chan *c, int *evtchn_fd, int *ep_fd)
 	return 0;
 }
 
+int xway_chan_xen_share_fds(struct xway_chan *c, int fds[3], struct xway_xen_vchan *g)
+{
+	int need = xway_chan_xen_fork_need(c), fl;
+
+	if (need < 0)
+		return need;
+	if (need != 0 || c->xen->gnt_fd < 0 || c->ep_fd < 0)
+		return -EOPNOTSUPP;    /* client end, or not built from fds */
+	/* Shared with the receiver from now on (see fork_prepare). */
+	fl = fcntl(c->xen->evfd, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(c->xen->evfd, F_SETFL, fl | O_NONBLOCK);
+	fds[0] = c->xen->gnt_fd;
+	fds[1] = c->xen->evfd;
+	fds[2] = c->ep_fd;
+	*g = c->xen->geo;
+	return 0;
+}
+
+int xway_chan_xen_decision_fds(const struct xway_chan *c, int fds[3])
+{
+	struct xw_xen *x;
+	int r = 0;
+
+	if (!c || c->backend != XWAY_BACKEND_XEN || !c->xen->decision)
+		return -ENOENT;
+	x = c->xen;
+	/* Copies, under ack_lock: xen_ack closes the originals once the
+	 * broker decided (another thread may be in it now). */
+	pthread_mutex_lock(&x->ack_lock);
+	for (int i = 0; i < 3; i++)
+		fds[i] = -1;
+	for (int i = 0; i < 3 && r == 0; i++) {
+		if (x->decision->fds[i] < 0)
+			r = -ENOENT;
+		else if ((fds[i] = (int)xw_sys_fcntl(x->decision->fds[i], F_DUPFD_CLOEXEC,
+						      xway_chan_high_fd_base())) < 0)
+			r = fds[i];
+	}
+	pthread_mutex_unlock(&x->ack_lock);
+	if (r < 0)
+		for (int i = 0; i < 3; i++)
+			if (fds[i] >= 0) {
+				xw_sys_close(fds[i]);
+				fds[i] = -1;
+			}
+	return r;
+}
+
+int xway_chan_xen_server_reattach(const int fds[3], const struct xway_xen_vchan *v,
+				  struct xway_chan **out)
+{
+	if (out)
+		*out = NULL;
+	if (!fds || fds[2] < 0)
+		return -EBADF;
+	return xen_init_fds(1, fds, v, NULL, fds[2], out);
+}
+
 /* Every descriptor of the endpoint: the one the app's waits see (the
  * epoll set while an offer was pending, else the event channel), the event
  * channel behind an epoll set, and the decision channel's. */
@@ -1245,6 +1324,8 @@ int xw_xen_fds(const struct xway_chan *c, int *fds, int max)
 		fds[n++] = x->evfd;
 	if (n < max && c->ep_fd >= 0)
 		fds[n++] = c->ep_fd;
+	if (n < max && x && x->gnt_fd >= 0)
+		fds[n++] = x->gnt_fd;
 	if (x && x->decision)
 		for (int i = 0; i < 3 && n < max; i++)
 			if (x->decision->fds[i] >= 0)

@@ -539,6 +539,85 @@ Test(xen, fd_ends_carried_over_exec, .timeout = 60)
 	xway_chan_close(s);
 }
 
+/* Check that a server end (the connecting process's: gntalloc grants)
+ * can be shared with another process, as an SCM_RIGHTS receiver does
+ * (docs/DESIGN.md §7.2): the end kept its grant descriptor, share_fds
+ * gives it with the event channel, the state memfd and the geometry; a
+ * process that re-attaches them talks on the same channel with the same
+ * shared state (the embedder's word), and its quiet close leaves the
+ * channel to the sender.  A client end has nothing to share that way (its
+ * grants are re-mapped by the broker), and a client end's state is
+ * refused as a server end's. */
+Test(xen, server_end_shared_with_another_process, .timeout = 60)
+{
+	int gnt[2], ev[2], sf[3], cf[3], st = -1;
+	struct xway_xen_vchan v, g;
+	struct xway_chan *s = NULL, *c = NULL, *n = NULL;
+	char buf[64];
+	pid_t pid;
+
+	fd_pair_setup(gnt, ev, &v);
+	cr_assert_eq(xway_chan_xen_server_fds((int[2]){ gnt[0], ev[0] }, &v, NULL, &s), 0);
+	cr_assert_eq(xway_chan_xen_client_fds((int[2]){ gnt[1], ev[1] }, &v, NULL, &c), 0);
+	cr_assert_eq(xway_chan_xen_share_fds(c, cf, &g), -EOPNOTSUPP,
+		     "a client end's grants are re-mapped by its broker instead");
+	cr_assert_eq(xway_chan_xen_decision_fds(s, cf), -ENOENT, "no offer pending");
+	cr_assert_eq(xway_chan_xen_share_fds(s, sf, &g), 0);
+	cr_assert_eq(memcmp(&g, &v, sizeof(v)), 0, "the geometry it was mapped with");
+	for (int k = 0; k < 3; k++)
+		cr_assert(fcntl(sf[k], F_GETFD) == FD_CLOEXEC, "shared fd %d not CLOEXEC", k);
+	*(int *)xway_chan_user_word(s) = 7;
+	/* Refused: the client end's state is not a server end's. */
+	int cex = -1, cep = -1;
+	cr_assert_eq(xway_chan_xen_exec_fds(c, &cex, &cep), 0);
+	cep = dup(cep);
+	cr_assert_eq(xway_chan_xen_server_reattach((int[3]){ dup(sf[0]), dup(sf[1]), cep },
+						   &g, &n), -EPERM);
+	cr_assert_null(n);
+	close(cep);
+	cr_assert_eq(xway_chan_send(c, "before", 6), 6);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		/* The receiver: the descriptors as SCM_RIGHTS gives them. */
+		int ok = xway_chan_xen_server_reattach((int[3]){ dup(sf[0]), dup(sf[1]), dup(sf[2]) },
+						       &g, &n) == 0;
+		ssize_t r = -EAGAIN;
+
+		ok = ok && *(int *)xway_chan_user_word(n) == 7;
+		ok = ok && xway_chan_recv(n, buf, sizeof(buf), 0) == 6 && !memcmp(buf, "before", 6);
+		ok = ok && xway_chan_send(n, "receiver", 8) == 8;
+		for (int i = 0; ok && i < 5000 && r == -EAGAIN; i++) {
+			r = xway_chan_recv(n, buf, sizeof(buf), 0);
+			if (r == -EAGAIN)
+				usleep(1000);
+		}
+		ok = ok && r == 5 && !memcmp(buf, "reply", 5);
+		xway_chan_xen_others_hold(n);
+		xway_chan_close(n);
+		_exit(ok ? 0 : 1);
+	}
+	ssize_t r = -EAGAIN;
+	for (int i = 0; i < 5000 && r == -EAGAIN; i++) {
+		r = xway_chan_recv(c, buf, sizeof(buf), 0);
+		if (r == -EAGAIN)
+			usleep(1000);
+	}
+	cr_assert_eq(r, 8, "the receiver's bytes: %zd", r);
+	cr_assert_eq(memcmp(buf, "receiver", 8), 0);
+	cr_assert_eq(xway_chan_send(c, "reply", 5), 5);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the receiver's side (status %d)", st);
+	cr_assert_eq(xway_chan_poll(c) & XWAY_EV_HUP, 0, "the receiver's quiet close ended the channel");
+	/* The sender's end goes on. */
+	cr_assert_eq(xway_chan_send(s, "sender", 6), 6);
+	cr_assert_eq(xway_chan_recv(c, buf, sizeof(buf), 0), 6);
+	cr_assert_eq(memcmp(buf, "sender", 6), 0);
+	xway_chan_close(s);
+	cr_assert_eq(xway_chan_recv(c, buf, sizeof(buf), 0), 0, "no EOF after the last close");
+	xway_chan_close(c);
+}
+
 /* Check that looking at an end's level does not ask the peer to notify us
  * of its reads (one event channel carries both directions: with a standing
  * request, each read of the peer woke an edge-triggered EPOLLIN watcher as

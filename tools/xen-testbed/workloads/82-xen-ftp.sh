@@ -18,22 +18,18 @@ mb=${XTB_FTP_MB:-8}
 port=2121
 pasv=40100
 # TCP fallback reasons this workload accepts, with why (empty: none).
-# left-channel: the control connection follows vsftpd's clone()s (session
-# and pre-login processes, DESIGN §7.2), but with privilege separation the
-# privileged process accepts the PASV data connections and hands them to
-# the session by SCM_RIGHTS, which a Xen channel does not follow yet: they
-# leave for TCP first (the session gets them on TCP).
-# withdrawn: an active-mode data connection is connected by vsftpd's
-# privileged process and handed to the session by SCM_RIGHTS at once,
-# which a Xen channel cannot follow: the sender's shim withdraws its
-# offer first (docs/DESIGN.md §7.2) and both ends stay on TCP.
-# no-offer: the same, seen from curl's side when its claim comes after
-# the withdrawal was decided.
+# Every connection follows vsftpd's processes on the Xen channel: the
+# control connection its clone()s (session and pre-login processes), the
+# passive data connections accepted by the privileged process and handed
+# to the session by SCM_RIGHTS (its broker maps the grants again for the
+# session), the active ones connected by it and handed over while their
+# offer is pending (the gntalloc descriptor and the decision channel go
+# with them; docs/DESIGN.md §7.2).
 # not-coresident: a passive data connection made right after the PASV
 # reply, before vsftpd's new data listener reached curl's broker (the
 # peer's listeners arrive through xenstore): curl's broker knows no xway
 # listener at that address and both ends stay on TCP.
-ALLOW="left-channel withdrawn no-offer not-coresident"
+ALLOW="not-coresident"
 # The common part of the 8x workloads: broker, shim, checks, verdict.
 . "${TB_LIB%/*}/appslib.sh"
 
