@@ -852,22 +852,35 @@ static int xway_xen_exec_carry(struct xway_exec_acc *a, struct xway_conn *c,
 {
 	struct xway_xen_vchan v;
 	char rec[512], hex1[64], hex2[64], hexg[2 * sizeof(v) + 1];
-	int efd, epfd, gfd = -1, r;
+	int efd, epfd, gfd = -1, r, sf[3], server;
 
-	if ((r = xway_chan_xen_exec_fds(c->chan, &efd, &epfd)) < 0)
+	/* A server end (the connecting process's) keeps its gntalloc
+	 * descriptor: the new image maps the grants through it.  A client
+	 * end's grants are mapped again by its broker (REMAP). */
+	r = xway_chan_xen_share_fds(c->chan, sf, &v);
+	if (r < 0 && r != -EOPNOTSUPP)
 		return r;
-	if (a->nxen_gfd >= (int)(sizeof(a->xen_gfd) / sizeof(a->xen_gfd[0])))
-		return -ENOSPC;
-	if ((r = xway_xen_remap(c, &gfd, &v, why, why_len)) < 0)
-		return r;
-	a->xen_gfd[a->nxen_gfd++] = gfd;
-	if ((r = xway_exec_keep(a, efd)) < 0 || (r = xway_exec_keep(a, epfd)) < 0)
-		return r;
-	{
+	server = r == 0;
+	if (server) {
+		gfd = sf[0];
+		efd = sf[1];
+		epfd = sf[2];
+		if ((r = xway_exec_keep(a, gfd)) < 0)
+			return r;
+	} else {
+		if ((r = xway_chan_xen_exec_fds(c->chan, &efd, &epfd)) < 0)
+			return r;
+		if (a->nxen_gfd >= (int)(sizeof(a->xen_gfd) / sizeof(a->xen_gfd[0])))
+			return -ENOSPC;
+		if ((r = xway_xen_remap(c, &gfd, &v, why, why_len)) < 0)
+			return r;
+		a->xen_gfd[a->nxen_gfd++] = gfd;
 		int fl = real.fcntl(gfd, F_GETFD, 0);
 		if (fl < 0 || real.fcntl(gfd, F_SETFD, fl & ~FD_CLOEXEC) != 0)
 			return -EBADF;
 	}
+	if ((r = xway_exec_keep(a, efd)) < 0 || (r = xway_exec_keep(a, epfd)) < 0)
+		return r;
 	if (xway_chan_before_exec)
 		xway_chan_before_exec(c->chan);
 	if (!a->ncon && xway_exec_append(a, XWAY_EXEC_ENV "=" XWAY_EXEC_VER) < 0)
@@ -880,12 +893,14 @@ static int xway_xen_exec_carry(struct xway_exec_acc *a, struct xway_conn *c,
 	xway_hex(hex1, &c->local, sizeof(c->local));
 	xway_hex(hex2, &c->peer, sizeof(c->peer));
 	xway_hex(hexg, &v, sizeof(v));
-	snprintf(rec, sizeof(rec), ":%d:%016llx:X%d:%d:%d:%s:%s:%s:%d", c->side,
-		 (unsigned long long)c->cookie, gfd, efd, epfd, hexg, hex1, hex2, a->spawn);
+	snprintf(rec, sizeof(rec), ":%d:%016llx:%c%d:%d:%d:%s:%s:%s:%d", c->side,
+		 (unsigned long long)c->cookie, server ? 'S' : 'X', gfd, efd, epfd, hexg,
+		 hex1, hex2, a->spawn);
 	if (xway_exec_append(a, rec) < 0)
 		return -ENOMEM;
 	a->handed[a->ncon++] = c;
-	XDBG("exec: fd %d carried on its Xen channel (grants re-mapped on fd %d)", c->fd, gfd);
+	XDBG("exec: fd %d carried on its Xen channel (grants %s on fd %d)", c->fd,
+	     server ? "granted through" : "re-mapped", gfd);
 	return 0;
 }
 
@@ -933,8 +948,7 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 
 				snprintf(m, sizeof(m), "exec (%s)", why[0] ? why
 					 : r == -EBUSY ? "peeked bytes not yet read"
-					 : r == -EOPNOTSUPP ? "the connecting end's grants "
-					 "cannot be mapped again" : strerror(-r));
+					 : strerror(-r));
 				xway_lc_xen_leave(c, m);
 			}
 			continue;
@@ -1494,9 +1508,10 @@ static int xway_reattach_one(char *rec)
 	cookie = strtoull(f[2], &end, 16);
 	if (*end)
 		return -EINVAL;
-	/* A Xen client end (xway_xen_exec_carry): X<grant fd>, the event
-	 * channel's fd, the state memfd, then the REMAP's geometry. */
-	int xen = f[3][0] == 'X';
+	/* A Xen end (xway_xen_exec_carry): X<grant fd> (a client end's,
+	 * REMAP'd) or S<grant fd> (a server end's gntalloc), the event
+	 * channel's fd, the state memfd, then the geometry. */
+	int xen = f[3][0] == 'X' || f[3][0] == 'S', xen_server = f[3][0] == 'S';
 	struct xway_xen_vchan geo;
 	for (int k = 0; k < (xen ? 3 : 4); k++) {
 		const char *t = f[3 + k] + (xen && k == 0);
@@ -1545,7 +1560,8 @@ static int xway_reattach_one(char *rec)
 			XDBG("exec: Xen fds %d/%d are not devices", cf[0], cf[1]);
 			return -EBADF;
 		}
-		r = xway_chan_xen_reattach(cf, &geo, &chan);
+		r = xen_server ? xway_chan_xen_server_reattach(cf, &geo, &chan)
+			       : xway_chan_xen_reattach(cf, &geo, &chan);
 		if (r < 0)
 			return r;
 		carried = 1;
@@ -1565,7 +1581,7 @@ static int xway_reattach_one(char *rec)
 	}
 	/* Channel fds are CLOEXEC again (they were cleared for this exec). */
 	{
-		int own[4], n = xway_chan_fds(chan, own, 4);
+		int own[XWAY_CHAN_MAX_FDS], n = xway_chan_fds(chan, own, XWAY_CHAN_MAX_FDS);
 		for (int k = 0; k < n; k++) {
 			int fl = real.fcntl(own[k], F_GETFD, 0);
 			if (fl >= 0)

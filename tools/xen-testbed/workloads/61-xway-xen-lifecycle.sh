@@ -21,9 +21,9 @@
 # scm-serve (a process forked before the accept receives the accepted
 # connection by SCM_RIGHTS, the acceptor closes its copy: vsftpd's
 # privileged process and its session) follows it the same way: xen.
-# remote-exec execs at the connecting end, whose grants (gntalloc) cannot
-# be mapped again: it leaves the channel for TCP at the exec, its record
-# says tcp, reason left-channel.  LC_GAP_CASES (none now) would run
+# remote-exec execs at the connecting end, which keeps its gntalloc
+# descriptor for that: the new image maps the same grants (record
+# S<gfd>): xen.  LC_GAP_CASES (none now) would run
 # with a 60 s bound and be reported ("gap" or "now passes") without
 # failing the workload.
 set -u
@@ -120,15 +120,12 @@ for tc in $cases $gaps; do
 	echo "lc.$tc.backend=${backend:-none}"
 	echo "lc.$tc.chan_bytes=$chan"
 	paths="$paths $tc:${backend:-none}${reason:+($reason)}/${chan}B"
-	# What this broker must have recorded: the channel for echo, dup and
-	# the forks; for an exec, the leave for TCP (never a silent fallback).
+	# What this broker must have recorded: the channel, with the payload,
+	# for every case (the forks, the execs, the SCM_RIGHTS hand-over).
 	case $tc in
-	remote-echo|remote-dup|remote-fork|remote-fork-handoff|fork-serve|exec-serve|scm-serve)
+	*)
 		[ "$backend" = xen ] && [ $chan -gt 0 ] ||
 			{ echo "$tc: not on the Xen channel (${backend:-no record}, $chan B)" >&2; fail=1; } ;;
-	remote-exec)
-		[ "$backend" = tcp ] && [ "$reason" = left-channel ] ||
-			{ echo "$tc: recorded ${backend:-no record}/${reason:-no reason}, not tcp/left-channel" >&2; fail=1; } ;;
 	esac
 done
 ncases=$(echo $cases | wc -w)
