@@ -898,6 +898,20 @@ static const struct xway_chan_ops xen_ops = {
 	.close = xen_close,
 };
 
+/*
+ * The event channel's descriptor is shared from now on (a followed fork,
+ * an exec, an SCM_RIGHTS receiver: one open file): O_NONBLOCK, so that no
+ * holder blocks in libxenvchan_wait's read of a notification another one
+ * consumed.  Raw fcntl: the descriptor is ours, not the application's.
+ */
+static void evfd_shared(struct xw_xen *x)
+{
+	long fl = xw_sys_fcntl(x->evfd, F_GETFL, 0);
+
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		xw_sys_fcntl(x->evfd, F_SETFL, fl | O_NONBLOCK);
+}
+
 /* ---- set-up -------------------------------------------------------------- */
 
 /*
@@ -1102,10 +1116,10 @@ static int xen_init_fds2(int server, const int fds[2], const struct xway_xen_vch
 		close(gfd);
 		gfd = -1;
 	} else if ((gfd = xw_fd_to_high(gfd)) >= 0) {
-		int fl = fcntl(gfd, F_GETFD);
+		long fl = xw_sys_fcntl(gfd, F_GETFD, 0);
 
 		if (fl >= 0 && !(fl & FD_CLOEXEC))
-			fcntl(gfd, F_SETFD, fl | FD_CLOEXEC);
+			xw_sys_fcntl(gfd, F_SETFD, fl | FD_CLOEXEC);
 	}
 	x = calloc(1, sizeof(*x));
 	v = calloc(1, sizeof(*v));
@@ -1236,16 +1250,13 @@ int xway_chan_xen_reattach(const int fds[3], const struct xway_xen_vchan *v,
 
 int xway_chan_xen_exec_fds(struct xway_chan *c, int *evtchn_fd, int *ep_fd)
 {
-	int need = xway_chan_xen_fork_need(c), fl;
+	int need = xway_chan_xen_fork_need(c);
 
 	if (need < 0)
 		return need;
 	if (need != 1 || c->ep_fd < 0)
 		return -EOPNOTSUPP;    /* server end (gntalloc), or no state memfd */
-	/* Shared with the new image from now on (see fork_prepare). */
-	fl = fcntl(c->xen->evfd, F_GETFL);
-	if (fl >= 0 && !(fl & O_NONBLOCK))
-		fcntl(c->xen->evfd, F_SETFL, fl | O_NONBLOCK);
+	evfd_shared(c->xen);        /* with the new image from now on */
 	*evtchn_fd = c->xen->evfd;
 	*ep_fd = c->ep_fd;
 	return 0;
@@ -1253,16 +1264,13 @@ int xway_chan_xen_exec_fds(struct xway_chan *c, int *evtchn_fd, int *ep_fd)
 
 int xway_chan_xen_share_fds(struct xway_chan *c, int fds[3], struct xway_xen_vchan *g)
 {
-	int need = xway_chan_xen_fork_need(c), fl;
+	int need = xway_chan_xen_fork_need(c);
 
 	if (need < 0)
 		return need;
 	if (need != 0 || c->xen->gnt_fd < 0 || c->ep_fd < 0)
 		return -EOPNOTSUPP;    /* client end, or not built from fds */
-	/* Shared with the receiver from now on (see fork_prepare). */
-	fl = fcntl(c->xen->evfd, F_GETFL);
-	if (fl >= 0 && !(fl & O_NONBLOCK))
-		fcntl(c->xen->evfd, F_SETFL, fl | O_NONBLOCK);
+	evfd_shared(c->xen);        /* with the receiver from now on */
 	fds[0] = c->xen->gnt_fd;
 	fds[1] = c->xen->evfd;
 	fds[2] = c->ep_fd;
@@ -1533,7 +1541,7 @@ int xway_chan_xen_fork_need(struct xway_chan *c)
 int xway_chan_xen_fork_prepare(struct xway_chan *c, int gfd, const struct xway_xen_vchan *g)
 {
 	struct xw_xen *x;
-	int need = xway_chan_xen_fork_need(c), fl;
+	int need = xway_chan_xen_fork_need(c);
 
 	if (need < 0 || (need && (gfd < 0 || !g))) {
 		if (gfd >= 0)
@@ -1555,11 +1563,7 @@ int xway_chan_xen_fork_prepare(struct xway_chan *c, int gfd, const struct xway_x
 		x->fork_gfd = gfd;
 		x->fork_off = g->map_offset;
 	}
-	/* Shared by every holder from now on: none may block in the read
-	 * of a notification another consumed. */
-	fl = fcntl(x->evfd, F_GETFL);
-	if (fl >= 0 && !(fl & O_NONBLOCK))
-		fcntl(x->evfd, F_SETFL, fl | O_NONBLOCK);
+	evfd_shared(x);             /* with the child from now on */
 	x->forking = 1;
 	return 0;
 }
