@@ -156,6 +156,15 @@ void xway_lc_xen_leave(struct xway_conn *c, const char *why)
 	xway_lc_leave(c, what);
 }
 
+void xway_lc_xen_leave_err(struct xway_conn *c, const char *event, const char *why, int err)
+{
+	char m[240];
+
+	snprintf(m, sizeof(m), "%s (%s)", event, why && why[0] ? why
+		 : err == -EBUSY ? "peeked bytes not yet read" : strerror(-err));
+	xway_lc_xen_leave(c, m);
+}
+
 /* The exec'ed image will not load the shim: the connection goes to plain
  * TCP first (as for Xen), the one way it can use it, and its record says
  * so (xwayctl: tcp, left-channel, why). */
@@ -942,15 +951,8 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 
 			if (r == -ENOMEM)
 				return r;
-			if (r < 0) {
-				/* The new image gets the socket, on plain TCP. */
-				char m[240];
-
-				snprintf(m, sizeof(m), "exec (%s)", why[0] ? why
-					 : r == -EBUSY ? "peeked bytes not yet read"
-					 : strerror(-r));
-				xway_lc_xen_leave(c, m);
-			}
+			if (r < 0)   /* the new image gets the socket, on TCP */
+				xway_lc_xen_leave_err(c, "exec", why, r);
 			continue;
 		}
 		int ncf = xway_chan_fds(c->chan, cf, 4);

@@ -89,6 +89,8 @@ extern int xway_lc_sandboxed;
  * refused) leaves the channel for TCP (docs/DESIGN.md §7.2).  c is held
  * by the caller. */
 void xway_lc_xen_leave(struct xway_conn *c, const char *why);
+/* The same, saying "EVENT (why)"; why empty: err (-errno) says it. */
+void xway_lc_xen_leave_err(struct xway_conn *c, const char *event, const char *why, int err);
 
 /* A Xen client end another process will use (exec, SCM_RIGHTS): its
  * broker maps the connection's grants once more (REMAP) on a new grant

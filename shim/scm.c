@@ -433,15 +433,8 @@ ssize_t xway_scm_sendmsg(int fd, const struct msghdr *msg, int flags)
 		if (st == XWAY_ST_ACCEL && xen && !c->reverted) {
 			nf = xway_scm_xen_prepare(c, 0, &hdr.rec[nconn], xfd[nconn],
 						  why, sizeof(why));
-			if (nf < 0) {
-				/* The receiver gets the socket on TCP. */
-				char m[240];
-
-				snprintf(m, sizeof(m), "SCM_RIGHTS (%s)", why[0] ? why
-					 : nf == -EBUSY ? "peeked bytes not yet read"
-					 : strerror(-nf));
-				xway_lc_xen_leave(c, m);
-			}
+			if (nf < 0)   /* the receiver gets the socket on TCP */
+				xway_lc_xen_leave_err(c, "SCM_RIGHTS", why, nf);
 			st = atomic_load_explicit(&c->state, memory_order_acquire);
 		}
 		if (st == XWAY_ST_FLUSH)

@@ -1238,14 +1238,20 @@ int xway_chan_xen_client_fds_ep(const int fds[2], const struct xway_xen_vchan *v
 	return xen_init_fds2(0, fds, v, NULL, ep_fd, 1, out);
 }
 
-int xway_chan_xen_reattach(const int fds[3], const struct xway_xen_vchan *v,
-			   struct xway_chan **out)
+static int xen_reattach(int server, const int fds[3], const struct xway_xen_vchan *v,
+			struct xway_chan **out)
 {
 	if (out)
 		*out = NULL;
 	if (!fds || fds[2] < 0)
 		return -EBADF;
-	return xen_init_fds(0, fds, v, NULL, fds[2], out);
+	return xen_init_fds(server, fds, v, NULL, fds[2], out);
+}
+
+int xway_chan_xen_reattach(const int fds[3], const struct xway_xen_vchan *v,
+			   struct xway_chan **out)
+{
+	return xen_reattach(0, fds, v, out);
 }
 
 int xway_chan_xen_exec_fds(struct xway_chan *c, int *evtchn_fd, int *ep_fd)
@@ -1311,11 +1317,7 @@ int xway_chan_xen_decision_fds(const struct xway_chan *c, int fds[3])
 int xway_chan_xen_server_reattach(const int fds[3], const struct xway_xen_vchan *v,
 				  struct xway_chan **out)
 {
-	if (out)
-		*out = NULL;
-	if (!fds || fds[2] < 0)
-		return -EBADF;
-	return xen_init_fds(1, fds, v, NULL, fds[2], out);
+	return xen_reattach(1, fds, v, out);
 }
 
 /* Every descriptor of the endpoint: the one the app's waits see (the
