@@ -42,11 +42,6 @@ static void conn_release_fds(struct xwayd_conn *k)
 
 static void conn_unmap(struct xwayd_conn *k)
 {
-	/* The served vchan's grants go with the application's mapping; the
-	 * record's end is when this broker stops counting them. */
-	xd->xen_served_pages -= k->xen_serve_pages <= xd->xen_served_pages
-				? k->xen_serve_pages : xd->xen_served_pages;
-	k->xen_serve_pages = 0;
 	if (k->hdr) {
 		munmap(k->hdr, k->map_len);
 		k->hdr = NULL;
@@ -336,8 +331,6 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 		why = why ? why : "OFFER: no vchan path";
 		goto reject;
 	}
-	k->xen_serve_pages = rx.v.map_pages;
-	xd->xen_served_pages += rx.v.map_pages;
 	/* The nodes before the offer: the peer reads them once it sees the
 	 * offer (and only after its CLAIM). */
 	if ((e = xwayd_xen_vchan_publish(k->xen_path, dom, ring_ref, rx.v.port))) {

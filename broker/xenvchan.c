@@ -310,43 +310,21 @@ out_evtchn:
 
 /*
  * Ring size per direction: each channel grants its rings' pages plus the
- * shared page, from a budget of gntalloc's limit (1024 by default, raised
- * by xwayd) and the domain's grant table (the test bed's domUs ran out
- * near 5600 pages), and a ring is all the buffering a direction has:
- * kernel TCP buffers hundreds of KiB, and an application that writes more
- * than both rings hold before it reads (tcpsem `splice`: 100000 B through
- * a pipe) deadlocks.  So while the channels served so far hold few grants
- * (under VC_BIG_BUDGET pages), rings of 256 KiB (129 grants a channel);
- * beyond, 32 KiB (17 grants, as shim/chan/xen.c does on its own path:
- * 1000 channels at once fit); when the grants run out anyway, one retry
- * with 4 KiB rings (3 grants) before the connection stays on TCP.
+ * shared page, from a budget of gntalloc's limit (1024 by default) and the
+ * domain's grant table (64 frames = 32768 entries).  Xen rings are capped
+ * at 32 KiB (17 grants a channel, as shim/chan/xen.c does on its own path);
+ * when the grants run out anyway, one retry with 4 KiB rings (3 grants)
+ * before the connection stays on TCP.
  */
-#define VC_ORDER_BIG 18u
 #define VC_ORDER_CAP 15u
 #define VC_ORDER_LOW 12u
-#define VC_BIG_BUDGET 1024u
-
-uint32_t xwayd_vchan_order(uint32_t ring_order, uint64_t in_use)
-{
-	uint32_t cap = in_use + 1 + 2 * ring_pages(VC_ORDER_BIG) <= VC_BIG_BUDGET
-		       ? VC_ORDER_BIG : VC_ORDER_CAP;
-
-	return ring_order > cap ? cap : ring_order;
-}
 
 int xwayd_vchan_serve(uint32_t peer, uint32_t ring_order, int fds[2],
 		      uint32_t *ring_ref, struct xway_xen_vchan *v, const char **why)
 {
-	uint32_t order = xwayd_vchan_order(ring_order, xd ? xd->xen_served_pages : 0);
+	uint32_t order = ring_order > VC_ORDER_CAP ? VC_ORDER_CAP : ring_order;
 	int e = serve_once(peer, order, fds, ring_ref, v, why);
 
-	if (e && order > VC_ORDER_CAP) {
-		XLOG_DEBUG("vchan for domain %u with %u KiB rings: %s (%s); retrying with "
-			   "%u KiB rings", peer, (1u << order) >> 10, *why, g_strerror(-e),
-			   (1u << VC_ORDER_CAP) >> 10);
-		order = VC_ORDER_CAP;
-		e = serve_once(peer, order, fds, ring_ref, v, why);
-	}
 	if (e && order > VC_ORDER_LOW) {
 		XLOG_DEBUG("vchan for domain %u with %u KiB rings: %s (%s); retrying with "
 			   "%u KiB rings", peer, (1u << order) >> 10, *why, g_strerror(-e),

@@ -135,9 +135,6 @@ struct xwayd_conn {
 	uint32_t xen_dom;                 /* the other domain */
 	uint64_t xen_id;                  /* offer id in the client's broker */
 	char xen_path[XWAY_XEN_PATH_MAX]; /* the vchan's xenstore path */
-	/* Client domain: grant pages of the vchan served for it, counted in
-	 * xd->xen_served_pages until the record ends. */
-	uint32_t xen_serve_pages;
 	/* Server domain, ACCELERATED: the grants the claimer mapped, for
 	 * REMAP (NULL elsewhere). */
 	struct xwayd_vchan_grants *xen_grants;
@@ -170,7 +167,6 @@ struct xwayd {
 	xwayd_netns netns;                /* the broker's own namespace */
 	struct xway_gen_page *gen;
 	struct xwayd_stats st;
-	uint64_t xen_served_pages;        /* grant pages of live served vchans */
 };
 
 extern struct xwayd *xd;
@@ -293,10 +289,6 @@ int xwayd_xen_vchan_read(const char *path, uint32_t *ring_ref, uint32_t *port,
  * caller owns the fds (send them, then close).  0 or -errno and *why. */
 int xwayd_vchan_serve(uint32_t peer, uint32_t ring_order, int fds[2],
 		      uint32_t *ring_ref, struct xway_xen_vchan *v, const char **why);
-/* The ring size serve picks (log2 bytes per direction) for a request of
- * ring_order while in_use grant pages are shared by the channels already
- * served: large rings while few are open, smaller ones under pressure. */
-uint32_t xwayd_vchan_order(uint32_t ring_order, uint64_t in_use);
 /* What the server domain's broker keeps of an attached vchan for REMAP
  * (a fork child of the application maps the same grants again). */
 struct xwayd_vchan_grants {
