@@ -702,9 +702,13 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 			return sent ? (ssize_t)sent : xway_epipe(flags);
 		if (st == XWAY_ST_ACCEL &&
 		    atomic_load_explicit(&c->rst_state, memory_order_relaxed) == 2 &&
-		    xway_died_unread(c))
+		    (xway_chan_backend(c->chan) == XWAY_BACKEND_XEN || xway_died_unread(c)))
 			/* recv reported the reset the dead peer's kernel sent
-			 * (xway_died_unread): writes fail as after a real one. */
+			 * (xway_died_unread), or a Xen peer's RST, which leaves
+			 * on TCP before its end of the vchan is closed (the
+			 * ring may still take a write: tcpsem `rst`'s last
+			 * check, seen in the test bed): writes fail as after a
+			 * real one. */
 			return sent ? (ssize_t)sent : xway_epipe(flags);
 		if (sent) {
 			vn = xway_iov_skip(iov, iovcnt, sent, sub);
