@@ -395,6 +395,20 @@ Test(xen, fd_ends_fork_child_leaves_channel_alone, .timeout = 60)
  * last holder) does not end it for the parent; an end with peeked bytes
  * in its private stash does not follow; a geometry that is not the
  * channel's is refused. */
+/* Read from c, waiting up to ~5 s for something to arrive (the other
+ * end runs in another process). */
+static ssize_t recv_wait(struct xway_chan *c, void *buf, size_t len)
+{
+	ssize_t n = -EAGAIN;
+
+	for (int i = 0; i < 5000 && n == -EAGAIN; i++) {
+		n = xway_chan_recv(c, buf, len, 0);
+		if (n == -EAGAIN)
+			usleep(1000);
+	}
+	return n;
+}
+
 Test(xen, fd_ends_follow_fork, .timeout = 60)
 {
 	int gnt[2], ev[2], re;
@@ -435,11 +449,8 @@ Test(xen, fd_ends_follow_fork, .timeout = 60)
 		int ok = xway_chan_send(c, "from-child", 10) == 10;
 		ssize_t n = -EAGAIN;
 
-		for (int i = 0; ok && i < 5000 && n == -EAGAIN; i++) {
-			n = xway_chan_recv(c, buf, sizeof(buf), 0);
-			if (n == -EAGAIN)
-				usleep(1000);
-		}
+		if (ok)
+			n = recv_wait(c, buf, sizeof(buf));
 		ok = ok && n == 8 && !memcmp(buf, "to-child", 8);
 		xway_chan_xen_others_hold(c);
 		xway_chan_close(c);
@@ -447,12 +458,7 @@ Test(xen, fd_ends_follow_fork, .timeout = 60)
 	}
 	xway_chan_xen_fork_parent(c);
 	xway_chan_xen_fork_parent(s);
-	ssize_t n = -EAGAIN;
-	for (int i = 0; i < 5000 && n == -EAGAIN; i++) {
-		n = xway_chan_recv(s, buf, sizeof(buf), 0);
-		if (n == -EAGAIN)
-			usleep(1000);
-	}
+	ssize_t n = recv_wait(s, buf, sizeof(buf));
 	cr_assert_eq(n, 10, "the child's bytes: %zd", n);
 	cr_assert_eq(memcmp(buf, "from-child", 10), 0);
 	cr_assert_eq(xway_chan_send(s, "to-child", 8), 8);
@@ -515,21 +521,13 @@ Test(xen, fd_ends_carried_over_exec, .timeout = 60)
 		ok = ok && *(int *)xway_chan_user_word(n) == 7;
 		ok = ok && xway_chan_recv(n, buf, sizeof(buf), 0) == 6 && !memcmp(buf, "before", 6);
 		ok = ok && xway_chan_send(n, "new-image", 9) == 9;
-		for (int i = 0; ok && i < 5000 && r == -EAGAIN; i++) {
-			r = xway_chan_recv(n, buf, sizeof(buf), 0);
-			if (r == -EAGAIN)
-				usleep(1000);
-		}
+		if (ok)
+			r = recv_wait(n, buf, sizeof(buf));
 		ok = ok && r == 5 && !memcmp(buf, "reply", 5);
 		_exit(ok ? 0 : 1);
 	}
 	close(re);
-	ssize_t r = -EAGAIN;
-	for (int i = 0; i < 5000 && r == -EAGAIN; i++) {
-		r = xway_chan_recv(s, buf, sizeof(buf), 0);
-		if (r == -EAGAIN)
-			usleep(1000);
-	}
+	ssize_t r = recv_wait(s, buf, sizeof(buf));
 	cr_assert_eq(r, 9, "the new image's bytes: %zd", r);
 	cr_assert_eq(memcmp(buf, "new-image", 9), 0);
 	cr_assert_eq(xway_chan_send(s, "reply", 5), 5);
@@ -587,22 +585,14 @@ Test(xen, server_end_shared_with_another_process, .timeout = 60)
 		ok = ok && *(int *)xway_chan_user_word(n) == 7;
 		ok = ok && xway_chan_recv(n, buf, sizeof(buf), 0) == 6 && !memcmp(buf, "before", 6);
 		ok = ok && xway_chan_send(n, "receiver", 8) == 8;
-		for (int i = 0; ok && i < 5000 && r == -EAGAIN; i++) {
-			r = xway_chan_recv(n, buf, sizeof(buf), 0);
-			if (r == -EAGAIN)
-				usleep(1000);
-		}
+		if (ok)
+			r = recv_wait(n, buf, sizeof(buf));
 		ok = ok && r == 5 && !memcmp(buf, "reply", 5);
 		xway_chan_xen_others_hold(n);
 		xway_chan_close(n);
 		_exit(ok ? 0 : 1);
 	}
-	ssize_t r = -EAGAIN;
-	for (int i = 0; i < 5000 && r == -EAGAIN; i++) {
-		r = xway_chan_recv(c, buf, sizeof(buf), 0);
-		if (r == -EAGAIN)
-			usleep(1000);
-	}
+	ssize_t r = recv_wait(c, buf, sizeof(buf));
 	cr_assert_eq(r, 8, "the receiver's bytes: %zd", r);
 	cr_assert_eq(memcmp(buf, "receiver", 8), 0);
 	cr_assert_eq(xway_chan_send(c, "reply", 5), 5);
