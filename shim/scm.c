@@ -609,6 +609,43 @@ static int xway_scm_same(int fd, int peer, const struct xway_addr *want)
 		memcmp(got.ip, want->ip, 16) == 0);
 }
 
+/* Our own read-only view of a pending offer's channel header (the
+ * broker's decision word, and ring 0 behind it), as the connecting
+ * process has, from the ring memfd fd.  0, or -errno. */
+static int xway_scm_map_hdr(int fd, void **map, size_t *len)
+{
+	struct stat st;
+	void *m;
+
+	if (fstat(fd, &st) < 0 || st.st_size < (off_t)XWAY_CHAN_HDR_SIZE)
+		return -EINVAL;
+	m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return -errno;
+	*map = m;
+	*len = (size_t)st.st_size;
+	return 0;
+}
+
+/* Our own high copies of three received descriptors (the originals stay
+ * the caller's); on failure none is left open.  0, or -errno. */
+static int xway_scm_dup3(const int src[3], int base, int d[3])
+{
+	for (int k = 0; k < 3; k++)
+		d[k] = -1;
+	for (int k = 0; k < 3; k++)
+		if ((d[k] = real.fcntl(src[k], F_DUPFD_CLOEXEC, base)) < 0) {
+			int e = -errno;
+
+			for (int j = 0; j < k; j++) {
+				real.close(d[j]);
+				d[j] = -1;
+			}
+			return e;
+		}
+	return 0;
+}
+
 /* Is sock a TCP socket of the app's with the record's 4-tuple? */
 static int xway_scm_sock_ok(int sock, const struct xway_scm_rec *rec)
 {
@@ -642,7 +679,7 @@ static int xway_scm_xen_open(int sock, const struct xway_scm_rec *rec, const int
 	struct xway_chan_params p = { xway_cfg.ring_order, xway_cfg.spin_ns, 0 };
 	struct xway_chan *dchan = NULL;
 	struct stat st0, st1;
-	int d[3] = { -1, -1, -1 }, base = xway_high_fd_base(), r;
+	int d[3], base = xway_high_fd_base(), r;
 	int server = rec->xen == XWAY_SCM_XEN_SERVER;
 
 	memset(o, 0, sizeof(*o));
@@ -663,40 +700,20 @@ static int xway_scm_xen_open(int sock, const struct xway_scm_rec *rec, const int
 		/* The decision channel, as a pending local record's ring:
 		 * our read-only view of its header (the broker's decision
 		 * word), and the channel itself (its eventfd wakes us). */
-		int dd[3] = { -1, -1, -1 };
-		struct stat st;
+		int dd[3];
 
-		if (fstat(cf[3], &st) != 0 || st.st_size < (off_t)XWAY_CHAN_HDR_SIZE)
-			return -EINVAL;
-		o->hdr = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, cf[3], 0);
-		if (o->hdr == MAP_FAILED) {
-			o->hdr = NULL;
-			return -errno;
-		}
-		o->hdr_len = (size_t)st.st_size;
-		r = 0;
-		for (int k = 0; k < 3 && r == 0; k++)
-			if ((dd[k] = real.fcntl(cf[3 + k], F_DUPFD_CLOEXEC, base)) < 0)
-				r = -errno;
-		if (r == 0)
-			r = xway_chan_local_attach(dd, 0, rec->cookie, &p, &dchan);
-		if (r < 0) {
+		if ((r = xway_scm_map_hdr(cf[3], &o->hdr, &o->hdr_len)) < 0)
+			return r;
+		if ((r = xway_scm_dup3(cf + 3, base, dd)) < 0)
+			goto fail;
+		if ((r = xway_chan_local_attach(dd, 0, rec->cookie, &p, &dchan)) < 0) {
 			for (int k = 0; k < 3; k++)
-				if (dd[k] >= 0)
-					real.close(dd[k]);
+				real.close(dd[k]);
 			goto fail;
 		}
 	}
-	r = 0;
-	for (int k = 0; k < 3 && r == 0; k++)
-		if ((d[k] = real.fcntl(cf[k], F_DUPFD_CLOEXEC, base)) < 0)
-			r = -errno;
-	if (r < 0) {
-		for (int k = 0; k < 3; k++)
-			if (d[k] >= 0)
-				real.close(d[k]);
+	if ((r = xway_scm_dup3(cf, base, d)) < 0)
 		goto fail;
-	}
 	r = server ? xway_chan_xen_server_reattach(d, &rec->geo, &o->chan)
 		   : xway_chan_xen_reattach(d, &rec->geo, &o->chan);
 	if (r < 0) {
@@ -763,16 +780,10 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
 		return -EINVAL;          /* only a client waits for a decision */
 	}
 	if (rec->pending) {
-		/* Our own read-only view of the header (the broker's decision
-		 * word) and of ring 0, as the connecting process has.  Mapped
-		 * before the attach, which takes the fds over (moves them). */
-		struct stat st;
-		if (fstat(cf[0], &st) < 0 || st.st_size < (off_t)XWAY_CHAN_HDR_SIZE)
-			return -EINVAL;
-		map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, cf[0], 0);
-		if (map == MAP_FAILED)
-			return -errno;
-		map_len = (size_t)st.st_size;
+		/* Mapped before the attach, which takes the fds over
+		 * (moves them). */
+		if ((r = xway_scm_map_hdr(cf[0], &map, &map_len)) < 0)
+			return r;
 	}
 	r = xway_chan_local_attach(cf, rec->side, rec->cookie, &p, &chan);
 	if (r < 0) {
