@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * xwayd.conf: a GKeyFile with [broker] socket=, mode=, claim_timeout_ms=,
- * log_level= and [rules] allow=, deny= (';'-separated rule lists, see
+ * log_level=, xen_link= and [rules] allow=, deny= (';'-separated rule lists, see
  * proto.h for the rule language and precedence).  Loading is all or
  * nothing: every group and key is checked, unknown ones are errors (a typo
  * must not silently disable a deny rule), and the first problem is reported
@@ -20,6 +20,7 @@ static void config_defaults(struct xwayd_config *cfg)
 	cfg->mode = XWAYD_MODE_LOCAL;
 	cfg->claim_timeout_ms = 2000;
 	cfg->log_level = 6;
+	cfg->xen_link = true;
 }
 
 void xwayd_config_free(struct xwayd_config *cfg)
@@ -136,7 +137,7 @@ int xwayd_config_load(struct xwayd_config *out, const char *path,
 		      bool must_exist, char **err)
 {
 	static const char *const broker_keys[] = {
-		"socket", "mode", "claim_timeout_ms", "log_level", NULL,
+		"socket", "mode", "claim_timeout_ms", "log_level", "xen_link", NULL,
 	};
 	struct xwayd_config cfg;
 	GKeyFile *kf = g_key_file_new();
@@ -222,6 +223,17 @@ int xwayd_config_load(struct xwayd_config *out, const char *path,
 		g_strstrip(v);
 		if ((cfg.log_level = parse_level(v)) < 0)
 			BAD("'%s' is not a level (err, warning, notice, info, debug or 0-7)", v);
+		g_free(v);
+		v = NULL;
+	}
+	if ((v = g_key_file_get_string(kf, group, key = "xen_link", NULL))) {
+		g_strstrip(v);
+		if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1"))
+			cfg.xen_link = true;
+		else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0"))
+			cfg.xen_link = false;
+		else
+			BAD("'%s' is not a boolean (true or false)", v);
 		g_free(v);
 		v = NULL;
 	}

@@ -331,13 +331,16 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 		why = why ? why : "OFFER: no vchan path";
 		goto reject;
 	}
-	/* The nodes before the offer: the peer reads them once it sees the
-	 * offer (and only after its CLAIM). */
-	if ((e = xwayd_xen_vchan_publish(k->xen_path, dom, ring_ref, rx.v.port))) {
+	/* On the broker link when it is up (no xenstore request at all),
+	 * else through xenstore: the vchan's nodes before the offer, which
+	 * the peer reads once it sees the offer (and only after its CLAIM).
+	 * Either way the offer is readable by the peer before we answer. */
+	if (xwayd_xen_link_offer(k, ring_ref, rx.v.port)) {
+		;
+	} else if ((e = xwayd_xen_vchan_publish(k->xen_path, dom, ring_ref, rx.v.port))) {
 		why = "OFFER: cannot publish the vchan in xenstore";
 		goto reject;
-	}
-	if ((e = xwayd_xen_publish_offer(k))) {
+	} else if ((e = xwayd_xen_publish_offer(k))) {
 		xwayd_xen_vchan_unpublish(k->xen_path);
 		why = "OFFER: cannot publish the offer in xenstore";
 		goto reject;
@@ -351,7 +354,9 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	g_hash_table_insert(xd->offers, &k->offer_id, k);
 	g_hash_table_insert(xd->live, &k->cookie, k);
 	c->noffers++;
-	snprintf(k->detail, sizeof(k->detail), "Xen domain %u, vchan %s", dom, k->xen_path);
+	if (snprintf(k->detail, sizeof(k->detail), "Xen domain %u, vchan %s%s", dom,
+		     k->xen_path, k->xen_link ? " (offer on the broker link)" : "") < 0)
+		k->detail[0] = 0;
 	rx.base.status = 1;
 	rx.base.offer_id = k->offer_id;
 	g_strlcpy(rx.base.text, "pending (xen)", sizeof(rx.base.text));
@@ -377,7 +382,7 @@ reject:
  * record that a CLAIM matches like a local offer; we alone decide. */
 void xwayd_conn_remote_offer(uint32_t dom, uint64_t id, uint64_t cookie,
 			     const struct xway_addr *src, const struct xway_addr *dst,
-			     const char *path)
+			     const char *path, const struct xway_link_msg *lm)
 {
 	struct xwayd_listener *l;
 	struct xwayd_conn *k;
@@ -390,6 +395,11 @@ void xwayd_conn_remote_offer(uint32_t dom, uint64_t id, uint64_t cookie,
 	k->xen_dom = dom;
 	k->xen_id = id;
 	g_strlcpy(k->xen_path, path, sizeof(k->xen_path));
+	if (lm) {
+		k->xen_link = true;
+		k->xen_ring_ref = lm->ring_ref;
+		k->xen_port = lm->port;
+	}
 	k->side[0].addr = *src;
 	k->side[1].addr = *dst;
 	k->side[0].uid = k->side[1].uid = (uid_t)-1;
@@ -473,6 +483,45 @@ void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed)
 		   k->xen_dom);
 	if (k->xen_left_early)
 		fallback_after_claim(k, k->xen_left_side, XWAY_R_LEFT, k->xen_left_text);
+}
+
+void xwayd_conn_xen_link_outcome(uint32_t dom, uint64_t id, bool claimed)
+{
+	/* Our own offers: xen_id is the offer id. */
+	struct xwayd_conn *k = g_hash_table_lookup(xd->offers, &id);
+
+	if (!k || !k->xen || k->xen_remote || k->xen_dom != dom) {
+		XLOG_DEBUG("Xen domain %u: outcome for offer %llu, not one of ours pending "
+			   "with it: ignored", dom, (unsigned long long)id);
+		return;
+	}
+	xwayd_conn_xen_decided(k, claimed);
+}
+
+void xwayd_conn_xen_link_lost(uint32_t dom)
+{
+	GHashTableIter it;
+	gpointer key, v;
+	GPtrArray *all = g_ptr_array_new();
+
+	g_hash_table_iter_init(&it, xd->offers);
+	while (g_hash_table_iter_next(&it, &key, &v)) {
+		struct xwayd_conn *k = v;
+
+		if (k->xen_remote && k->xen_link && k->xen_dom == dom && k->state == XC_PENDING)
+			g_ptr_array_add(all, k);
+	}
+	for (guint i = 0; i < all->len; i++) {
+		struct xwayd_conn *k = all->pdata[i];
+
+		if (k->timer) {
+			g_source_remove(k->timer);
+			k->timer = 0;
+		}
+		/* The outcome goes through xenstore now (xwayd_xen_outcome). */
+		decide_withdrawn(k, "the link from the client's broker closed");
+	}
+	g_ptr_array_free(all, TRUE);
 }
 
 static void conn_close(struct xwayd_conn *k, const char *detail);
@@ -812,7 +861,13 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 		 * (checked above) gets its descriptors.  If it cannot be made
 		 * the offer is withdrawn: both ends stay on TCP. */
 		memset(&xo, 0, sizeof(xo));
-		e = xwayd_xen_vchan_read(k->xen_path, &ring_ref, &rport, &vwhy);
+		if (k->xen_link) {
+			ring_ref = k->xen_ring_ref;     /* came with the offer */
+			rport = k->xen_port;
+			e = 0;
+		} else {
+			e = xwayd_xen_vchan_read(k->xen_path, &ring_ref, &rport, &vwhy);
+		}
 		if (!e)
 			e = xwayd_vchan_attach(k->xen_dom, ring_ref, rport, vfds, &xo.v,
 					       &keep, &vwhy);

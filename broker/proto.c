@@ -474,3 +474,185 @@ size_t xway_json_escape(const char *s, char *out, size_t size)
 		out[size - 1] = 0;
 	return n;
 }
+
+/* ---- broker-to-broker link records ------------------------------------ */
+
+/* Strict decimal: digits only, no leading zero, value in [1, max]. */
+static int link_u64(const char *s, size_t n, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (n == 0 || n > 20 || s[0] == '0')
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		unsigned d = (unsigned)(s[i] - '0');
+
+		if (d > 9 || v > (UINT64_MAX - d) / 10)
+			return -EINVAL;
+		v = v * 10 + d;
+	}
+	if (v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int link_cookie(const char *s, size_t n, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (n != 16)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		unsigned d;
+
+		if (c >= '0' && c <= '9')
+			d = (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			d = (unsigned)(c - 'a' + 10);
+		else
+			return -EINVAL;
+		v = v << 4 | d;
+	}
+	if (!v)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int link_addr(const char *s, size_t n, struct xway_addr *a)
+{
+	char buf[80];
+
+	if (n == 0 || n >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, s, n);
+	buf[n] = 0;
+	if (xway_addr_parse(buf, a) || a->port == 0)
+		return -EINVAL;
+	return 0;
+}
+
+#define LINK_FIELDS 8
+
+int xway_link_parse(const void *rec, size_t len, struct xway_link_msg *m,
+		    const char **why)
+{
+	const char *s = rec, *end, *f[LINK_FIELDS];
+	size_t fl[LINK_FIELDS], nf = 0;
+	uint64_t v;
+
+	memset(m, 0, sizeof(*m));
+	if (len != XWAY_LINK_REC || !(end = memchr(s, 0, len))) {
+		*why = "record is not one NUL-terminated slot";
+		return -EINVAL;
+	}
+	/* Fields separated by exactly one space. */
+	for (const char *p = s; ; ) {
+		const char *q = p;
+
+		while (q < end && *q != ' ')
+			q++;
+		if (q == p || nf == LINK_FIELDS) {
+			*why = "empty field, or too many fields";
+			return -EINVAL;
+		}
+		f[nf] = p;
+		fl[nf++] = (size_t)(q - p);
+		if (q == end)
+			break;
+		p = q + 1;
+	}
+	if (nf < 2 || link_u64(f[1], fl[1], UINT64_MAX, &m->id)) {
+		*why = "missing or bad offer id";
+		return -EINVAL;
+	}
+#define IS(i, lit) (fl[i] == sizeof(lit) - 1 && !memcmp(f[i], lit, sizeof(lit) - 1))
+	if (IS(0, "offer")) {
+		m->kind = XWAY_LINK_OFFER;
+		if (nf != 7) {
+			*why = "offer: not 7 fields";
+			return -EINVAL;
+		}
+		if (link_u64(f[2], fl[2], UINT32_MAX, &v)) {
+			*why = "offer: bad ring-ref";
+			return -EINVAL;
+		}
+		m->ring_ref = (uint32_t)v;
+		if (link_u64(f[3], fl[3], 1u << 17, &v)) {     /* FIFO ABI: 17-bit ports */
+			*why = "offer: bad event-channel port";
+			return -EINVAL;
+		}
+		m->port = (uint32_t)v;
+		if (link_cookie(f[4], fl[4], &m->cookie)) {
+			*why = "offer: bad cookie";
+			return -EINVAL;
+		}
+		if (link_addr(f[5], fl[5], &m->src) || link_addr(f[6], fl[6], &m->dst) ||
+		    xway_addr_is_wildcard(&m->dst)) {
+			*why = "offer: bad address";
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (IS(0, "withdraw")) {
+		m->kind = XWAY_LINK_WITHDRAW;
+		if (nf != 2) {
+			*why = "withdraw: not 2 fields";
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (IS(0, "outcome")) {
+		m->kind = XWAY_LINK_OUTCOME;
+		if (nf != 3 || !(IS(2, "claimed") || IS(2, "withdrawn"))) {
+			*why = "outcome: not 'outcome ID claimed|withdrawn'";
+			return -EINVAL;
+		}
+		m->claimed = IS(2, "claimed");
+		return 0;
+	}
+#undef IS
+	*why = "unknown record kind";
+	return -EINVAL;
+}
+
+int xway_link_format(const struct xway_link_msg *m, char rec[XWAY_LINK_REC])
+{
+	char a[80], b[80];
+	int n;
+
+	memset(rec, 0, XWAY_LINK_REC);
+	switch (m->kind) {
+	case XWAY_LINK_OFFER:
+		n = snprintf(rec, XWAY_LINK_REC, "offer %llu %u %u %016llx %s %s",
+			     (unsigned long long)m->id, m->ring_ref, m->port,
+			     (unsigned long long)m->cookie,
+			     xway_addr_format(&m->src, a, sizeof(a)),
+			     xway_addr_format(&m->dst, b, sizeof(b)));
+		break;
+	case XWAY_LINK_WITHDRAW:
+		n = snprintf(rec, XWAY_LINK_REC, "withdraw %llu", (unsigned long long)m->id);
+		break;
+	case XWAY_LINK_OUTCOME:
+		n = snprintf(rec, XWAY_LINK_REC, "outcome %llu %s", (unsigned long long)m->id,
+			     m->claimed ? "claimed" : "withdrawn");
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (n < 0 || n >= XWAY_LINK_REC) {
+		memset(rec, 0, XWAY_LINK_REC);
+		return -EINVAL;
+	}
+	/* What we send must be what the peer accepts. */
+	{
+		struct xway_link_msg back;
+		const char *why;
+
+		if (xway_link_parse(rec, XWAY_LINK_REC, &back, &why))
+			return -EINVAL;
+	}
+	return 0;
+}

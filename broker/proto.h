@@ -88,4 +88,35 @@ bool xway_rules_exclude(const struct xway_rule *allow, size_t nallow,
  * length the full escape needs (like snprintf). */
 size_t xway_json_escape(const char *s, char *out, size_t size);
 
+/*
+ * Records of the broker-to-broker link (Xen mode, broker/xenlink.c): fixed
+ * XWAY_LINK_REC-byte slots holding one line of text, NUL-padded.  The link
+ * a client's broker A serves to a server's broker B carries A's offers and
+ * withdraw requests and B's outcomes for them:
+ *   "offer ID RING_REF PORT COOKIE SRC DST"   (A -> B; COOKIE 16 hex)
+ *   "withdraw ID"                              (A -> B)
+ *   "outcome ID claimed" | "outcome ID withdrawn"   (B -> A)
+ * The other domain writes them: parsed strictly (decimal without sign or
+ * leading zero, one space between fields, nothing after), never trusted.
+ */
+#define XWAY_LINK_REC 256
+
+enum xway_link_kind { XWAY_LINK_OFFER = 1, XWAY_LINK_WITHDRAW, XWAY_LINK_OUTCOME };
+
+struct xway_link_msg {
+	enum xway_link_kind kind;
+	uint64_t id;                 /* the offer id in A's broker, >= 1 */
+	uint32_t ring_ref, port;     /* offer: the vchan's shared page and port */
+	uint64_t cookie;             /* offer */
+	struct xway_addr src, dst;   /* offer */
+	bool claimed;                /* outcome */
+};
+
+/* 0, or -EINVAL with *why (static).  len is the slot's size. Pure. */
+int xway_link_parse(const void *rec, size_t len, struct xway_link_msg *m,
+		    const char **why);
+/* One slot (XWAY_LINK_REC bytes, NUL-padded) from m; -EINVAL if m is not
+ * one xway_link_parse would accept. Pure. */
+int xway_link_format(const struct xway_link_msg *m, char rec[XWAY_LINK_REC]);
+
 #endif /* XWAY_BROKER_PROTO_H */

@@ -139,6 +139,17 @@ static bool xs_put(const char *path, const char *val)
 	return xs.write(xsh, XBT_NULL, path, val, (unsigned)strlen(val));
 }
 
+bool xwayd_xen_put(const char *path, const char *val)
+{
+	return xsh && xs_put(path, val);
+}
+
+void xwayd_xen_rm(const char *path)
+{
+	if (xsh)
+		xs.rm(xsh, XBT_NULL, path);
+}
+
 /* ---- publishing -------------------------------------------------------- */
 
 static void publish_addrs(void)
@@ -289,6 +300,11 @@ static void rescan(void)
 		g_string_append_printf(view, "%u %s %s\n", x->domid, x->instance, v ? v : "");
 		g_free(v);
 		g_hash_table_insert(peers, &x->domid, x);
+		/* The link that domain serves to us (xenlink.c). */
+		snprintf(path, sizeof(path), XS_ROOT "/%u/links/%u", x->domid, self_domid);
+		v = xs_get(path);
+		xwayd_xen_link_peer(x->domid, x->instance, v);
+		g_free(v);
 	}
 	free(dom);
 	if (g_strcmp0(view->str, last_view)) {
@@ -305,6 +321,7 @@ static void rescan(void)
 
 		if (!g_hash_table_contains(peers, &d)) {
 			XLOG_INFO("Xen domain %u left " XS_ROOT ": resetting its connections", d);
+			xwayd_xen_link_gone(d);
 			forget_remote(d);
 			xwayd_conn_xen_vanished(d);
 		}
@@ -406,7 +423,19 @@ int xwayd_xen_vchan_read(const char *path, uint32_t *ring_ref, uint32_t *port,
 	return 0;
 }
 
-int xwayd_xen_publish_offer(const struct xwayd_conn *k)
+bool xwayd_xen_link_offer(struct xwayd_conn *k, uint32_t ring_ref, uint32_t port)
+{
+	struct xway_link_msg m = {
+		.kind = XWAY_LINK_OFFER, .id = k->xen_id, .ring_ref = ring_ref,
+		.port = port, .cookie = k->cookie, .src = k->side[0].addr,
+		.dst = k->side[1].addr,
+	};
+
+	k->xen_link = xsh && xwayd_xen_link_send(k->xen_dom, true, &m);
+	return k->xen_link;
+}
+
+int xwayd_xen_publish_offer(struct xwayd_conn *k)
 {
 	char path[96], a[80], b[80];
 	char *val;
@@ -415,9 +444,16 @@ int xwayd_xen_publish_offer(const struct xwayd_conn *k)
 	if (!xsh)
 		return -ENODEV;
 	if (k->xen_withdraw_asked) {
+		struct xway_link_msg m = { .kind = XWAY_LINK_WITHDRAW, .id = k->xen_id };
+
+		/* Where the offer went, or xenstore (read too) if the link
+		 * cannot take it now. */
+		if (k->xen_link && xwayd_xen_link_send(k->xen_dom, true, &m))
+			return 0;
 		snprintf(path, sizeof(path), XS_ROOT "/%u/withdraw/%llu", self_domid,
 			 (unsigned long long)k->xen_id);
 		ok = xs_put(path, "1");
+		k->xen_withdraw_xs = ok;
 	} else {
 		snprintf(path, sizeof(path), XS_ROOT "/%u/offers/%llu", self_domid,
 			 (unsigned long long)k->xen_id);
@@ -443,31 +479,54 @@ void xwayd_xen_unpublish_offer(const struct xwayd_conn *k)
 
 	if (!xsh)
 		return;
-	snprintf(path, sizeof(path), XS_ROOT "/%u/offers/%llu", self_domid,
-		 (unsigned long long)k->xen_id);
-	xs.rm(xsh, XBT_NULL, path);
-	/* The vchan's nodes too (libxenvchan's close_xs_srv, done here now
-	 * that the application has no xenstore access): decided, the peer
-	 * has read them or never will. */
-	xwayd_xen_vchan_unpublish(k->xen_path);
-	if (!k->xen_withdraw_asked)
+	if (!k->xen_link) {
+		snprintf(path, sizeof(path), XS_ROOT "/%u/offers/%llu", self_domid,
+			 (unsigned long long)k->xen_id);
+		xs.rm(xsh, XBT_NULL, path);
+		/* The vchan's nodes too (libxenvchan's close_xs_srv, done
+		 * here now that the application has no xenstore access):
+		 * decided, the peer has read them or never will. */
+		xwayd_xen_vchan_unpublish(k->xen_path);
+	}
+	if (!k->xen_withdraw_xs)
 		return;                 /* no withdraw node: one request less */
 	snprintf(path, sizeof(path), XS_ROOT "/%u/withdraw/%llu", self_domid,
 		 (unsigned long long)k->xen_id);
 	xs.rm(xsh, XBT_NULL, path);
 }
 
+static gboolean rm_later(gpointer p)
+{
+	xwayd_xen_rm(p);
+	return G_SOURCE_REMOVE;
+}
+
 void xwayd_xen_outcome(const struct xwayd_conn *k, bool claimed)
 {
+	struct xway_link_msg m = { .kind = XWAY_LINK_OUTCOME, .id = k->xen_id,
+				   .claimed = claimed };
 	char path[96];
 
 	if (!xsh)
 		return;
+	if (k->xen_link && xwayd_xen_link_send(k->xen_dom, false, &m))
+		return;
 	snprintf(path, sizeof(path), XS_ROOT "/%u/outcomes/%u/%llu", self_domid,
 		 k->xen_dom, (unsigned long long)k->xen_id);
-	if (!xs_put(path, claimed ? "claimed" : "withdrawn"))
+	if (!xs_put(path, claimed ? "claimed" : "withdrawn")) {
 		XLOG_WARN("xenstore: cannot write %s: %s (domain %u's client waits "
 			  "for its broker's timeout)", path, g_strerror(errno), k->xen_dom);
+		return;
+	}
+	/* A link offer's outcome that could not go back on the link (its
+	 * ring full, or the link gone): the client's broker reads outcome
+	 * nodes of all its pending offers, and gives up on its own after
+	 * 3 x claim timeout + 2 s; no offer node will go away to tell us
+	 * when to remove this one, so it goes after that time. */
+	if (k->xen_link)
+		g_timeout_add_seconds_full(G_PRIORITY_DEFAULT,
+					   (3 * xd->cfg.claim_timeout_ms + 2000) / 1000 + 5,
+					   rm_later, g_strdup(path), g_free);
 }
 
 bool xwayd_xen_dom_owns(uint32_t dom, const uint8_t ip[16])
@@ -569,7 +628,7 @@ static void scan_remote_offers(void)
 				xwayd_xen_outcome(&tmp, false);
 			} else {
 				g_hash_table_insert(remote_seen, g_strdup(key), GINT_TO_POINTER(1));
-				xwayd_conn_remote_offer(x->domid, id, cookie, &src, &dst, vpath);
+				xwayd_conn_remote_offer(x->domid, id, cookie, &src, &dst, vpath, NULL);
 			}
 			g_free(val);
 		}
@@ -644,8 +703,10 @@ static void scan_outcomes(void)
 
 void xwayd_xen_scan_now(void)
 {
-	if (xsh)
-		scan_remote_offers();
+	if (!xsh)
+		return;
+	xwayd_xen_links_drain();
+	scan_remote_offers();
 }
 
 /* What a watch event on PATH asks us to read again. */
@@ -679,7 +740,8 @@ static unsigned xs_event_scope(const char *path)
 	p = end + 1;
 	if (d == self_domid)
 		return 0;                       /* our own writes */
-	if (!strcmp(p, "instance") || !strcmp(p, "addrs") || !strcmp(p, "listeners"))
+	if (!strcmp(p, "instance") || !strcmp(p, "addrs") || !strcmp(p, "listeners") ||
+	    g_str_has_prefix(p, "links"))
 		return XS_EV_PEERS;
 	if (g_str_has_prefix(p, "offers") || g_str_has_prefix(p, "withdraw"))
 		return XS_EV_OFFERS;
@@ -819,6 +881,20 @@ static void gc_vchans(void)
 			gpointer seen;
 			int verdict;
 
+			if (g_str_has_prefix(names[j], "link-")) {
+				guint64 d;
+
+				/* A broker link of ours that is not the
+				 * current one (an earlier instance's). */
+				if (g_ascii_string_to_unsigned(doms[i], 10, 0, 0x7fef, &d, NULL) &&
+				    !xwayd_xen_link_current((uint32_t)d, names[j])) {
+					snprintf(path, sizeof(path), "%s/%s/%s", base, doms[i],
+						 names[j]);
+					if (xs.rm(xsh, XBT_NULL, path))
+						removed++;
+				}
+				continue;
+			}
 			if (names[j][0] != 'x' || strlen(names[j]) != 17 ||
 			    !g_ascii_string_to_unsigned(names[j] + 1, 16, 1, G_MAXUINT64,
 							&cookie, NULL) ||
@@ -856,6 +932,7 @@ static gboolean on_gc(gpointer unused)
 	if (!xsh)
 		return G_SOURCE_CONTINUE;
 	gc_vchans();
+	xwayd_xen_link_tick();
 	/* The domain list again every 10 s, watch or not: xenstored fires a
 	 * watch only to domains that may read the node, and once a destroyed
 	 * domain is released its nodes' permissions naming it are void, so
@@ -952,6 +1029,11 @@ int xwayd_xen_start(char **err)
 	}
 	peers = g_hash_table_new_full(g_int_hash, g_int_equal, NULL, peer_free);
 	remote_seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	/* An earlier instance's link advertisements name links that died
+	 * with it. */
+	snprintf(path, sizeof(path), XS_ROOT "/%u/links", self_domid);
+	xs.rm(xsh, XBT_NULL, path);
+	xwayd_xen_link_init(self_domid, xd->cfg.xen_link);
 	if (!xs.watch(xsh, XS_ROOT, "xway")) {
 		*err = g_strdup_printf("cannot watch " XS_ROOT ": %s", g_strerror(errno));
 		goto fail;
@@ -989,6 +1071,7 @@ void xwayd_xen_stop(void)
 	if (gc_src)
 		g_source_remove(gc_src);
 	xs_watch_src = publish_idle = gc_src = 0;
+	xwayd_xen_link_stop();
 	if (gc_suspects)
 		g_hash_table_destroy(gc_suspects);
 	gc_suspects = NULL;
@@ -1064,12 +1147,15 @@ void xwayd_xen_peers(GString *o, bool json)
 				g_string_append_printf(o, "%s\"%s\"", i ? "," : "",
 						       xway_addr_format(&a, buf, sizeof(buf)));
 			}
-			g_string_append_printf(o, "],\"listeners\":%u}", x->listeners->len);
+			g_string_append_printf(o, "],\"listeners\":%u", x->listeners->len);
+			xwayd_xen_link_show(o, x->domid, true);
+			g_string_append(o, "}");
 		} else {
 			g_string_append_printf(o, "domain %-5u instance %-16s %u address(es), "
 					       "%u listener(s)\n", x->domid,
 					       x->instance[0] ? x->instance : "(stopped)",
 					       x->addrs->len, x->listeners->len);
+			xwayd_xen_link_show(o, x->domid, false);
 		}
 		first = false;
 	}

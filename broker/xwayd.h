@@ -38,6 +38,7 @@ struct xwayd_config {
 	bool mode_auto;                /* mode=auto: xen if xenstore works */
 	uint32_t claim_timeout_ms;
 	int log_level;                 /* syslog priority: 3 err .. 7 debug */
+	bool xen_link;                 /* Xen mode: broker-to-broker links */
 	struct xway_rule *allow, *deny;
 	size_t nallow, ndeny;
 };
@@ -135,6 +136,13 @@ struct xwayd_conn {
 	uint32_t xen_dom;                 /* the other domain */
 	uint64_t xen_id;                  /* offer id in the client's broker */
 	char xen_path[XWAY_XEN_PATH_MAX]; /* the vchan's xenstore path */
+	/* The offer travelled on the broker-to-broker link (xenlink.c), not
+	 * xenstore: no offer or vchan nodes; the vchan's shared page and
+	 * port came with it (server's broker).  xen_withdraw_xs: the withdraw
+	 * request had to go through xenstore (its node is removed at the
+	 * end). */
+	bool xen_link, xen_withdraw_xs;
+	uint32_t xen_ring_ref, xen_port;
 	/* Server domain, ACCELERATED: the grants the claimer mapped, for
 	 * REMAP (NULL elsewhere). */
 	struct xwayd_vchan_grants *xen_grants;
@@ -265,7 +273,10 @@ void xwayd_xen_peers(GString *o, bool json);
 int xwayd_xen_vchan_path(uint32_t dom, uint64_t cookie, char *buf, size_t n);
 /* Client's broker: publish / re-publish with the withdraw request / remove
  * the offer node /local/xway/<self>/offers/<offer_id>.  0 or -errno. */
-int xwayd_xen_publish_offer(const struct xwayd_conn *k);
+int xwayd_xen_publish_offer(struct xwayd_conn *k);
+/* Client's broker: send the offer on the link to its domain instead;
+ * true (and k->xen_link) if it is in the link's ring. */
+bool xwayd_xen_link_offer(struct xwayd_conn *k, uint32_t ring_ref, uint32_t port);
 void xwayd_xen_unpublish_offer(const struct xwayd_conn *k);
 /* Server's broker: the decision for the peer's offer. */
 void xwayd_xen_outcome(const struct xwayd_conn *k, bool claimed);
@@ -319,10 +330,42 @@ void xwayd_xen_scan_now(void);
 /* dom published ip among its addresses. */
 bool xwayd_xen_dom_owns(uint32_t dom, const uint8_t ip[16]);
 
-/* conn.c: the Xen exchange's entry points (called from xen.c). */
+/* xenlink.c: the broker-to-broker links (docs/XEN.md §3.1).  Each broker
+ * serves one libxenvchan to every peer domain ("ours": our offers and
+ * withdraw requests out, the peer's outcomes in) and attaches to the one
+ * the peer serves to it ("theirs": the peer's offers in, our outcomes
+ * out).  xen.c feeds them what it reads in xenstore. */
+void xwayd_xen_link_init(uint32_t self, bool enabled);
+void xwayd_xen_link_stop(void);
+/* dom's current entry: its broker instance ("" when stopped) and its
+ * advertisement of the link it serves to us ("GEN INSTANCE", or NULL). */
+void xwayd_xen_link_peer(uint32_t dom, const char *instance, const char *adv);
+void xwayd_xen_link_gone(uint32_t dom);
+/* Retry ends that failed (xen.c's periodic tick). */
+void xwayd_xen_link_tick(void);
+/* Send m on our link to dom (ours) or on dom's link to us (!ours); true
+ * when the whole record is in the ring (the peer then reads it before it
+ * sees anything we do after). */
+bool xwayd_xen_link_send(uint32_t dom, bool ours, const struct xway_link_msg *m);
+/* Read every record waiting on every link now (a CLAIM found no match). */
+void xwayd_xen_links_drain(void);
+/* A link node name we serve now (gc keeps it). */
+bool xwayd_xen_link_current(uint32_t dom, const char *name);
+void xwayd_xen_link_show(GString *o, uint32_t dom, bool json);
+/* xen.c, for xenlink.c: xenstore writes and removals under our own tree. */
+bool xwayd_xen_put(const char *path, const char *val);
+void xwayd_xen_rm(const char *path);
+
+/* conn.c: the Xen exchange's entry points (called from xen.c and
+ * xenlink.c).  lm: the link record the offer came in, or NULL (xenstore). */
 void xwayd_conn_remote_offer(uint32_t dom, uint64_t id, uint64_t cookie,
 			     const struct xway_addr *src, const struct xway_addr *dst,
-			     const char *path);
+			     const char *path, const struct xway_link_msg *lm);
+/* The client's broker: dom's outcome for our offer id came on the link. */
+void xwayd_conn_xen_link_outcome(uint32_t dom, uint64_t id, bool claimed);
+/* The server's broker: the link from dom closed; its pending offers that
+ * came on it are withdrawn (nobody could tell dom the outcome). */
+void xwayd_conn_xen_link_lost(uint32_t dom);
 /* The peer asked to withdraw its offer, or the offer node vanished. */
 void xwayd_conn_remote_withdraw(uint32_t dom, uint64_t id, const char *why);
 /* The client's broker: the peer decided k. */

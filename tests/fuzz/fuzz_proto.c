@@ -3,8 +3,9 @@
  * libFuzzer target for the broker's pure functions: broker/proto.c is
  * included whole (wireguard-tools fuzz/uapi.c style).  Input: byte 0 is the
  * number of descriptors that "came with" the packet, the rest is the packet.
- * Also feeds the input as a rule string, an address (xenstore entries) and
- * through the JSON escaper.
+ * Also feeds the input as a rule string, an address (xenstore entries), a
+ * broker-link record (another domain's broker writes those) and through the
+ * JSON escaper.
  * Built and run by tests/fuzz/run.sh (clang -fsanitize=fuzzer,address).
  */
 #include <stdint.h>
@@ -53,6 +54,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		xway_rule_match(&rule, &d, 33);
 	}
 	xway_json_escape(text, out, sizeof(out));
+	{
+		char rec[XWAY_LINK_REC];
+		struct xway_link_msg m;
+
+		memset(rec, 0, sizeof(rec));
+		memcpy(rec, data + 1, size - 1 < sizeof(rec) ? size - 1 : sizeof(rec));
+		why = NULL;
+		if (xway_link_parse(rec, sizeof(rec), &m, &why) == 0) {
+			/* What parsed formats back to an accepted slot. */
+			if (xway_link_format(&m, rec) != 0)
+				abort();
+		} else if (!why) {
+			abort();
+		}
+	}
 	{
 		struct xway_addr a;
 

@@ -358,3 +358,114 @@ Test(addr, parse)
 	cr_assert_eq(xway_addr_parse("host:80", &a), -EINVAL);
 	cr_assert_eq(xway_addr_parse("", &a), -EINVAL);
 }
+
+/* A link slot holding text (NUL-padded to XWAY_LINK_REC). */
+static int link_text(const char *text, struct xway_link_msg *m, const char **why)
+{
+	char rec[XWAY_LINK_REC];
+
+	memset(rec, 0, sizeof(rec));
+	memcpy(rec, text, strlen(text) < sizeof(rec) ? strlen(text) : sizeof(rec));
+	return xway_link_parse(rec, sizeof(rec), m, why);
+}
+
+Test(link, records_round_trip)
+{
+	struct xway_link_msg m = { .kind = XWAY_LINK_OFFER, .id = 1700000000000001ull,
+				   .ring_ref = 8, .port = 131072,
+				   .cookie = 0x00ab00cd00ef0012ull }, back;
+	char rec[XWAY_LINK_REC];
+	const char *why = NULL;
+
+	cr_assert_eq(xway_addr_parse("10.0.0.2:40000", &m.src), 0);
+	cr_assert_eq(xway_addr_parse("[fd00::1]:5201", &m.dst), 0);
+	cr_assert_eq(xway_link_format(&m, rec), 0);
+	cr_assert_str_eq(rec, "offer 1700000000000001 8 131072 00ab00cd00ef0012 "
+			 "10.0.0.2:40000 [fd00::1]:5201");
+	cr_assert_eq(xway_link_parse(rec, sizeof(rec), &back, &why), 0, "%s", why);
+	cr_assert_eq(back.kind, XWAY_LINK_OFFER);
+	cr_assert_eq(back.id, m.id);
+	cr_assert_eq(back.ring_ref, 8);
+	cr_assert_eq(back.port, 131072);
+	cr_assert_eq(back.cookie, m.cookie);
+	cr_assert_eq(memcmp(&back.src, &m.src, sizeof(m.src)), 0);
+	cr_assert_eq(memcmp(&back.dst, &m.dst, sizeof(m.dst)), 0);
+
+	m = (struct xway_link_msg){ .kind = XWAY_LINK_OUTCOME, .id = 7, .claimed = true };
+	cr_assert_eq(xway_link_format(&m, rec), 0);
+	cr_assert_str_eq(rec, "outcome 7 claimed");
+	cr_assert_eq(xway_link_parse(rec, sizeof(rec), &back, &why), 0);
+	cr_assert(back.claimed);
+	m.claimed = false;
+	cr_assert_eq(xway_link_format(&m, rec), 0);
+	cr_assert_str_eq(rec, "outcome 7 withdrawn");
+	cr_assert_eq(xway_link_parse(rec, sizeof(rec), &back, &why), 0);
+	cr_assert_not(back.claimed);
+	m = (struct xway_link_msg){ .kind = XWAY_LINK_WITHDRAW, .id = 9 };
+	cr_assert_eq(xway_link_format(&m, rec), 0);
+	cr_assert_str_eq(rec, "withdraw 9");
+
+	/* What the peer would refuse is never sent. */
+	m = (struct xway_link_msg){ .kind = XWAY_LINK_WITHDRAW, .id = 0 };
+	cr_assert_eq(xway_link_format(&m, rec), -EINVAL);
+	m = (struct xway_link_msg){ .kind = XWAY_LINK_OFFER, .id = 1, .ring_ref = 1,
+				    .port = 1, .cookie = 1 };
+	cr_assert_eq(xway_link_format(&m, rec), -EINVAL, "zero addresses");
+	m.kind = 0;
+	cr_assert_eq(xway_link_format(&m, rec), -EINVAL);
+}
+
+Test(link, hostile_records_are_refused)
+{
+	/* Records written by another domain's broker: anything but the exact
+	 * grammar is refused with a reason, nothing is read past the slot. */
+	static const char *const bad[] = {
+		"",
+		"offer",
+		"offer 1 8 3 00ab00cd00ef0012 10.0.0.2:1 10.0.0.1:2 extra",
+		"offer 1 8 3 00ab00cd00ef0012 10.0.0.2:1",
+		"offer 01 8 3 00ab00cd00ef0012 10.0.0.2:1 10.0.0.1:2",
+		"offer 1 0 3 00ab00cd00ef0012 10.0.0.2:1 10.0.0.1:2",
+		"offer 1 4294967296 3 00ab00cd00ef0012 10.0.0.2:1 10.0.0.1:2",
+		"offer 1 8 131073 00ab00cd00ef0012 10.0.0.2:1 10.0.0.1:2",
+		"offer 1 8 -3 00ab00cd00ef0012 10.0.0.2:1 10.0.0.1:2",
+		"offer 1 8 3 00AB00CD00EF0012 10.0.0.2:1 10.0.0.1:2",
+		"offer 1 8 3 0000000000000000 10.0.0.2:1 10.0.0.1:2",
+		"offer 1 8 3 00ab00cd00ef001 10.0.0.2:1 10.0.0.1:2",
+		"offer 1 8 3 00ab00cd00ef0012 10.0.0.2:0 10.0.0.1:2",
+		"offer 1 8 3 00ab00cd00ef0012 10.0.0.2:1 0.0.0.0:2",
+		"offer 1 8 3 00ab00cd00ef0012 10.0.0.2:1 host:2",
+		"offer  1 8 3 00ab00cd00ef0012 10.0.0.2:1 10.0.0.1:2",
+		"offer 1 8 3 00ab00cd00ef0012 10.0.0.2:1 10.0.0.1:2 ",
+		"withdraw",
+		"withdraw 18446744073709551616",
+		"withdraw 1 2",
+		"withdraw x",
+		"outcome 1",
+		"outcome 1 maybe",
+		"outcome 1 claimed now",
+		"OUTCOME 1 claimed",
+		"hello 1",
+	};
+	struct xway_link_msg m;
+	const char *why;
+	char rec[XWAY_LINK_REC];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		why = NULL;
+		cr_assert_eq(link_text(bad[i], &m, &why), -EINVAL, "accepted: '%s'", bad[i]);
+		cr_assert_not_null(why, "no reason for '%s'", bad[i]);
+	}
+	/* No NUL in the slot, or a slot of the wrong size. */
+	memset(rec, 'a', sizeof(rec));
+	cr_assert_eq(xway_link_parse(rec, sizeof(rec), &m, &why), -EINVAL);
+	memset(rec, 0, sizeof(rec));
+	strcpy(rec, "withdraw 3");
+	cr_assert_eq(xway_link_parse(rec, sizeof(rec) - 1, &m, &why), -EINVAL);
+	cr_assert_eq(xway_link_parse(rec, sizeof(rec), &m, &why), 0);
+	cr_assert_eq(m.kind, XWAY_LINK_WITHDRAW);
+	cr_assert_eq(m.id, 3);
+	/* The largest id. */
+	cr_assert_eq(link_text("withdraw 18446744073709551615", &m, &why), 0);
+	cr_assert_eq(m.id, UINT64_MAX);
+}

@@ -135,7 +135,9 @@ Test(xen, publishes_and_discovers)
 	cr_assert(get("local/xway/1/addrs"), "addresses not published");
 	cr_assert(eventually(XWAY_Q_PEERS, "{\"domid\":2,\"instance\":\"00000000000000aa\","
 					   "\"addrs\":[\"192.0.2.50:0\",\"[2001:db8::50]:0\"],"
-					   "\"listeners\":2}"), "domain 2 not discovered");
+					   "\"listeners\":2,\"link\":{\"enabled\":false,"),
+		  "domain 2 not discovered (the stand-in devices leave the broker "
+		  "link disabled)");
 	cr_assert(eventually(XWAY_Q_STATUS, "\"mode\":\"xen\""));
 }
 

@@ -32,7 +32,9 @@ bytes=${XEN_PRIV_BYTES:-8388608}
 pings=100
 # A long claim timeout: the server application is held stopped for a few
 # seconds while its offer is pending (emulated domUs are slow too).
-tb_xwayd_dir claim_timeout_ms=20000
+# xen_link=false: this workload also keeps the xenstore-only exchange (what
+# a connection uses while the broker link is down) tested across domains.
+tb_xwayd_dir claim_timeout_ms=20000 xen_link=false
 chmod 0755 "$d"              # the unprivileged processes reach the socket
 trap tb_xwayd_end EXIT
 tb_xwayd_start

@@ -58,6 +58,13 @@ snap() {
 	echo "$t.user_evtchn=$(grep -c 'evtchn:' /proc/interrupts)"
 	echo "$t.mem_avail_kb=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)"
 	echo "$t.gntalloc_limit=$(cat /sys/module/xen_gntalloc/parameters/limit 2> /dev/null || echo none)"
+	# The broker-to-broker link with the peer (docs/XEN.md §3.1): both
+	# ends up, and the records this broker sent on it (offers from the
+	# client's broker, outcomes from the server's).
+	local lk
+	lk=$(ctl peers --json 2> /dev/null)
+	echo "$t.link_up=$(echo "$lk" | grep -c '"out":"up","in":"up"')"
+	echo "$t.link_sent=$(echo "$lk" | grep -o '"sent":[0-9]*' | head -n1 | cut -d: -f2)"
 }
 val() { sed -n "s/^$2=//p" "$1" | tail -n1; }
 
@@ -274,6 +281,12 @@ else
 	# the first 200 (its mappings are reported: heap growth for the
 	# finished records is not a leak).
 	leak broker_fds mid
+	# The churn's offers and outcomes went on the broker link, not
+	# through xenstore.
+	[ "$(val "$r" after.link_up)" = 1 ] || bad "the broker link with domain $TB_PEER_DOMID is not up"
+	ls=$(( $(val "$r" after.link_sent) - $(val "$r" mid.link_sent) ))
+	[ "$ls" -ge "$churn" ] || bad "churn: only $ls records sent on the broker link for $churn connections"
+	echo "report.scale_link_$side=broker link up; $ls records sent on it during the churn of $churn"
 	if [ "$role" = client ]; then
 		for ph in hold churn; do
 			for k in grant_maps evtchn fds; do
