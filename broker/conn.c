@@ -315,6 +315,7 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	int vfds[2] = { -1, -1 };
 	uint32_t ring_ref = 0;
 	char detail[200];
+	gint64 t0;
 	int e;
 
 	if ((e = offer_admit(c, o, fds, ns, XWAY_BACKEND_XEN, &k, &why)))
@@ -325,6 +326,7 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	k->xen_dom = dom;
 	k->xen_id = k->offer_id;
 	memset(&rx, 0, sizeof(rx));
+	t0 = g_get_monotonic_time();
 	if ((e = xwayd_xen_vchan_path(dom, o->cookie, k->xen_path, sizeof(k->xen_path))) ||
 	    (e = xwayd_vchan_serve(dom, o->ring_order, vfds, &ring_ref, &rx.v, &why))) {
 		k->xen_path[0] = 0;
@@ -351,6 +353,8 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	 * reads the offer); ours only gives up if it never answers. */
 	k->timer = g_timeout_add(3 * xd->cfg.claim_timeout_ms + 2000, offer_expired, k);
 	k->offered_us = g_get_monotonic_time();
+	xd->st.xen_serves++;
+	xd->st.xen_serve_us += (uint64_t)(k->offered_us - t0);
 	g_hash_table_insert(xd->offers, &k->offer_id, k);
 	g_hash_table_insert(xd->live, &k->cookie, k);
 	c->noffers++;
@@ -463,6 +467,8 @@ void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed)
 		g_source_remove(k->timer);
 		k->timer = 0;
 	}
+	xd->st.xen_decided++;
+	xd->st.xen_decide_us += (uint64_t)(g_get_monotonic_time() - k->offered_us);
 	if (!claimed) {
 		decide_withdrawn(k, k->xen_withdraw_asked ? "withdrawn by the client"
 				 : "not claimed in the server's domain");
@@ -860,6 +866,8 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 		 * §7): only the process holding this connection's socket
 		 * (checked above) gets its descriptors.  If it cannot be made
 		 * the offer is withdrawn: both ends stay on TCP. */
+		gint64 t0 = g_get_monotonic_time();
+
 		memset(&xo, 0, sizeof(xo));
 		if (k->xen_link) {
 			ring_ref = k->xen_ring_ref;     /* came with the offer */
@@ -895,6 +903,8 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 		};
 		xo.base.peer_domid = k->xen_dom;
 		g_strlcpy(xo.base.path, k->xen_path, sizeof(xo.base.path));
+		xd->st.xen_attaches++;
+		xd->st.xen_attach_us += (uint64_t)(g_get_monotonic_time() - t0);
 		xwayd_send(c, XWAY_MSG_CLAIMED, r->hdr.seq, 0, &xo, sizeof(xo), vfds, 2);
 		close(vfds[0]);
 		close(vfds[1]);

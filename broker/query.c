@@ -311,6 +311,9 @@ static void q_stats(bool json, GString *o)
 		{ "proto_errors", s->proto_errors }, { "queries", s->queries },
 		{ "listener_adds", s->listener_adds }, { "listener_dels", s->listener_dels },
 		{ "disconnects_forced", s->disconnects_forced },
+		{ "xen_serves", s->xen_serves }, { "xen_serve_us", s->xen_serve_us },
+		{ "xen_attaches", s->xen_attaches }, { "xen_attach_us", s->xen_attach_us },
+		{ "xen_decided", s->xen_decided }, { "xen_decide_us", s->xen_decide_us },
 	};
 	size_t i;
 

@@ -155,6 +155,11 @@ struct xwayd_stats {
 	uint64_t clients_total, offers, claims, claim_misses, withdrawals,
 		 expiries, fallbacks, reports, proto_errors, queries,
 		 listener_adds, listener_dels, disconnects_forced;
+	/* Xen mode: how many channel ends this broker made (serve: client
+	 * domain; attach: server domain) and the microseconds they took, and
+	 * on the client's side the time from offer to the peer's decision. */
+	uint64_t xen_serves, xen_serve_us, xen_attaches, xen_attach_us,
+		 xen_decided, xen_decide_us;
 	uint64_t by_reason[XWAY_R__MAX];
 };
 

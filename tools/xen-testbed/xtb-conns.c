@@ -328,6 +328,9 @@ static int run_client(const struct opts *o)
 	int *fds = calloc(o->conns, sizeof(int));
 	unsigned long ok = 0, bad = 0;
 	uint64_t t0, t1, worst = 0;
+	/* Where a connection's time goes: connect(), the first exchange,
+	 * close() (summed, for the averages). */
+	uint64_t in_connect = 0, in_exchange = 0, in_close = 0;
 	int e;
 
 	if (!fds || resolve(o, &ai))
@@ -335,8 +338,11 @@ static int run_client(const struct opts *o)
 	snapshot("client.before");
 	t0 = now_ns();
 	for (unsigned long i = 0; i < o->conns; i++) {
-		uint64_t c0 = now_ns(), dt;
+		uint64_t c0 = now_ns(), c1, c2, dt;
 		int fd = connect_one(ai);
+
+		c1 = now_ns();
+		in_connect += c1 - c0;
 
 		if (fd < 0) {
 			fprintf(stderr, "xtb-conns: connection %lu: connect: %s\n", i, strerror(-fd));
@@ -349,11 +355,14 @@ static int run_client(const struct opts *o)
 				strerror(-e));
 			bad++;
 		}
-		dt = now_ns() - c0;
+		c2 = now_ns();
+		in_exchange += c2 - c1;
+		dt = c2 - c0;
 		if (dt > worst)
 			worst = dt;
 		if (o->churn) {
 			close(fd);
+			in_close += now_ns() - c2;
 			fds[i] = -1;
 		} else {
 			fds[i] = fd;
@@ -365,6 +374,10 @@ static int run_client(const struct opts *o)
 	       "client.setup_rate=%.1f\nclient.setup_worst_ms=%.1f\n",
 	       o->churn ? "churn" : "hold", ok, (t1 - t0) / 1e9,
 	       ok ? ok / ((t1 - t0) / 1e9) : 0.0, worst / 1e6);
+	if (ok)
+		printf("client.avg_connect_ms=%.2f\nclient.avg_exchange_ms=%.2f\n"
+		       "client.avg_close_ms=%.2f\n", in_connect / 1e6 / ok,
+		       in_exchange / 1e6 / ok, in_close / 1e6 / ok);
 	fflush(stdout);
 	if (!o->churn) {
 		snapshot("client.open");

@@ -287,6 +287,11 @@ else
 	ls=$(( $(val "$r" after.link_sent) - $(val "$r" mid.link_sent) ))
 	[ "$ls" -ge "$churn" ] || bad "churn: only $ls records sent on the broker link for $churn connections"
 	echo "report.scale_link_$side=broker link up; $ls records sent on it during the churn of $churn"
+	# Where the brokers' share of a set-up goes (all connections of the run).
+	st=$(ctl stats --json 2> /dev/null)
+	sv() { echo "$st" | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
+	avg() { local n; n=$(sv "$1"); [ "${n:-0}" -gt 0 ] && awk -v t="$(sv "$2")" -v n="$n" 'BEGIN { printf "%.2f ms", t / n / 1000 }' || echo n/a; }
+	echo "report.scale_broker_$side=vchan ends served $(sv xen_serves) (avg $(avg xen_serves xen_serve_us)), attached $(sv xen_attaches) (avg $(avg xen_attaches xen_attach_us)); offer to decision avg $(avg xen_decided xen_decide_us)"
 	if [ "$role" = client ]; then
 		for ph in hold churn; do
 			for k in grant_maps evtchn fds; do
@@ -298,6 +303,9 @@ else
 		done
 		xr=$(sed -n 's/^client.setup_rate=//p' "$d/churn.c"); pr=$(sed -n 's/^client.setup_rate=//p' "$d/plain.c")
 		echo "report.scale_setup_rate=churn of $churn: xway $xr conn/s, kernel TCP $pr conn/s (emulated; connect+exchange+close)"
+		ph() { printf 'connect %s, first exchange %s, close %s' "$(sed -n 's/^client.avg_connect_ms=//p' "$d/$1.c")" \
+			"$(sed -n 's/^client.avg_exchange_ms=//p' "$d/$1.c")" "$(sed -n 's/^client.avg_close_ms=//p' "$d/$1.c")"; }
+		echo "report.scale_churn_phases=ms per connection: xway $(ph churn); TCP $(ph plain)"
 		echo "report.scale_churn_wall=xway $(sed -n 's/^client.setup_s=//p' "$d/churn.c") s, TCP $(sed -n 's/^client.setup_s=//p' "$d/plain.c") s for $churn connections (emulated)"
 		echo "report.scale_hold=$hold open at once: $(val "$r" hold.client.xen_records) live xen records here, set up at $(sed -n 's/^client.setup_rate=//p' "$d/hold.c") conn/s; vchan nodes while open: $(val "$r" hold.client.open.vchan_nodes)"
 	fi
