@@ -41,6 +41,10 @@ static _Atomic uint32_t xway_link_gen;
 static struct xway_addr xway_neg[XWAY_NEG_CACHE];
 static int      xway_neg_n, xway_neg_next;
 static uint64_t xway_neg_gen;
+/* Xen hints: destinations whose listener is in another Xen domain. */
+static struct { struct xway_addr dst; uint32_t dom; } xway_xen[XWAY_NEG_CACHE];
+static int      xway_xen_n, xway_xen_next;
+static uint64_t xway_xen_gen;
 
 static long xway_now_ms(void)
 {
@@ -224,6 +228,10 @@ static int xway_link_open(void)
 			if (xway_gen)
 				munmap((void *)xway_gen, 4096);
 			xway_gen = p;
+			/* Another broker's generations: the cached answers
+			 * were the previous one's. */
+			xway_neg_n = xway_neg_next = 0;
+			xway_xen_n = xway_xen_next = 0;
 		}
 	}
 	atomic_fetch_add_explicit(&xway_link_gen, 1, memory_order_relaxed);
@@ -341,6 +349,38 @@ void xway_broker_neg_add(const struct xway_addr *dst)
 		xway_neg_next = (xway_neg_next + 1) % XWAY_NEG_CACHE;
 		if (xway_neg_n < XWAY_NEG_CACHE)
 			xway_neg_n++;
+	}
+	pthread_mutex_unlock(&xway_blk);
+}
+
+uint32_t xway_broker_xen_cached(const struct xway_addr *dst)
+{
+	uint32_t dom = 0;
+
+	pthread_mutex_lock(&xway_blk);
+	if (xway_gen && xway_gen_now() == xway_xen_gen)
+		for (int i = 0; i < xway_xen_n && !dom; i++)
+			if (!memcmp(xway_xen[i].dst.ip, dst->ip, 16) &&
+			    xway_xen[i].dst.port == dst->port)
+				dom = xway_xen[i].dom;
+	pthread_mutex_unlock(&xway_blk);
+	return dom;
+}
+
+void xway_broker_xen_add(const struct xway_addr *dst, uint32_t dom)
+{
+	pthread_mutex_lock(&xway_blk);
+	if (xway_gen) {
+		uint64_t g = xway_gen_now();
+
+		if (g != xway_xen_gen)
+			xway_xen_n = xway_xen_next = 0;
+		xway_xen_gen = g;
+		xway_xen[xway_xen_next].dst = *dst;
+		xway_xen[xway_xen_next].dom = dom;
+		xway_xen_next = (xway_xen_next + 1) % XWAY_NEG_CACHE;
+		if (xway_xen_n < XWAY_NEG_CACHE)
+			xway_xen_n++;
 	}
 	pthread_mutex_unlock(&xway_blk);
 }

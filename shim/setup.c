@@ -619,33 +619,41 @@ static int xway_bind_wildcard(int fd, int family)
  * xway_setup_connect (same thread, set and taken within one call). */
 static _Thread_local struct xway_chan *xway_xen_pending_chan;
 
-/*
- * The broker said "the listener is in Xen domain D, vchan at PATH"
- * (res->text "xen D PATH", untrusted only as far as a broker is): offer
- * again with backend XEN.  The broker makes the vchan server end (DESIGN
- * §7: grants, event channel, xenstore nodes) and answers "pending" with
- * [gntalloc, evtchn] and the geometry; we build our end from them.  On
- * success *res is that answer and the Xen end waits in
- * xway_xen_pending_chan; on failure the offer is withdrawn (or was never
- * registered).
- */
-static long xway_xen_offer(struct xway_offer *off, struct xway_result *res,
-			   const struct xway_chan_params *p, struct xway_chan **local,
-			   struct xway_chan **xc, int ofds[4])
+/* D of the broker's "xen D PATH" answer (untrusted only as far as a broker
+ * is), or 0. */
+static uint32_t xway_xen_dom_of(struct xway_result *res)
 {
-	struct xway_result_xen rx;
 	unsigned long dom;
 	char *end;
+
+	res->text[sizeof(res->text) - 1] = 0;
+	if (strncmp(res->text, "xen ", 4))
+		return 0;
+	dom = strtoul(res->text + 4, &end, 10);
+	if (end == res->text + 4 || *end != ' ' || dom == 0 || dom >= 0x7ff0)
+		return 0;
+	return (uint32_t)dom;
+}
+
+/*
+ * The listener is in Xen domain dom (the broker said "xen D PATH" to a
+ * first OFFER, or did so for this destination before): offer with
+ * backend XEN.  The broker makes the vchan server end (DESIGN
+ * §7: grants, event channel, the offer to the peer's broker) and answers
+ * "pending" with [gntalloc, evtchn] and the geometry; we build our end from
+ * them.  XWAY_MSG_RESULT: *res is that answer and the Xen end waits in
+ * xway_xen_pending_chan; 0: the broker did not make it pending (*res says
+ * why, the broker recorded it); -errno: failed, the offer withdrawn (or
+ * never registered).
+ */
+static long xway_xen_offer(struct xway_offer *off, struct xway_result *res,
+			   const struct xway_chan_params *p, struct xway_chan **xc,
+			   int ofds[4], uint32_t dom)
+{
+	struct xway_result_xen rx;
 	long r;
 	int vfds[2] = { -1, -1 }, nf = 2;
 
-	(void)local;
-	res->text[sizeof(res->text) - 1] = 0;
-	if (strncmp(res->text, "xen ", 4))
-		return -EPROTO;
-	dom = strtoul(res->text + 4, &end, 10);
-	if (end == res->text + 4 || *end != ' ' || dom == 0 || dom >= 0x7ff0)
-		return -EPROTO;
 	off->backend = XWAY_BACKEND_XEN;
 	memset(&rx, 0, sizeof(rx));
 	r = xway_broker_call_tmo(xway_decision_wait_ms(), XWAY_MSG_OFFER, off,
@@ -655,7 +663,7 @@ static long xway_xen_offer(struct xway_offer *off, struct xway_result *res,
 	if (r != XWAY_MSG_RESULT || res->status != 1) {
 		for (int i = 0; i < nf; i++)
 			real.close(vfds[i]);
-		return r < 0 ? r : -ECONNREFUSED;
+		return r < 0 ? r : 0;     /* 0: not pending, *res says why */
 	}
 	if (nf == 2 && rx.v.peer_domid == dom) {
 		r = xway_chan_xen_server_fds(vfds, &rx.v, p, xc);   /* takes vfds */
@@ -676,7 +684,7 @@ static long xway_xen_offer(struct xway_offer *off, struct xway_result *res,
 		return r;
 	}
 	xway_xen_pending_chan = *xc;
-	XDBG("offer to Xen domain %lu: vchan server end from the broker (port %u, "
+	XDBG("offer to Xen domain %u: vchan server end from the broker (port %u, "
 	     "%u pages)", dom, rx.v.port, rx.v.map_pages);
 	return XWAY_MSG_RESULT;
 }
@@ -693,6 +701,7 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	struct xway_conn *c;
 	struct stat st;
 	int family, cfds[3], nf;
+	uint32_t xdom;
 	void *map;
 	long r;
 
@@ -741,17 +750,31 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	/* As for CLAIM (xway_setup_accepted): an offer we gave up on while a
 	 * slow broker still registered it could be claimed by the server
 	 * while we use TCP; wait for the answer. */
-	r = xway_broker_call_tmo(xway_decision_wait_ms(), XWAY_MSG_OFFER, &off,
-				 sizeof(off), ofds, 4, XWAY_MSG_RESULT, &res,
-				 sizeof(res), NULL, &nf);
+	if ((xdom = xway_broker_xen_cached(&dst))) {
+		/* This broker said the listener is in Xen domain xdom, and no
+		 * listener changed since: the Xen offer at once. */
+		r = XWAY_MSG_RESULT;
+		res.status = XWAY_RESULT_XEN;
+	} else {
+		r = xway_broker_call_tmo(xway_decision_wait_ms(), XWAY_MSG_OFFER, &off,
+					 sizeof(off), ofds, 4, XWAY_MSG_RESULT, &res,
+					 sizeof(res), NULL, &nf);
+		if (r == XWAY_MSG_RESULT && res.status == XWAY_RESULT_XEN &&
+		    (xdom = xway_xen_dom_of(&res)))
+			xway_broker_xen_add(&dst, xdom);
+	}
 	if (r == XWAY_MSG_RESULT && res.status == XWAY_RESULT_XEN) {
 		/* The listener is in another Xen domain: our data end is a
 		 * libxenvchan server there; the local channel only carries
 		 * the broker's decision (docs/XEN.md). */
 		struct xway_chan *xc = NULL;
 
-		r = xway_xen_offer(&off, &res, &p, &chan, &xc, ofds);
-		if (r < 0) {
+		r = xdom ? xway_xen_offer(&off, &res, &p, &xc, ofds, xdom) : -EPROTO;
+		if (r == 0) {
+			/* The broker's answer is in res (no listener there any
+			 * more, or its set-up failed: recorded there). */
+			r = XWAY_MSG_RESULT;
+		} else if (r < 0) {
 			xway_chan_close(chan);
 			XDBG("connect fd %d: plain TCP (setup-chan: xen: %s)", fd,
 			     strerror((int)-r));

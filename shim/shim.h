@@ -332,6 +332,11 @@ void xway_broker_prepare(void);
 /* Cached "no xway listener at dst" (valid while listener_gen is unchanged). */
 int  xway_broker_neg_cached(const struct xway_addr *dst);
 void xway_broker_neg_add(const struct xway_addr *dst);
+/* Cached "the listener at dst is in Xen domain D" (the broker's first
+ * answer to an OFFER, same validity): 0, or D; the next connection to dst
+ * makes its Xen offer at once, one broker round trip less. */
+uint32_t xway_broker_xen_cached(const struct xway_addr *dst);
+void xway_broker_xen_add(const struct xway_addr *dst, uint32_t dom);
 /* Forget the parent's link in a child (lifecycle calls it on pid change). */
 void xway_broker_after_fork(void);
 int  xway_broker_fd(void);           /* -1 when closed */
