@@ -36,8 +36,14 @@ $(B)/tests/unit/broker/fakexs/libxenstore.so.4: tests/unit/broker/fake_xenstore.
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(XCFLAGS) -fPIC -shared -o $@ $< $(XLDFLAGS)
 
+# ... and a stand-in libxenvchan for the broker links (same directory).
+$(B)/tests/unit/broker/fakexs/libxenvchan.so.4.17: tests/unit/broker/fake_xenvchan_link.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(XCFLAGS) -fPIC -shared -o $@ $< $(XLDFLAGS)
+
 $(B)/tests/unit/broker/test_xen: $(B)/tests/unit/broker/test_xen.o $(TB_HELPER_OBJ) $(B)/xwayd \
-		$(B)/tests/unit/broker/fakexs/libxenstore.so.4
+		$(B)/tests/unit/broker/fakexs/libxenstore.so.4 \
+		$(B)/tests/unit/broker/fakexs/libxenvchan.so.4.17
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(XLDFLAGS) -o $@ $(filter %.o,$^) $(CRIT_LIBS)
 

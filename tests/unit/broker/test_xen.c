@@ -135,9 +135,8 @@ Test(xen, publishes_and_discovers)
 	cr_assert(get("local/xway/1/addrs"), "addresses not published");
 	cr_assert(eventually(XWAY_Q_PEERS, "{\"domid\":2,\"instance\":\"00000000000000aa\","
 					   "\"addrs\":[\"192.0.2.50:0\",\"[2001:db8::50]:0\"],"
-					   "\"listeners\":2,\"link\":{\"enabled\":false,"),
-		  "domain 2 not discovered (the stand-in devices leave the broker "
-		  "link disabled)");
+					   "\"listeners\":2,\"link\":{\"enabled\":true,"),
+		  "domain 2 not discovered");
 	cr_assert(eventually(XWAY_Q_STATUS, "\"mode\":\"xen\""));
 }
 
@@ -735,4 +734,227 @@ Test(xen, sandboxed_holder_notifications_go_through_the_broker)
 	close(file);
 	close(other);
 	close(efd);
+}
+
+/* ---- the broker-to-broker links (broker/xenlink.c) -------------------- */
+
+#include <poll.h>
+#include <stddef.h>
+#include <sys/un.h>
+
+#define REC 256     /* XWAY_LINK_REC */
+
+static socklen_t link_addr(const char *path, struct sockaddr_un *sa)
+{
+	/* The stand-in libxenvchan's rendezvous (fake_xenvchan_link.c). */
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (snprintf(sa->sun_path + 1, sizeof(sa->sun_path) - 1, "xway-fake-link:%s", path) < 0)
+		sa->sun_path[1] = 0;
+	return offsetof(struct sockaddr_un, sun_path) + 1 + strlen(sa->sun_path + 1);
+}
+
+static void rec_send(int fd, const char *text)
+{
+	char r[REC] = { 0 };
+
+	memcpy(r, text, strlen(text));
+	cr_assert_eq(write(fd, r, sizeof(r)), (ssize_t)sizeof(r));
+}
+
+/* One record within 5 s (the broker's main loop is kept running), or "". */
+static const char *rec_recv(int fd)
+{
+	static char r[REC + 1];
+	size_t got = 0;
+
+	for (int i = 0; i < 500 && got < REC; i++) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+
+		free(tb_query(bfd, XWAY_Q_STATUS, false));
+		if (poll(&p, 1, 10) == 1) {
+			ssize_t n = read(fd, r + got, REC - got);
+
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+	}
+	r[got == REC ? REC : 0] = 0;
+	return r;
+}
+
+/* Attach, as domain 2's broker, to the link the broker serves us. */
+static int attach_to_served_link(void)
+{
+	char want[64], path[128], *v;
+	struct sockaddr_un sa;
+	socklen_t len;
+	int fd;
+
+	v = wait_node("local/xway/1/links/2", " 00000000000000aa");
+	cr_assert(v, "no link advertised for domain 2");
+	cr_assert_eq(strlen(v), 33, "advertisement '%s'", v);
+	snprintf(want, sizeof(want), "%.16s", v);
+	snprintf(path, sizeof(path), "/local/domain/1/data/vchan/2/link-%s", want);
+	len = link_addr(path, &sa);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, len), 0, "connect %s: %s", path,
+		     strerror(errno));
+	cr_assert(eventually(XWAY_Q_PEERS, "\"out\":\"up\""), "the broker did not see us attach");
+	return fd;
+}
+
+Test(xen, link_carries_our_offers_and_their_outcomes)
+{
+	/* Check the client broker's half on a link: with domain 2 attached
+	 * to the link we serve, a Xen offer goes on it (no offer or vchan
+	 * nodes in xenstore), domain 2's outcome record decides it, a hostile
+	 * record is refused and counted, and the broker stays up. */
+	struct xway_addr dst, src;
+	struct xway_result res;
+	struct tchan ch;
+	char want[160], rel[128];
+	const char *r;
+	int s, lk = attach_to_served_link();
+
+	pending_xen_offer(7000, &s, &src, &dst, &ch, &res);
+	r = rec_recv(lk);
+	snprintf(want, sizeof(want), "offer %llu ", (unsigned long long)res.offer_id);
+	cr_assert(!strncmp(r, want, strlen(want)), "record '%s', want '%s...'", r, want);
+	snprintf(want, sizeof(want), " %016llx 127.0.0.1:%u 192.0.2.50:7000",
+		 (unsigned long long)ch.cookie, ntohs(src.port));
+	cr_assert(strstr(r, want), "record '%s' lacks '%s'", r, want);
+	snprintf(rel, sizeof(rel), "local/xway/1/offers/%llu", (unsigned long long)res.offer_id);
+	cr_assert(!get(rel), "a link offer was also published in xenstore");
+	snprintf(rel, sizeof(rel), "local/domain/1/data/vchan/2/x%016llx/ring-ref",
+		 (unsigned long long)ch.cookie);
+	cr_assert(!get(rel), "a link offer's vchan nodes were published");
+	cr_assert_eq(__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_PENDING);
+
+	/* Hostile records first: refused, nothing decided. */
+	rec_send(lk, "outcome 1 maybe");
+	snprintf(want, sizeof(want), "offer %llu 8 3 00000000000000ab 10.0.0.2:1 10.0.0.1:2",
+		 (unsigned long long)res.offer_id);
+	rec_send(lk, want);     /* an offer on the wrong link */
+	cr_assert(eventually(XWAY_Q_PEERS, "\"refused\":2"), "hostile records not counted");
+	cr_assert_eq(__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_PENDING);
+
+	snprintf(want, sizeof(want), "outcome %llu claimed", (unsigned long long)res.offer_id);
+	rec_send(lk, want);
+	for (int i = 0; i < 500 && __atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE) ==
+	     XWAY_ATTACH_PENDING; i++) {
+		free(tb_query(bfd, XWAY_Q_STATUS, false));
+		usleep(10000);
+	}
+	cr_assert_eq(__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_CLAIMED);
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"backend\":\"xen\""));
+	close(s);
+	tb_chan_close(&ch);
+
+	/* A withdraw request goes on the link too. */
+	pending_xen_offer(7000, &s, &src, &dst, &ch, &res);
+	r = rec_recv(lk);
+	cr_assert(!strncmp(r, "offer ", 6), "record '%s'", r);
+	{
+		struct xway_withdraw w = { .offer_id = res.offer_id };
+
+		cr_assert_eq(tb_call_result(bfd, XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0, &res),
+			     XWAY_MSG_RESULT);
+		cr_assert_eq(res.status, 1, "status %d: %s", res.status, res.text);
+		r = rec_recv(lk);
+		snprintf(want, sizeof(want), "withdraw %llu", (unsigned long long)w.offer_id);
+		cr_assert_str_eq(r, want);
+		snprintf(rel, sizeof(rel), "local/xway/1/withdraw/%llu",
+			 (unsigned long long)w.offer_id);
+		cr_assert(!get(rel), "the withdraw request also went through xenstore");
+		snprintf(want, sizeof(want), "outcome %llu withdrawn", (unsigned long long)w.offer_id);
+		rec_send(lk, want);
+	}
+	for (int i = 0; i < 500 && __atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE) ==
+	     XWAY_ATTACH_PENDING; i++) {
+		free(tb_query(bfd, XWAY_Q_STATUS, false));
+		usleep(10000);
+	}
+	cr_assert_eq(__atomic_load_n(&ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_WITHDRAWN);
+	close(s);
+	tb_chan_close(&ch);
+	close(lk);
+	cr_assert(eventually(XWAY_Q_PEERS, "\"out\":\"down\"") ||
+		  eventually(XWAY_Q_PEERS, "\"out\":\"waiting\""),
+		  "our link did not notice domain 2 leaving it");
+}
+
+Test(xen, peer_link_offers_are_decided_here)
+{
+	/* Check the server broker's half on a link: the broker attaches to
+	 * the link domain 2 advertises for its current instance (not to one
+	 * for another instance), decides domain 2's offer record (withdrawn
+	 * when unclaimed) and answers on the link; when that link closes with
+	 * an offer pending, the offer is withdrawn and the outcome goes
+	 * through xenstore. */
+	struct xway_hello h = { .shim_version = 1 };
+	struct xway_hello_ok ok;
+	struct sockaddr_un sa;
+	struct xway_addr a;
+	char path[128], val[128], rec[160];
+	const char *r;
+	int rfds[8], lfd, cfd = -1, l;
+	unsigned n = 0;
+	socklen_t len;
+
+	cr_assert_eq(tb_call(bfd, XWAY_MSG_HELLO, &h, sizeof(h), NULL, 0, &ok, sizeof(ok),
+			     rfds, &n), XWAY_MSG_HELLO_OK);
+	for (unsigned i = 0; i < n; i++)
+		close(rfds[i]);
+	l = tb_listener("0.0.0.0", &a);
+	cr_assert_eq(tb_listen_add(bfd, l, &a), 0);
+
+	snprintf(path, sizeof(path), "/local/domain/2/data/vchan/1/link-00000000000000f1");
+	len = link_addr(path, &sa);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, len), 0);
+	cr_assert_eq(listen(lfd, 1), 0);
+	/* For an earlier instance of the broker: ignored. */
+	put("local/xway/2/links/1", "00000000000000f1 0000000000000001");
+	{
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+
+		for (int i = 0; i < 100; i++) {
+			free(tb_query(bfd, XWAY_Q_STATUS, false));
+			cr_assert_eq(poll(&p, 1, 10), 0, "attached to a link for another instance");
+		}
+	}
+	snprintf(val, sizeof(val), "00000000000000f1 %016llx", (unsigned long long)ok.instance);
+	put("local/xway/2/links/1", val);
+	for (int i = 0; i < 500 && cfd < 0; i++) {
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+
+		free(tb_query(bfd, XWAY_Q_STATUS, false));
+		if (poll(&p, 1, 10) == 1)
+			cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	}
+	cr_assert_geq(cfd, 0, "the broker did not attach to domain 2's link");
+	cr_assert(eventually(XWAY_Q_PEERS, "\"in\":\"up\""));
+
+	snprintf(rec, sizeof(rec), "offer 7 8 3 00000000000000ab 192.0.2.50:40000 127.0.0.1:%u",
+		 ntohs(a.port));
+	rec_send(cfd, rec);
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"state\":\"pending\""), "offer record ignored");
+	r = rec_recv(cfd);     /* the claim timeout (2 s) ends it */
+	cr_assert_str_eq(r, "outcome 7 withdrawn");
+	cr_assert(!get("local/xway/1/outcomes/2/7"), "a link outcome also went through xenstore");
+
+	/* Pending when the link closes: withdrawn, the outcome through xenstore. */
+	snprintf(rec, sizeof(rec), "offer 8 8 3 00000000000000ac 192.0.2.50:40001 127.0.0.1:%u",
+		 ntohs(a.port));
+	rec_send(cfd, rec);
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"state\":\"pending\""), "offer record ignored");
+	close(cfd);
+	close(lfd);             /* domain 2's broker is gone: nothing to attach to */
+	cr_assert(wait_node("local/xway/1/outcomes/2/8", "withdrawn"),
+		  "a pending link offer was not withdrawn when the link closed");
+	cr_assert(eventually(XWAY_Q_PEERS, "\"in\":\"down\""));
+	close(l);
 }
