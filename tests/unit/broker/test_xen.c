@@ -5,8 +5,10 @@
  * publishes its instance, addresses and listeners under /local/xway/<domid>,
  * discovers the other domains (at start and through the watch), shows them
  * in `peers`, and runs both halves of the cross-domain exchange through
- * the store (docs/XEN.md).  The real xenstore, vchans and shims are
- * exercised by the Xen test bed (workload 50-xway-xen).
+ * the store (docs/XEN.md) and on the broker-to-broker links, with a
+ * stand-in libxenvchan (fake_xenvchan_link.c: sockets named by the vchan
+ * path; the test plays domain 2's broker).  The real xenstore, vchans and
+ * shims are exercised by the Xen test bed (workloads 50, 65, 70).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
