@@ -292,6 +292,12 @@ else
 	sv() { echo "$st" | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
 	avg() { local n; n=$(sv "$1"); [ "${n:-0}" -gt 0 ] && awk -v t="$(sv "$2")" -v n="$n" 'BEGIN { printf "%.2f ms", t / n / 1000 }' || echo n/a; }
 	echo "report.scale_broker_$side=vchan ends served $(sv xen_serves) (avg $(avg xen_serves xen_serve_us)), attached $(sv xen_attaches) (avg $(avg xen_attaches xen_attach_us)); offer to decision avg $(avg xen_decided xen_decide_us)"
+	# The client's shim offers with backend xen at once once its broker
+	# said where the listener is: one OFFER per connection, not two.
+	if [ "$role" = client ]; then
+		no=$(sv offers)
+		[ "${no:-0}" -le $(( (hold + churn) * 11 / 10 )) ] || bad "$no OFFERs for $((hold + churn)) connections: the shim's Xen-destination cache is not used"
+	fi
 	if [ "$role" = client ]; then
 		for ph in hold churn; do
 			for k in grant_maps evtchn fds; do
