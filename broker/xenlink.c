@@ -410,7 +410,7 @@ void xwayd_xen_link_gone(uint32_t dom)
 	link_free(l);
 }
 
-void xwayd_xen_link_tick(void)
+static void links_each(void (*fn)(struct xen_link *))
 {
 	GHashTableIter it;
 	gpointer k, v;
@@ -418,10 +418,19 @@ void xwayd_xen_link_tick(void)
 	if (!enabled)
 		return;
 	g_hash_table_iter_init(&it, links);
-	while (g_hash_table_iter_next(&it, &k, &v)) {
-		ours_make(v);
-		theirs_attach(v);
-	}
+	while (g_hash_table_iter_next(&it, &k, &v))
+		fn(v);
+}
+
+static void link_retry(struct xen_link *l)
+{
+	ours_make(l);
+	theirs_attach(l);
+}
+
+void xwayd_xen_link_tick(void)
+{
+	links_each(link_retry);
 }
 
 bool xwayd_xen_link_send(uint32_t dom, bool ours, const struct xway_link_msg *m)
@@ -441,22 +450,17 @@ bool xwayd_xen_link_send(uint32_t dom, bool ours, const struct xway_link_msg *m)
 	return true;
 }
 
+static void link_drain(struct xen_link *l)
+{
+	if (l->theirs.v)
+		end_drain(&l->theirs);
+	if (l->ours.v)
+		end_drain(&l->ours);
+}
+
 void xwayd_xen_links_drain(void)
 {
-	GHashTableIter it;
-	gpointer k, v;
-
-	if (!enabled)
-		return;
-	g_hash_table_iter_init(&it, links);
-	while (g_hash_table_iter_next(&it, &k, &v)) {
-		struct xen_link *l = v;
-
-		if (l->theirs.v)
-			end_drain(&l->theirs);
-		if (l->ours.v)
-			end_drain(&l->ours);
-	}
+	links_each(link_drain);
 }
 
 bool xwayd_xen_link_current(uint32_t dom, const char *name)
