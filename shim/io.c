@@ -700,21 +700,37 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 		}
 		if (atomic_load_explicit(&c->wr_shut, memory_order_relaxed))
 			return sent ? (ssize_t)sent : xway_epipe(flags);
+		int rst = atomic_load_explicit(&c->rst_state, memory_order_relaxed);
+		int xen = st == XWAY_ST_ACCEL && xway_chan_backend(c->chan) == XWAY_BACKEND_XEN;
+
 		if (st == XWAY_ST_ACCEL &&
-		    atomic_load_explicit(&c->rst_state, memory_order_relaxed) == 2 &&
-		    (xway_chan_backend(c->chan) == XWAY_BACKEND_XEN || xway_died_unread(c)))
+		    ((xen && rst >= 2) || (rst == 2 && xway_died_unread(c))))
 			/* recv reported the reset the dead peer's kernel sent
-			 * (xway_died_unread), or a Xen peer's RST, which leaves
-			 * on TCP before its end of the vchan is closed (the
-			 * ring may still take a write: tcpsem `rst`'s last
-			 * check, seen in the test bed): writes fail as after a
-			 * real one. */
+			 * (xway_died_unread), or a read or write reported a
+			 * Xen peer's RST, which leaves on TCP before its end
+			 * of the vchan is closed (the ring may still take a
+			 * write: tcpsem `rst`'s last check and `rstwrite`'s
+			 * second, seen in the test bed): writes fail as after
+			 * a real one. */
 			return sent ? (ssize_t)sent : xway_epipe(flags);
 		if (sent) {
 			vn = xway_iov_skip(iov, iovcnt, sent, sub);
 			v = sub;
 		}
-		if (st == XWAY_ST_PENDING) {
+		/* poll showed the TCP socket's error (a Xen peer's RST)
+		 * while its vchan end may still be open: the first write
+		 * takes the socket's pending error, as kernel TCP's (tcpsem
+		 * `rstwrite` across domains). */
+		long terr = xen && !sent &&
+			    atomic_load_explicit(&c->tcp_err_seen, memory_order_relaxed) &&
+			    atomic_load_explicit(&c->epipe_state, memory_order_relaxed) == 0
+			    ? xway_tcp_peek(c) : -EAGAIN;
+
+		if (terr < 0 && terr != -EAGAIN && terr != -ECONNRESET)
+			return terr;
+		if (terr == -ECONNRESET) {
+			r = -ECONNRESET;
+		} else if (st == XWAY_ST_PENDING) {
 			r = xway_pending_send(c, v, vn);
 			if (r == -EAGAIN - 100000)
 				continue;
@@ -1005,6 +1021,11 @@ short xway_io_poll_mask(struct xway_conn *c, short events)
 				m |= POLLERR;
 			if (pf.revents & POLLHUP)
 				m |= POLLHUP;
+			/* Remembered for the next write (xway_io_send): a
+			 * Xen peer's reset can show here first. */
+			if ((pf.revents & (POLLERR | POLLHUP)) &&
+			    xway_chan_backend(c->chan) == XWAY_BACKEND_XEN)
+				atomic_store_explicit(&c->tcp_err_seen, 1, memory_order_relaxed);
 		}
 	}
 	if ((m & POLLRDHUP) && atomic_load_explicit(&c->wr_shut, memory_order_relaxed))

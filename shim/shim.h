@@ -223,6 +223,8 @@ struct xway_conn {
 					  3 reported to a write: reads drain the
 					  ring, then 0 (io.c) */
 	_Atomic int   epipe_state;     /* writes after reset/peer close: see io.c */
+	_Atomic int   tcp_err_seen;    /* Xen: poll saw POLLERR/POLLHUP on the TCP
+					  socket (a write checks it for a reset) */
 
 	/* FLUSH: ring 0 bytes not yet on TCP (nonblocking writer). */
 	char         *flush_buf;
