@@ -349,10 +349,10 @@ void xwayd_xen_link_init(uint32_t self, bool on)
 		XLOG_INFO("xen links disabled (xen_link=false): offers go through xenstore");
 }
 
-static void link_free(struct xen_link *l)
+static void link_free(struct xen_link *l, const char *why)
 {
-	end_close(&l->ours, "stopping");
-	end_close(&l->theirs, "stopping");
+	end_close(&l->ours, why);
+	end_close(&l->theirs, why);
 	g_free(l);
 }
 
@@ -366,7 +366,7 @@ void xwayd_xen_link_stop(void)
 	g_hash_table_iter_init(&it, links);
 	while (g_hash_table_iter_next(&it, &k, &v)) {
 		g_hash_table_iter_steal(&it);
-		link_free(v);
+		link_free(v, "stopping");
 	}
 	g_hash_table_destroy(links);
 	links = NULL;
@@ -407,7 +407,7 @@ void xwayd_xen_link_gone(uint32_t dom)
 	if (!l)
 		return;
 	g_hash_table_remove(links, &dom);
-	link_free(l);
+	link_free(l, "the domain left " XS_ROOT);
 }
 
 static void links_each(void (*fn)(struct xen_link *))
