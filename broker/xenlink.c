@@ -44,7 +44,10 @@
 #define XS_ROOT      "/local/xway"
 #define LINK_RING    65536u      /* bytes per direction: 256 records */
 #define LINK_BUDGET  1024u       /* records read per wake-up */
-#define LINK_RETRY_S 2           /* a failed end is tried again after */
+#define LINK_RETRY_S 2           /* a failed end is tried again after, */
+#define LINK_RETRY_MAX_S 64      /* doubling up to this (a crashed peer's
+				    stale nodes must not make a log line
+				    every 2 s) */
 
 static struct {
 	void *dl;
@@ -69,6 +72,8 @@ struct link_end {
 	uint64_t gen;
 	uint64_t sent, received, refused;
 	gint64 retry_us;           /* not before this (monotonic), after a failure */
+	unsigned retry_s;          /* the next back-off */
+	uint64_t gen_tried;        /* theirs: the advertised generation last tried */
 };
 
 struct xen_link {
@@ -126,6 +131,13 @@ static void link_path(uint32_t server, uint32_t client, uint64_t gen, char *buf,
 	 * (writable by it; libxenvchan lets the client domain read). */
 	snprintf(buf, n, "/local/domain/%u/data/vchan/%u/link-%016llx", server, client,
 		 (unsigned long long)gen);
+}
+
+/* A failed attempt: the next one later, each time twice as late. */
+static void end_backoff(struct link_end *e)
+{
+	e->retry_s = e->retry_s ? MIN(e->retry_s * 2, LINK_RETRY_MAX_S) : LINK_RETRY_S;
+	e->retry_us = g_get_monotonic_time() + (gint64)e->retry_s * G_USEC_PER_SEC;
 }
 
 static void end_close(struct link_end *e, const char *why)
@@ -267,7 +279,7 @@ static void ours_make(struct xen_link *l)
 		if (e->v)
 			vl.close(e->v);
 		e->v = NULL;
-		e->retry_us = g_get_monotonic_time() + LINK_RETRY_S * G_USEC_PER_SEC;
+		end_backoff(e);
 		XLOG_DEBUG("xen link to domain %u: libxenvchan_server_init failed: %s",
 			   l->dom, g_strerror(errno));
 		return;
@@ -277,10 +289,11 @@ static void ours_make(struct xen_link *l)
 	snprintf(node, sizeof(node), XS_ROOT "/%u/links/%u", self_dom, l->dom);
 	snprintf(val, sizeof(val), "%016llx %s", (unsigned long long)gen, l->peer_inst);
 	if (!xwayd_xen_put(node, val)) {
-		e->retry_us = g_get_monotonic_time() + LINK_RETRY_S * G_USEC_PER_SEC;
+		end_backoff(e);
 		end_close(e, "cannot advertise it in xenstore");
 		return;
 	}
+	e->retry_s = 0;
 	XLOG_INFO("xen link to domain %u: served at %s", l->dom, path);
 }
 
@@ -316,6 +329,12 @@ static void theirs_attach(struct xen_link *l)
 
 	if (gen && e->v && e->gen != gen)
 		end_close(e, "the peer serves a new link");
+	if (gen != e->gen_tried) {
+		/* A new advertisement: try it now, whatever the back-off. */
+		e->gen_tried = gen;
+		e->retry_us = 0;
+		e->retry_s = 0;
+	}
 	if (!gen || e->v || g_get_monotonic_time() < e->retry_us)
 		return;
 	link_path(l->dom, self_dom, gen, path, sizeof(path));
@@ -324,13 +343,14 @@ static void theirs_attach(struct xen_link *l)
 		if (e->v)
 			vl.close(e->v);
 		e->v = NULL;
-		e->retry_us = g_get_monotonic_time() + LINK_RETRY_S * G_USEC_PER_SEC;
+		end_backoff(e);
 		XLOG_DEBUG("xen link from domain %u: libxenvchan_client_init(%s) failed: %s",
 			   l->dom, path, g_strerror(errno));
 		return;
 	}
 	e->v->blocking = 0;
 	e->gen = gen;
+	e->retry_s = 0;
 	XLOG_INFO("xen link from domain %u: attached to %s", l->dom, path);
 	end_drain(e);
 }
@@ -391,6 +411,7 @@ void xwayd_xen_link_peer(uint32_t dom, const char *instance, const char *adv)
 		 * for its previous instance. */
 		end_close(&l->ours, "the peer's broker changed");
 		l->ours.retry_us = 0;
+		l->ours.retry_s = 0;
 		g_strlcpy(l->peer_inst, instance ? instance : "", sizeof(l->peer_inst));
 	}
 	g_strlcpy(l->adv, adv ? adv : "", sizeof(l->adv));
