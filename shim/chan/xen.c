@@ -187,7 +187,7 @@ static void lib_load(void)
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !lib.dl; i++)
 		lib.dl = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
 	if (!lib.dl) {
-		lib_why = "libxenvchan.so.4.17 not found (install libxenvchan4.17)";
+		lib_why = "libxenvchan.so.4.17 not found (install libxenmisc4.17)";
 		return;
 	}
 	for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
