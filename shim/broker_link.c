@@ -36,15 +36,15 @@ static const struct xway_gen_page *xway_gen;
 static struct xway_hello_ok xway_hello;
 static _Atomic uint32_t xway_link_gen;
 
-/* Negative cache: destinations the broker said have no listener, valid
- * while listener_gen equals neg_gen. */
-static struct xway_addr xway_neg[XWAY_NEG_CACHE];
-static int      xway_neg_n, xway_neg_next;
-static uint64_t xway_neg_gen;
-/* Xen hints: destinations whose listener is in another Xen domain. */
-static struct { struct xway_addr dst; uint32_t dom; } xway_xen[XWAY_NEG_CACHE];
-static int      xway_xen_n, xway_xen_next;
-static uint64_t xway_xen_gen;
+/* The broker's answers about destinations, valid while its listener_gen
+ * equals the cache's gen: "no listener there" (the negative cache, value
+ * 1) and "the listener is in Xen domain D" (value D).  Under xway_blk. */
+struct xway_dst_cache {
+	struct { struct xway_addr dst; uint32_t val; } e[XWAY_NEG_CACHE];
+	int      n, next;
+	uint64_t gen;
+};
+static struct xway_dst_cache xway_neg, xway_xen;
 
 static long xway_now_ms(void)
 {
@@ -230,8 +230,8 @@ static int xway_link_open(void)
 			xway_gen = p;
 			/* Another broker's generations: the cached answers
 			 * were the previous one's. */
-			xway_neg_n = xway_neg_next = 0;
-			xway_xen_n = xway_xen_next = 0;
+			xway_neg.n = xway_neg.next = 0;
+			xway_xen.n = xway_xen.next = 0;
 		}
 	}
 	atomic_fetch_add_explicit(&xway_link_gen, 1, memory_order_relaxed);
@@ -324,65 +324,56 @@ static uint64_t xway_gen_now(void)
 			: UINT64_MAX;
 }
 
-int xway_broker_neg_cached(const struct xway_addr *dst)
+/* The value cached for dst, 0 if none. */
+static uint32_t dst_cache_get(const struct xway_dst_cache *c, const struct xway_addr *dst)
 {
-	int hit = 0;
+	uint32_t v = 0;
 
 	pthread_mutex_lock(&xway_blk);
-	if (xway_gen && xway_gen_now() == xway_neg_gen)
-		for (int i = 0; i < xway_neg_n && !hit; i++)
-			hit = !memcmp(xway_neg[i].ip, dst->ip, 16) &&
-			      xway_neg[i].port == dst->port;
+	if (xway_gen && xway_gen_now() == c->gen)
+		for (int i = 0; i < c->n && !v; i++)
+			if (!memcmp(c->e[i].dst.ip, dst->ip, 16) && c->e[i].dst.port == dst->port)
+				v = c->e[i].val;
 	pthread_mutex_unlock(&xway_blk);
-	return hit;
+	return v;
+}
+
+static void dst_cache_put(struct xway_dst_cache *c, const struct xway_addr *dst, uint32_t val)
+{
+	pthread_mutex_lock(&xway_blk);
+	if (xway_gen) {
+		uint64_t g = xway_gen_now();
+
+		if (g != c->gen)
+			c->n = c->next = 0;
+		c->gen = g;
+		c->e[c->next].dst = *dst;
+		c->e[c->next].val = val;
+		c->next = (c->next + 1) % XWAY_NEG_CACHE;
+		if (c->n < XWAY_NEG_CACHE)
+			c->n++;
+	}
+	pthread_mutex_unlock(&xway_blk);
+}
+
+int xway_broker_neg_cached(const struct xway_addr *dst)
+{
+	return dst_cache_get(&xway_neg, dst) != 0;
 }
 
 void xway_broker_neg_add(const struct xway_addr *dst)
 {
-	pthread_mutex_lock(&xway_blk);
-	if (xway_gen) {
-		uint64_t g = xway_gen_now();
-		if (g != xway_neg_gen)
-			xway_neg_n = xway_neg_next = 0;
-		xway_neg_gen = g;
-		xway_neg[xway_neg_next] = *dst;
-		xway_neg_next = (xway_neg_next + 1) % XWAY_NEG_CACHE;
-		if (xway_neg_n < XWAY_NEG_CACHE)
-			xway_neg_n++;
-	}
-	pthread_mutex_unlock(&xway_blk);
+	dst_cache_put(&xway_neg, dst, 1);
 }
 
 uint32_t xway_broker_xen_cached(const struct xway_addr *dst)
 {
-	uint32_t dom = 0;
-
-	pthread_mutex_lock(&xway_blk);
-	if (xway_gen && xway_gen_now() == xway_xen_gen)
-		for (int i = 0; i < xway_xen_n && !dom; i++)
-			if (!memcmp(xway_xen[i].dst.ip, dst->ip, 16) &&
-			    xway_xen[i].dst.port == dst->port)
-				dom = xway_xen[i].dom;
-	pthread_mutex_unlock(&xway_blk);
-	return dom;
+	return dst_cache_get(&xway_xen, dst);
 }
 
 void xway_broker_xen_add(const struct xway_addr *dst, uint32_t dom)
 {
-	pthread_mutex_lock(&xway_blk);
-	if (xway_gen) {
-		uint64_t g = xway_gen_now();
-
-		if (g != xway_xen_gen)
-			xway_xen_n = xway_xen_next = 0;
-		xway_xen_gen = g;
-		xway_xen[xway_xen_next].dst = *dst;
-		xway_xen[xway_xen_next].dom = dom;
-		xway_xen_next = (xway_xen_next + 1) % XWAY_NEG_CACHE;
-		if (xway_xen_n < XWAY_NEG_CACHE)
-			xway_xen_n++;
-	}
-	pthread_mutex_unlock(&xway_blk);
+	dst_cache_put(&xway_xen, dst, dom);
 }
 
 void xway_broker_after_fork(void)
