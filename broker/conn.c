@@ -337,15 +337,16 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	 * else through xenstore: the vchan's nodes before the offer, which
 	 * the peer reads once it sees the offer (and only after its CLAIM).
 	 * Either way the offer is readable by the peer before we answer. */
-	if (xwayd_xen_link_offer(k, ring_ref, rx.v.port)) {
-		;
-	} else if ((e = xwayd_xen_vchan_publish(k->xen_path, dom, ring_ref, rx.v.port))) {
-		why = "OFFER: cannot publish the vchan in xenstore";
-		goto reject;
-	} else if ((e = xwayd_xen_publish_offer(k))) {
-		xwayd_xen_vchan_unpublish(k->xen_path);
-		why = "OFFER: cannot publish the offer in xenstore";
-		goto reject;
+	if (!xwayd_xen_link_offer(k, ring_ref, rx.v.port)) {
+		if ((e = xwayd_xen_vchan_publish(k->xen_path, dom, ring_ref, rx.v.port))) {
+			why = "OFFER: cannot publish the vchan in xenstore";
+			goto reject;
+		}
+		if ((e = xwayd_xen_publish_offer(k))) {
+			xwayd_xen_vchan_unpublish(k->xen_path);
+			why = "OFFER: cannot publish the offer in xenstore";
+			goto reject;
+		}
 	}
 	k->efd0 = fds[2];
 	fds[2] = -1;
