@@ -175,6 +175,10 @@ run_churn() {
 
 r=$d/results
 : > "$r"
+# The broker links up in both directions first: they hold descriptors,
+# event channels and an advertisement node for as long as both brokers run.
+wait_for 120 sh -c "'$TB_BIN/xwayctl' peers --json --socket '$sock' | grep -q '\"out\":\"up\",\"in\":\"up\"'" \
+	|| bad "the broker link with domain $TB_PEER_DOMID did not come up"
 snap before >> "$r"
 if [ "$mode" = push ]; then
 	hold push 47372 "$push" >> "$r"
@@ -217,6 +221,11 @@ fi
 nodes0=$(val "$r" before.vchan_nodes)
 wait_for 60 sh -c "[ \$(xenstore-ls /local/domain/$TB_SELF_DOMID/data/vchan 2> /dev/null | wc -l) -le $nodes0 ]" || true
 snap after >> "$r"
+# Both snapshots before either broker stops: the broker links, their
+# advertisement, descriptors and event channels live as long as the peer's
+# broker (a server that finished first used to end its broker under the
+# client's snapshot).
+tb_barrier after-snap 300 || true
 grep -c "xenstore: cannot" "$d/xwayd.log" | sed 's/^/xs_errors.broker=/' >> "$r"
 cat "$d"/*.err 2> /dev/null | grep -c -i "libxenvchan\|xenstore" | sed 's/^/xs_errors.shim=/' >> "$r"
 cat "$r"
