@@ -265,6 +265,28 @@ static bool end_watch(struct link_end *e)
 	return true;
 }
 
+/* Take v (a fresh end, or NULL when its init failed) as e's, watched and
+ * non-blocking: true.  Else back off; errno stays the failure's. */
+static bool end_open(struct link_end *e, struct libxenvchan *v, uint64_t gen)
+{
+	int err = errno;
+
+	e->v = v;
+	if (!v || !end_watch(e)) {
+		if (v) {
+			err = EIO;
+			vl.close(v);
+		}
+		e->v = NULL;
+		end_backoff(e);
+		errno = err;
+		return false;
+	}
+	v->blocking = 0;
+	e->gen = gen;
+	return true;
+}
+
 static void ours_make(struct xen_link *l)
 {
 	struct link_end *e = &l->ours;
@@ -274,18 +296,11 @@ static void ours_make(struct xen_link *l)
 	if (e->v || !l->peer_inst[0] || g_get_monotonic_time() < e->retry_us)
 		return;
 	link_path(self_dom, l->dom, gen, path, sizeof(path));
-	e->v = vl.server_init(NULL, (int)l->dom, path, LINK_RING, LINK_RING);
-	if (!e->v || !end_watch(e)) {
-		if (e->v)
-			vl.close(e->v);
-		e->v = NULL;
-		end_backoff(e);
+	if (!end_open(e, vl.server_init(NULL, (int)l->dom, path, LINK_RING, LINK_RING), gen)) {
 		XLOG_DEBUG("xen link to domain %u: libxenvchan_server_init failed: %s",
 			   l->dom, g_strerror(errno));
 		return;
 	}
-	e->v->blocking = 0;
-	e->gen = gen;
 	snprintf(node, sizeof(node), XS_ROOT "/%u/links/%u", self_dom, l->dom);
 	snprintf(val, sizeof(val), "%016llx %s", (unsigned long long)gen, l->peer_inst);
 	if (!xwayd_xen_put(node, val)) {
@@ -338,18 +353,11 @@ static void theirs_attach(struct xen_link *l)
 	if (!gen || e->v || g_get_monotonic_time() < e->retry_us)
 		return;
 	link_path(l->dom, self_dom, gen, path, sizeof(path));
-	e->v = vl.client_init(NULL, (int)l->dom, path);
-	if (!e->v || !end_watch(e)) {
-		if (e->v)
-			vl.close(e->v);
-		e->v = NULL;
-		end_backoff(e);
+	if (!end_open(e, vl.client_init(NULL, (int)l->dom, path), gen)) {
 		XLOG_DEBUG("xen link from domain %u: libxenvchan_client_init(%s) failed: %s",
 			   l->dom, path, g_strerror(errno));
 		return;
 	}
-	e->v->blocking = 0;
-	e->gen = gen;
 	e->retry_s = 0;
 	XLOG_INFO("xen link from domain %u: attached to %s", l->dom, path);
 	end_drain(e);
