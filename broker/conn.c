@@ -153,7 +153,8 @@ static void wake_efd0(struct xwayd_conn *k)
 	}
 }
 
-/* The withdraw decision.  k is PENDING and in xd->offers / xd->live. */
+/* The withdraw decision.  k is PENDING and in xd->offers / xd->live; its
+ * claim timer, if still set, is stopped (conn_finish). */
 static void decide_withdrawn(struct xwayd_conn *k, const char *detail)
 {
 	/* Release: publish the decision before the wake-up below; the client
@@ -445,13 +446,8 @@ void xwayd_conn_remote_withdraw(uint32_t dom, uint64_t id, const char *why)
 		struct xwayd_conn *k = v;
 
 		if (k->xen_remote && k->xen_dom == dom && k->xen_id == id) {
-			if (k->state == XC_PENDING) {
-				if (k->timer) {
-					g_source_remove(k->timer);
-					k->timer = 0;
-				}
+			if (k->state == XC_PENDING)
 				decide_withdrawn(k, why);
-			}
 			return;
 		}
 	}
@@ -519,14 +515,8 @@ void xwayd_conn_xen_link_lost(uint32_t dom)
 			g_ptr_array_add(all, k);
 	}
 	for (guint i = 0; i < all->len; i++) {
-		struct xwayd_conn *k = all->pdata[i];
-
-		if (k->timer) {
-			g_source_remove(k->timer);
-			k->timer = 0;
-		}
 		/* The outcome goes through xenstore now (xwayd_xen_outcome). */
-		decide_withdrawn(k, "the link from the client's broker closed");
+		decide_withdrawn(all->pdata[i], "the link from the client's broker closed");
 	}
 	g_ptr_array_free(all, TRUE);
 }
@@ -550,10 +540,6 @@ void xwayd_conn_xen_vanished(uint32_t dom)
 		snprintf(detail, sizeof(detail), "Xen domain %u vanished", dom);
 		if (k->state == XC_PENDING) {
 			/* Nobody else can decide any more: withdraw here. */
-			if (k->timer) {
-				g_source_remove(k->timer);
-				k->timer = 0;
-			}
 			decide_withdrawn(k, detail);
 			continue;
 		}
@@ -843,10 +829,6 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 	 * channel.  Withdraw instead: both ends then agree on TCP. */
 	if (g_get_monotonic_time() - k->offered_us >
 	    (gint64)xd->cfg.claim_timeout_ms * 1000) {
-		if (k->timer) {
-			g_source_remove(k->timer);
-			k->timer = 0;
-		}
 		xd->st.expiries++;
 		decide_withdrawn(k, "claim arrived after the claim timeout");
 		xd->st.claim_misses++;
@@ -883,10 +865,6 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 		if (e) {
 			char d[160];
 
-			if (k->timer) {
-				g_source_remove(k->timer);
-				k->timer = 0;
-			}
 			snprintf(d, sizeof(d), "vchan attach failed: %s (%s)", vwhy,
 				 g_strerror(-e));
 			XLOG_WARN("Xen offer %llu of domain %u: %s", (unsigned long long)k->xen_id,
