@@ -595,7 +595,18 @@ void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
 		goto reject;
 	}
 	e = xwayd_sock_addr(fds[0], true, &peer);
-	if (e != -ENOTCONN) {
+	if (r->hdr.flags & XWAY_HDR_F_CONNECTING) {
+		/* The client connects while we read this (shim/setup.c):
+		 * its SYN left after the offer was queued to us, and claims
+		 * that find nothing read this client's queue first
+		 * (xwayd_claim).  Connected already, then to dst. */
+		xd->st.offers_connecting++;
+		if (e == 0 && (!xway_ip_equal(peer.ip, o->dst.ip) || peer.port != o->dst.port)) {
+			why = "OFFER: socket is connected elsewhere than the offer's destination";
+			e = -EISCONN;
+			goto reject;
+		}
+	} else if (e != -ENOTCONN) {
 		why = "OFFER: socket is already connected";
 		e = -EISCONN;
 		goto reject;
@@ -680,6 +691,10 @@ void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
 	g_hash_table_insert(xd->offers, &k->offer_id, k);
 	g_hash_table_insert(xd->live, &k->cookie, k);
 	c->noffers++;
+	/* The shim remembers a listener here for dst and connects while we
+	 * read its next offers to it: from now on a claim that matches
+	 * nothing reads this client's link first. */
+	c->connecting = true;
 	xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, 1, 0, k->offer_id, "pending");
 	goto out;
 
@@ -800,6 +815,20 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 			k = v;
 			break;
 		}
+	if (!k && xwayd_clients_read_connecting(c)) {
+		/* A client that connects while we read its offer (OFFER with
+		 * XWAY_HDR_F_CONNECTING) queued that offer before its SYN
+		 * left, so before this claim; its link may simply not have
+		 * been read yet in this round.  Read those links, then match
+		 * again. */
+		g_hash_table_iter_init(&it, xd->offers);
+		while (g_hash_table_iter_next(&it, &key, &v))
+			if (claim_matches(v, cl, ns) && !((struct xwayd_conn *)v)->xen_remote) {
+				k = v;
+				xd->st.claims_read_first++;
+				break;
+			}
+	}
 	if (!k && xwayd_xen_active()) {
 		/* A Xen peer's broker publishes its offer before its client
 		 * connects, but our watch event may not have been read yet:

@@ -305,7 +305,9 @@ static void q_stats(bool json, GString *o)
 	const struct xwayd_stats *s = &xd->st;
 	const struct { const char *name; uint64_t v; } f[] = {
 		{ "clients_total", s->clients_total }, { "offers", s->offers },
+		{ "offers_connecting", s->offers_connecting },
 		{ "claims", s->claims }, { "claim_misses", s->claim_misses },
+		{ "claims_read_first", s->claims_read_first },
 		{ "withdrawals", s->withdrawals }, { "expiries", s->expiries },
 		{ "fallbacks", s->fallbacks }, { "reports", s->reports },
 		{ "proto_errors", s->proto_errors }, { "queries", s->queries },

@@ -333,6 +333,45 @@ static gboolean client_in(gint fd, GIOCondition cond, gpointer p)
 	return G_SOURCE_CONTINUE;
 }
 
+/*
+ * Handle what the links of connecting clients (xwayd_client.connecting)
+ * have queued, all but except's: a CLAIM that matched nothing calls this
+ * before it answers (xwayd_claim).  Not re-entered: a CLAIM read here that
+ * matches nothing is answered at once.  Returns whether any packet was
+ * handled.  Clients killed meanwhile are only marked (freed from an idle
+ * source), so the table is not changed under the iteration.
+ */
+bool xwayd_clients_read_connecting(struct xwayd_client *except)
+{
+	static bool busy;
+	static uint8_t *buf;
+	GHashTableIter it;
+	gpointer key, v;
+	bool any = false;
+
+	if (busy)
+		return false;
+	if (!buf)
+		buf = g_malloc(XWAY_MSG_MAX + 1);
+	busy = true;
+	g_hash_table_iter_init(&it, xd->clients);
+	while (g_hash_table_iter_next(&it, &key, &v)) {
+		struct xwayd_client *c = v;
+
+		if (c == except || !c->connecting)
+			continue;
+		/* All it queued (bounded): the offer may wait behind other
+		 * requests of a busy client. */
+		for (int i = 0; i < XWAYD_MSGS_PER_DRAIN && !c->dead; i++) {
+			if (client_read_one(c, buf))
+				break;
+			any = true;
+		}
+	}
+	busy = false;
+	return any;
+}
+
 static void client_new(int fd)
 {
 	struct xwayd_client *c = g_new0(struct xwayd_client, 1);

@@ -29,6 +29,7 @@
 #define XWAYD_LISTENERS_MAX    4096  /* listener registrations per client */
 #define XWAYD_ERRORS_MAX       64    /* protocol errors before disconnect */
 #define XWAYD_MSGS_PER_WAKEUP  64    /* fairness between clients */
+#define XWAYD_MSGS_PER_DRAIN   1024  /* xwayd_clients_read_connecting, per client */
 #define XWAYD_FINISHED_MAX     4096  /* finished connection records kept */
 #define XWAYD_ACTIVE_MAX       65536 /* live + pending connection records */
 
@@ -63,6 +64,8 @@ struct xwayd_client {
 	unsigned errors;
 	unsigned noffers, nlisten;
 	bool dead;                     /* disconnect once the stack unwinds */
+	bool connecting;               /* got a local offer pending: may send
+					  OFFERs with XWAY_HDR_F_CONNECTING */
 	GHashTable *xen_mute;          /* event port -> its descriptor + 1
 					  (XEN_MUTE), or NULL */
 	guint reap;                    /* idle source that frees a dead client */
@@ -152,6 +155,10 @@ struct xwayd_conn {
 };
 
 struct xwayd_stats {
+	/* offers_connecting: OFFERs whose client connected meanwhile;
+	 * claims_read_first: claims that matched only after reading those
+	 * clients' links. */
+	uint64_t offers_connecting, claims_read_first;
 	uint64_t clients_total, offers, claims, claim_misses, withdrawals,
 		 expiries, fallbacks, reports, proto_errors, queries,
 		 listener_adds, listener_dels, disconnects_forced;
@@ -201,6 +208,7 @@ void xwayd_config_free(struct xwayd_config *cfg);
 int xwayd_notify(const char *state);
 
 /* xwayd.c: reply helpers. */
+bool xwayd_clients_read_connecting(struct xwayd_client *except);
 void xwayd_send(struct xwayd_client *c, uint16_t type, uint32_t seq,
 		uint32_t flags, const void *body, size_t len,
 		const int *fds, unsigned nfds);

@@ -7,7 +7,9 @@
  * failure closes the link and backs off for XWAY_BACKOFF_S seconds, during
  * which set-up calls get -EHOSTDOWN at once (the connection stays on TCP:
  * the application never hangs on the broker).  A reply with a stale seq
- * (to a request that timed out) is discarded with its descriptors.  A child
+ * (to a request that timed out) is discarded with its descriptors; a reply
+ * to an early request (xway_broker_request: sent now, its reply taken
+ * later) is kept for its sender by whichever thread reads it.  A child
  * process never uses its parent's link: replies would interleave.
  */
 #include <errno.h>
@@ -44,7 +46,23 @@ struct xway_dst_cache {
 	int      n, next;
 	uint64_t gen;
 };
-static struct xway_dst_cache xway_neg, xway_xen;
+static struct xway_dst_cache xway_neg, xway_xen, xway_loc;
+
+/*
+ * Requests whose sender takes the reply later (xway_broker_request): the
+ * OFFER of a connection that connects while the broker reads it.  Whichever
+ * thread reads such a reply first keeps it here for its sender.  Under
+ * xway_blk; seq 0 = free.
+ */
+#define XWAY_EARLY_MAX 8
+static struct xway_early {
+	uint32_t seq;
+	uint32_t link;            /* xway_link_gen when sent */
+	int      type;            /* the reply's type once it came, else 0 */
+	size_t   len;
+	unsigned char body[256];
+	int      fds[XWAY_MAX_FDS], nfds;
+} xway_early[XWAY_EARLY_MAX];
 
 static long xway_now_ms(void)
 {
@@ -72,12 +90,21 @@ static void xway_close_fds(const int *fds, int n)
 			real.close(fds[i]);
 }
 
-static int xway_send_msg(uint16_t type, uint32_t seq, const void *body,
-			 size_t len, const int *fds, int nfds)
+/* Never 0 (a free early slot's seq). */
+static uint32_t xway_next_seq(void)
+{
+	if (++xway_seq == 0)
+		++xway_seq;
+	return xway_seq;
+}
+
+static int xway_send_msg(uint16_t type, uint32_t seq, uint32_t flags,
+			 const void *body, size_t len, const int *fds, int nfds)
 {
 	struct xway_msg_hdr h = {
 		.magic = XWAY_PROTO_MAGIC, .version = XWAY_PROTO_VERSION,
 		.type = type, .len = (uint32_t)(sizeof(h) + len), .seq = seq,
+		.flags = flags,
 	};
 	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)body, len } };
 	union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(int) * XWAY_MAX_FDS)]; } u;
@@ -101,8 +128,39 @@ static int xway_send_msg(uint16_t type, uint32_t seq, const void *body,
 	return r == (long)(sizeof(h) + len) ? 0 : -EPROTO;
 }
 
+static struct xway_early *xway_early_slot(uint32_t seq)
+{
+	for (int i = 0; i < XWAY_EARLY_MAX; i++)
+		if (xway_early[i].seq == seq && seq)
+			return &xway_early[i];
+	return NULL;
+}
+
+/* A reply's body and descriptors out to a caller: the descriptors it keeps
+ * (up to *nfds_out) moved to high numbers, the rest closed. */
+static void xway_reply_out(const unsigned char *body, size_t blen, void *reply,
+			   size_t reply_len, const int *fds, int nfds,
+			   int *fds_out, int *nfds_out)
+{
+	int keep = nfds_out ? *nfds_out : 0;
+
+	memset(reply, 0, reply_len);
+	memcpy(reply, body, blen < reply_len ? blen : reply_len);
+	for (int i = 0; i < nfds; i++) {
+		if (i < keep) {
+			int hi = xway_fd_to_high(fds[i]);
+			fds_out[i] = hi >= 0 ? hi : fds[i];
+		} else {
+			real.close(fds[i]);
+		}
+	}
+	if (nfds_out)
+		*nfds_out = nfds < keep ? nfds : keep;
+}
+
 /* Wait for the reply to seq until deadline; returns its type or -errno.
- * Descriptors of a stale reply are closed. */
+ * Descriptors of a stale reply are closed; an early request's reply is
+ * kept for its sender. */
 static int xway_recv_reply(uint32_t seq, long deadline, void *reply,
 			   size_t reply_len, int *fds_out, int *nfds_out)
 {
@@ -154,24 +212,24 @@ static int xway_recv_reply(uint32_t seq, long deadline, void *reply,
 			xway_close_fds(fds, nfds);
 			return -EPROTO;
 		}
-		if (h.seq != seq) {          /* reply to a request that timed out */
-			xway_close_fds(fds, nfds);
+		if (h.seq != seq) {
+			struct xway_early *e = xway_early_slot(h.seq);
+
+			if (e && !e->type) {  /* another thread's early request */
+				e->type = h.type;
+				e->len = (size_t)n - sizeof(h);
+				if (e->len > sizeof(e->body))
+					e->len = sizeof(e->body);
+				memcpy(e->body, buf + sizeof(h), e->len);
+				memcpy(e->fds, fds, sizeof(int) * (size_t)nfds);
+				e->nfds = nfds;
+			} else {             /* reply to a request that timed out */
+				xway_close_fds(fds, nfds);
+			}
 			continue;
 		}
-		size_t blen = (size_t)n - sizeof(h);
-		memset(reply, 0, reply_len);
-		memcpy(reply, buf + sizeof(h), blen < reply_len ? blen : reply_len);
-		int keep = nfds_out ? *nfds_out : 0;
-		for (int i = 0; i < nfds; i++) {
-			if (i < keep) {
-				int hi = xway_fd_to_high(fds[i]);
-				fds_out[i] = hi >= 0 ? hi : fds[i];
-			} else {
-				real.close(fds[i]);
-			}
-		}
-		if (nfds_out)
-			*nfds_out = nfds < keep ? nfds : keep;
+		xway_reply_out((const unsigned char *)buf + sizeof(h), (size_t)n - sizeof(h),
+			       reply, reply_len, fds, nfds, fds_out, nfds_out);
 		return h.type;
 	}
 	return -EPROTO;
@@ -209,7 +267,7 @@ static int xway_link_open(void)
 	if (xway_bfd < 0)
 		xway_bfd = (int)fd;
 	xway_bpid = getpid();
-	r = xway_send_msg(XWAY_MSG_HELLO, ++xway_seq, &hello, sizeof(hello), NULL, 0);
+	r = xway_send_msg(XWAY_MSG_HELLO, xway_next_seq(), 0, &hello, sizeof(hello), NULL, 0);
 	if (r == 0)
 		r = xway_recv_reply(xway_seq, xway_now_ms() + xway_cfg.broker_timeout_ms,
 				    &xway_hello, sizeof(xway_hello), gfd, &ng);
@@ -232,6 +290,7 @@ static int xway_link_open(void)
 			 * were the previous one's. */
 			xway_neg.n = xway_neg.next = 0;
 			xway_xen.n = xway_xen.next = 0;
+			xway_loc.n = xway_loc.next = 0;
 		}
 	}
 	atomic_fetch_add_explicit(&xway_link_gen, 1, memory_order_relaxed);
@@ -270,7 +329,7 @@ int xway_broker_call_tmo(int timeout_ms, uint16_t type, const void *body,
 		r = xway_link_open();
 		if (r < 0)
 			goto out;
-		r = xway_send_msg(type, ++xway_seq, body, len, fds, nfds);
+		r = xway_send_msg(type, xway_next_seq(), 0, body, len, fds, nfds);
 		if (r == 0)
 			r = xway_recv_reply(xway_seq, xway_now_ms() + timeout_ms,
 					    reply, reply_len, fds_out, nfds_out);
@@ -302,11 +361,98 @@ out:
 	return r;
 }
 
+int xway_broker_request(uint16_t type, uint32_t flags, const void *body,
+			size_t len, const int *fds, int nfds, uint32_t *seq)
+{
+	struct xway_early *e;
+	int r;
+
+	pthread_mutex_lock(&xway_blk);
+	e = NULL;
+	for (int i = 0; i < XWAY_EARLY_MAX && !e; i++)
+		if (!xway_early[i].seq)
+			e = &xway_early[i];
+	if (!e) {
+		r = -EBUSY;
+		goto out;
+	}
+	for (int attempt = 0; ; attempt++) {
+		uint32_t gen = atomic_load_explicit(&xway_link_gen, memory_order_relaxed);
+
+		r = xway_link_open();
+		if (r < 0)
+			goto out;
+		r = xway_send_msg(type, xway_next_seq(), flags, body, len, fds, nfds);
+		/* A link that was open already but whose broker went away
+		 * meanwhile: once more on a fresh link (as xway_broker_call). */
+		if (attempt == 0 && (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) &&
+		    gen == atomic_load_explicit(&xway_link_gen, memory_order_relaxed)) {
+			xway_link_close(0);
+			continue;
+		}
+		break;
+	}
+	if (r < 0) {
+		XINFO("broker request %u failed (%s); backing off", type, strerror(-r));
+		xway_link_close(1);
+		r = -EHOSTDOWN;
+		goto out;
+	}
+	*e = (struct xway_early){
+		.seq = xway_seq,
+		.link = atomic_load_explicit(&xway_link_gen, memory_order_relaxed),
+	};
+	*seq = xway_seq;
+out:
+	pthread_mutex_unlock(&xway_blk);
+	return r;
+}
+
+int xway_broker_reply(uint32_t seq, int timeout_ms, void *reply, size_t reply_len,
+		      int *fds_out, int *nfds_out)
+{
+	struct xway_early *e;
+	int r;
+
+	pthread_mutex_lock(&xway_blk);
+	e = xway_early_slot(seq);
+	if (!e) {
+		r = -EINVAL;
+		goto out;
+	}
+	if (e->type) {
+		/* Another thread read it for us. */
+		r = e->type;
+		xway_reply_out(e->body, e->len, reply, reply_len, e->fds, e->nfds,
+			       fds_out, nfds_out);
+	} else if (xway_bfd < 0 || xway_bpid != getpid() ||
+		   e->link != atomic_load_explicit(&xway_link_gen, memory_order_relaxed)) {
+		/* The link it went on is gone (another request failed and
+		 * closed it): that broker's answer will never come. */
+		r = -ECONNRESET;
+	} else {
+		r = xway_recv_reply(seq, xway_now_ms() + timeout_ms, reply, reply_len,
+				    fds_out, nfds_out);
+	}
+	e->seq = 0;
+	if (r < 0) {
+		XINFO("broker reply to request %u failed (%s); backing off", seq,
+		      strerror(-r));
+		xway_link_close(1);
+		r = -EHOSTDOWN;
+	}
+out:
+	if (r < 0 && nfds_out)
+		*nfds_out = 0;
+	pthread_mutex_unlock(&xway_blk);
+	return r;
+}
+
 void xway_broker_send(uint16_t type, const void *body, size_t len)
 {
 	pthread_mutex_lock(&xway_blk);
 	if (xway_bfd >= 0 && xway_bpid == getpid())
-		xway_send_msg(type, ++xway_seq, body, len, NULL, 0);
+		xway_send_msg(type, xway_next_seq(), 0, body, len, NULL, 0);
 	pthread_mutex_unlock(&xway_blk);
 }
 
@@ -366,6 +512,16 @@ void xway_broker_neg_add(const struct xway_addr *dst)
 	dst_cache_put(&xway_neg, dst, 1);
 }
 
+int xway_broker_loc_cached(const struct xway_addr *dst)
+{
+	return dst_cache_get(&xway_loc, dst) != 0;
+}
+
+void xway_broker_loc_add(const struct xway_addr *dst)
+{
+	dst_cache_put(&xway_loc, dst, 1);
+}
+
 uint32_t xway_broker_xen_cached(const struct xway_addr *dst)
 {
 	return dst_cache_get(&xway_xen, dst);
@@ -384,6 +540,13 @@ void xway_broker_after_fork(void)
 	if (xway_bfd >= 0)
 		real.close(xway_bfd);
 	xway_bfd = -1;
+	/* The parent's threads' early requests: their replies go to the
+	 * parent; the copies of descriptors kept for them are ours. */
+	for (int i = 0; i < XWAY_EARLY_MAX; i++) {
+		if (xway_early[i].seq && xway_early[i].type)
+			xway_close_fds(xway_early[i].fds, xway_early[i].nfds);
+		xway_early[i].seq = 0;
+	}
 	/* The parent's registrations die with its link (and the parent may
 	 * exit first): this process registers the listeners it holds. */
 	xway_listeners_reregister();

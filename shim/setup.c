@@ -699,11 +699,11 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	struct xway_chan_params p = xway_params();
 	struct xway_chan *chan = NULL;
 	struct xway_conn *c;
-	struct stat st;
-	int family, cfds[3], nf;
-	uint32_t xdom;
-	void *map;
-	long r;
+	int family, cfds[3], nf, early = 0;
+	uint32_t xdom, seq = 0;
+	const void *map;
+	size_t map_len = 0;
+	long r, cr = 0;
 
 	if (xway_cfg.disabled || xway_sockaddr_to_addr(sa, len, &dst) < 0 ||
 	    !xway_is_tcp(fd, &family))
@@ -755,6 +755,28 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 		 * listener changed since: the Xen offer at once. */
 		r = XWAY_MSG_RESULT;
 		res.status = XWAY_RESULT_XEN;
+	} else if (xway_broker_loc_cached(&dst) &&
+		   (r = xway_broker_request(XWAY_MSG_OFFER, XWAY_HDR_F_CONNECTING, &off,
+					    sizeof(off), ofds, 4, &seq)) != -EBUSY) {
+		/*
+		 * A listener of this broker was at dst and none changed since:
+		 * connect while the broker reads the offer, one broker round
+		 * trip off the set-up.  The offer is queued to the broker
+		 * before our SYN leaves, so before the server's CLAIM, and a
+		 * CLAIM that matches nothing reads such queued offers first
+		 * (broker/conn.c).  The answer is still awaited before
+		 * connect returns: the application writes nothing before we
+		 * know whether the channel or TCP carries its bytes.
+		 */
+		if (r == 0) {
+			early = 1;
+			cr = XWAY_SYS(real.connect(fd, sa, len));
+			r = xway_broker_reply(seq, xway_decision_wait_ms(), &res,
+					      sizeof(res), NULL, &nf);
+			/* Too late for a Xen offer: the SYN is out. */
+			if (r == XWAY_MSG_RESULT && res.status == XWAY_RESULT_XEN)
+				res.status = -EXDEV;
+		}
 	} else {
 		r = xway_broker_call_tmo(xway_decision_wait_ms(), XWAY_MSG_OFFER, &off,
 					 sizeof(off), ofds, 4, XWAY_MSG_RESULT, &res,
@@ -762,6 +784,8 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 		if (r == XWAY_MSG_RESULT && res.status == XWAY_RESULT_XEN &&
 		    (xdom = xway_xen_dom_of(&res)))
 			xway_broker_xen_add(&dst, xdom);
+		else if (r == XWAY_MSG_RESULT && res.status == 1)
+			xway_broker_loc_add(&dst);
 	}
 	if (r == XWAY_MSG_RESULT && res.status == XWAY_RESULT_XEN) {
 		/* The listener is in another Xen domain: our data end is a
@@ -791,24 +815,24 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 		     r < 0 ? "broker-down" : r == XWAY_MSG_RESULT ?
 		     xway_reason_name(res.reason) : "setup-proto",
 		     res.text[0] ? ": " : "", res.text);
-		return 1;
+		return early ? (int)cr : 1;
 	}
-	/* Our own read-only view of the header (the broker's decision word)
-	 * and of ring 0 (to move it onto TCP if the offer is withdrawn). */
-	if (fstat(cfds[0], &st) < 0 || st.st_size < (off_t)XWAY_CHAN_HDR_SIZE ||
-	    (map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, cfds[0], 0))
-	    == MAP_FAILED) {
-		map = NULL;
-	}
+	/* Our view of the header (the broker's decision word) and of ring 0
+	 * (to move it onto TCP if the offer is withdrawn): the local end's
+	 * own mapping, which lives as long as the connection's channel (for
+	 * a Xen offer that is the decision channel the Xen end keeps). */
+	map = xway_chan_local_shm ? xway_chan_local_shm(chan, &map_len) : NULL;
 	c = map ? xway_conn_new(fd, 0) : NULL;
 	if (!c) {
 		struct xway_withdraw w = { .offer_id = res.offer_id };
 		xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
 				 XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
-		if (map)
-			munmap(map, (size_t)st.st_size);
+		if (xway_xen_pending_chan) {
+			xway_chan_close(xway_xen_pending_chan);
+			xway_xen_pending_chan = NULL;
+		}
 		xway_chan_close(chan);
-		return 1;
+		return early ? (int)cr : 1;
 	}
 	if (off.backend == XWAY_BACKEND_XEN) {
 		/* The Xen end owns the decision channel from now on. */
@@ -823,7 +847,6 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 			 * the server then finds a vchan whose writer is gone
 			 * (it sees EOF).  Rare: epoll_create failed. */
 			xway_chan_close(xc);
-			munmap(map, (size_t)st.st_size);
 			xway_conn_put(c);
 			xway_chan_close(chan);
 			return 1;
@@ -835,16 +858,22 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	c->cookie = off.cookie;
 	c->offer_id = res.offer_id;
 	c->hdr = map;
-	c->hdr_len = (size_t)st.st_size;
+	c->hdr_len = map_len;
+	c->hdr_borrowed = 1;
 	c->local = src;
 	c->peer = dst;
 	xway_snapshot_opts(c, fd);
 	atomic_store_explicit(&c->state, XWAY_ST_PENDING, memory_order_relaxed);
 	if (xway_fd_set(fd, c) < 0) {
+		/* Registered: withdraw, or the server could claim it while we
+		 * use TCP. */
+		struct xway_withdraw w = { .offer_id = c->offer_id };
+		xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
+				 XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
 		xway_conn_put(c);
-		return 1;
+		return early ? (int)cr : 1;
 	}
-	r = XWAY_SYS(real.connect(fd, sa, len));
+	r = early ? cr : XWAY_SYS(real.connect(fd, sa, len));
 	if (r < 0 && r != -EINPROGRESS && r != -EINTR) {
 		/* No TCP connection: nothing can be claimed; withdraw and
 		 * give the app exactly the kernel's answer. */
@@ -1168,7 +1197,7 @@ void xway_conn_free(struct xway_conn *c)
 		xway_chan_close(c->chan);
 	}
 	c->chan = NULL;
-	if (c->hdr)
+	if (c->hdr && !c->hdr_borrowed)
 		munmap((void *)c->hdr, c->hdr_len);
 	c->hdr = NULL;
 	free(c->flush_buf);

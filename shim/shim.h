@@ -43,6 +43,7 @@
  */
 #pragma weak xway_chan_local_create
 #pragma weak xway_chan_local_attach
+#pragma weak xway_chan_local_shm
 #pragma weak xway_chan_local_reattach
 #pragma weak xway_chan_user_word
 #pragma weak xway_chan_before_exec
@@ -205,6 +206,7 @@ struct xway_conn {
 	const struct xway_chan_shm *hdr; /* client's read-only view of the header
 					   while PENDING/FLUSH (attached word) */
 	size_t        hdr_len;
+	int           hdr_borrowed;    /* hdr is the channel's own mapping */
 
 	/* Tracked socket state (the real socket's flag is set as well). */
 	_Atomic int   nonblock;        /* O_NONBLOCK of the open file */
@@ -327,6 +329,18 @@ int xway_broker_call_tmo(int timeout_ms, uint16_t type, const void *body,
 			 size_t len, const int *fds, int nfds,
 			 uint16_t want_type, void *reply, size_t reply_len,
 			 int *fds_out, int *nfds_out);
+/*
+ * A request whose reply the caller takes later, letting it work meanwhile
+ * (the OFFER of a connection that connects while the broker reads it):
+ * 0 and *seq, -EBUSY when too many are outstanding (use xway_broker_call),
+ * or -EHOSTDOWN.  Every successful request must be followed by
+ * xway_broker_reply(*seq): the reply's type, or -EHOSTDOWN (the link is
+ * then closed and backs off, as for a failed call).
+ */
+int xway_broker_request(uint16_t type, uint32_t flags, const void *body,
+			size_t len, const int *fds, int nfds, uint32_t *seq);
+int xway_broker_reply(uint32_t seq, int timeout_ms, void *reply, size_t reply_len,
+		      int *fds_out, int *nfds_out);
 /* Fire and forget (REPORT); only if the link is already open. */
 void xway_broker_send(uint16_t type, const void *body, size_t len);
 /* Open the link now if it is not (before a sandbox goes up). */
@@ -338,6 +352,11 @@ void xway_broker_neg_add(const struct xway_addr *dst);
  * answer to an OFFER, same validity): 0, or D; the next connection to dst
  * makes its Xen offer at once, one broker round trip less. */
 uint32_t xway_broker_xen_cached(const struct xway_addr *dst);
+/* Cached "a listener of this broker's host or domain is at dst" (the
+ * broker made a local offer to it pending; same validity): the next
+ * connection to dst connects while its OFFER is read (setup.c). */
+int  xway_broker_loc_cached(const struct xway_addr *dst);
+void xway_broker_loc_add(const struct xway_addr *dst);
 void xway_broker_xen_add(const struct xway_addr *dst, uint32_t dom);
 /* Forget the parent's link in a child (lifecycle calls it on pid change). */
 void xway_broker_after_fork(void);

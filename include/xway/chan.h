@@ -111,6 +111,10 @@ int xway_chan_local_reattach(const int fds[4], int side, uint64_t cookie,
 			     const struct xway_chan_params *p,
 			     struct xway_chan **out);
 
+/* A local end's mapping of the whole memfd (header and both rings) and its
+ * length, valid until the end is closed; NULL for a Xen end. */
+const void *xway_chan_local_shm(const struct xway_chan *c, size_t *len);
+
 /* Eight bytes (8-aligned, zero at first) shared by every process holding
  * this end, across fork and exec alike: the embedder's (the shim keeps the
  * holder count of the connection there). */

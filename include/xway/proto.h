@@ -51,6 +51,11 @@ enum xway_msg_type {
 };
 
 #define XWAY_HDR_F_MORE 0x1u
+/* OFFER: the client connects without waiting for the answer (it knows a
+ * listener of this broker at dst): its socket may be connected to dst by
+ * the time the broker reads the offer, and a CLAIM that matches no offer
+ * reads such clients' queued requests before it answers (DESIGN §4). */
+#define XWAY_HDR_F_CONNECTING 0x2u
 
 struct xway_msg_hdr {
 	uint32_t magic;

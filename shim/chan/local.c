@@ -525,7 +525,7 @@ static int local_attach(const int fds[3], int side, uint64_t cookie,
 	struct stat st;
 	uint32_t o0, o1;
 	int f[3];
-	size_t len;
+	size_t len = 0, map_len;
 	int seals, r, base;
 
 	if (!fds || !out || (side != 0 && side != 1))
@@ -546,9 +546,17 @@ static int local_attach(const int fds[3], int side, uint64_t cookie,
 	if (check_eventfd(fds[1], checked) || check_eventfd(fds[2], checked))
 		return -EINVAL;
 
-	h = mmap(NULL, XWAY_CHAN_HDR_SIZE, PROT_READ, MAP_SHARED, fds[0], 0);
-	if (h == MAP_FAILED)
+	/* One mapping of the file as large as it is, at most as large as the
+	 * largest geometry (a creator's channel is exactly its geometry's
+	 * size): the header is read through it, then only the geometry's
+	 * length is kept.  The file is sealed, so no part of it can vanish. */
+	map_len = (uint64_t)st.st_size < shm_size(XWAY_RING_ORDER_MAX, XWAY_RING_ORDER_MAX)
+		  ? (size_t)st.st_size
+		  : shm_size(XWAY_RING_ORDER_MAX, XWAY_RING_ORDER_MAX);
+	shm = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	if (shm == MAP_FAILED)
 		return -errno;
+	h = shm;
 	/* Each field read once into a local; only the locals are used. */
 	o0 = h->ring_order[0];
 	o1 = h->ring_order[1];
@@ -558,15 +566,15 @@ static int local_attach(const int fds[3], int side, uint64_t cookie,
 		r = -EINVAL;
 	else if (h->cookie != cookie)
 		r = -EPERM;
-	munmap((void *)h, XWAY_CHAN_HDR_SIZE);
-	if (r)
+	else if ((len = shm_size(o0, o1)) > map_len)
+		r = -EINVAL;
+	if (r) {
+		munmap(shm, map_len);
 		return r;
-	len = shm_size(o0, o1);
-	if ((uint64_t)st.st_size < len)
-		return -EINVAL;
-	shm = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
-	if (shm == MAP_FAILED)
-		return -errno;
+	}
+	/* Page-aligned: the geometry's size is a page plus powers of two. */
+	if (map_len > len)
+		munmap((uint8_t *)shm + len, map_len - len);
 	if (ep_fd >= 0 && (r = check_ep_fd(ep_fd)) < 0) {
 		munmap(shm, len);
 		return r;
@@ -618,6 +626,14 @@ int xway_chan_local_reattach(const int fds[4], int side, uint64_t cookie,
 	if (!fds || fds[3] < 0)
 		return -EBADF;
 	return local_attach(fds, side, cookie, p, fds[3], out);
+}
+
+const void *xway_chan_local_shm(const struct xway_chan *c, size_t *len)
+{
+	if (!c || c->backend != XWAY_BACKEND_LOCAL)
+		return NULL;
+	*len = c->shm_len;
+	return c->shm;
 }
 
 void *xway_chan_user_word(struct xway_chan *c)

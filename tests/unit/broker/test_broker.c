@@ -814,6 +814,162 @@ Test(offer, claim_without_offer)
 	close(p.lfd);
 }
 
+/* Requests xwayd handles per link and wake-up (XWAYD_MSGS_PER_WAKEUP in
+ * broker/xwayd.h; the test queues more than that). */
+#define BROKER_MSGS_PER_WAKEUP 64
+
+/* An OFFER with XWAY_HDR_F_CONNECTING (the shim's early offer) for p's
+ * bound client socket, sent on ofd with seq; the reply is not read. */
+static void send_connecting_offer(int ofd, struct pair *p, uint32_t seq)
+{
+	struct xway_offer o = { .dst = p->la, .src = p->src, .cookie = p->ch.cookie,
+				.ring_order = p->ch.hdr->ring_order[0], .backend = 1 };
+	struct xway_msg_hdr h = {
+		.magic = XWAY_PROTO_MAGIC, .version = XWAY_PROTO_VERSION,
+		.type = XWAY_MSG_OFFER, .len = (uint32_t)(sizeof(h) + sizeof(o)), .seq = seq,
+		.flags = XWAY_HDR_F_CONNECTING,
+	};
+	char buf[sizeof(h) + sizeof(o)];
+	int fds[4] = { p->cfd, p->ch.fds[0], p->ch.fds[1], p->ch.fds[2] };
+
+	memcpy(buf, &h, sizeof(h));
+	memcpy(buf + sizeof(h), &o, sizeof(o));
+	cr_assert_eq(tb_send_raw(ofd, buf, sizeof(buf), fds, 4), 0);
+}
+
+/* The next packet on fd: its type, seq and (up to len bytes of) body. */
+static int recv_reply(int fd, uint32_t *seq, void *body, size_t len)
+{
+	char buf[1024];
+	struct xway_msg_hdr h;
+	int rfds[8];
+	unsigned n = 0;
+	ssize_t k = tb_recv(fd, buf, sizeof(buf), rfds, &n);
+
+	for (unsigned i = 0; i < n; i++)
+		close(rfds[i]);
+	if (k < (ssize_t)sizeof(h))
+		return -1;
+	memcpy(&h, buf, sizeof(h));
+	*seq = h.seq;
+	memset(body, 0, len);
+	memcpy(body, buf + sizeof(h),
+	       (size_t)k - sizeof(h) < len ? (size_t)k - sizeof(h) : len);
+	return h.type;
+}
+
+Test(offer, connecting_offer_found_by_an_earlier_claim)
+{
+	/* Check the early offer: the client connects before the broker has
+	 * read its OFFER (the broker is stopped meanwhile), and the server's
+	 * CLAIM, on a link the broker reads first, finds no offer at first;
+	 * it must read the queue of the client (marked when its first offer
+	 * there was answered "pending") and claim the offer
+	 * (claims_read_first counts it), the client's answer is "pending",
+	 * and the header says CLAIMED. */
+	struct pair p;
+	struct xway_claim c;
+	union { struct xway_result r; struct xway_claimed c; } u;
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct xway_result res;
+	uint32_t seq = 0;
+	int sfd, ofd;
+	char *q;
+
+	pair_listen(&p);
+	sfd = tb_connect(B.sock);           /* older link: its source is read first */
+	wait_clients(2);
+	ofd = tb_connect(B.sock);
+	wait_clients(3);
+	/* As the shim: a first offer to dst answered "pending" (a local
+	 * listener there) is what lets a client connect early. */
+	{
+		struct pair first = p;
+
+		cr_assert_eq(pair_offer_connect(&first, ofd), 1);
+		cr_assert_eq(withdraw(ofd, first.offer_id), 0);
+		pair_close(&first);
+	}
+	p.cfd = tb_bound("127.0.0.1", &p.src);
+	cr_assert_eq(tb_chan(&p.ch, tb_random64(), 12), 0);
+	cr_assert_eq(kill(B.pid, SIGSTOP), 0);
+	/* Whichever link the broker reads first: more requests than it
+	 * handles per wake-up queued before the offer, so the claim comes
+	 * before the offer either way. */
+	for (uint32_t i = 0; i < BROKER_MSGS_PER_WAKEUP + 8; i++) {
+		struct xway_withdraw w = { .offer_id = 0 };
+
+		cr_assert_eq(tb_send(ofd, XWAY_MSG_WITHDRAW, 100 + i, &w, sizeof(w), NULL, 0), 0);
+	}
+	send_connecting_offer(ofd, &p, 900);
+	memcpy(&sa.sin_addr, p.la.ip + 12, 4);
+	sa.sin_port = p.la.port;
+	cr_assert_eq(connect(p.cfd, (void *)&sa, sizeof(sa)), 0);
+	p.afd = accept(p.lfd, NULL, NULL);
+	cr_assert_geq(p.afd, 0);
+	tb_sock_name(p.afd, false, &c.local);
+	tb_sock_name(p.afd, true, &c.peer);
+	cr_assert_eq(tb_send(sfd, XWAY_MSG_CLAIM, 901, &c, sizeof(c), &p.afd, 1), 0);
+	cr_assert_eq(kill(B.pid, SIGCONT), 0);
+	cr_assert_eq(recv_reply(sfd, &seq, &u, sizeof(u)), XWAY_MSG_CLAIMED,
+		     "claim: %d %s", u.r.status, u.r.text);
+	cr_assert_eq(seq, 901);
+	cr_assert_eq(u.c.cookie, p.ch.cookie);
+	for (int i = 0; i < BROKER_MSGS_PER_WAKEUP + 8; i++) {
+		cr_assert_eq(recv_reply(ofd, &seq, &res, sizeof(res)), XWAY_MSG_RESULT);
+		cr_assert_eq(seq, 100 + (uint32_t)i);
+	}
+	cr_assert_eq(recv_reply(ofd, &seq, &res, sizeof(res)), XWAY_MSG_RESULT);
+	cr_assert_eq(seq, 900);
+	cr_assert_eq(res.status, 1, "offer: %d %s", res.status, res.text);
+	cr_assert_eq(__atomic_load_n(&p.ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_CLAIMED);
+	q = tb_query(bfd, XWAY_Q_STATS, true);
+	cr_assert(q && strstr(q, "\"offers_connecting\":1,"), "%s", q);
+	cr_assert(strstr(q, "\"claims_read_first\":1,"), "%s", q);
+	cr_assert(strstr(q, "\"claim_misses\":0,"), "%s", q);
+	free(q);
+	pair_close(&p);
+	close(p.lfd);
+	close(sfd);
+	close(ofd);
+}
+
+Test(offer, connecting_offer_of_a_socket_connected_elsewhere)
+{
+	/* Check that an early offer's socket, if connected, must be connected
+	 * to the offer's destination: one connected to another listener is
+	 * refused (nothing registered), while a plain offer of a connected
+	 * socket is refused as before. */
+	struct pair p;
+	struct xway_addr other;
+	struct xway_result res;
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	uint32_t seq = 0;
+	int olfd, afd;
+
+	pair_listen(&p);
+	olfd = tb_listener("127.0.0.1", &other);
+	cr_assert_geq(olfd, 0);
+	p.cfd = tb_bound("127.0.0.1", &p.src);
+	cr_assert_eq(tb_chan(&p.ch, tb_random64(), 12), 0);
+	memcpy(&sa.sin_addr, other.ip + 12, 4);
+	sa.sin_port = other.port;
+	cr_assert_eq(connect(p.cfd, (void *)&sa, sizeof(sa)), 0);
+	afd = accept(olfd, NULL, NULL);
+	cr_assert_geq(afd, 0);
+	send_connecting_offer(bfd, &p, 902);
+	cr_assert_eq(recv_reply(bfd, &seq, &res, sizeof(res)), XWAY_MSG_RESULT);
+	cr_assert_eq(seq, 902);
+	cr_assert_eq(res.status, -EISCONN, "%d %s", res.status, res.text);
+	cr_assert(strstr(res.text, "connected elsewhere"), "%s", res.text);
+	cr_assert_eq(tb_offer(bfd, &p.la, p.cfd, &p.src, &p.ch, NULL, NULL), -EISCONN);
+	close(afd);
+	close(olfd);
+	close(p.cfd);
+	tb_chan_close(&p.ch);
+	close(p.lfd);
+}
+
 Test(offer, claim_with_wrong_names)
 {
 	/* Check that a claim whose body differs from its socket is refused. */
