@@ -211,14 +211,20 @@ static int map_header(struct xwayd_conn *k, int memfd, const struct xway_offer *
 	int seals;
 	uint64_t need;
 
-	if (!xwayd_fd_link_is(memfd, "/memfd:") ||
-	    fstat(memfd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	/* Seals first: only shmem and hugetlbfs files have any (anything
+	 * else fails at once, in particular without calling into a FUSE
+	 * filesystem, where fstat could block us). */
+	seals = fcntl(memfd, F_GET_SEALS);
+	if (seals < 0) {
 		*why = "channel descriptor is not a memfd";
 		return -EINVAL;
 	}
-	seals = fcntl(memfd, F_GET_SEALS);
-	if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+	if (!(seals & F_SEAL_SHRINK)) {
 		*why = "channel memfd is not sealed against shrinking";
+		return -EINVAL;
+	}
+	if (fstat(memfd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		*why = "channel descriptor is not a memfd";
 		return -EINVAL;
 	}
 	if (st.st_size < (off_t)XWAY_CHAN_HDR_SIZE) {

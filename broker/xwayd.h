@@ -224,7 +224,6 @@ int xwayd_sock_check_tcp(int fd, bool *listening);
 int xwayd_fd_is_eventfd(int fd);
 /* /proc/self/fd/<fd> link starts with prefix ("socket:[", "/memfd:"):
  * tells the kind of a descriptor without touching its file system. */
-bool xwayd_fd_link_is(int fd, const char *prefix);
 /* Close a descriptor a client sent us on a helper thread: the close of a
  * client-supplied fd can block (a TCP socket with SO_LINGER whose sender
  * closed its own copy, a FUSE file's flush); the main loop never must. */

@@ -161,13 +161,22 @@ static void xway_reply_out(const unsigned char *body, size_t blen, void *reply,
 /* Wait for the reply to seq until deadline; returns its type or -errno.
  * Descriptors of a stale reply are closed; an early request's reply is
  * kept for its sender. */
-static int xway_recv_reply(uint32_t seq, long deadline, void *reply,
+static int xway_recv_reply(uint32_t seq, int timeout_ms, void *reply,
 			   size_t reply_len, int *fds_out, int *nfds_out)
 {
 	static _Thread_local char buf[1024];
+	/* The clock is read only when a round did not bring the reply (a
+	 * clock read is a system call where there is no vDSO clock: Xen PV
+	 * guests); the wait may then last up to twice timeout_ms. */
+	long deadline = -1;
 
 	for (int round = 0; round < 64; round++) {
-		long left = deadline - xway_now_ms();
+		long left = timeout_ms;
+
+		if (round == 1)
+			deadline = xway_now_ms() + timeout_ms;
+		if (deadline >= 0)
+			left = deadline - xway_now_ms();
 		struct pollfd p = { .fd = xway_bfd, .events = POLLIN };
 		union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(int) * XWAY_MAX_FDS)]; } u;
 		struct iovec iov = { buf, sizeof(buf) };
@@ -269,7 +278,7 @@ static int xway_link_open(void)
 	xway_bpid = getpid();
 	r = xway_send_msg(XWAY_MSG_HELLO, xway_next_seq(), 0, &hello, sizeof(hello), NULL, 0);
 	if (r == 0)
-		r = xway_recv_reply(xway_seq, xway_now_ms() + xway_cfg.broker_timeout_ms,
+		r = xway_recv_reply(xway_seq, xway_cfg.broker_timeout_ms,
 				    &xway_hello, sizeof(xway_hello), gfd, &ng);
 	if (r != XWAY_MSG_HELLO_OK) {
 		if (ng > 0 && gfd[0] >= 0)
@@ -331,7 +340,7 @@ int xway_broker_call_tmo(int timeout_ms, uint16_t type, const void *body,
 			goto out;
 		r = xway_send_msg(type, xway_next_seq(), 0, body, len, fds, nfds);
 		if (r == 0)
-			r = xway_recv_reply(xway_seq, xway_now_ms() + timeout_ms,
+			r = xway_recv_reply(xway_seq, timeout_ms,
 					    reply, reply_len, fds_out, nfds_out);
 		/* A link that was already open found the broker gone (it
 		 * restarted while we did not talk to it: a server blocked in
@@ -425,13 +434,13 @@ int xway_broker_reply(uint32_t seq, int timeout_ms, void *reply, size_t reply_le
 		r = e->type;
 		xway_reply_out(e->body, e->len, reply, reply_len, e->fds, e->nfds,
 			       fds_out, nfds_out);
-	} else if (xway_bfd < 0 || xway_bpid != getpid() ||
+	} else if (xway_bfd < 0 ||
 		   e->link != atomic_load_explicit(&xway_link_gen, memory_order_relaxed)) {
 		/* The link it went on is gone (another request failed and
 		 * closed it): that broker's answer will never come. */
 		r = -ECONNRESET;
 	} else {
-		r = xway_recv_reply(seq, xway_now_ms() + timeout_ms, reply, reply_len,
+		r = xway_recv_reply(seq, timeout_ms, reply, reply_len,
 				    fds_out, nfds_out);
 	}
 	e->seq = 0;

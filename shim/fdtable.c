@@ -199,6 +199,11 @@ void xway_fd_drop_conn(struct xway_conn *c)
 		xway_conn_put(c);
 }
 
+/* A fresh object for fd; its holder count in sh (an anonymous shared page,
+ * freed with the object) or, when sh is NULL, in chan's user word. */
+static struct xway_conn *conn_alloc(int fd, int side, void *sh,
+				    struct xway_chan *chan, int adopt);
+
 struct xway_conn *xway_conn_new(int fd, int side)
 {
 	struct xway_conn *c;
@@ -208,6 +213,31 @@ struct xway_conn *xway_conn_new(int fd, int side)
 		  -1, 0);
 	if (sh == MAP_FAILED)
 		return NULL;
+	c = conn_alloc(fd, side, sh, NULL, 0);
+	if (!c)
+		munmap(sh, 4096);
+	return c;
+}
+
+struct xway_conn *xway_conn_new_chan(int fd, int side, struct xway_chan *chan, int adopt)
+{
+	struct xway_conn *c;
+
+	if (!chan || !xway_chan_user_word) {
+		/* Without the channel layer: the page keeps the count. */
+		c = xway_conn_new(fd, side);
+		if (c)
+			xway_conn_bind_chan(c, chan, adopt);
+		return c;
+	}
+	return conn_alloc(fd, side, NULL, chan, adopt);
+}
+
+static struct xway_conn *conn_alloc(int fd, int side, void *sh,
+				    struct xway_chan *chan, int adopt)
+{
+	struct xway_conn *c;
+
 	pthread_mutex_lock(&xway_fd_lock);
 	c = xway_pool;
 	if (!c) {
@@ -218,7 +248,6 @@ struct xway_conn *xway_conn_new(int fd, int side)
 					     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (blk == MAP_FAILED) {
 			pthread_mutex_unlock(&xway_fd_lock);
-			munmap(sh, 4096);
 			return NULL;
 		}
 		for (size_t i = 0; i < n; i++) {
@@ -235,9 +264,19 @@ struct xway_conn *xway_conn_new(int fd, int side)
 	c->fd = fd;
 	c->side = side;
 	c->owner_pid = getpid();
-	c->shared = sh;
-	c->shared_page = sh;
-	atomic_store_explicit(&c->shared->holders, 1, memory_order_relaxed);
+	if (sh) {
+		c->shared = sh;
+		c->shared_page = sh;
+		atomic_store_explicit(&c->shared->holders, 1, memory_order_relaxed);
+	} else {
+		/* Nobody else sees c yet: no fork can count it in between.
+		 * adopt: the user word already holds the live count of every
+		 * process sharing the end (it came over an exec). */
+		c->chan = chan;
+		c->shared = xway_chan_user_word(chan);
+		if (!adopt)
+			atomic_store_explicit(&c->shared->holders, 1, memory_order_relaxed);
+	}
 	pthread_mutex_init(&c->lock, NULL);
 	/* Release: fields above before the count that makes c gettable. */
 	atomic_store_explicit(&c->refs, 1, memory_order_release);

@@ -1590,14 +1590,13 @@ static int xway_reattach_one(char *rec)
 				real.fcntl(own[k], F_SETFD, fl | FD_CLOEXEC);
 		}
 	}
-	c = xway_conn_new(fds[0], side);
+	/* A carried end brings the holder count of every process sharing it
+	 * (ours included: the image that exec'ed was counted). */
+	c = xway_conn_new_chan(fds[0], side, chan, carried);
 	if (!c) {
 		xway_chan_close(chan);
 		return -ENOMEM;
 	}
-	/* A carried end brings the holder count of every process sharing it
-	 * (ours included: the image that exec'ed was counted). */
-	xway_conn_bind_chan(c, chan, carried);
 	c->cookie = cookie;
 	c->family = family;
 	if (shared && !carried) /* the spawner holds it too, uncounted here */

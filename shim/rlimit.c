@@ -67,7 +67,12 @@ static long xw_prl(pid_t pid, int res, const struct rlimit64 *nw, struct rlimit6
 
 static int xw_prlimit(const struct rlimit64 *nw, struct rlimit64 *old)
 {
-	return (int)xw_prl(0, RLIMIT_NOFILE, nw, old);
+	int r = (int)xw_prl(0, RLIMIT_NOFILE, nw, old);
+
+	/* Where the channel layer places its descriptors depends on it. */
+	if (nw && xway_chan_nofile_changed)
+		xway_chan_nofile_changed();
+	return r;
 }
 
 void xway_nofile_init(void)
@@ -171,6 +176,8 @@ XWAY_EXPORT int prlimit64(pid_t pid, __rlimit_resource_t res, const struct rlimi
 		}
 	}
 	r = xw_prl(pid, res, nw, old);
+	if (res == RLIMIT_NOFILE && xw_self(pid) && nw && xway_chan_nofile_changed)
+		xway_chan_nofile_changed();
 	if (r < 0) {
 		errno = (int)-r;
 		return -1;

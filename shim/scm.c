@@ -793,7 +793,9 @@ static int xway_scm_attach(int sock, const struct xway_scm_rec *rec, const int c
 		return r;
 	}
 bind:
-	c = xway_conn_new(sock, rec->side);
+	/* A Xen end's holder count is the one its state memfd carries (the
+	 * sender counted us in it); a local end's is this process's own. */
+	c = xway_conn_new_chan(sock, rec->side, chan, xchan != NULL);
 	if (!c) {
 		if (map)
 			munmap(map, map_len);
@@ -807,9 +809,6 @@ bind:
 		c->hdr_len = map_len;
 		c->offer_id = rec->offer_id;
 	}
-	/* A Xen end's holder count is the one its state memfd carries (the
-	 * sender counted us in it); a local end's is this process's own. */
-	xway_conn_bind_chan(c, chan, xchan != NULL);
 	c->cookie = rec->cookie;
 	c->family = rec->local.family;
 	c->local = rec->local;

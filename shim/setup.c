@@ -567,13 +567,12 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 		real.shutdown(nfd, SHUT_RDWR);
 		return;
 	}
-	c = xway_conn_new(nfd, 1);
+	c = xway_conn_new_chan(nfd, 1, chan, 0);
 	if (!c) {
 		xway_chan_close(chan);
 		real.shutdown(nfd, SHUT_RDWR);
 		return;
 	}
-	xway_conn_bind_chan(c, chan, 0);
 	c->cookie = clp->cookie;
 	c->family = lc->family;
 	c->local = body.local;
@@ -737,8 +736,20 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 			     (uint64_t)(uintptr_t)&off;
 	off.ring_order = xway_cfg.ring_order;
 	off.backend = XWAY_BACKEND_LOCAL;
-	r = xway_chan_local_create ? xway_chan_local_create(&p, off.cookie, &chan, cfds)
-				   : -ENOSYS;
+	/* This broker said the listener is in Xen domain xdom, and no
+	 * listener changed since: the Xen offer at once, and the local
+	 * channel only carries the broker's decision (off.ring_order stays
+	 * the vchan's). */
+	if ((xdom = xway_broker_xen_cached(&dst))) {
+		struct xway_chan_params dp = p;
+
+		dp.flags |= XWAY_CHAN_F_DECISION;
+		r = xway_chan_local_create ? xway_chan_local_create(&dp, off.cookie, &chan, cfds)
+					   : -ENOSYS;
+	} else {
+		r = xway_chan_local_create ? xway_chan_local_create(&p, off.cookie, &chan, cfds)
+					   : -ENOSYS;
+	}
 	if (r < 0) {
 		XDBG("connect fd %d: plain TCP (setup-chan: %s)", fd, strerror((int)-r));
 		xway_report_fallback(NULL, 0, XWAY_R_SETUP_CHAN, strerror((int)-r));
@@ -750,9 +761,7 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	/* As for CLAIM (xway_setup_accepted): an offer we gave up on while a
 	 * slow broker still registered it could be claimed by the server
 	 * while we use TCP; wait for the answer. */
-	if ((xdom = xway_broker_xen_cached(&dst))) {
-		/* This broker said the listener is in Xen domain xdom, and no
-		 * listener changed since: the Xen offer at once. */
+	if (xdom) {
 		r = XWAY_MSG_RESULT;
 		res.status = XWAY_RESULT_XEN;
 	} else if (xway_broker_loc_cached(&dst) &&
@@ -822,19 +831,7 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	 * own mapping, which lives as long as the connection's channel (for
 	 * a Xen offer that is the decision channel the Xen end keeps). */
 	map = xway_chan_local_shm ? xway_chan_local_shm(chan, &map_len) : NULL;
-	c = map ? xway_conn_new(fd, 0) : NULL;
-	if (!c) {
-		struct xway_withdraw w = { .offer_id = res.offer_id };
-		xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
-				 XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
-		if (xway_xen_pending_chan) {
-			xway_chan_close(xway_xen_pending_chan);
-			xway_xen_pending_chan = NULL;
-		}
-		xway_chan_close(chan);
-		return early ? (int)cr : 1;
-	}
-	if (off.backend == XWAY_BACKEND_XEN) {
+	if (map && off.backend == XWAY_BACKEND_XEN) {
 		/* The Xen end owns the decision channel from now on. */
 		struct xway_chan *xc = xway_xen_pending_chan;
 
@@ -847,13 +844,24 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 			 * the server then finds a vchan whose writer is gone
 			 * (it sees EOF).  Rare: epoll_create failed. */
 			xway_chan_close(xc);
-			xway_conn_put(c);
 			xway_chan_close(chan);
 			return 1;
 		}
 		chan = xc;
 	}
-	xway_conn_bind_chan(c, chan, 0);
+	c = map ? xway_conn_new_chan(fd, 0, chan, 0) : NULL;
+	if (!c) {
+		struct xway_withdraw w = { .offer_id = res.offer_id };
+		xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
+				 XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
+		if (xway_xen_pending_chan) {
+			xway_chan_close(xway_xen_pending_chan);
+			xway_xen_pending_chan = NULL;
+		}
+		/* A Xen end closes the decision channel it owns with it. */
+		xway_chan_close(chan);
+		return early ? (int)cr : 1;
+	}
 	c->family = family;
 	c->cookie = off.cookie;
 	c->offer_id = res.offer_id;

@@ -44,6 +44,7 @@
 #pragma weak xway_chan_local_create
 #pragma weak xway_chan_local_attach
 #pragma weak xway_chan_local_shm
+#pragma weak xway_chan_nofile_changed
 #pragma weak xway_chan_local_reattach
 #pragma weak xway_chan_user_word
 #pragma weak xway_chan_before_exec
@@ -277,6 +278,10 @@ int  xway_fd_other(const struct xway_conn *c, int except);
 void xway_fd_drop_conn(struct xway_conn *c);
 
 struct xway_conn *xway_conn_new(int fd, int side);   /* refs = 1 */
+/* The same, bound to its channel end at once (as xway_conn_bind_chan):
+ * the holder count lives in the end's user word from the start, and no
+ * page of its own is mapped for it. */
+struct xway_conn *xway_conn_new_chan(int fd, int side, struct xway_chan *chan, int adopt);
 /* Bind a new object (not yet visible to anyone else) to its channel end.
  * adopt: the end came over an exec and its user word already holds the
  * live holder count of every process sharing it; else the count so far

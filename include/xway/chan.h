@@ -65,6 +65,11 @@ struct xway_chan_params {
  * file's type cannot change since): the attach skips its own /proc check
  * (three system calls per eventfd) and keeps the cheap ones. */
 #define XWAY_CHAN_F_BROKER_CHECKED 1u
+/* xway_chan_local_create: the channel only carries the broker's decision
+ * (a Xen offer's, docs/XEN.md): rings of the smallest order, and the end's
+ * state in anonymous memory (a decision channel is never carried over an
+ * exec as an end of its own). */
+#define XWAY_CHAN_F_DECISION 2u
 
 struct xway_chan_stats {
 	uint64_t tx_bytes;     /* bytes this endpoint wrote into the channel */
@@ -178,6 +183,9 @@ void xway_chan_set_logger(void (*fn)(const char *line));
 int xway_chan_fd_to_high(int fd);
 /* The lowest number xway_chan_fd_to_high() moves descriptors to. */
 int xway_chan_high_fd_base(void);
+/* The embedder set RLIMIT_NOFILE: the high-descriptor base is computed
+ * again at the next placement (it is kept between placements). */
+void xway_chan_nofile_changed(void);
 
 /*
  * Call before a seccomp filter goes up in this process (the shim does at

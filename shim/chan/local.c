@@ -63,24 +63,43 @@ void xw_log(const char *fmt, ...)
 		(void)xw_sys_write(2, line, n);
 }
 
+/*
+ * The base, computed from the real soft limit (a raw call: the shim shows
+ * applications a smaller one through getrlimit, shim/rlimit.c) and kept:
+ * a system call less per descriptor placed.  The shim forgets it whenever
+ * the application sets its own limit (xway_chan_nofile_changed); a limit
+ * changed behind our back (a raw prlimit, another process's) shows as
+ * F_DUPFD failing with EINVAL, and the base is computed again then.
+ */
+static _Atomic int high_base = -1;
+
 static int high_fd_base(void)
 {
 	struct rlimit rl;
 	rlim_t lim = 1024;
+	int b = atomic_load_explicit(&high_base, memory_order_relaxed);
 
-	/* The real limit, by a raw call: the shim shows applications a
-	 * smaller one (shim/rlimit.c) through getrlimit. */
+	if (b >= 0)
+		return b;
 	if (xw_raw_syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&rl, 0) == 0)
 		lim = rl.rlim_cur;
 	if (lim > 1280)
-		return 1024;
-	if (lim < 16)
-		return 0;
-	return (int)(lim - 256 > lim / 2 ? lim - 256 : lim / 2);
+		b = 1024;
+	else if (lim < 16)
+		b = 0;
+	else
+		b = (int)(lim - 256 > lim / 2 ? lim - 256 : lim / 2);
+	atomic_store_explicit(&high_base, b, memory_order_relaxed);
+	return b;
+}
+
+void xway_chan_nofile_changed(void)
+{
+	atomic_store_explicit(&high_base, -1, memory_order_relaxed);
 }
 
 /* xw_fd_to_high with the base computed once by a caller placing several
- * descriptors (one getrlimit per set-up, not one per descriptor). */
+ * descriptors. */
 static int fd_to_high_at(int fd, int base)
 {
 	int nfd;
@@ -88,6 +107,12 @@ static int fd_to_high_at(int fd, int base)
 	if (fd < 0 || fd >= base)
 		return fd;
 	nfd = xw_sys_fcntl(fd, F_DUPFD_CLOEXEC, base);
+	if (nfd == -EINVAL) {
+		/* base is at or above the limit now: it was lowered behind
+		 * our back.  The fd stays where it is this time. */
+		xway_chan_nofile_changed();
+		return fd;
+	}
 	if (nfd < 0)
 		return fd;
 	xw_sys_close(fd);
@@ -368,7 +393,9 @@ static int local_setup(struct xway_chan *c, struct xway_chan_shm *shm,
 int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
 			   struct xway_chan **out, int fds[3])
 {
-	uint32_t order = p && p->ring_order ? p->ring_order : XW_DEFAULT_ORDER;
+	int decision = p && (p->flags & XWAY_CHAN_F_DECISION);
+	uint32_t order = decision ? XWAY_RING_ORDER_MIN
+		       : p && p->ring_order ? p->ring_order : XW_DEFAULT_ORDER;
 	int f[3] = { -1, -1, -1 };
 	struct xway_chan_shm *shm;
 	struct xway_chan *c;
@@ -435,7 +462,7 @@ int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
 	shm->ring_order[1] = order;
 	shm->attached = XWAY_ATTACH_PENDING;
 	shm->cookie = cookie;
-	c = chan_alloc(1, -1, base);
+	c = chan_alloc(!decision, -1, base);
 	if (!c) {
 		r = -ENOMEM;
 		goto out_unmap;
