@@ -47,6 +47,19 @@ for c in big:
 print("xwayctl: %d accelerated connections, %d with >= 1 MiB on the channel, "
       "kernel TCP payload ~0" % (len(acc), len(big)))
 PY
+	# Early offers (docs/DESIGN.md §2.2): processes that connect to the
+	# same listener again connect while the broker reads their offer;
+	# every one of those offers must have been decided like the others.
+	"$B/xwayctl" stats --json --socket "$sock" >"$tmp/stats.json" 2>&1
+	python3 - "$tmp/stats.json" <<'PY' || { fails=$((fails + 1)); failed_list+=(early-offers); }
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["offers_connecting"] > 0, "no early offer in the whole suite: %s" % s
+print("xwayctl stats: %d offers, %d of them early (connecting), %d claims, %d matched "
+      "after reading connecting links, %d claim misses"
+      % (s["offers"], s["offers_connecting"], s["claims"], s["claims_read_first"],
+         s["claim_misses"]))
+PY
 fi
 # A daemon's start process listens, forks and exits; its child serves:
 # the child registers the inherited listener itself.

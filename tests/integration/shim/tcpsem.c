@@ -1687,6 +1687,81 @@ static void lshut_client(int fd, pid_t sp)
 	check_small(fd, 1);
 }
 
+/* ---- again: many connections from one process to one listener -------- */
+
+/* Under the shim every connection after the first to a listener is set up
+ * with an early offer (docs/DESIGN.md §2.2: the client connects while the
+ * broker reads its offer).  Alternately the client and the server speak
+ * first; every fourth connect is non-blocking; each exchange is checked
+ * byte for byte, then the client closes and the server sees EOF. */
+#define AGAIN_CONNS 24
+static const char *again_host;
+static int again_port;
+
+static void again_msg(char *m, const char *what, int i)
+{
+	memset(m, 0, 16);
+	snprintf(m, 16, "%s %d", what, i);
+}
+
+static void again_one_server(int fd, int i)
+{
+	char want[16], got[16], m[16];
+
+	if (i % 2) {                 /* the server speaks first */
+		again_msg(m, "hello", i);
+		write_all(fd, m, sizeof(m));
+		read_exact(fd, got, sizeof(got));
+		again_msg(want, "ack", i);
+	} else {
+		read_exact(fd, got, sizeof(got));
+		again_msg(want, "ping", i);
+		again_msg(m, "pong", i);
+		write_all(fd, m, sizeof(m));
+	}
+	CHECK(!memcmp(got, want, sizeof(want)), "connection %d: got \"%.16s\"", i, got);
+	CHECK(read(fd, got, 1) == 0, "connection %d: EOF after the client's close", i);
+	check_small(fd, sizeof(got));
+}
+
+static void again_server(int fd)
+{
+	again_one_server(fd, 0);
+	for (int i = 1; i < AGAIN_CONNS; i++) {
+		int c = accept(lshut_lfd, NULL, NULL);
+
+		CHECK(c >= 0, "accept %d", i);
+		again_one_server(c, i);
+		close(c);
+	}
+}
+
+static void again_client(int fd, pid_t sp)
+{
+	(void)sp;
+	for (int i = 0; i < AGAIN_CONNS; i++) {
+		char want[16], got[16], m[16];
+
+		if (i)
+			fd = dial(again_host, again_port, i % 4 == 3);
+		if (i % 2) {
+			read_exact(fd, got, sizeof(got));
+			again_msg(want, "hello", i);
+			again_msg(m, "ack", i);
+			write_all(fd, m, sizeof(m));
+		} else {
+			again_msg(m, "ping", i);
+			write_all(fd, m, sizeof(m));
+			read_exact(fd, got, sizeof(got));
+			again_msg(want, "pong", i);
+		}
+		CHECK(!memcmp(got, want, sizeof(want)), "connection %d: got \"%.16s\"", i, got);
+		check_small(fd, sizeof(got));
+		if (i < AGAIN_CONNS - 1)
+			close(fd);           /* the last one main() closes */
+	}
+}
+
 /* gap: a known difference of the shim from kernel TCP (shim/README.md):
  * left out of `list` (so out of the scripts' runs) unless XWAY_TEST_GAPS
  * is set; runnable by name. */
@@ -1725,6 +1800,7 @@ static const struct tcase cases[] = {
 	{ "splice", splice_server, splice_client, 0 },
 	{ "defer", defer_server, defer_client, 1 },
 	{ "lshut", lshut_server, lshut_client, 0 },
+	{ "again", again_server, again_client, 0 },
 };
 
 int main(int argc, char **argv)
@@ -1832,7 +1908,7 @@ int main(int argc, char **argv)
 		int fd = accept(lfd, NULL, NULL);
 		CHECK(fd >= 0, "accept");
 		lshut_lfd = lfd;
-		if (strcmp(tc->name, "lshut"))
+		if (strcmp(tc->name, "lshut") && strcmp(tc->name, "again"))
 			close(lfd);
 		tc->srv(fd);
 		close(fd);
@@ -1868,6 +1944,8 @@ int main(int argc, char **argv)
 			close(fd);
 			return 0;
 		}
+		again_host = host;
+		again_port = atoi(argv[4]);
 		int fd = dial(host, atoi(argv[4]), !strcmp(tc->name, "echo"));
 		tc->cli(fd, (pid_t)atoi(argv[5]));
 		close(fd);
