@@ -335,30 +335,41 @@ static gboolean client_in(gint fd, GIOCondition cond, gpointer p)
 
 /*
  * Handle what the links of connecting clients (xwayd_client.connecting)
- * have queued, all but except's: a CLAIM that matched nothing calls this
- * before it answers (xwayd_claim).  Not re-entered: a CLAIM read here that
- * matches nothing is answered at once.  Returns whether any packet was
- * handled.  Clients killed meanwhile are only marked (freed from an idle
- * source), so the table is not changed under the iteration.
+ * have queued, all but except's (and those of the claims this is nested
+ * in): a CLAIM that matched nothing calls this
+ * before it answers (xwayd_claim).  A CLAIM read here that matches nothing
+ * reads the links again, nested (its offer may wait in a link this loop has
+ * not reached yet: a process that both accepts and connects, a proxy), at
+ * most XWAYD_DRAIN_DEPTH deep; every level consumes packets, and each
+ * parsed request is a copy, so the shared buffer may be reused below.
+ * Returns whether any packet was handled.  Clients killed meanwhile are
+ * only marked (freed from an idle source), and none is added here, so the
+ * table does not change under the iterations.
  */
 bool xwayd_clients_read_connecting(struct xwayd_client *except)
 {
-	static bool busy;
+	/* The claimers being answered, outermost first: none of their links
+	 * is read before its claim is (their requests stay in order). */
+	static struct xwayd_client *claimers[XWAYD_DRAIN_DEPTH];
+	static int depth;
 	static uint8_t *buf;
 	GHashTableIter it;
 	gpointer key, v;
 	bool any = false;
 
-	if (busy)
+	if (depth >= XWAYD_DRAIN_DEPTH)
 		return false;
 	if (!buf)
 		buf = g_malloc(XWAY_MSG_MAX + 1);
-	busy = true;
+	claimers[depth++] = except;
 	g_hash_table_iter_init(&it, xd->clients);
 	while (g_hash_table_iter_next(&it, &key, &v)) {
 		struct xwayd_client *c = v;
+		bool claiming = false;
 
-		if (c == except || !c->connecting)
+		for (int i = 0; i < depth; i++)
+			claiming |= c == claimers[i];
+		if (claiming || !c->connecting)
 			continue;
 		/* All it queued (bounded): the offer may wait behind other
 		 * requests of a busy client. */
@@ -368,7 +379,7 @@ bool xwayd_clients_read_connecting(struct xwayd_client *except)
 			any = true;
 		}
 	}
-	busy = false;
+	depth--;
 	return any;
 }
 

@@ -30,6 +30,7 @@
 #define XWAYD_ERRORS_MAX       64    /* protocol errors before disconnect */
 #define XWAYD_MSGS_PER_WAKEUP  64    /* fairness between clients */
 #define XWAYD_MSGS_PER_DRAIN   1024  /* xwayd_clients_read_connecting, per client */
+#define XWAYD_DRAIN_DEPTH      8     /* ... and its nesting */
 #define XWAYD_FINISHED_MAX     4096  /* finished connection records kept */
 #define XWAYD_ACTIVE_MAX       65536 /* live + pending connection records */
 

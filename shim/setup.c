@@ -100,6 +100,23 @@ static int xway_timeo_ms(int fd, int name)
 	return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
 }
 
+/* A TCP socket, family left to the caller (connect learns it from
+ * getsockname, which it makes anyway): a raw socket also says IPPROTO_TCP,
+ * hence the type; the protocol rules out SCTP and MPTCP streams; an
+ * AF_UNIX stream says protocol 0. */
+static int xway_is_tcp_stream(int fd)
+{
+	int v = 0;
+	socklen_t l = sizeof(v);
+
+	if (XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &l)) < 0 ||
+	    v != IPPROTO_TCP)
+		return 0;
+	l = sizeof(v);
+	return XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &l)) == 0 &&
+	       v == SOCK_STREAM;
+}
+
 /* Socket state set before the connection became ours. */
 static void xway_snapshot_opts(struct xway_conn *c, int fd)
 {
@@ -705,7 +722,7 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	long r, cr = 0;
 
 	if (xway_cfg.disabled || xway_sockaddr_to_addr(sa, len, &dst) < 0 ||
-	    !xway_is_tcp(fd, &family))
+	    !xway_is_tcp_stream(fd))
 		return 1;
 	if (xway_sock_name(fd, 1, &src) == 0)     /* already connected */
 		return 1;
@@ -719,6 +736,7 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	}
 	if (xway_sock_name(fd, 0, &src) < 0)
 		return 1;
+	family = src.family;          /* the socket's own (getsockname's) */
 	if (src.port == 0) {
 		r = xway_bind_wildcard(fd, family);
 		if (r < 0 || xway_sock_name(fd, 0, &src) < 0) {

@@ -178,17 +178,18 @@ static size_t ep_size(void)
  * possible, and the caller then uses anonymous memory: the end works the
  * same, only an exec cannot carry it (xway_chan_local_reattach).
  */
-static int ep_memfd(size_t len, int base)
+static int ep_memfd(size_t len, int base, int fsize_checked)
 {
 	struct rlimit rl;
 	int fd;
 
 	/* After a seccomp filter, memfd_create may kill us; ftruncate beyond
-	 * RLIMIT_FSIZE raises SIGXFSZ (sshd's pre-auth child sets 0). */
+	 * RLIMIT_FSIZE raises SIGXFSZ (sshd's pre-auth child sets 0), unless
+	 * the caller checked it for a larger file just now. */
 	if (xw_excl_sandboxed())
 		return -EPERM;
-	if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur < len)
+	if (!fsize_checked && getrlimit(RLIMIT_FSIZE, &rl) == 0 &&
+	    rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < len)
 		return -EFBIG;
 	fd = memfd_create("xway-ep", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
@@ -212,7 +213,8 @@ static int ep_memfd(size_t len, int base)
  * The endpoint object: the per-process part (pointers, fds) in MAP_SHARED
  * anonymous memory, so fork()ed children share it too, and the pointer-free
  * mutable state (struct xw_ep) in a memfd when want_fd (a local end: an
- * exec can carry it) or anonymous memory (a Xen end never crosses exec).
+ * exec can carry it; 2: the caller checked RLIMIT_FSIZE for a larger file)
+ * or anonymous memory (a decision channel).
  * ep_fd >= 0: map that existing state instead (validated by the caller),
  * whose locks and indices are live in other processes: nothing in it is
  * initialised here.
@@ -240,7 +242,7 @@ static struct xway_chan *chan_alloc2(int want_fd, int ep_fd, int base, int fresh
 	c->fds[0] = c->fds[1] = c->fds[2] = -1;
 	c->pollfd = c->peer_efd = -1;
 	if (ep_fd < 0 && want_fd)
-		ep_fd = ep_memfd(len, base >= 0 ? base : high_fd_base());
+		ep_fd = ep_memfd(len, base >= 0 ? base : high_fd_base(), want_fd == 2);
 	e = ep_fd >= 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ep_fd, 0)
 		       : mmap(NULL, len, PROT_READ | PROT_WRITE,
 			      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -284,7 +286,7 @@ struct xway_chan *xw_chan_alloc_on(int ep_fd)
 
 int xway_chan_ep_create(void)
 {
-	return ep_memfd(ep_size(), high_fd_base());
+	return ep_memfd(ep_size(), high_fd_base(), 0);
 }
 
 void xw_chan_free(struct xway_chan *c)
@@ -462,7 +464,8 @@ int xway_chan_local_create(const struct xway_chan_params *p, uint64_t cookie,
 	shm->ring_order[1] = order;
 	shm->attached = XWAY_ATTACH_PENDING;
 	shm->cookie = cookie;
-	c = chan_alloc(!decision, -1, base);
+	/* 2: a state memfd, RLIMIT_FSIZE checked above for a larger file. */
+	c = chan_alloc(decision ? 0 : 2, -1, base);
 	if (!c) {
 		r = -ENOMEM;
 		goto out_unmap;

@@ -934,6 +934,85 @@ Test(offer, connecting_offer_found_by_an_earlier_claim)
 	close(ofd);
 }
 
+Test(offer, claim_read_while_reading_connecting_links)
+{
+	/* Check a claim that is itself read from a connecting client's link
+	 * while another claim reads those links (a process that connects
+	 * and accepts, a proxy): its offer, queued early on a third link,
+	 * is found whatever order the links are read in.  Links: R (oldest,
+	 * read first) claims a connection nobody offered; P (marked) claims
+	 * connection X; Q (marked) offered X early.  R: no offer; P:
+	 * CLAIMED; Q: pending; X's header: CLAIMED. */
+	struct pair x;
+	struct xway_claim c;
+	union { struct xway_result r; struct xway_claimed c; } u;
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct xway_result res;
+	uint32_t seq = 0;
+	int rfd, pfd, qfd, lone, lone_a;
+	struct xway_claim lc;
+
+	pair_listen(&x);
+	rfd = tb_connect(B.sock);
+	wait_clients(2);
+	pfd = tb_connect(B.sock);
+	qfd = tb_connect(B.sock);
+	wait_clients(4);
+	/* P and Q each had a local offer answered "pending" (marked). */
+	{
+		struct pair first = x;
+
+		cr_assert_eq(pair_offer_connect(&first, pfd), 1);
+		cr_assert_eq(withdraw(pfd, first.offer_id), 0);
+		pair_close(&first);
+		first = x;
+		cr_assert_eq(pair_offer_connect(&first, qfd), 1);
+		cr_assert_eq(withdraw(qfd, first.offer_id), 0);
+		pair_close(&first);
+	}
+	/* A connection nobody offered, for R's claim. */
+	lone = socket(AF_INET, SOCK_STREAM, 0);
+	memcpy(&sa.sin_addr, x.la.ip + 12, 4);
+	sa.sin_port = x.la.port;
+	cr_assert_eq(connect(lone, (void *)&sa, sizeof(sa)), 0);
+	lone_a = accept(x.lfd, NULL, NULL);
+	cr_assert_geq(lone_a, 0);
+	tb_sock_name(lone_a, false, &lc.local);
+	tb_sock_name(lone_a, true, &lc.peer);
+
+	x.cfd = tb_bound("127.0.0.1", &x.src);
+	cr_assert_eq(tb_chan(&x.ch, tb_random64(), 12), 0);
+	cr_assert_eq(kill(B.pid, SIGSTOP), 0);
+	send_connecting_offer(qfd, &x, 910);
+	cr_assert_eq(connect(x.cfd, (void *)&sa, sizeof(sa)), 0);
+	x.afd = accept(x.lfd, NULL, NULL);
+	cr_assert_geq(x.afd, 0);
+	tb_sock_name(x.afd, false, &c.local);
+	tb_sock_name(x.afd, true, &c.peer);
+	cr_assert_eq(tb_send(pfd, XWAY_MSG_CLAIM, 911, &c, sizeof(c), &x.afd, 1), 0);
+	cr_assert_eq(tb_send(rfd, XWAY_MSG_CLAIM, 912, &lc, sizeof(lc), &lone_a, 1), 0);
+	cr_assert_eq(kill(B.pid, SIGCONT), 0);
+
+	cr_assert_eq(recv_reply(rfd, &seq, &res, sizeof(res)), XWAY_MSG_RESULT);
+	cr_assert_eq(seq, 912);
+	cr_assert_eq(res.reason, XWAY_R_NO_OFFER, "%d %s", res.status, res.text);
+	cr_assert_eq(recv_reply(pfd, &seq, &u, sizeof(u)), XWAY_MSG_CLAIMED,
+		     "P's claim: %d %s", u.r.status, u.r.text);
+	cr_assert_eq(seq, 911);
+	cr_assert_eq(u.c.cookie, x.ch.cookie);
+	cr_assert_eq(recv_reply(qfd, &seq, &res, sizeof(res)), XWAY_MSG_RESULT);
+	cr_assert_eq(seq, 910);
+	cr_assert_eq(res.status, 1, "Q's offer: %d %s", res.status, res.text);
+	cr_assert_eq(__atomic_load_n(&x.ch.hdr->attached, __ATOMIC_ACQUIRE), XWAY_ATTACH_CLAIMED);
+	close(lone);
+	close(lone_a);
+	pair_close(&x);
+	close(x.lfd);
+	close(rfd);
+	close(pfd);
+	close(qfd);
+}
+
 Test(offer, connecting_offer_of_a_socket_connected_elsewhere)
 {
 	/* Check that an early offer's socket, if connected, must be connected
