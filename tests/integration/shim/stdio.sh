@@ -53,6 +53,9 @@ while True:
 sys.exit(0 if bytes(got) == want else 1)
 PY
 one() {
+	# Records of this run only: a later run's server may get a port an
+	# earlier run's had (the broker keeps finished records).
+	t0=$(date +%s.%N)
 	rm -f "$T/port"
 	shimmed python3 "$T/srv.py" "$ECHO" "$@" >"$T/port" 2>"$T/srv.log" &
 	spid=$!
@@ -64,10 +67,10 @@ one() {
 	spid=
 	for _ in $(seq 1 100); do
 		"$B/xwayctl" connections --json --socket "$SOCK" >"$T/conns.json" 2>&1
-		python3 - "$T/conns.json" "$port" <<'PY' && break
+		python3 - "$T/conns.json" "$port" "$t0" <<'PY' && break
 import json, sys
 d = [c for c in json.load(open(sys.argv[1]))["connections"]
-     if c["server"]["addr"].endswith(":" + sys.argv[2])]
+     if c["server"]["addr"].endswith(":" + sys.argv[2]) and c["started"] >= float(sys.argv[3])]
 ok = len(d) == 1 and d[0]["state"] == "closed" and d[0]["backend"] == "local" and \
      d[0]["bytes_s2c"] > 100000 and all(
          d[0][s][k] is not None and d[0][s][k] < 4096
@@ -76,10 +79,10 @@ sys.exit(0 if ok else 1)
 PY
 		sleep 0.05
 	done || true
-	python3 - "$T/conns.json" "$port" <<'PY' || { cat "$T/conns.json"; fail "not accelerated, or TCP payload"; }
+	python3 - "$T/conns.json" "$port" "$t0" <<'PY' || { cat "$T/conns.json"; fail "not accelerated, or TCP payload"; }
 import json, sys
 d = [c for c in json.load(open(sys.argv[1]))["connections"]
-     if c["server"]["addr"].endswith(":" + sys.argv[2])]
+     if c["server"]["addr"].endswith(":" + sys.argv[2]) and c["started"] >= float(sys.argv[3])]
 assert len(d) == 1 and d[0]["state"] == "closed" and d[0]["backend"] == "local", d
 assert d[0]["bytes_s2c"] > 100000, d
 for s in ("client", "server"):
