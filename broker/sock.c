@@ -28,8 +28,13 @@
  * when the thread sleeps (GThreadPool cost about twelve system calls a
  * descriptor, the set-up rate's largest broker share after the checks).
  * The descriptor is closed promptly: our reference would otherwise delay
- * the FIN of a connection its application already closed.
+ * the FIN of a connection its application already closed.  Once woken, the
+ * thread gathers what comes in the next millisecond before it closes again
+ * (and goes back to sleep only when nothing came): at a high set-up rate a
+ * wake-up per descriptor, two each connection, cost more than the closes.
  */
+#define CLOSER_GATHER_US 1000
+
 static struct {
 	GMutex lock;
 	GCond more;
@@ -62,6 +67,10 @@ static gpointer closer_main(gpointer unused)
 			close(g_array_index(batch, int, i));
 		g_array_set_size(batch, 0);
 		g_mutex_lock(&closer.lock);
+		/* Not "sleeping": pushes meanwhile wake nobody. */
+		if (!closer.stop)
+			g_cond_wait_until(&closer.more, &closer.lock,
+					  g_get_monotonic_time() + CLOSER_GATHER_US);
 	}
 	g_mutex_unlock(&closer.lock);
 	g_array_free(batch, TRUE);

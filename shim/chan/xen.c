@@ -731,10 +731,10 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 			int timeout_ms, const sigset_t *sleep_mask)
 {
 	unsigned want = events | XWAY_EV_ERR | XWAY_EV_REVERT;
-	struct timespec t0, t;
+	struct timespec t0 = { 0, 0 }, t;
+	int t0_set = 0;
 	unsigned m;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
 		struct pollfd p[2] = {
 			{ .fd = c->pollfd, .events = POLLIN },
@@ -750,7 +750,14 @@ static int xen_wait_one(struct xway_chan *c, unsigned events, int extra_fd,
 		if (m & want)
 			return m;
 		if (timeout_ms >= 0) {
+			/* The clock only when we are about to sleep with a
+			 * limit: a system call where a PV guest has no vDSO
+			 * clock, and most waits find their event at once. */
 			clock_gettime(CLOCK_MONOTONIC, &t);
+			if (!t0_set) {
+				t0 = t;
+				t0_set = 1;
+			}
 			left = (int64_t)timeout_ms * 1000000 -
 			       ((t.tv_sec - t0.tv_sec) * 1000000000LL +
 				(t.tv_nsec - t0.tv_nsec));
