@@ -48,7 +48,7 @@ tb_mirror() {
 # packages on the last line are proftpd-core's libraries (see below).
 TB_GUEST_PKGS=(xen-system-amd64 xen-utils-4.17 xenstore-utils libxen-dev
 	linux-image-amd64 initramfs-tools systemd-sysv udev kmod iproute2
-	bridge-utils iperf3 procps libglib2.0-0
+	bridge-utils iperf3 procps libglib2.0-0 strace
 	openssh-server openssh-client apache2 nginx curl vsftpd
 	mariadb-server mariadb-client sockperf inetutils-inetd inetutils-telnetd
 	inetutils-telnet samba smbclient

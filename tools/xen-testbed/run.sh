@@ -18,6 +18,8 @@
 #   XEN_TESTBED_BYTES=N[KMG]    transfer size per test (64M)
 #   XEN_TESTBED_PINGS=N         ping-pong round trips per test (1000)
 #   XEN_TESTBED_SCALE=1         also run workload 72 (1000 connections at once)
+#   XEN_TESTBED_PROFILE=1       workload 70 ends with a short churn under strace
+#                               (both applications and brokers; raw/*/prof.*)
 #   XEN_TESTBED_APPS=0          skip workloads 80-88 (ssh, apache2, vsftpd,
 #                               MariaDB, iperf3, sockperf, proftpd, telnet, samba)
 #   XEN_TESTBED_ONLY="50 90"    run only the workloads whose names start
@@ -161,6 +163,8 @@ TB_BARRIER_TIMEOUT=900
 TB_DOMU_TIMEOUT=$(( limit - 300 > 300 ? limit - 300 : 300 ))
 # Workload 72 (the push to 1000 connections) runs only when asked for.
 TB_SCALE=${XEN_TESTBED_SCALE:-0}
+# Workload 70's profiling churn (strace of the applications and brokers).
+TB_PROFILE=${XEN_TESTBED_PROFILE:-0}
 # Workloads 80-88 (the apps across domains) run unless told not to.
 TB_APPS=${XEN_TESTBED_APPS:-1}
 EOF

@@ -173,6 +173,35 @@ run_churn() {
 	fi
 }
 
+# prof_churn PORT COUNT (XEN_TESTBED_PROFILE=1): a churn with both the
+# application and this domain's broker under strace -f -T -tt, for where
+# a connection's system calls and their time go (raw/<role>/prof.*).
+prof_churn() {
+	local port=$1 n=$2 st pid out="${TB_OUT%/*}"
+	command -v strace > /dev/null || { echo "prof: no strace in the guest" >&2; return; }
+	strace -f -T -tt -p "$bpid" -o "$out/prof.broker.strace" 2> /dev/null &
+	st=$!
+	sleep 2
+	if [ "$role" = server ]; then
+		strace -f -T -tt -o "$out/prof.app.strace" env LD_PRELOAD=$lib XWAY_BROKER_SOCK="$sock" \
+			"$TB_BIN/xtb-conns" server --tcp "$TB_SELF_IP" "$port" --conns "$n" \
+			--timeout "$tmo" > "$d/prof.s" 2> "$d/prof.s.err" &
+		pid=$!
+		wait_for 60 sh -c "'$TB_BIN/xwayctl' listeners --json --socket '$sock' | grep -q ':$port\"'" || true
+		tb_signal prof/listening
+		wait "$pid" || echo "prof: server failed" >&2
+	else
+		tb_wait prof/listening 300 > /dev/null || true
+		wait_for 60 peer_listens "$port" || true
+		sleep 1
+		strace -f -T -tt -o "$out/prof.app.strace" env LD_PRELOAD=$lib XWAY_BROKER_SOCK="$sock" \
+			"$TB_BIN/xtb-conns" client --tcp "$TB_PEER_IP" "$port" --conns "$n" \
+			--timeout "$tmo" --churn > "$d/prof.c" 2> "$d/prof.c.err" || echo "prof: client failed" >&2
+	fi
+	kill "$st" 2> /dev/null; wait "$st" 2> /dev/null
+	tb_barrier prof-done $((tmo + 120)) || true
+}
+
 r=$d/results
 : > "$r"
 # The broker links up in both directions first: they hold descriptors,
@@ -212,6 +241,7 @@ else
 	tb_barrier churn-done $((tmo + 120)) || true
 	run_churn plain 47373 "$churn" plain >> "$r"
 	tb_barrier plain-done $((tmo + 120)) || true
+	[ "${TB_PROFILE:-0}" = 1 ] && prof_churn 47375 "${PROFILE_CONNS:-30}"
 	sleep 3          # the REPORTs of the last closes reach the broker
 	summary 47370 hold.all >> "$r"
 	summary 47371 churn.all >> "$r"
