@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "errno.h"
+#include "lifecycle.h"
 #include "shim.h"
 
 #define XWAY_BACKOFF_S   3
@@ -254,7 +255,7 @@ static int xway_link_open(void)
 	long fd;
 	int r;
 
-	if (xway_bfd >= 0 && xway_bpid == getpid())
+	if (xway_bfd >= 0 && xway_bpid == xway_pid())
 		return 0;
 	if (xway_bfd >= 0)                  /* inherited: not ours to use */
 		xway_link_close(0);
@@ -275,7 +276,7 @@ static int xway_link_open(void)
 	xway_bfd = xway_fd_to_high((int)fd);
 	if (xway_bfd < 0)
 		xway_bfd = (int)fd;
-	xway_bpid = getpid();
+	xway_bpid = xway_pid();
 	r = xway_send_msg(XWAY_MSG_HELLO, xway_next_seq(), 0, &hello, sizeof(hello), NULL, 0);
 	if (r == 0)
 		r = xway_recv_reply(xway_seq, xway_cfg.broker_timeout_ms,
@@ -460,7 +461,7 @@ out:
 void xway_broker_send(uint16_t type, const void *body, size_t len)
 {
 	pthread_mutex_lock(&xway_blk);
-	if (xway_bfd >= 0 && xway_bpid == getpid())
+	if (xway_bfd >= 0 && xway_bpid == xway_pid())
 		xway_send_msg(type, xway_next_seq(), 0, body, len, NULL, 0);
 	pthread_mutex_unlock(&xway_blk);
 }

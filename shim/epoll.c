@@ -200,7 +200,7 @@ static int xway_ep_same_file(const struct xway_ep *ep, int epfd)
 
 	if (xway_lc_sandboxed)
 		return 0;
-	me = getpid();
+	me = xway_pid();
 	same = syscall(SYS_kcmp, me, me, KCMP_FILE, ep->epfd, epfd) == 0;
 	errno = saved;          /* a pass-through epoll_wait leaves errno alone */
 	return same;
@@ -441,13 +441,13 @@ static void xway_epr_sleeper(struct xway_epr *r, uint32_t events)
 {
 	unsigned ev = events ? xway_epr_chan_events(events) : 0;
 
-	if (r->sleeping && r->sl_pid == getpid() && r->c->chan)
+	if (r->sleeping && r->sl_pid == xway_pid() && r->c->chan)
 		xway_chan_sleeper(r->c->chan, r->sleeping, -1);
 	r->sleeping = 0;
 	if (ev && r->c->chan) {
 		xway_chan_sleeper(r->c->chan, ev, 1);
 		r->sleeping = ev;
-		r->sl_pid = getpid();
+		r->sl_pid = xway_pid();
 	}
 }
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "errno.h"
+#include "lifecycle.h"
 #include "shim.h"
 
 #define XWAY_FD_CHUNK_SHIFT 10
@@ -263,7 +264,7 @@ static struct xway_conn *conn_alloc(int fd, int side, void *sh,
 	memset((char *)c + sizeof(c->refs), 0, sizeof(*c) - sizeof(c->refs));
 	c->fd = fd;
 	c->side = side;
-	c->owner_pid = getpid();
+	c->owner_pid = xway_pid();
 	if (sh) {
 		c->shared = sh;
 		c->shared_page = sh;

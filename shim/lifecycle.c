@@ -351,6 +351,19 @@ static void xway_atfork_child(void)
 	xway_xen_fork_done(1);
 }
 
+pid_t xway_pid(void)
+{
+	/* The pid our fork handlers keep, where the wipe-on-fork page says
+	 * this is the process they kept it for; getpid() (a system call
+	 * each time: glibc keeps none) where the page could not be set up,
+	 * and in a child made without our handlers until the entry points'
+	 * xway_lc_check() has caught it up (not done here: callers may hold
+	 * locks that catching up takes). */
+	if (xway_lc_page && xway_lc_page[0])
+		return xway_lc_pid;
+	return getpid();
+}
+
 /*
  * A child that ran no atfork handler (raw clone(), _Fork): it shares our
  * connections, count it now (late: see shim/README.md) and give it its own
@@ -1815,6 +1828,8 @@ __attribute__((constructor)) static void xway_lc_ctor(void)
 			((unsigned char *)pg)[0] = 1;
 			xway_lc_pid = getpid();
 			xway_lc_page = pg;
+			if (xway_chan_set_pid_source)
+				xway_chan_set_pid_source(xway_pid);
 		} else {
 			munmap(pg, 4096);
 		}

@@ -55,6 +55,10 @@ int xway_exec_target_shimmed(char *const envp[], const struct xway_exec_target *
  */
 extern volatile unsigned char *xway_lc_page;
 void xway_lc_new_process(void);
+/* This process's pid without a system call where the page above works
+ * (our fork handlers keep it; a child made without them gets getpid()
+ * until xway_lc_check() catches it up). */
+pid_t xway_pid(void);
 
 static inline void xway_lc_check(void)
 {

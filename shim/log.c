@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lifecycle.h"
 #include "shim.h"
 
 const char *xway_reason_name(unsigned reason)
@@ -52,7 +53,7 @@ void xway_log(int level, const char *fmt, ...)
 	int n;
 
 	xway_depth++;
-	n = snprintf(line, sizeof(line), "xway[%d] %s: ", (int)getpid(),
+	n = snprintf(line, sizeof(line), "xway[%d] %s: ", (int)xway_pid(),
 		     lv[level < 0 ? 0 : level > 3 ? 3 : level]);
 	va_start(ap, fmt);
 	if (n > 0 && (size_t)n < sizeof(line))

@@ -155,7 +155,7 @@ static void xw_show(struct rlimit64 *rl)
 
 static int xw_self(pid_t pid)
 {
-	return pid == 0 || pid == getpid();
+	return pid == 0 || pid == xway_pid();
 }
 
 XWAY_EXPORT int prlimit64(pid_t pid, __rlimit_resource_t res, const struct rlimit64 *nw,

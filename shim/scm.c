@@ -202,7 +202,7 @@ static int xway_scm_settle(int64_t force_after_ns, struct xway_conn *only)
 
 			if (!o->map)
 				continue;
-			if (o->pid != getpid())
+			if (o->pid != xway_pid())
 				goto forget;      /* our parent's hand-over: its business */
 			for (uint32_t k = 0; only && k < o->map->count && k < XWAY_SCM_MAXREC; k++)
 				mine |= o->map->rec[k].cookie == only->cookie &&
@@ -272,7 +272,7 @@ static void xway_scm_remember(struct xway_scm_hdr *map, int usock)
 				o->map = map;
 				o->sent_ns = xway_now_ns();
 				o->consumed_ns = 0;
-				o->pid = getpid();
+				o->pid = xway_pid();
 				o->usock = st.st_ino ? usock : -1;
 				o->udev = st.st_dev;
 				o->uino = st.st_ino;

@@ -252,7 +252,7 @@ int xway_listener_register(struct xway_conn *c)
 		c->defer_accept = defer;
 		real.setsockopt(c->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &zero, sizeof(zero));
 	}
-	c->reg_pid = getpid();
+	c->reg_pid = xway_pid();
 	/* The generation of the link the LISTEN_ADD went over (the call may
 	 * have opened it). */
 	c->reg_gen = xway_broker_link_gen();
@@ -301,7 +301,7 @@ void xway_listeners_reregister(void)
 int xway_listener_stale(const struct xway_conn *c)
 {
 	return !atomic_load_explicit(&c->registered, memory_order_acquire) ||
-	       c->reg_gen != xway_broker_link_gen() || c->reg_pid != getpid();
+	       c->reg_gen != xway_broker_link_gen() || c->reg_pid != xway_pid();
 }
 
 int xway_setup_listen(int fd, int backlog)
@@ -469,7 +469,7 @@ void xway_listeners_adopt_inherited(void)
 		return;
 	/* systemd socket activation (sd_listen_fds(3)): fds 3.. for us only
 	 * if LISTEN_PID names this process.  Needs no /proc (sandboxes). */
-	if (lf && lp && strtol(lp, NULL, 10) == (long)getpid()) {
+	if (lf && lp && strtol(lp, NULL, 10) == (long)xway_pid()) {
 		long k = strtol(lf, NULL, 10);
 		for (long i = 0; i < k && i < XWAY_ADOPT_SCAN_MAX; i++)
 			xway_adopt_one(3 + (int)i);
@@ -750,7 +750,7 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	off.dst = dst;
 	off.src = src;
 	if (getrandom(&off.cookie, sizeof(off.cookie), GRND_NONBLOCK) != sizeof(off.cookie))
-		off.cookie = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^
+		off.cookie = ((uint64_t)xway_pid() << 32) ^ (uint64_t)time(NULL) ^
 			     (uint64_t)(uintptr_t)&off;
 	off.ring_order = xway_cfg.ring_order;
 	off.backend = XWAY_BACKEND_LOCAL;

@@ -45,6 +45,7 @@
 #pragma weak xway_chan_local_attach
 #pragma weak xway_chan_local_shm
 #pragma weak xway_chan_nofile_changed
+#pragma weak xway_chan_set_pid_source
 #pragma weak xway_chan_local_reattach
 #pragma weak xway_chan_user_word
 #pragma weak xway_chan_before_exec

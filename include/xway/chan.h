@@ -177,6 +177,12 @@ unsigned xway_chan_reverted(struct xway_chan *c);
  * on stderr).  The shim installs its own sink. */
 void xway_chan_set_logger(void (*fn)(const char *line));
 
+/* Where the channel layer learns the calling process's pid (a Xen end
+ * checks, at every call, that this process mapped its pages): default
+ * getpid(), a system call each time; the shim installs its kept pid,
+ * which its fork handlers and a wipe-on-fork page keep true. */
+void xway_chan_set_pid_source(pid_t (*fn)(void));
+
 /* Move fd to a high descriptor number (the channel's own policy, see
  * shim/chan/local.c), closing the original; returns the fd to use (the
  * original if no high number was free). */

@@ -177,6 +177,9 @@ void xw_excl_register(struct xway_chan *c);
 void xw_excl_unregister(struct xway_chan *c);
 int  xw_excl_sandboxed(void);   /* a seccomp filter may be up */
 
+/* This process's pid (xway_chan_set_pid_source, else getpid()). */
+pid_t xw_pid(void);
+
 /* Optional log sink (xway_chan_set_logger). */
 void xw_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -39,6 +39,20 @@ void xway_chan_set_logger(void (*fn)(const char *line))
 	log_sink = fn;
 }
 
+static pid_t (*pid_source)(void);
+
+void xway_chan_set_pid_source(pid_t (*fn)(void))
+{
+	pid_source = fn;
+}
+
+pid_t xw_pid(void)
+{
+	pid_t (*fn)(void) = pid_source;
+
+	return fn ? fn() : getpid();
+}
+
 void xw_log(const char *fmt, ...)
 {
 	char line[256];

@@ -248,7 +248,7 @@ int xway_chan_xen_available(const char **why)
 static int xen_mapped_here(struct xway_chan *c)
 {
 	return atomic_load_explicit(&c->ep->failed, memory_order_relaxed) != 2 &&
-	       (c->xen->map_pid == getpid() || c->xen->v->is_server);
+	       (c->xen->map_pid == xw_pid() || c->xen->v->is_server);
 }
 
 /* Before a data call: 0, -ECANCELED once we left (TCP from now on), or
@@ -831,7 +831,7 @@ static void xen_close_fds(struct xw_xen *x)
 {
 	struct libxenvchan *v = x->v;
 
-	if (x->map_pid != getpid()) {
+	if (x->map_pid != xw_pid()) {
 		/* A fork child's copy: the channel is the mapper's.  The
 		 * server end's mapping was copied (gntalloc): drop our copy;
 		 * the client end's was not (gntdev, VM_DONTCOPY): nothing is
@@ -879,7 +879,7 @@ static void xen_close(struct xway_chan *c)
 		close(c->xen->epfd);
 	if (c->xen->map)
 		xen_close_fds(c->xen);
-	else if (c->xen->map_pid == getpid())
+	else if (c->xen->map_pid == xw_pid())
 		lib.close(c->xen->v);
 	else
 		close(c->xen->evfd);   /* a fork child's copy: leave the channel be */
@@ -1009,7 +1009,7 @@ static int xen_init(int server, int peer_domid, const char *xs_path,
 		return -e;
 	}
 	x->v->blocking = 0;        /* our calls never block */
-	x->map_pid = getpid();
+	x->map_pid = xw_pid();
 	c->ops = &xen_ops;
 	c->backend = XWAY_BACKEND_XEN;
 	c->side = server ? 1 : 0;
@@ -1188,7 +1188,7 @@ static int xen_init_fds2(int server, const int fds[2], const struct xway_xen_vch
 	x->v = v;
 	x->map = base;
 	x->map_len = len;
-	x->map_pid = getpid();
+	x->map_pid = xw_pid();
 	c->ops = &xen_ops;
 	c->backend = XWAY_BACKEND_XEN;
 	c->side = server ? 1 : 0;
@@ -1453,7 +1453,7 @@ int xw_xen_revert(struct xway_chan *c)
 	b = v->is_server ? &v->ring->cli_notify : &v->ring->srv_notify;
 	if (atomic_load_explicit(&c->ep->failed, memory_order_relaxed))
 		return -EINVAL;
-	if (c->xen->map_pid != getpid())
+	if (c->xen->map_pid != xw_pid())
 		return -EPERM;
 	/* One direction at a time (the lock order forbids holding both),
 	 * consuming first: the peer trusts FINAL only after STOPPED. */
@@ -1538,7 +1538,7 @@ int xway_chan_xen_fork_need(struct xway_chan *c)
 	if (!c || c->backend != XWAY_BACKEND_XEN)
 		return -EINVAL;
 	x = c->xen;
-	if (!x->map || !x->v->ring || x->map_pid != getpid())
+	if (!x->map || !x->v->ring || x->map_pid != xw_pid())
 		return -EOPNOTSUPP;    /* libxenvchan's own end, or not ours */
 	if (atomic_load_explicit(&c->ep->failed, memory_order_relaxed))
 		return -EOPNOTSUPP;
@@ -1622,7 +1622,7 @@ void xway_chan_xen_fork_child(struct xway_chan *c)
 		if (m != (uint8_t *)x->map)
 			xen_rebase(x, m);
 	}
-	x->map_pid = getpid();
+	x->map_pid = xw_pid();
 }
 
 void xway_chan_xen_fork_parent(struct xway_chan *c)
