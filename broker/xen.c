@@ -1038,7 +1038,7 @@ int xwayd_xen_start(char **err)
 		*err = g_strdup_printf("cannot watch " XS_ROOT ": %s", g_strerror(errno));
 		goto fail;
 	}
-	xs_watch_src = g_unix_fd_add(xs.fileno(xsh), G_IO_IN, on_xs_event, NULL);
+	xs_watch_src = xwayd_fd_watch(xs.fileno(xsh), G_IO_IN, on_xs_event, NULL);
 	publish_addrs();
 	publish_listeners(NULL);
 	rescan();

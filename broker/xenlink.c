@@ -261,7 +261,7 @@ static bool end_watch(struct link_end *e)
 
 	if (fd < 0)
 		return false;
-	e->src = g_unix_fd_add(fd, G_IO_IN, on_event, e);
+	e->src = xwayd_fd_watch(fd, G_IO_IN, on_event, e);
 	return true;
 }
 

@@ -40,6 +40,27 @@ double xwayd_now(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/*
+ * g_unix_fd_add, with the source marked recursion-safe.  GLib takes a
+ * source's descriptors out of its poll set around every dispatch of a
+ * source that may not recurse and puts them back after, and each of the
+ * two signals the context's wake-up eventfd: two writes, a read and an
+ * extra loop iteration (with its clock reads) for every request a client
+ * sends.  No callback of ours iterates the main context, so there is no
+ * recursion to guard against.
+ */
+guint xwayd_fd_watch(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data)
+{
+	GSource *s = g_unix_fd_source_new(fd, cond);
+	guint id;
+
+	g_source_set_callback(s, (GSourceFunc)(void (*)(void))fn, data, NULL);
+	g_source_set_can_recurse(s, TRUE);
+	id = g_source_attach(s, NULL);
+	g_source_unref(s);
+	return id;
+}
+
 /* ---- clients -------------------------------------------------------------- */
 
 static void outpkt_free(struct xwayd_outpkt *p)
@@ -176,7 +197,7 @@ void xwayd_send(struct xwayd_client *c, uint16_t type, uint32_t seq,
 	}
 	g_queue_push_tail(&c->outq, o);
 	if (!c->out_watch)
-		c->out_watch = g_unix_fd_add(c->fd, G_IO_OUT, client_out, c);
+		c->out_watch = xwayd_fd_watch(c->fd, G_IO_OUT, client_out, c);
 }
 
 void xwayd_send_result(struct xwayd_client *c, uint16_t type, uint32_t seq,
@@ -408,7 +429,7 @@ static void client_new(int fd)
 	g_free(comm);
 	g_queue_init(&c->outq);
 	g_hash_table_insert(xd->clients, &c->id, c);
-	c->watch = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, client_in, c);
+	c->watch = xwayd_fd_watch(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, client_in, c);
 	xd->st.clients_total++;
 	XLOG_DEBUG("client %llu: pid %d uid %d gid %d (%s)", (unsigned long long)c->id,
 		   (int)c->pid, (int)c->uid, (int)c->gid, c->comm);
@@ -420,7 +441,7 @@ static gboolean listener_in(gint fd, GIOCondition cond, gpointer p);
 static gboolean listener_resume(gpointer p)
 {
 	(void)p;
-	listen_watch = g_unix_fd_add(xd->lfd, G_IO_IN, listener_in, NULL);
+	listen_watch = xwayd_fd_watch(xd->lfd, G_IO_IN, listener_in, NULL);
 	return G_SOURCE_REMOVE;
 }
 
@@ -663,7 +684,7 @@ int main(int argc, char **argv)
 	}
 	if (xd->cfg.mode != XWAYD_MODE_XEN)
 		drop_capabilities();
-	listen_watch = g_unix_fd_add(xd->lfd, G_IO_IN, listener_in, NULL);
+	listen_watch = xwayd_fd_watch(xd->lfd, G_IO_IN, listener_in, NULL);
 	g_unix_signal_add(SIGTERM, on_signal, NULL);
 	g_unix_signal_add(SIGINT, on_signal, NULL);
 	XLOG_INFO("listening on %s (%s mode, claim timeout %u ms, instance %016llx)",

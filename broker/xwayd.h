@@ -9,6 +9,7 @@
 #define XWAY_BROKER_XWAYD_H
 
 #include <glib.h>
+#include <glib-unix.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -210,6 +211,8 @@ int xwayd_notify(const char *state);
 
 /* xwayd.c: reply helpers. */
 bool xwayd_clients_read_connecting(struct xwayd_client *except);
+/* g_unix_fd_add, recursion-safe (no poll-set changes around dispatch). */
+guint xwayd_fd_watch(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
 void xwayd_send(struct xwayd_client *c, uint16_t type, uint32_t seq,
 		uint32_t flags, const void *body, size_t len,
 		const int *fds, unsigned nfds);
