@@ -1698,10 +1698,14 @@ static void lshut_client(int fd, pid_t sp)
 static const char *again_host;
 static int again_port;
 
+/* The 16-byte message "WHAT I", zero-padded. */
 static void again_msg(char *m, const char *what, int i)
 {
-	memset(m, 0, 16);
-	snprintf(m, 16, "%s %d", what, i);
+	char t[48];
+
+	memset(t, 0, sizeof(t));
+	snprintf(t, sizeof(t), "%.8s %d", what, i);
+	memcpy(m, t, 16);
 }
 
 static void again_one_server(int fd, int i)
