@@ -314,6 +314,17 @@ out_backoff:
 	return -EHOSTDOWN;
 }
 
+/* Under xway_blk: a failed request or reply (r < 0) closes the link and
+ * backs off; the caller then says -EHOSTDOWN. */
+static int xway_failed(int r, const char *what, unsigned id)
+{
+	if (r >= 0)
+		return r;
+	XINFO("broker %s %u failed (%s); backing off", what, id, strerror(-r));
+	xway_link_close(1);
+	return -EHOSTDOWN;
+}
+
 int xway_broker_call(uint16_t type, const void *body, size_t len,
 		     const int *fds, int nfds,
 		     uint16_t want_type, void *reply, size_t reply_len,
@@ -358,12 +369,7 @@ int xway_broker_call_tmo(int timeout_ms, uint16_t type, const void *body,
 		}
 		break;
 	}
-	if (r < 0) {
-		XINFO("broker request %u failed (%s); backing off", type,
-		      strerror(-r));
-		xway_link_close(1);
-		r = -EHOSTDOWN;
-	}
+	r = xway_failed(r, "request", type);
 out:
 	if (r < 0 && nfds_out)
 		*nfds_out = 0;
@@ -402,12 +408,8 @@ int xway_broker_request(uint16_t type, uint32_t flags, const void *body,
 		}
 		break;
 	}
-	if (r < 0) {
-		XINFO("broker request %u failed (%s); backing off", type, strerror(-r));
-		xway_link_close(1);
-		r = -EHOSTDOWN;
+	if ((r = xway_failed(r, "request", type)) < 0)
 		goto out;
-	}
 	*e = (struct xway_early){
 		.seq = xway_seq,
 		.link = atomic_load_explicit(&xway_link_gen, memory_order_relaxed),
@@ -445,12 +447,7 @@ int xway_broker_reply(uint32_t seq, int timeout_ms, void *reply, size_t reply_le
 				    fds_out, nfds_out);
 	}
 	e->seq = 0;
-	if (r < 0) {
-		XINFO("broker reply to request %u failed (%s); backing off", seq,
-		      strerror(-r));
-		xway_link_close(1);
-		r = -EHOSTDOWN;
-	}
+	r = xway_failed(r, "reply to request", seq);
 out:
 	if (r < 0 && nfds_out)
 		*nfds_out = 0;

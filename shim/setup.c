@@ -68,24 +68,19 @@ static int xway_sock_name(int fd, int peer, struct xway_addr *out)
 	return xway_sockaddr_to_addr((struct sockaddr *)&ss, sl, out);
 }
 
-/* An AF_INET/AF_INET6 SOCK_STREAM (TCP) socket? */
+static int xway_is_tcp_stream(int fd);
+
+/* An AF_INET/AF_INET6 SOCK_STREAM (TCP) socket?  Its family in *family. */
 static int xway_is_tcp(int fd, int *family)
 {
 	int v = 0;
 	socklen_t l = sizeof(v);
 
-	if (XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &l)) < 0 ||
-	    v != SOCK_STREAM)
-		return 0;
-	l = sizeof(v);
-	if (XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &l)) < 0 ||
+	if (!xway_is_tcp_stream(fd) ||
+	    XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &l)) < 0 ||
 	    (v != AF_INET && v != AF_INET6))
 		return 0;
 	*family = v;
-	l = sizeof(v);
-	if (XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &l)) < 0 ||
-	    v != IPPROTO_TCP)
-		return 0;
 	return 1;
 }
 

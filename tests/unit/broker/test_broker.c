@@ -858,6 +858,18 @@ static int recv_reply(int fd, uint32_t *seq, void *body, size_t len)
 	return h.type;
 }
 
+/* As the shim: a first offer on link ofd to p's listener, answered
+ * "pending" (a local listener there), is what lets a client connect early
+ * (the broker marks the link); then withdrawn. */
+static void mark_connecting(int ofd, const struct pair *p)
+{
+	struct pair first = *p;
+
+	cr_assert_eq(pair_offer_connect(&first, ofd), 1);
+	cr_assert_eq(withdraw(ofd, first.offer_id), 0);
+	pair_close(&first);
+}
+
 Test(offer, connecting_offer_found_by_an_earlier_claim)
 {
 	/* Check the early offer: the client connects before the broker has
@@ -881,15 +893,7 @@ Test(offer, connecting_offer_found_by_an_earlier_claim)
 	wait_clients(2);
 	ofd = tb_connect(B.sock);
 	wait_clients(3);
-	/* As the shim: a first offer to dst answered "pending" (a local
-	 * listener there) is what lets a client connect early. */
-	{
-		struct pair first = p;
-
-		cr_assert_eq(pair_offer_connect(&first, ofd), 1);
-		cr_assert_eq(withdraw(ofd, first.offer_id), 0);
-		pair_close(&first);
-	}
+	mark_connecting(ofd, &p);
 	p.cfd = tb_bound("127.0.0.1", &p.src);
 	cr_assert_eq(tb_chan(&p.ch, tb_random64(), 12), 0);
 	cr_assert_eq(kill(B.pid, SIGSTOP), 0);
@@ -958,18 +962,8 @@ Test(offer, claim_read_while_reading_connecting_links)
 	pfd = tb_connect(B.sock);
 	qfd = tb_connect(B.sock);
 	wait_clients(4);
-	/* P and Q each had a local offer answered "pending" (marked). */
-	{
-		struct pair first = x;
-
-		cr_assert_eq(pair_offer_connect(&first, pfd), 1);
-		cr_assert_eq(withdraw(pfd, first.offer_id), 0);
-		pair_close(&first);
-		first = x;
-		cr_assert_eq(pair_offer_connect(&first, qfd), 1);
-		cr_assert_eq(withdraw(qfd, first.offer_id), 0);
-		pair_close(&first);
-	}
+	mark_connecting(pfd, &x);
+	mark_connecting(qfd, &x);
 	/* A connection nobody offered, for R's claim. */
 	lone = socket(AF_INET, SOCK_STREAM, 0);
 	memcpy(&sa.sin_addr, x.la.ip + 12, 4);
