@@ -462,6 +462,8 @@ void xwayd_conn_remote_withdraw(uint32_t dom, uint64_t id, const char *why)
 static void fallback_after_claim(struct xwayd_conn *k, int side, uint32_t reason,
 				 const char *text);
 
+static void report_closed(struct xwayd_conn *k, const struct xway_report *p);
+
 void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed)
 {
 	if (k->state != XC_PENDING || !k->xen || k->xen_remote)
@@ -492,6 +494,8 @@ void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed)
 		   k->xen_dom);
 	if (k->xen_left_early)
 		fallback_after_claim(k, k->xen_left_side, XWAY_R_LEFT, k->xen_left_text);
+	if (k->xen_closed_early)
+		report_closed(k, &k->xen_closed_report);
 }
 
 void xwayd_conn_xen_link_outcome(uint32_t dom, uint64_t id, bool claimed)
@@ -1224,7 +1228,6 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 {
 	const struct xway_report *p = &r->u.report;
 	struct xwayd_conn *k;
-	struct xwayd_side *s;
 
 	xd->st.reports++;
 	k = p->cookie ? g_hash_table_lookup(xd->live, &p->cookie) : NULL;
@@ -1270,6 +1273,22 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 		return;
 	}
 	/* CLOSED */
+	if (k && k->state == XC_PENDING && k->xen && !k->xen_remote) {
+		/* As for "left" above: the client's shim took "the peer mapped
+		 * the vchan" as claimed and closed before the outcome reached
+		 * us.  Its finals wait for the outcome. */
+		k->xen_closed_early = true;
+		k->xen_closed_report = *p;
+		return;
+	}
+	report_closed(k, p);
+}
+
+/* REPORT CLOSED p applied to k (accelerated or closed; else ignored). */
+static void report_closed(struct xwayd_conn *k, const struct xway_report *p)
+{
+	struct xwayd_side *s;
+
 	if (!k || (k->state != XC_ACCELERATED && k->state != XC_CLOSED))
 		return;
 	s = &k->side[p->side];

@@ -138,6 +138,10 @@ struct xwayd_conn {
 	bool xen_left_early;
 	int xen_left_side;
 	char xen_left_text[sizeof(((struct xway_report *)0)->text)];
+	/* Likewise a client's close report (its finals: the record closes
+	 * when the outcome "claimed" comes). */
+	bool xen_closed_early;
+	struct xway_report xen_closed_report;
 	uint32_t xen_dom;                 /* the other domain */
 	uint64_t xen_id;                  /* offer id in the client's broker */
 	char xen_path[XWAY_XEN_PATH_MAX]; /* the vchan's xenstore path */

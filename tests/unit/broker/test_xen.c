@@ -311,6 +311,45 @@ Test(xen, left_channel_report_before_the_outcome)
 	tb_chan_close(&ch);
 }
 
+Test(xen, close_report_before_the_outcome)
+{
+	/* Check that a client's close report (its final counters) that
+	 * arrives while its Xen offer is still pending here is not dropped:
+	 * once "claimed" comes, the record is closed with those counters
+	 * (it used to stay accelerated with no bytes until the client's
+	 * broker link closed: test bed 60, case "again", 24 connections in a
+	 * row). */
+	struct xway_addr dst, src;
+	struct xway_result res;
+	struct xway_report rep;
+	struct tchan ch;
+	char rel[128];
+	int s;
+
+	pending_xen_offer(7000, &s, &src, &dst, &ch, &res);
+	memset(&rep, 0, sizeof(rep));
+	rep.kind = XWAY_REP_CLOSED;
+	rep.side = 0;
+	rep.cookie = ch.cookie;
+	rep.local = src;
+	rep.peer = dst;
+	rep.chan_tx_bytes = 4321;
+	rep.chan_rx_bytes = 1234;
+	rep.tcp_bytes_sent = 1;
+	rep.tcp_bytes_received = 0;
+	cr_assert_eq(tb_send(bfd, XWAY_MSG_REPORT, 98, &rep, sizeof(rep), NULL, 0), 0);
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"state\":\"pending\""),
+		  "the report decided a pending record");
+	snprintf(rel, sizeof(rel), "local/xway/2/outcomes/1/%llu", (unsigned long long)res.offer_id);
+	put(rel, "claimed");
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"state\":\"closed\",\"backend\":\"xen\""),
+		  "the record is not closed after the outcome");
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"bytes_c2s\":4321,\"bytes_s2c\":1234"),
+		  "the record lost the close report's counters");
+	close(s);
+	tb_chan_close(&ch);
+}
+
 Test(xen, withdraw_is_asked_not_decided)
 {
 	/* Check a WITHDRAW of a pending Xen offer is forwarded (status 1, a
