@@ -269,6 +269,34 @@ static void pending_xen_offer(uint16_t port, int *s, struct xway_addr *src,
 	cr_assert_eq(res->status, 1, "status %d: %s", res->status, res->text);
 }
 
+/* A REPORT of kind from the client end of ch (src -> dst), counters
+ * unknown: the caller fills in the rest. */
+static void client_report(struct xway_report *rep, uint32_t kind, const struct tchan *ch,
+			  const struct xway_addr *src, const struct xway_addr *dst)
+{
+	memset(rep, 0, sizeof(*rep));
+	rep->kind = kind;
+	rep->side = 0;
+	rep->cookie = ch->cookie;
+	rep->local = *src;
+	rep->peer = *dst;
+	rep->chan_tx_bytes = rep->chan_rx_bytes = -1;
+	rep->tcp_bytes_sent = rep->tcp_bytes_received = -1;
+}
+
+/* Send rep while the offer res answered is pending here, check it did not
+ * decide the record, then give this broker the peer's outcome "claimed". */
+static void report_then_claimed(const struct xway_report *rep, const struct xway_result *res)
+{
+	char rel[128];
+
+	cr_assert_eq(tb_send(bfd, XWAY_MSG_REPORT, 99, rep, sizeof(*rep), NULL, 0), 0);
+	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"state\":\"pending\""),
+		  "the report decided a pending record");
+	snprintf(rel, sizeof(rel), "local/xway/2/outcomes/1/%llu", (unsigned long long)res->offer_id);
+	put(rel, "claimed");
+}
+
 Test(xen, left_channel_report_before_the_outcome)
 {
 	/* Check that a client's "left the channel" report that arrives while
@@ -280,25 +308,13 @@ Test(xen, left_channel_report_before_the_outcome)
 	struct xway_result res;
 	struct xway_report rep;
 	struct tchan ch;
-	char rel[128];
 	int s;
 
 	pending_xen_offer(7000, &s, &src, &dst, &ch, &res);
-	memset(&rep, 0, sizeof(rep));
-	rep.kind = XWAY_REP_FALLBACK;
-	rep.side = 0;
+	client_report(&rep, XWAY_REP_FALLBACK, &ch, &src, &dst);
 	rep.reason = XWAY_R_LEFT;
-	rep.cookie = ch.cookie;
-	rep.local = src;
-	rep.peer = dst;
-	rep.chan_tx_bytes = rep.chan_rx_bytes = -1;
-	rep.tcp_bytes_sent = rep.tcp_bytes_received = -1;
 	snprintf(rep.text, sizeof(rep.text), "the peer left the Xen channel");
-	cr_assert_eq(tb_send(bfd, XWAY_MSG_REPORT, 99, &rep, sizeof(rep), NULL, 0), 0);
-	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"state\":\"pending\""),
-		  "the report decided a pending record");
-	snprintf(rel, sizeof(rel), "local/xway/2/outcomes/1/%llu", (unsigned long long)res.offer_id);
-	put(rel, "claimed");
+	report_then_claimed(&rep, &res);
 	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"reason\":\"left-channel\""),
 		  "the record does not say left-channel after the outcome");
 	{
@@ -323,25 +339,15 @@ Test(xen, close_report_before_the_outcome)
 	struct xway_result res;
 	struct xway_report rep;
 	struct tchan ch;
-	char rel[128];
 	int s;
 
 	pending_xen_offer(7000, &s, &src, &dst, &ch, &res);
-	memset(&rep, 0, sizeof(rep));
-	rep.kind = XWAY_REP_CLOSED;
-	rep.side = 0;
-	rep.cookie = ch.cookie;
-	rep.local = src;
-	rep.peer = dst;
+	client_report(&rep, XWAY_REP_CLOSED, &ch, &src, &dst);
 	rep.chan_tx_bytes = 4321;
 	rep.chan_rx_bytes = 1234;
 	rep.tcp_bytes_sent = 1;
 	rep.tcp_bytes_received = 0;
-	cr_assert_eq(tb_send(bfd, XWAY_MSG_REPORT, 98, &rep, sizeof(rep), NULL, 0), 0);
-	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"state\":\"pending\""),
-		  "the report decided a pending record");
-	snprintf(rel, sizeof(rel), "local/xway/2/outcomes/1/%llu", (unsigned long long)res.offer_id);
-	put(rel, "claimed");
+	report_then_claimed(&rep, &res);
 	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"state\":\"closed\",\"backend\":\"xen\""),
 		  "the record is not closed after the outcome");
 	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"bytes_c2s\":4321,\"bytes_s2c\":1234"),
