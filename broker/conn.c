@@ -492,10 +492,10 @@ void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed)
 	xd->st.claims++;
 	XLOG_DEBUG("Xen offer %llu claimed in domain %u", (unsigned long long)k->offer_id,
 		   k->xen_dom);
-	if (k->xen_left_early)
-		fallback_after_claim(k, k->xen_left_side, XWAY_R_LEFT, k->xen_left_text);
-	if (k->xen_closed_early)
-		report_closed(k, &k->xen_closed_report);
+	if (k->xen_early_has[0])
+		fallback_after_claim(k, k->xen_early[0].side, XWAY_R_LEFT, k->xen_early[0].text);
+	if (k->xen_early_has[1])
+		report_closed(k, &k->xen_early[1]);
 }
 
 void xwayd_conn_xen_link_outcome(uint32_t dom, uint64_t id, bool claimed)
@@ -735,6 +735,27 @@ static bool claim_matches(const struct xwayd_conn *k, const struct xway_claim *c
 	       k->netns_server == ns;
 }
 
+/* The pending offer a claim matches: this domain's own offers (local), the
+ * peer domains' offers published to us (remote: only from the domain that
+ * owns the claim's peer address), or NULL. */
+static struct xwayd_conn *find_claimed_offer(const struct xway_claim *cl, xwayd_netns ns,
+					     bool local, bool remote)
+{
+	GHashTableIter it;
+	gpointer key, v;
+
+	g_hash_table_iter_init(&it, xd->offers);
+	while (g_hash_table_iter_next(&it, &key, &v)) {
+		struct xwayd_conn *k = v;
+
+		if (claim_matches(k, cl, ns) &&
+		    (k->xen_remote ? remote && xwayd_xen_dom_owns(k->xen_dom, cl->peer.ip)
+				   : local))
+			return k;
+	}
+	return NULL;
+}
+
 /* A server end's state memfd (CLAIM's second descriptor, Xen mode):
  * mapped read-only for the counters if it is one (a sealed memfd of its
  * size, so the mapping cannot SIGBUS); closed either way. */
@@ -807,8 +828,6 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 	struct xway_addr name, peer;
 	struct xwayd_conn *k = NULL;
 	struct xway_claimed out;
-	GHashTableIter it;
-	gpointer key, v;
 	xwayd_netns ns;
 	int e;
 	/* Only a Xen server end's counters are read there (kept below);
@@ -817,40 +836,22 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 
 	if (sock_proof(c, r, fd, "CLAIM", &name, &peer, &ns))
 		return;
-	g_hash_table_iter_init(&it, xd->offers);
-	while (g_hash_table_iter_next(&it, &key, &v))
-		if (claim_matches(v, cl, ns) &&
-		    (!((struct xwayd_conn *)v)->xen_remote ||
-		     xwayd_xen_dom_owns(((struct xwayd_conn *)v)->xen_dom, cl->peer.ip))) {
-			k = v;
-			break;
-		}
+	k = find_claimed_offer(cl, ns, true, true);
 	if (!k && xwayd_clients_read_connecting(c)) {
 		/* A client that connects while we read its offer (OFFER with
 		 * XWAY_HDR_F_CONNECTING) queued that offer before its SYN
 		 * left, so before this claim; its link may simply not have
 		 * been read yet in this round.  Read those links, then match
 		 * again. */
-		g_hash_table_iter_init(&it, xd->offers);
-		while (g_hash_table_iter_next(&it, &key, &v))
-			if (claim_matches(v, cl, ns) && !((struct xwayd_conn *)v)->xen_remote) {
-				k = v;
-				xd->st.claims_read_first++;
-				break;
-			}
+		if ((k = find_claimed_offer(cl, ns, true, false)))
+			xd->st.claims_read_first++;
 	}
 	if (!k && xwayd_xen_active()) {
 		/* A Xen peer's broker publishes its offer before its client
 		 * connects, but our watch event may not have been read yet:
 		 * read the offers now, then match again. */
 		xwayd_xen_scan_now();
-		g_hash_table_iter_init(&it, xd->offers);
-		while (g_hash_table_iter_next(&it, &key, &v))
-			if (claim_matches(v, cl, ns) && ((struct xwayd_conn *)v)->xen_remote &&
-			    xwayd_xen_dom_owns(((struct xwayd_conn *)v)->xen_dom, cl->peer.ip)) {
-				k = v;
-				break;
-			}
+		k = find_claimed_offer(cl, ns, false, true);
 	}
 	if (!k) {
 		xd->st.claim_misses++;
@@ -1239,6 +1240,16 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 			  (int)c->pid, (int)c->uid);
 		return;
 	}
+	if (k && k->state == XC_PENDING && k->xen && !k->xen_remote &&
+	    (p->kind == XWAY_REP_CLOSED ||
+	     (p->kind == XWAY_REP_FALLBACK && p->reason == XWAY_R_LEFT))) {
+		/* Before the outcome (xwayd_conn_xen_decided applies it). */
+		int i = p->kind == XWAY_REP_CLOSED;
+
+		k->xen_early[i] = *p;
+		k->xen_early_has[i] = true;
+		return;
+	}
 	if (p->kind == XWAY_REP_FALLBACK) {
 		struct xwayd_side me = { .chan_tx = -1, .chan_rx = -1, .addr = p->local, .pid = c->pid, .uid = c->uid,
 					 .tcp_sent = -1, .tcp_received = -1 };
@@ -1249,13 +1260,6 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 			k = find_fallback(p);
 		if (k && k->state == XC_ACCELERATED) {
 			fallback_after_claim(k, p->side, p->reason, p->text);
-			return;
-		}
-		if (k && k->state == XC_PENDING && k->xen && !k->xen_remote &&
-		    p->reason == XWAY_R_LEFT) {
-			k->xen_left_early = true;
-			k->xen_left_side = p->side;
-			g_strlcpy(k->xen_left_text, p->text, sizeof(k->xen_left_text));
 			return;
 		}
 		if (k) {
@@ -1272,16 +1276,7 @@ void xwayd_report(struct xwayd_client *c, const struct xway_req *r)
 			record_fallback(p->cookie, p->reason, &other, &me, p->text);
 		return;
 	}
-	/* CLOSED */
-	if (k && k->state == XC_PENDING && k->xen && !k->xen_remote) {
-		/* As for "left" above: the client's shim took "the peer mapped
-		 * the vchan" as claimed and closed before the outcome reached
-		 * us.  Its finals wait for the outcome. */
-		k->xen_closed_early = true;
-		k->xen_closed_report = *p;
-		return;
-	}
-	report_closed(k, p);
+	report_closed(k, p);           /* CLOSED */
 }
 
 /* REPORT CLOSED p applied to k (accelerated or closed; else ignored). */

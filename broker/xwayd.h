@@ -131,17 +131,13 @@ struct xwayd_conn {
 	 * (xen_remote true) it is a record made from the peer's published
 	 * offer, with no descriptors and no header. */
 	bool xen, xen_remote, xen_withdraw_asked;
-	/* A client's "left the channel" report that came while its offer was
-	 * still pending here (the shim takes "the peer mapped the vchan" as
-	 * claimed before this broker applies the outcome): applied when the
-	 * outcome comes, so the record does not stay "xen". */
-	bool xen_left_early;
-	int xen_left_side;
-	char xen_left_text[sizeof(((struct xway_report *)0)->text)];
-	/* Likewise a client's close report (its finals: the record closes
-	 * when the outcome "claimed" comes). */
-	bool xen_closed_early;
-	struct xway_report xen_closed_report;
+	/* Reports a client sent while its offer was still pending here (the
+	 * shim takes "the peer mapped the vchan" as claimed before this broker
+	 * applies the outcome): [0] its "left the channel" report, [1] its
+	 * close report (the finals), applied in that order when "claimed"
+	 * comes, so the record neither stays "xen" nor loses its counters. */
+	bool xen_early_has[2];
+	struct xway_report xen_early[2];
 	uint32_t xen_dom;                 /* the other domain */
 	uint64_t xen_id;                  /* offer id in the client's broker */
 	char xen_path[XWAY_XEN_PATH_MAX]; /* the vchan's xenstore path */
