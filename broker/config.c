@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * xwayd.conf: a GKeyFile with [broker] socket=, mode=, claim_timeout_ms=,
- * log_level=, xen_link= and [rules] allow=, deny= (';'-separated rule lists, see
+ * log_level=, xen_link=, xen_vchan_pool= and [rules] allow=, deny= (';'-separated rule lists, see
  * proto.h for the rule language and precedence).  Loading is all or
  * nothing: every group and key is checked, unknown ones are errors (a typo
  * must not silently disable a deny rule), and the first problem is reported
@@ -21,6 +21,7 @@ static void config_defaults(struct xwayd_config *cfg)
 	cfg->claim_timeout_ms = 2000;
 	cfg->log_level = 6;
 	cfg->xen_link = true;
+	cfg->xen_vchan_pool = XWAYD_VCHAN_POOL_DEFAULT;
 }
 
 void xwayd_config_free(struct xwayd_config *cfg)
@@ -137,7 +138,8 @@ int xwayd_config_load(struct xwayd_config *out, const char *path,
 		      bool must_exist, char **err)
 {
 	static const char *const broker_keys[] = {
-		"socket", "mode", "claim_timeout_ms", "log_level", "xen_link", NULL,
+		"socket", "mode", "claim_timeout_ms", "log_level", "xen_link",
+		"xen_vchan_pool", NULL,
 	};
 	struct xwayd_config cfg;
 	GKeyFile *kf = g_key_file_new();
@@ -234,6 +236,17 @@ int xwayd_config_load(struct xwayd_config *out, const char *path,
 			cfg.xen_link = false;
 		else
 			BAD("'%s' is not a boolean (true or false)", v);
+		g_free(v);
+		v = NULL;
+	}
+	if ((v = g_key_file_get_string(kf, group, key = "xen_vchan_pool", NULL))) {
+		guint64 n;
+
+		g_strstrip(v);
+		if (!g_ascii_string_to_unsigned(v, 10, 0, XWAYD_VCHAN_POOL_MAX, &n, NULL))
+			BAD("'%s' is not a number of channel ends in 0..%u", v,
+			    XWAYD_VCHAN_POOL_MAX);
+		cfg.xen_vchan_pool = (uint32_t)n;
 		g_free(v);
 		v = NULL;
 	}

@@ -26,12 +26,16 @@
 #define LIVENESS_MS 2000
 
 static guint liveness_timer;
+static unsigned preattached;          /* records holding xen_pre_fds */
 
 static void conn_release_fds(struct xwayd_conn *k)
 {
-	int *fds[3] = { &k->memfd, &k->efd0, &k->efd1 };
+	int *fds[5] = { &k->memfd, &k->efd0, &k->efd1, &k->xen_pre_fds[0],
+			&k->xen_pre_fds[1] };
 
-	for (int i = 0; i < 3; i++)
+	if (k->xen_pre_fds[0] >= 0)
+		preattached--;
+	for (int i = 0; i < 5; i++)
 		if (*fds[i] >= 0) {
 			close(*fds[i]);
 			*fds[i] = -1;
@@ -68,7 +72,7 @@ static struct xwayd_conn *conn_new(uint64_t cookie)
 	struct xwayd_conn *k = g_new0(struct xwayd_conn, 1);
 
 	k->cookie = cookie;
-	k->memfd = k->efd0 = k->efd1 = -1;
+	k->memfd = k->efd0 = k->efd1 = k->xen_pre_fds[0] = k->xen_pre_fds[1] = -1;
 	k->started = xwayd_now();
 	k->ended = -1;
 	for (int i = 0; i < 2; i++)
@@ -322,6 +326,7 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	int vfds[2] = { -1, -1 };
 	uint32_t ring_ref = 0;
 	char detail[200];
+	bool pooled = false;
 	gint64 t0;
 	int e;
 
@@ -335,7 +340,8 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	memset(&rx, 0, sizeof(rx));
 	t0 = g_get_monotonic_time();
 	if ((e = xwayd_xen_vchan_path(dom, o->cookie, k->xen_path, sizeof(k->xen_path))) ||
-	    (e = xwayd_vchan_serve(dom, o->ring_order, vfds, &ring_ref, &rx.v, &why))) {
+	    (e = xwayd_vchan_take(dom, o->ring_order, vfds, &ring_ref, &rx.v, &pooled,
+				  &why))) {
 		k->xen_path[0] = 0;
 		why = why ? why : "OFFER: no vchan path";
 		goto reject;
@@ -362,6 +368,7 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	k->timer = g_timeout_add(3 * xd->cfg.claim_timeout_ms + 2000, offer_expired, k);
 	k->offered_us = g_get_monotonic_time();
 	xd->st.xen_serves++;
+	xd->st.xen_serves_pooled += pooled;
 	xd->st.xen_serve_us += (uint64_t)(k->offered_us - t0);
 	g_hash_table_insert(xd->offers, &k->offer_id, k);
 	g_hash_table_insert(xd->live, &k->cookie, k);
@@ -388,6 +395,43 @@ reject:
 			  "%s", why);
 	snprintf(detail, sizeof(detail), "%s (%s)", why, g_strerror(-e));
 	record_fallback(o->cookie, XWAY_R_SETUP_CHAN, cl, sv, detail);
+}
+
+/*
+ * The server's broker: attach to the vchan of a peer's offer as soon as it
+ * comes on a link (the record carries the shared page's reference and the
+ * port), not when the server's CLAIM comes: the attach (a dozen system
+ * calls and hypercalls, 2.5-3 ms emulated) then overlaps the client's
+ * handshake and the server's accept, and the claim only hands the
+ * descriptors over.  The peer sees nothing of it: its end takes the
+ * connection as claimed only when the claiming shim sets cli_live, and an
+ * offer withdrawn here closes the mapping unused.  Bounded, since a
+ * hostile peer could otherwise make us hold mappings for offers nobody
+ * claims: past XWAYD_PREATTACH_MAX records, the attach waits for the claim
+ * as before.  A failure here is not final either: the claim attaches again
+ * and reports what fails.
+ */
+static void preattach(struct xwayd_conn *k)
+{
+	gint64 t0 = g_get_monotonic_time();
+	const char *why = NULL;
+	int e;
+
+	if (preattached >= XWAYD_PREATTACH_MAX)
+		return;
+	e = xwayd_vchan_attach(k->xen_dom, k->xen_ring_ref, k->xen_port, k->xen_pre_fds,
+			       &k->xen_pre_v, &k->xen_grants, &why);
+	if (e) {
+		k->xen_pre_fds[0] = k->xen_pre_fds[1] = -1;
+		XLOG_DEBUG("Xen offer %llu of domain %u: early attach failed: %s (%s); "
+			   "again at the claim", (unsigned long long)k->xen_id, k->xen_dom,
+			   why ? why : "?", g_strerror(-e));
+		return;
+	}
+	preattached++;
+	xd->st.xen_attaches++;
+	xd->st.xen_attaches_early++;
+	xd->st.xen_attach_us += (uint64_t)(g_get_monotonic_time() - t0);
 }
 
 /* The server's broker: domain dom's broker published offer id.  A PENDING
@@ -440,6 +484,8 @@ void xwayd_conn_remote_offer(uint32_t dom, uint64_t id, uint64_t cookie,
 	xd->st.offers++;
 	XLOG_DEBUG("Xen domain %u offer %llu pending as %llu", dom,
 		   (unsigned long long)id, (unsigned long long)k->offer_id);
+	if (lm)
+		preattach(k);
 }
 
 void xwayd_conn_remote_withdraw(uint32_t dom, uint64_t id, const char *why)
@@ -892,16 +938,31 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 		gint64 t0 = g_get_monotonic_time();
 
 		memset(&xo, 0, sizeof(xo));
-		if (k->xen_link) {
+		if (k->xen_pre_fds[0] >= 0) {
+			/* Attached when the offer came (preattach). */
+			vfds[0] = k->xen_pre_fds[0];
+			vfds[1] = k->xen_pre_fds[1];
+			k->xen_pre_fds[0] = k->xen_pre_fds[1] = -1;
+			preattached--;
+			xo.v = k->xen_pre_v;
+			keep = k->xen_grants;
+			k->xen_grants = NULL;
+			e = 0;
+		} else if (k->xen_link) {
 			ring_ref = k->xen_ring_ref;     /* came with the offer */
 			rport = k->xen_port;
 			e = 0;
 		} else {
 			e = xwayd_xen_vchan_read(k->xen_path, &ring_ref, &rport, &vwhy);
 		}
-		if (!e)
+		if (!e && vfds[0] < 0) {
 			e = xwayd_vchan_attach(k->xen_dom, ring_ref, rport, vfds, &xo.v,
 					       &keep, &vwhy);
+			if (!e) {
+				xd->st.xen_attaches++;
+				xd->st.xen_attach_us += (uint64_t)(g_get_monotonic_time() - t0);
+			}
+		}
 		if (e) {
 			char d[160];
 
@@ -922,8 +983,6 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 		};
 		xo.base.peer_domid = k->xen_dom;
 		g_strlcpy(xo.base.path, k->xen_path, sizeof(xo.base.path));
-		xd->st.xen_attaches++;
-		xd->st.xen_attach_us += (uint64_t)(g_get_monotonic_time() - t0);
 		xwayd_send(c, XWAY_MSG_CLAIMED, r->hdr.seq, 0, &xo, sizeof(xo), vfds, 2);
 		close(vfds[0]);
 		close(vfds[1]);

@@ -316,6 +316,9 @@ static void q_stats(bool json, GString *o)
 		{ "xen_serves", s->xen_serves }, { "xen_serve_us", s->xen_serve_us },
 		{ "xen_attaches", s->xen_attaches }, { "xen_attach_us", s->xen_attach_us },
 		{ "xen_decided", s->xen_decided }, { "xen_decide_us", s->xen_decide_us },
+		{ "xen_serves_pooled", s->xen_serves_pooled },
+		{ "xen_pool_ready", xwayd_vchan_pool_ready() },
+		{ "xen_attaches_early", s->xen_attaches_early },
 	};
 	size_t i;
 

@@ -322,6 +322,7 @@ static void rescan(void)
 		if (!g_hash_table_contains(peers, &d)) {
 			XLOG_INFO("Xen domain %u left " XS_ROOT ": resetting its connections", d);
 			xwayd_xen_link_gone(d);
+			xwayd_vchan_pool_drop(d);
 			forget_remote(d);
 			xwayd_conn_xen_vanished(d);
 		}
@@ -1072,6 +1073,7 @@ void xwayd_xen_stop(void)
 		g_source_remove(gc_src);
 	xs_watch_src = publish_idle = gc_src = 0;
 	xwayd_xen_link_stop();
+	xwayd_vchan_pool_stop();
 	if (gc_suspects)
 		g_hash_table_destroy(gc_suspects);
 	gc_suspects = NULL;

@@ -34,6 +34,9 @@
 #define XWAYD_DRAIN_DEPTH      8     /* ... and its nesting */
 #define XWAYD_FINISHED_MAX     4096  /* finished connection records kept */
 #define XWAYD_ACTIVE_MAX       65536 /* live + pending connection records */
+#define XWAYD_VCHAN_POOL_DEFAULT 2   /* xen_vchan_pool= */
+#define XWAYD_VCHAN_POOL_MAX   16
+#define XWAYD_PREATTACH_MAX    64    /* peer offers mapped before their claim */
 
 struct xwayd_config {
 	char *socket_path;
@@ -42,6 +45,7 @@ struct xwayd_config {
 	uint32_t claim_timeout_ms;
 	int log_level;                 /* syslog priority: 3 err .. 7 debug */
 	bool xen_link;                 /* Xen mode: broker-to-broker links */
+	uint32_t xen_vchan_pool;       /* Xen mode: vchan ends made ahead per peer */
 	struct xway_rule *allow, *deny;
 	size_t nallow, ndeny;
 };
@@ -149,8 +153,13 @@ struct xwayd_conn {
 	bool xen_link, xen_withdraw_xs;
 	uint32_t xen_ring_ref, xen_port;
 	/* Server domain, ACCELERATED: the grants the claimer mapped, for
-	 * REMAP (NULL elsewhere). */
+	 * REMAP (NULL elsewhere; PENDING when attached early, below). */
 	struct xwayd_vchan_grants *xen_grants;
+	/* Server domain, PENDING: the vchan's client end, attached when the
+	 * offer came on a link ([gntdev, evtchn], -1 when not), for the
+	 * claimer. */
+	int xen_pre_fds[2];
+	struct xway_xen_vchan xen_pre_v;
 	/* Server domain, ACCELERATED: the server end's state (the shim's
 	 * memfd, read-only) for the byte counters, or NULL. */
 	const uint8_t *xen_ep;
@@ -169,6 +178,9 @@ struct xwayd_stats {
 	 * on the client's side the time from offer to the peer's decision. */
 	uint64_t xen_serves, xen_serve_us, xen_attaches, xen_attach_us,
 		 xen_decided, xen_decide_us;
+	/* ... of which served from the pool made ahead (vchanpool.c), and
+	 * attached when the peer's offer came rather than at its claim. */
+	uint64_t xen_serves_pooled, xen_attaches_early;
 	uint64_t by_reason[XWAY_R__MAX];
 };
 
@@ -316,6 +328,15 @@ int xwayd_xen_vchan_read(const char *path, uint32_t *ring_ref, uint32_t *port,
  * caller owns the fds (send them, then close).  0 or -errno and *why. */
 int xwayd_vchan_serve(uint32_t peer, uint32_t ring_order, int fds[2],
 		      uint32_t *ring_ref, struct xway_xen_vchan *v, const char **why);
+/* vchanpool.c: server ends made ahead (DESIGN §7.3).  take: one for
+ * (peer, ring_order) from the pool (*pooled true) or served now, the pool
+ * refilled later while idle; the caller owns the fds as from serve.
+ * drop: close the kept ends for peer (UINT32_MAX: all). */
+int xwayd_vchan_take(uint32_t peer, uint32_t ring_order, int fds[2], uint32_t *ring_ref,
+		     struct xway_xen_vchan *v, bool *pooled, const char **why);
+void xwayd_vchan_pool_drop(uint32_t peer);
+unsigned xwayd_vchan_pool_ready(void);
+void xwayd_vchan_pool_stop(void);
 /* What the server domain's broker keeps of an attached vchan for REMAP
  * (a fork child of the application maps the same grants again). */
 struct xwayd_vchan_grants {

@@ -121,6 +121,8 @@ Test(config, errors_name_line_and_key)
 		{ "[broker]\nclaim_timeout_ms=0\n", "1..600000" },
 		{ "[broker]\nsocket=relative.sock\n", "absolute path" },
 		{ "[broker]\nlog_level=loud\n", "log_level" },
+		{ "[broker]\nxen_vchan_pool=17\n", ":2: [broker] xen_vchan_pool: '17' is not a number of channel ends in 0..16" },
+		{ "[broker]\nxen_vchan_pool=-1\n", "xen_vchan_pool" },
 		{ "[rules]\nallow=port=5000\ndeny=port=99999\n", ":3: [rules] deny: bad value in rule term 'port=99999'" },
 		{ "[rules]\nallow=port=1;colour=blue\n", "unknown rule term 'colour=blue'" },
 	};
@@ -143,7 +145,7 @@ Test(config, valid_config_and_missing_file)
 	const char *args[] = { "--check-config", "--config", path, NULL };
 
 	cr_assert_eq(check_config("# comment\n[broker]\nsocket=/tmp/x.sock\nmode=auto\n"
-				  "claim_timeout_ms=500\nlog_level=debug\n[rules]\n"
+				  "claim_timeout_ms=500\nlog_level=debug\nxen_vchan_pool=0\n[rules]\n"
 				  "allow=port=5000-6000;addr=10.0.0.0/8\ndeny=uid=33 port=5001\n",
 				  out, sizeof(out)), 0, "%s", out);
 	cr_assert(strstr(out, "claim_timeout_ms 500, 2 allow and 1 deny rules"), "%s", out);

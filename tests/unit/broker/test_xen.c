@@ -446,6 +446,72 @@ Test(xen, vanished_domain_withdraws)
 	tb_chan_close(&ch);
 }
 
+/* Wait (5 s) for the stats counter name to read want. */
+static bool stat_is(const char *name, unsigned long long want)
+{
+	char pat[64];
+
+	snprintf(pat, sizeof(pat), "\"%s\":%llu,", name, want);
+	return eventually(XWAY_Q_STATS, pat);
+}
+
+Test(xen, offers_take_vchan_ends_made_ahead)
+{
+	/* Check the client broker's pool of vchan server ends (DESIGN §7.3):
+	 * the first offer to domain 2 is served at once and the pool is
+	 * filled after it (2 ends by default); the next offers take pooled
+	 * ends, which work as fresh ones (their grants are mappable); the pool
+	 * is refilled, and closed when domain 2 leaves. */
+	struct xway_addr dst, src;
+	struct xway_result res;
+	struct tchan ch[3];
+	int s[3];
+	char cmd[160];
+
+	pending_xen_offer(7000, &s[0], &src, &dst, &ch[0], &res);
+	cr_assert(stat_is("xen_serves_pooled", 0));
+	cr_assert(stat_is("xen_pool_ready", 2), "the pool was not filled after an offer");
+	for (int i = 1; i < 3; i++) {
+		struct xway_offer o;
+		struct xway_result_xen rx;
+		int fds[4], rf[8];
+		unsigned nrf = 0;
+		uint8_t *m;
+
+		s[i] = tb_bound("127.0.0.1", &src);
+		cr_assert_eq(tb_chan(&ch[i], tb_random64(), 12), 0);
+		o = (struct xway_offer){ .dst = dst, .src = src, .cookie = ch[i].cookie,
+					 .ring_order = ch[i].hdr->ring_order[0],
+					 .backend = XWAY_BACKEND_XEN };
+		fds[0] = s[i];
+		fds[1] = ch[i].fds[0];
+		fds[2] = ch[i].fds[1];
+		fds[3] = ch[i].fds[2];
+		memset(&rx, 0, sizeof(rx));
+		cr_assert_eq(tb_call(bfd, XWAY_MSG_OFFER, &o, sizeof(o), fds, 4, &rx, sizeof(rx),
+				     rf, &nrf), XWAY_MSG_RESULT);
+		cr_assert_eq(rx.base.status, 1, "status %d: %s", rx.base.status, rx.base.text);
+		cr_assert_eq(nrf, 2, "a pooled end came without its descriptors");
+		cr_assert(rx.v.map_pages >= 3);
+		m = mmap(NULL, (size_t)rx.v.map_pages * 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 rf[0], (off_t)rx.v.map_offset);
+		cr_assert(m != MAP_FAILED, "a pooled end's grants cannot be mapped");
+		munmap(m, (size_t)rx.v.map_pages * 4096);
+		for (unsigned j = 0; j < nrf; j++)
+			close(rf[j]);
+		cr_assert(stat_is("xen_serves_pooled", (unsigned long long)i),
+			  "offer %d did not take a pooled end", i);
+	}
+	cr_assert(stat_is("xen_pool_ready", 2), "the pool was not refilled");
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/local/xway/2'", store);
+	cr_assert_eq(system(cmd), 0);
+	cr_assert(stat_is("xen_pool_ready", 0), "the pool outlived its peer domain");
+	for (int i = 0; i < 3; i++) {
+		close(s[i]);
+		tb_chan_close(&ch[i]);
+	}
+}
+
 Test(xen, watch_sees_new_domain)
 {
 	/* Check that a domain appearing later (its entry moved into place at
@@ -937,8 +1003,10 @@ Test(xen, peer_link_offers_are_decided_here)
 {
 	/* Check the server broker's half on a link: the broker attaches to
 	 * the link domain 2 advertises for its current instance (not to one
-	 * for another instance), decides domain 2's offer record (withdrawn
-	 * when unclaimed) and answers on the link; when that link closes with
+	 * for another instance), attaches to each offer's vchan when the
+	 * record comes, decides domain 2's offer records (withdrawn when
+	 * unclaimed; claimed with the descriptors attached early, which REMAP
+	 * can map again) and answers on the link; when that link closes with
 	 * an offer pending, the offer is withdrawn and the outcome goes
 	 * through xenstore. */
 	struct xway_hello h = { .shim_version = 1 };
@@ -989,9 +1057,55 @@ Test(xen, peer_link_offers_are_decided_here)
 		 ntohs(a.port));
 	rec_send(cfd, rec);
 	cr_assert(eventually(XWAY_Q_CONNECTIONS, "\"state\":\"pending\""), "offer record ignored");
+	/* Attached as it came, before any claim (the claim only hands the
+	 * descriptors over). */
+	cr_assert(eventually(XWAY_Q_STATS, "\"xen_attaches_early\":1"),
+		  "the link offer was not attached when it came");
 	r = rec_recv(cfd);     /* the claim timeout (2 s) ends it */
 	cr_assert_str_eq(r, "outcome 7 withdrawn");
 	cr_assert(!get("local/xway/1/outcomes/2/7"), "a link outcome also went through xenstore");
+
+	/* Claimed: the early attach's descriptors go to the claimer, no second
+	 * attach, and its grants stay for REMAP. */
+	{
+		struct xway_claim cl;
+		struct xway_claimed_xenfd xo;
+		struct xway_addr src;
+		int s, acc = -1, rf[8], rf2[8];
+		unsigned nrf = 0, nrf2 = 0;
+		char *q;
+
+		put("local/xway/2/addrs", "127.0.0.2:0 192.0.2.50:0");
+		put("local/xway/2/poke", "1");
+		cr_assert(eventually(XWAY_Q_PEERS, "127.0.0.2"), "domain 2's new address not read");
+		s = connect_from("127.0.0.2", l, &a, &acc);
+		cr_assert_eq(tb_sock_name(s, false, &src), 0);
+		snprintf(rec, sizeof(rec), "offer 9 8 3 00000000000000ad 127.0.0.2:%u 127.0.0.1:%u",
+			 ntohs(src.port), ntohs(a.port));
+		rec_send(cfd, rec);
+		cr_assert(eventually(XWAY_Q_STATS, "\"xen_attaches_early\":2"),
+			  "the second link offer was not attached when it came");
+		cr_assert_eq(tb_sock_name(acc, false, &cl.local), 0);
+		cr_assert_eq(tb_sock_name(acc, true, &cl.peer), 0);
+		memset(&xo, 0, sizeof(xo));
+		cr_assert_eq(tb_call(bfd, XWAY_MSG_CLAIM, &cl, sizeof(cl), &acc, 1, &xo, sizeof(xo),
+				     rf, &nrf), XWAY_MSG_CLAIMED, "the link offer was not claimed");
+		cr_assert_eq(nrf, 2);
+		cr_assert_eq(xo.base.base.cookie, 0xadull);
+		cr_assert_eq(xo.v.map_pages, 3);
+		cr_assert_str_eq(rec_recv(cfd), "outcome 9 claimed");
+		q = tb_query(bfd, XWAY_Q_STATS, true);
+		cr_assert(q && strstr(q, "\"xen_attaches\":2,"), "attached again at the claim: %s", q);
+		free(q);
+		cr_assert_eq(tb_call(bfd, XWAY_MSG_REMAP, &cl, sizeof(cl), &acc, 1, &xo, sizeof(xo),
+				     rf2, &nrf2), XWAY_MSG_CLAIMED, "REMAP refused after an early attach");
+		cr_assert_eq(nrf2, 1);
+		for (unsigned i = 0; i < nrf; i++)
+			close(rf[i]);
+		close(rf2[0]);
+		close(s);
+		close(acc);
+	}
 
 	/* Pending when the link closes: withdrawn, the outcome through xenstore. */
 	snprintf(rec, sizeof(rec), "offer 8 8 3 00000000000000ac 192.0.2.50:40001 127.0.0.1:%u",
