@@ -6,9 +6,11 @@
  * event-channel work libxenvchan's init.c would do (Xen 4.17,
  * tools/libs/vchan/init.c: same ring layout, live flags, notify bits and
  * unmap notifications), and hands the application only those descriptors;
- * it keeps no copy, so the grants and the port live exactly as long as the
- * application's mapping and descriptors (an application that dies clears
- * its live flag and notifies the peer through the kernel's unmap notify).
+ * once handed over it keeps no copy, so the grants and the port live exactly
+ * as long as the application's mapping and descriptors (an application that
+ * dies clears its live flag and notifies the peer through the kernel's unmap
+ * notify).  Ends may be made before their connection (vchanpool.c, and the
+ * early attach in conn.c): they are kept unseen until one is handed over.
  *
  *  - serve (client domain, vchan server end): gntalloc grants for the peer
  *    (the shared page, then the left ring's pages, then the right's), the
