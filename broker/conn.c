@@ -520,6 +520,7 @@ void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed)
 	}
 	xd->st.xen_decided++;
 	xd->st.xen_decide_us += (uint64_t)(g_get_monotonic_time() - k->offered_us);
+	xwayd_vchan_pool_refill();       /* this set-up no longer needs the CPU */
 	if (!claimed) {
 		decide_withdrawn(k, k->xen_withdraw_asked ? "withdrawn by the client"
 				 : "not claimed in the server's domain");

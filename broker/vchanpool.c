@@ -8,8 +8,13 @@
  * test bed, and it sat inside every Xen OFFER, before the client's SYN may
  * leave.  So the broker keeps up to cfg.xen_vchan_pool ends per (peer
  * domain, ring order) it served an offer for in the last POOL_IDLE_S
- * seconds, made while its main loop is idle (one end per idle dispatch, so
- * a request never waits behind more than one), and an OFFER takes one.
+ * seconds, and an OFFER takes one.  The pool is refilled when one of this
+ * broker's Xen offers is decided (or POOL_REFILL_LATE_MS after a take, if
+ * no decision comes first), one end per idle dispatch of the main loop, so
+ * a request never waits behind more than one: while a connection is being
+ * set up, the domain's CPU is the set-up's (a domU may have one vCPU; the
+ * test bed's have), and once it is decided the client is waiting for its
+ * peer domain anyway.
  *
  * A pooled end is exactly what xwayd_vchan_serve returns, kept: its grant
  * references and port have not left this process (they go out only with
@@ -32,6 +37,7 @@
 
 #define POOL_SLOTS  8          /* (peer, order) pairs kept at once */
 #define POOL_IDLE_S 60
+#define POOL_REFILL_LATE_MS 500
 
 struct pooled {
 	int fds[2];
@@ -49,7 +55,7 @@ struct pool_slot {
 };
 
 static struct pool_slot slots[POOL_SLOTS];
-static guint refill_src, expire_src;
+static guint refill_src, expire_src, late_src;
 
 static void slot_clear(struct pool_slot *s)
 {
@@ -91,6 +97,20 @@ static gboolean refill(gpointer unused)
 		return G_SOURCE_CONTINUE;     /* one end per idle dispatch */
 	}
 	refill_src = 0;
+	return G_SOURCE_REMOVE;
+}
+
+void xwayd_vchan_pool_refill(void)
+{
+	if (!refill_src)
+		refill_src = g_idle_add(refill, NULL);
+}
+
+static gboolean refill_late(gpointer unused)
+{
+	(void)unused;
+	late_src = 0;
+	xwayd_vchan_pool_refill();
 	return G_SOURCE_REMOVE;
 }
 
@@ -152,8 +172,8 @@ int xwayd_vchan_take(uint32_t peer, uint32_t ring_order, int fds[2], uint32_t *r
 	s = slot_for(peer, ring_order);
 	s->last_take_us = g_get_monotonic_time();
 	s->stalled = false;
-	if (!refill_src)
-		refill_src = g_idle_add(refill, NULL);
+	if (!late_src)
+		late_src = g_timeout_add(POOL_REFILL_LATE_MS, refill_late, NULL);
 	if (!expire_src)
 		expire_src = g_timeout_add_seconds(POOL_IDLE_S / 6, expire, NULL);
 	if (s->n) {
@@ -201,5 +221,7 @@ void xwayd_vchan_pool_stop(void)
 		g_source_remove(refill_src);
 	if (expire_src)
 		g_source_remove(expire_src);
-	refill_src = expire_src = 0;
+	if (late_src)
+		g_source_remove(late_src);
+	refill_src = expire_src = late_src = 0;
 }

@@ -329,12 +329,14 @@ int xwayd_xen_vchan_read(const char *path, uint32_t *ring_ref, uint32_t *port,
 int xwayd_vchan_serve(uint32_t peer, uint32_t ring_order, int fds[2],
 		      uint32_t *ring_ref, struct xway_xen_vchan *v, const char **why);
 /* vchanpool.c: server ends made ahead (DESIGN §7.3).  take: one for
- * (peer, ring_order) from the pool (*pooled true) or served now, the pool
- * refilled later while idle; the caller owns the fds as from serve.
+ * (peer, ring_order) from the pool (*pooled true) or served now; the caller
+ * owns the fds as from serve.
  * drop: close the kept ends for peer (UINT32_MAX: all). */
 int xwayd_vchan_take(uint32_t peer, uint32_t ring_order, int fds[2], uint32_t *ring_ref,
 		     struct xway_xen_vchan *v, bool *pooled, const char **why);
 void xwayd_vchan_pool_drop(uint32_t peer);
+/* One of our Xen offers was decided: refill the pool when idle. */
+void xwayd_vchan_pool_refill(void);
 unsigned xwayd_vchan_pool_ready(void);
 void xwayd_vchan_pool_stop(void);
 /* What the server domain's broker keeps of an attached vchan for REMAP

@@ -53,9 +53,20 @@ snap() {
 	# Nodes with a value (offers, withdraw requests, outcomes); the
 	# directories that hold them stay once made.
 	echo "$t.xway_nodes=$(xenstore-ls "/local/xway/$TB_SELF_DOMID" 2> /dev/null | grep -c ' = "[^"]')"
-	echo "$t.broker_fds=$(ls /proc/$bpid/fd | wc -l)"
+	# The vchan ends the broker made ahead (DESIGN §7.3: two descriptors
+	# and one event channel each) are held on purpose and bounded: the
+	# *_held counts leave them out.
+	local pool fds ev
+	pool=$(ctl stats --json 2> /dev/null | grep -o '"xen_pool_ready":[0-9]*' | cut -d: -f2)
+	pool=${pool:-0}
+	fds=$(ls /proc/$bpid/fd | wc -l)
+	ev=$(grep -c 'evtchn:' /proc/interrupts)
+	echo "$t.pool_ready=$pool"
+	echo "$t.broker_fds=$fds"
+	echo "$t.broker_fds_held=$((fds - 2 * pool))"
 	echo "$t.broker_maps=$(wc -l < /proc/$bpid/maps)"
-	echo "$t.user_evtchn=$(grep -c 'evtchn:' /proc/interrupts)"
+	echo "$t.user_evtchn=$ev"
+	echo "$t.user_evtchn_held=$((ev - pool))"
 	echo "$t.mem_avail_kb=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)"
 	echo "$t.gntalloc_limit=$(cat /sys/module/xen_gntalloc/parameters/limit 2> /dev/null || echo none)"
 	# The broker-to-broker link with the peer (docs/XEN.md §3.1): both
@@ -315,11 +326,11 @@ else
 	[ "$(val "$r" churn.all.tcp_records)" = 0 ] || bad "churn: fallbacks"
 	[ "$(val "$r" xs_errors.broker)" = 0 ] || bad "the broker saw xenstore errors"
 	[ "$(val "$r" xs_errors.shim)" = 0 ] || bad "the shims saw xenstore/libxenvchan errors"
-	for k in vchan_nodes xway_nodes user_evtchn; do leak "$k"; done
+	for k in vchan_nodes xway_nodes user_evtchn_held; do leak "$k"; done
 	# The broker's descriptors after the churn's connections as after
 	# the first 200 (its mappings are reported: heap growth for the
 	# finished records is not a leak).
-	leak broker_fds mid
+	leak broker_fds_held mid
 	# The churn's offers and outcomes went on the broker link, not
 	# through xenstore.
 	[ "$(val "$r" after.link_up)" = 1 ] || bad "the broker link with domain $TB_PEER_DOMID is not up"
@@ -330,7 +341,7 @@ else
 	st=$(ctl stats --json 2> /dev/null)
 	sv() { echo "$st" | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
 	avg() { local n; n=$(sv "$1"); [ "${n:-0}" -gt 0 ] && awk -v t="$(sv "$2")" -v n="$n" 'BEGIN { printf "%.2f ms", t / n / 1000 }' || echo n/a; }
-	echo "report.scale_broker_$side=vchan ends served $(sv xen_serves) (avg $(avg xen_serves xen_serve_us)), attached $(sv xen_attaches) (avg $(avg xen_attaches xen_attach_us)); offer to decision avg $(avg xen_decided xen_decide_us)"
+	echo "report.scale_broker_$side=vchan ends served $(sv xen_serves) (avg $(avg xen_serves xen_serve_us); $(sv xen_serves_pooled) made ahead, $(sv xen_pool_ready) kept), attached $(sv xen_attaches) (avg $(avg xen_attaches xen_attach_us); $(sv xen_attaches_early) when the offer came); offer to decision avg $(avg xen_decided xen_decide_us)"
 	# The client's shim offers with backend xen at once once its broker
 	# said where the listener is: one OFFER per connection, not two.
 	if [ "$role" = client ]; then
