@@ -6,7 +6,9 @@
  * once ("hold": connect and exchange one request each, optionally wait for
  * a go file while the test inspects the brokers, then a second exchange on
  * every connection and close them all) or opens them one after the other
- * ("churn": connect, exchange, close).  Every request carries its
+ * ("churn": connect, exchange, close; with --pause-ms the domains idle
+ * between connections, so the times are one set-up's latency rather than
+ * a share of a saturated CPU).  Every request carries its
  * connection index, round and a keyed check word, the server verifies it
  * and the client verifies the exact reply, so a byte lost, duplicated,
  * reordered or delivered to the wrong connection is reported.  Plain
@@ -40,6 +42,7 @@ struct opts {
 	const char *addr, *port;
 	unsigned long conns;
 	int churn;
+	unsigned pause_ms;       /* churn: idle time before each connection */
 	int stream;              /* hold: exchange rounds until the go file */
 	const char *ready, *go;
 	const char *stop;        /* server: end once this file exists and all closed */
@@ -322,6 +325,13 @@ static int stream_done(const struct opts *o)
 	return !o->go || stat(o->go, &st) == 0;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
 static int run_client(const struct opts *o)
 {
 	struct addrinfo *ai;
@@ -331,15 +341,21 @@ static int run_client(const struct opts *o)
 	/* Where a connection's time goes: connect(), the first exchange,
 	 * close() (summed, for the averages). */
 	uint64_t in_connect = 0, in_exchange = 0, in_close = 0;
+	uint64_t *setup = calloc(o->conns, sizeof(uint64_t));
 	int e;
 
-	if (!fds || resolve(o, &ai))
+	if (!fds || !setup || resolve(o, &ai))
 		return 2;
 	snapshot("client.before");
 	t0 = now_ns();
 	for (unsigned long i = 0; i < o->conns; i++) {
-		uint64_t c0 = now_ns(), c1, c2, dt;
-		int fd = connect_one(ai);
+		uint64_t c0, c1, c2, dt;
+		int fd;
+
+		if (o->pause_ms)
+			usleep(o->pause_ms * 1000u);
+		c0 = now_ns();
+		fd = connect_one(ai);
 
 		c1 = now_ns();
 		in_connect += c1 - c0;
@@ -358,6 +374,7 @@ static int run_client(const struct opts *o)
 		c2 = now_ns();
 		in_exchange += c2 - c1;
 		dt = c2 - c0;
+		setup[ok] = dt;
 		if (dt > worst)
 			worst = dt;
 		if (o->churn) {
@@ -378,6 +395,12 @@ static int run_client(const struct opts *o)
 		printf("client.avg_connect_ms=%.2f\nclient.avg_exchange_ms=%.2f\n"
 		       "client.avg_close_ms=%.2f\n", in_connect / 1e6 / ok,
 		       in_exchange / 1e6 / ok, in_close / 1e6 / ok);
+	if (ok) {
+		/* Median of connect + first exchange. */
+		qsort(setup, ok, sizeof(setup[0]), cmp_u64);
+		printf("client.p50_setup_ms=%.2f\n", setup[ok / 2] / 1e6);
+	}
+	free(setup);
 	fflush(stdout);
 	if (!o->churn) {
 		snapshot("client.open");
@@ -427,7 +450,7 @@ static int run_client(const struct opts *o)
 static void usage(FILE *f)
 {
 	fputs("usage: xtb-conns server --tcp ADDR PORT --conns N [--stop FILE] [--timeout S] [--seed X]\n"
-	      "       xtb-conns client --tcp ADDR PORT --conns N [--churn | --stream]\n"
+	      "       xtb-conns client --tcp ADDR PORT --conns N [--churn [--pause-ms MS] | --stream]\n"
 	      "                 [--ready FILE] [--go FILE] [--timeout S] [--seed X]\n"
 	      "server: accept up to N connections, answer each 32-byte request, end when\n"
 	      "N closed (or FILE --stop exists and none is open).  client: open N connections and hold them (a second exchange on\n"
@@ -451,6 +474,7 @@ int main(int argc, char **argv)
 		{ "tcp", required_argument, NULL, 't' },
 		{ "conns", required_argument, NULL, 'n' },
 		{ "churn", no_argument, NULL, 'c' },
+		{ "pause-ms", required_argument, NULL, 'p' },
 		{ "stream", no_argument, NULL, 'S' },
 		{ "ready", required_argument, NULL, 'r' },
 		{ "go", required_argument, NULL, 'g' },
@@ -489,6 +513,13 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'c': o.churn = 1; break;
+		case 'p':
+			o.pause_ms = (unsigned)strtoul(optarg, &end, 10);
+			if (*end || o.pause_ms > 60000) {
+				fprintf(stderr, "xtb-conns: --pause-ms must be 0..60000\n");
+				return 2;
+			}
+			break;
 		case 'S': o.stream = 1; break;
 		case 'r': o.ready = optarg; break;
 		case 'g': o.go = optarg; break;

@@ -33,6 +33,9 @@ lib=/opt/xway/lib/libxway.so
 tb_need "$TB_BIN/xwayd" "$TB_BIN/xwayctl" "$TB_BIN/xtb-conns" "$lib"
 hold=${SCALE_HOLD:-200}
 churn=${SCALE_CHURN:-1000}
+# One connection at a time with the domains idle in between: one set-up's
+# latency, where the churn measures a share of a saturated vCPU.
+paced=${SCALE_PACED:-40}
 push=${SCALE_PUSH:-1000}
 # The push's 1000 set-ups slow down as connections accumulate (each poll()
 # round of the server covers all of them): 1.6/s on average in the
@@ -121,6 +124,7 @@ connect() {
 		case $a in
 		plain) pre=XWAY_NONE=1 ;;
 		churn) args+=(--churn) ;;
+		pace=*) args+=(--pause-ms "${a#pace=}") ;;
 		*) args+=("$a") ;;
 		esac
 	done
@@ -170,15 +174,15 @@ finish_server() {
 	wait "$2" || bad "$1: server failed"
 }
 
-# run_churn NAME PORT COUNT [plain]
+# run_churn NAME PORT COUNT [plain|""] [pace=MS]
 run_churn() {
-	local name=$1 port=$2 n=$3 spid
+	local name=$1 port=$2 n=$3 plain=${4:-} pace=${5:-} spid
 	if [ "$role" = server ]; then
-		serve "$name" "$port" "$n" "${4:-}"; spid=$SPID
+		serve "$name" "$port" "$n" "$plain"; spid=$SPID
 		finish_server "$name" "$spid"
 		cat "$d/$name.s"
 	else
-		connect "$name" "$port" "$n" churn ${4:-} || bad "$name: client failed"
+		connect "$name" "$port" "$n" churn $plain $pace || bad "$name: client failed"
 		tb_signal "$name/done"
 		cat "$d/$name.c"
 	fi
@@ -252,10 +256,15 @@ else
 	tb_barrier churn-done $((tmo + 120)) || true
 	run_churn plain 47373 "$churn" plain >> "$r"
 	tb_barrier plain-done $((tmo + 120)) || true
+	run_churn paced 47376 "$paced" "" pace=100 >> "$r"
+	tb_barrier paced-done $((tmo + 120)) || true
+	run_churn pacedtcp 47377 "$paced" plain pace=100 >> "$r"
+	tb_barrier pacedtcp-done $((tmo + 120)) || true
 	[ "${TB_PROFILE:-0}" = 1 ] && prof_churn 47375 "${PROFILE_CONNS:-30}"
 	sleep 3          # the REPORTs of the last closes reach the broker
 	summary 47370 hold.all >> "$r"
 	summary 47371 churn.all >> "$r"
+	summary 47376 paced.all >> "$r"
 fi
 # Our vchan nodes go with the broker's collection pass (every 5 s, two
 # passes): bounded wait for them, then the snapshot.
@@ -321,6 +330,9 @@ else
 	check_exchanges hold "$hold"
 	check_exchanges churn "$churn"
 	check_exchanges plain "$churn"
+	check_exchanges paced "$paced"
+	check_exchanges pacedtcp "$paced"
+	[ "$(val "$r" paced.all.xen_records)" -ge "$paced" ] || bad "paced: only $(val "$r" paced.all.xen_records) xen records of $paced"
 	[ "$(val "$r" hold.$side.xen_records)" -ge "$hold" ] || bad "hold: only $(val "$r" hold.$side.xen_records) live xen records of $hold"
 	[ "$(val "$r" churn.all.xen_records)" -ge "$churn" ] || bad "churn: only $(val "$r" churn.all.xen_records) xen records of $churn"
 	[ "$(val "$r" churn.all.tcp_records)" = 0 ] || bad "churn: fallbacks"
@@ -346,7 +358,7 @@ else
 	# said where the listener is: one OFFER per connection, not two.
 	if [ "$role" = client ]; then
 		no=$(sv offers)
-		[ "${no:-0}" -le $(( (hold + churn) * 11 / 10 )) ] || bad "$no OFFERs for $((hold + churn)) connections: the shim's Xen-destination cache is not used"
+		[ "${no:-0}" -le $(( (hold + churn + paced) * 11 / 10 )) ] || bad "$no OFFERs for $((hold + churn + paced)) connections: the shim's Xen-destination cache is not used"
 	fi
 	if [ "$role" = client ]; then
 		for ph in hold churn; do
@@ -362,6 +374,8 @@ else
 		ph() { printf 'connect %s, first exchange %s, close %s' "$(sed -n 's/^client.avg_connect_ms=//p' "$d/$1.c")" \
 			"$(sed -n 's/^client.avg_exchange_ms=//p' "$d/$1.c")" "$(sed -n 's/^client.avg_close_ms=//p' "$d/$1.c")"; }
 		echo "report.scale_churn_phases=ms per connection: xway $(ph churn); TCP $(ph plain)"
+		med() { sed -n 's/^client.p50_setup_ms=//p' "$d/$1.c"; }
+		echo "report.scale_paced=$paced connections one at a time, 100 ms apart: median connect + first exchange xway $(med paced) ms, TCP $(med pacedtcp) ms; ms per connection: xway $(ph paced); TCP $(ph pacedtcp)"
 		echo "report.scale_churn_wall=xway $(sed -n 's/^client.setup_s=//p' "$d/churn.c") s, TCP $(sed -n 's/^client.setup_s=//p' "$d/plain.c") s for $churn connections (emulated)"
 		echo "report.scale_hold=$hold open at once: $(val "$r" hold.client.xen_records) live xen records here, set up at $(sed -n 's/^client.setup_rate=//p' "$d/hold.c") conn/s; vchan nodes while open: $(val "$r" hold.client.open.vchan_nodes)"
 	fi
