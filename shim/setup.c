@@ -608,24 +608,6 @@ static int xway_decision_wait_ms(void)
 	       ? xway_cfg.broker_timeout_ms : XWAY_DECISION_WAIT_MS;
 }
 
-static int xway_bind_wildcard(int fd, int family)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl;
-
-	memset(&ss, 0, sizeof(ss));
-	if (family == AF_INET) {
-		struct sockaddr_in *s4 = (void *)&ss;
-		s4->sin_family = AF_INET;
-		sl = sizeof(*s4);
-	} else {
-		struct sockaddr_in6 *s6 = (void *)&ss;
-		s6->sin6_family = AF_INET6;
-		sl = sizeof(*s6);
-	}
-	return (int)XWAY_SYS(real.bind(fd, (struct sockaddr *)&ss, sl));
-}
-
 /* The Xen end made by xway_xen_offer, handed to the rest of
  * xway_setup_connect (same thread, set and taken within one call). */
 static _Thread_local struct xway_chan *xway_xen_pending_chan;
@@ -732,21 +714,26 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	if (xway_sock_name(fd, 0, &src) < 0)
 		return 1;
 	family = src.family;          /* the socket's own (getsockname's) */
-	if (src.port == 0) {
-		r = xway_bind_wildcard(fd, family);
-		if (r < 0 || xway_sock_name(fd, 0, &src) < 0) {
-			XDBG("connect fd %d: plain TCP (setup-bind: %s)", fd,
-			     strerror((int)-r));
-			xway_report_fallback(NULL, 0, XWAY_R_SETUP_BIND, "bind failed");
-			return 1;
-		}
-	}
 	memset(&off, 0, sizeof(off));
-	off.dst = dst;
-	off.src = src;
 	if (getrandom(&off.cookie, sizeof(off.cookie), GRND_NONBLOCK) != sizeof(off.cookie))
 		off.cookie = ((uint64_t)xway_pid() << 32) ^ (uint64_t)time(NULL) ^
 			     (uint64_t)(uintptr_t)&off;
+	if (src.port == 0) {
+		/* The port is drawn from the cookie's randomness (srcport.c:
+		 * why not bind(0)). */
+		r = xway_bind_ephemeral(fd, family, off.cookie);
+		if (r < 0 || xway_sock_name(fd, 0, &src) < 0) {
+			XDBG("connect fd %d: plain TCP (setup-bind: %s)", fd,
+			     strerror((int)-r));
+			xway_report_fallback(NULL, 0, XWAY_R_SETUP_BIND, r == -EADDRINUSE
+					     ? "no source port: the ephemeral range is busy "
+					       "(TIME_WAIT), left to connect()"
+					     : "bind failed");
+			return 1;
+		}
+	}
+	off.dst = dst;
+	off.src = src;
 	off.ring_order = xway_cfg.ring_order;
 	off.backend = XWAY_BACKEND_LOCAL;
 	/* This broker said the listener is in Xen domain xdom, and no

@@ -450,6 +450,24 @@ void xway_deferred_after_fork(void);
 void xway_report_fallback(const struct xway_conn *c, int side, unsigned reason,
 			  const char *text);
 
+/* ---- a client's source port before its SYN (srcport.c) ------------------ */
+/* Bind fd (unbound, family AF_INET or AF_INET6) to the wildcard address and
+ * a port of ip_local_port_range chosen from seed, else the kernel's
+ * bind(0): 0 or -errno. */
+int xway_bind_ephemeral(int fd, int family, uint64_t seed);
+#define XWAY_SRCPORT_RESERVED_MAX 32
+struct xway_srcport_range {
+	uint16_t lo, hi;
+};
+struct xway_srcport_cfg {
+	uint16_t lo, hi;
+	unsigned nres;
+	struct xway_srcport_range res[XWAY_SRCPORT_RESERVED_MAX];
+};
+/* The texts of ip_local_port_range and ip_local_reserved_ports (pure,
+ * for tests): 0, or -1 if either is not what the kernel writes. */
+int xway_srcport_parse(const char *range, const char *reserved, struct xway_srcport_cfg *c);
+
 /* ---- signals (signal.c) ------------------------------------------------- */
 
 /* Set by the wrapper of every handler installed through sigaction(); the

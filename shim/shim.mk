@@ -3,7 +3,7 @@
 # hidden visibility; only the symbols in shim/libxway.map are exported.
 SHIM_SRCS := shim/real.c shim/config.c shim/log.c shim/fdtable.c \
              shim/broker_link.c shim/setup.c shim/io.c shim/sockcall.c \
-             shim/signal.c shim/rlimit.c
+             shim/signal.c shim/rlimit.c shim/srcport.c
 SHIM_OBJS := $(SHIM_SRCS:%.c=$(B)/%.o)
 SHIM_LC_SRCS := shim/poll.c shim/epoll.c shim/lifecycle.c shim/scm.c shim/stdio.c \
                 shim/target.c
