@@ -16,6 +16,13 @@ $(B)/tests/shim/test_shim_config: $(B)/$(SHIMT)/test_config.o $(B)/shim/config.o
 
 $(B)/$(SHIMT)/test_config.o: OBJ_CFLAGS += $(CRIT_CFLAGS) -iquote shim
 
+# srcport.c alone: the test gives it the real functions it calls.
+$(B)/tests/shim/test_shim_srcport: $(B)/$(SHIMT)/test_srcport.o $(B)/shim/srcport.o
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(XLDFLAGS) -o $@ $^ $(CRIT_LIBS)
+
+$(B)/$(SHIMT)/test_srcport.o: OBJ_CFLAGS += $(CRIT_CFLAGS) -iquote shim
+
 $(B)/tests/shim/xway-adopt: $(B)/$(SHIMT)/adopt.o
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(XLDFLAGS) -o $@ $^
@@ -31,7 +38,7 @@ $(B)/tests/shim/xway-stdio-echo-fortify: $(B)/$(SHIMT)/stdio_echo_fortify.o
 
 ALL_BINS += $(B)/tests/shim/xway-tcpsem $(B)/tests/shim/xway-adopt $(B)/tests/shim/xway-stdio-echo \
             $(B)/tests/shim/xway-stdio-echo-fortify
-TEST_BINS += $(B)/tests/shim/test_shim_config
+TEST_BINS += $(B)/tests/shim/test_shim_config $(B)/tests/shim/test_shim_srcport
 TEST_SCRIPTS += $(SHIMT)/exports.sh $(SHIMT)/xway-run.sh $(SHIMT)/plain.sh \
                 $(SHIMT)/accel.sh $(SHIMT)/netns.sh $(SHIMT)/slow-broker.sh \
                 $(SHIMT)/adopt.sh $(SHIMT)/stdio.sh
