@@ -25,15 +25,16 @@
  * (tcp_tw_reuse=2).  Measured: once a churn under the shim had left
  * remnants on every port of a namespace, plain connect() failed there with
  * EADDRNOTAVAIL, for every process.  So the shim binds ports only while
- * at most about half the range is taken: it keeps the share of tried ports
- * it found taken (an average over the last ~16), and above one half its
- * connections stay on TCP (reason setup-bind; one in 16 still tries a port,
- * which keeps the estimate current), as they do when all the random ports
- * tried for one connection are taken; never bind(0) there, which would take
- * one of the last free ports.  A client making more short connections than
- * half the range holds per TIME_WAIT period (14116 ports, 60 s: ~235 a
- * second sustained) therefore has its further connections on TCP until
- * remnants end, and connect() keeps the other half.
+ * at most about three quarters of the range is taken: it keeps the share of
+ * tried ports it found taken (an average over the last ~32), and above
+ * three quarters its connections stay on TCP (reason setup-bind; one in 16
+ * still tries a port, which keeps the estimate current), as they do when
+ * all 16 random ports tried for one connection are taken; never bind(0)
+ * there, which would take one of the last free ports.  A client making
+ * more short connections than three quarters of the range holds per
+ * TIME_WAIT period (21174 ports, 60 s: ~350 a second sustained) has its
+ * further connections on TCP until remnants end, and connect() keeps a
+ * quarter of the range to share.
  *
  * bind(0) remains where the range cannot be read (no /proc in a chroot, a
  * seccomp filter: the answer is kept, the files are read once per process
@@ -58,11 +59,14 @@
 #include "errno.h"
 #include "shim.h"
 
-#define SRCPORT_TRIES   8
+/* Ports tried per connection: all taken has odds 0.45^16 = 3e-6 at the
+ * occupancy a test suite's 10000 connections a minute leave. */
+#define SRCPORT_TRIES   16
 /* Busy estimate: the share of tried ports found taken, in 1/1024, an
- * average over the last ~16 tries; above SRCPORT_BUSY_MAX the shim binds
- * no port (one probe every SRCPORT_SAMPLE-th connection keeps it current). */
-#define SRCPORT_BUSY_MAX 512
+ * average over the last ~32 tries; above SRCPORT_BUSY_MAX (three
+ * quarters) the shim binds no port (one connection in SRCPORT_SAMPLE still
+ * tries one, which keeps the estimate current). */
+#define SRCPORT_BUSY_MAX 768
 #define SRCPORT_SAMPLE   16
 #define SRCPORT_FULL_NS 1000000000      /* 1 s */
 
@@ -221,7 +225,7 @@ static void busy_note(int taken)
 {
 	unsigned b = __atomic_load_n(&xw_busy, __ATOMIC_RELAXED);
 
-	b = b - b / 16 + (taken ? 1024 / 16 : 0);
+	b = b - b / 32 + (taken ? 1024 / 32 : 0);
 	__atomic_store_n(&xw_busy, b, __ATOMIC_RELAXED);
 }
 
@@ -250,7 +254,7 @@ int xway_bind_ephemeral(int fd, int family, uint64_t seed)
 		unsigned tried = 0, tries = SRCPORT_TRIES;
 
 		if (__atomic_load_n(&xw_busy, __ATOMIC_RELAXED) > SRCPORT_BUSY_MAX) {
-			/* Half the range is taken: leave the rest to
+			/* Most of the range is taken: leave the rest to
 			 * connect() (see above), but sample it now and then. */
 			if (__atomic_add_fetch(&xw_skipped, 1, __ATOMIC_RELAXED) % SRCPORT_SAMPLE)
 				return -EADDRINUSE;
