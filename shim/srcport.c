@@ -5,7 +5,7 @@
  * §2.2), so the shim binds a socket the application left unbound itself.
  *
  * bind() to port 0 is not connect()'s automatic bind: the kernel then scans
- * the ephemeral range in order from a random start (even ports first) and
+ * the ephemeral range in order from a random start (one parity first) and
  * takes the first port with no socket at all on it, TIME_WAIT remnants
  * included, where connect() may give one port to several 4-tuples.  Under a
  * churn of short connections the ports bind(0) hands out are consecutive,
@@ -138,18 +138,13 @@ int xway_srcport_parse(const char *range, const char *reserved, struct xway_srcp
 	return 0;
 }
 
-/* The kernel's range for this process, read once; NULL if unusable. */
-static const struct xway_srcport_cfg *srcport_cfg(void)
+/* Read and parse the files; publish the result (unusable: -1). */
+static const struct xway_srcport_cfg *load_cfg(void)
 {
-	int st = __atomic_load_n(&xw_state, __ATOMIC_ACQUIRE);
 	static _Thread_local struct xway_srcport_cfg mine;
 	char range[64], reserved[512];
 	int expect = 0;
 
-	if (st == 1)
-		return &xw_cfg;
-	if (st == -1)
-		return NULL;
 	if (read_small("/proc/sys/net/ipv4/ip_local_port_range", range, sizeof(range)) ||
 	    read_small("/proc/sys/net/ipv4/ip_local_reserved_ports", reserved,
 		       sizeof(reserved)) ||
@@ -165,6 +160,23 @@ static const struct xway_srcport_cfg *srcport_cfg(void)
 		__atomic_store_n(&xw_state, 1, __ATOMIC_RELEASE);
 	}
 	return &mine;
+}
+
+/* The kernel's range for this process, read once; NULL if unusable.  The
+ * application's errno is kept (the reads run inside its connect()). */
+static const struct xway_srcport_cfg *srcport_cfg(void)
+{
+	int st = __atomic_load_n(&xw_state, __ATOMIC_ACQUIRE), saved;
+	const struct xway_srcport_cfg *c;
+
+	if (st == 1)
+		return &xw_cfg;
+	if (st == -1)
+		return NULL;
+	saved = errno;
+	c = load_cfg();
+	errno = saved;
+	return c;
 }
 
 static int reserved(const struct xway_srcport_cfg *c, uint16_t port)
