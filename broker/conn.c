@@ -28,14 +28,15 @@
 static guint liveness_timer;
 static unsigned preattached;          /* records holding xen_pre_fds */
 
+/* What a record no longer needs once decided: the eventfds and the Xen
+ * early attach.  The header's memfd stays for the counters (conn_unmap). */
 static void conn_release_fds(struct xwayd_conn *k)
 {
-	int *fds[5] = { &k->memfd, &k->efd0, &k->efd1, &k->xen_pre_fds[0],
-			&k->xen_pre_fds[1] };
+	int *fds[4] = { &k->efd0, &k->efd1, &k->xen_pre_fds[0], &k->xen_pre_fds[1] };
 
 	if (k->xen_pre_fds[0] >= 0)
 		preattached--;
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 4; i++)
 		if (*fds[i] >= 0) {
 			close(*fds[i]);
 			*fds[i] = -1;
@@ -46,9 +47,9 @@ static void conn_release_fds(struct xwayd_conn *k)
 
 static void conn_unmap(struct xwayd_conn *k)
 {
-	if (k->hdr) {
-		munmap(k->hdr, k->map_len);
-		k->hdr = NULL;
+	if (k->memfd >= 0) {
+		close(k->memfd);
+		k->memfd = -1;
 	}
 	if (k->xen_ep) {
 		munmap((void *)k->xen_ep, XWAY_EP_SIZE);
@@ -124,12 +125,37 @@ void xwayd_conn_refresh(struct xwayd_conn *k)
 					       __ATOMIC_RELAXED);
 		return;
 	}
-	if (!k->hdr)
+	if (k->memfd < 0)
 		return;
-	/* Statistics only, from memory the applications can scribble on:
-	 * relaxed loads, and the numbers are only displayed. */
-	k->bytes_c2s = __atomic_load_n(&k->hdr->ring[0].tx_bytes, __ATOMIC_RELAXED);
-	k->bytes_s2c = __atomic_load_n(&k->hdr->ring[1].tx_bytes, __ATOMIC_RELAXED);
+	/* Statistics only, from memory the applications can scribble on (a
+	 * copy racing a sender's update may mix two values), displayed
+	 * only.  One pread of both rings' control blocks. */
+	struct xway_ring_ctl ctl[2];
+
+	if (pread(k->memfd, ctl, sizeof(ctl), offsetof(struct xway_chan_shm, ring)) ==
+	    (ssize_t)sizeof(ctl)) {
+		k->bytes_c2s = ctl[0].tx_bytes;
+		k->bytes_s2c = ctl[1].tx_bytes;
+	}
+}
+
+/*
+ * The broker's decision into the header's attached word (only ever from
+ * PENDING, 0, to CLAIMED or WITHDRAWN: the value differs from the old one
+ * in one byte, so the kernel's copy cannot be seen torn; the broker is the
+ * only writer).  A write(2) instead of a mapping: mapping every header cost
+ * an mmap, an mprotect and an munmap with its TLB shootdown per connection.
+ * Ordering: the client reads attached (acquire) after the wake-up that
+ * follows this call, or before it sleeps; the system call completes the
+ * store before the eventfd write that wakes it.
+ */
+static void header_decide(struct xwayd_conn *k, uint32_t word)
+{
+	if (k->memfd >= 0 &&
+	    pwrite(k->memfd, &word, sizeof(word), offsetof(struct xway_chan_shm, attached)) !=
+		    (ssize_t)sizeof(word))
+		XLOG_WARN("offer %llu: cannot write the decision into its header: %s",
+			     (unsigned long long)k->offer_id, g_strerror(errno));
 }
 
 /* Wake the client sleeping on efd0.  An eventfd write blocks only when
@@ -163,8 +189,8 @@ static void decide_withdrawn(struct xwayd_conn *k, const char *detail)
 {
 	/* Release: publish the decision before the wake-up below; the client
 	 * reads attached (acquire) after waking or before sleeping. */
-	if (k->hdr) {
-		__atomic_store_n(&k->hdr->attached, XWAY_ATTACH_WITHDRAWN, __ATOMIC_RELEASE);
+	if (k->memfd >= 0) {
+		header_decide(k, XWAY_ATTACH_WITHDRAWN);
 		wake_efd0(k);
 	}
 	if (k->xen && k->xen_remote)
@@ -204,13 +230,13 @@ static gboolean offer_expired(gpointer p)
 
 /* ---- OFFER ---------------------------------------------------------------- */
 
-/* Map and check the channel header the client made: sealed against
- * shrinking (so the mapping cannot SIGBUS us), right magic, version,
- * geometry and cookie, still PENDING. */
-static int map_header(struct xwayd_conn *k, int memfd, const struct xway_offer *o,
-		      const char **why)
+/* Check the channel header the client made: sealed against shrinking
+ * (the server maps it: no SIGBUS there), right magic, version, geometry
+ * and cookie, still PENDING.  Read with pread: the broker never maps it
+ * (header_decide). */
+static int check_header(int memfd, const struct xway_offer *o, const char **why)
 {
-	struct xway_chan_shm *h;
+	struct xway_chan_shm h;
 	struct stat st;
 	int seals;
 	uint64_t need;
@@ -235,37 +261,36 @@ static int map_header(struct xwayd_conn *k, int memfd, const struct xway_offer *
 		*why = "channel memfd is smaller than its header";
 		return -EINVAL;
 	}
-	h = mmap(NULL, XWAY_CHAN_HDR_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-	if (h == MAP_FAILED) {
-		*why = "cannot map the channel header read-write";
-		return -errno;
+	/* The words before the rings' control blocks.  The client wrote them
+	 * before sending the memfd (its sendmsg and our recvmsg order that);
+	 * no one else has decided anything for this offer yet. */
+	memset(&h, 0, sizeof(h));
+	if (pread(memfd, &h, offsetof(struct xway_chan_shm, ring), 0) !=
+	    (ssize_t)offsetof(struct xway_chan_shm, ring)) {
+		*why = "cannot read the channel header";
+		return -EIO;
 	}
-	k->hdr = h;
-	k->map_len = XWAY_CHAN_HDR_SIZE;
-	if (h->magic != XWAY_CHAN_MAGIC || h->version != XWAY_CHAN_VERSION ||
-	    h->hdr_size != XWAY_CHAN_HDR_SIZE) {
+	if (h.magic != XWAY_CHAN_MAGIC || h.version != XWAY_CHAN_VERSION ||
+	    h.hdr_size != XWAY_CHAN_HDR_SIZE) {
 		*why = "channel header has a bad magic, version or size";
 		return -EINVAL;
 	}
-	if (h->cookie != o->cookie) {
+	if (h.cookie != o->cookie) {
 		*why = "channel cookie differs from the offer's";
 		return -EINVAL;
 	}
 	for (int i = 0; i < 2; i++)
-		if (h->ring_order[i] < XWAY_RING_ORDER_MIN ||
-		    h->ring_order[i] > XWAY_RING_ORDER_MAX) {
+		if (h.ring_order[i] < XWAY_RING_ORDER_MIN ||
+		    h.ring_order[i] > XWAY_RING_ORDER_MAX) {
 			*why = "channel ring order out of range";
 			return -EINVAL;
 		}
-	need = XWAY_CHAN_HDR_SIZE + (1ull << h->ring_order[0]) + (1ull << h->ring_order[1]);
+	need = XWAY_CHAN_HDR_SIZE + (1ull << h.ring_order[0]) + (1ull << h.ring_order[1]);
 	if ((uint64_t)st.st_size < need) {
 		*why = "channel memfd is smaller than its rings";
 		return -EINVAL;
 	}
-	/* Relaxed: the client wrote the header before sending the memfd, and
-	 * that sendmsg/recvmsg pair already orders it before this read; no
-	 * one else has decided anything for this offer yet. */
-	if (__atomic_load_n(&h->attached, __ATOMIC_RELAXED) != XWAY_ATTACH_PENDING) {
+	if (h.attached != XWAY_ATTACH_PENDING) {
 		*why = "channel header is not pending";
 		return -EINVAL;
 	}
@@ -298,9 +323,9 @@ static int offer_admit(struct xwayd_client *c, const struct xway_offer *o, int f
 		*why = "OFFER: efd0/efd1 are not eventfds";
 		return e;
 	}
-	*out = k = conn_new(o->cookie);
-	if ((e = map_header(k, fds[1], o, why)))
+	if ((e = check_header(fds[1], o, why)))
 		return e;
+	*out = k = conn_new(o->cookie);
 	k->offer_id = ++xd->next_offer_id;
 	k->state = XC_PENDING;
 	k->backend = backend;
@@ -361,8 +386,9 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 			goto reject;
 		}
 	}
+	k->memfd = fds[1];             /* the decision header */
 	k->efd0 = fds[2];
-	fds[2] = -1;
+	fds[1] = fds[2] = -1;
 	/* The peer's broker decides (its claim timeout runs from when it
 	 * reads the offer); ours only gives up if it never answers. */
 	k->timer = g_timeout_add(3 * xd->cfg.claim_timeout_ms + 2000, offer_expired, k);
@@ -526,8 +552,8 @@ void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed)
 				 : "not claimed in the server's domain");
 		return;
 	}
-	/* Release: the decision before the wake-up (as for a local claim). */
-	__atomic_store_n(&k->hdr->attached, XWAY_ATTACH_CLAIMED, __ATOMIC_RELEASE);
+	/* The decision before the wake-up (as for a local claim). */
+	header_decide(k, XWAY_ATTACH_CLAIMED);
 	wake_efd0(k);
 	owner_offer_done(k);
 	conn_release_fds(k);
@@ -1004,9 +1030,8 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 			   (unsigned long long)k->xen_id, k->xen_dom, (int)c->pid);
 		return;
 	}
-	/* The claim decision.  Release: the client, which reads attached
-	 * with acquire after its efd0 wake-up, sees the decision. */
-	__atomic_store_n(&k->hdr->attached, XWAY_ATTACH_CLAIMED, __ATOMIC_RELEASE);
+	/* The claim decision, before the efd0 wake-up (header_decide). */
+	header_decide(k, XWAY_ATTACH_CLAIMED);
 	out = (struct xway_claimed){
 		.offer_id = k->offer_id, .cookie = k->cookie,
 		.ring_order = k->ring_order, .backend = XWAY_BACKEND_LOCAL,
@@ -1023,9 +1048,7 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 		g_source_remove(k->timer);
 		k->timer = 0;
 	}
-	conn_release_fds(k);
-	/* Only the counters are read from now on. */
-	mprotect(k->hdr, k->map_len, PROT_READ);
+	conn_release_fds(k);          /* the memfd stays: the counters */
 	k->state = XC_ACCELERATED;
 	srv.addr = name;              /* == cl->local, with the socket's family */
 	k->side[1] = srv;

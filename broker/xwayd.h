@@ -123,10 +123,10 @@ struct xwayd_conn {
 	uint32_t ring_order;
 	uint64_t bytes_c2s, bytes_s2c;    /* final, or last read from shm */
 	double started, ended;            /* ended < 0: still live */
-	/* PENDING: all four; ACCELERATED: only hdr (PROT_READ). */
+	/* PENDING: all three; ACCELERATED: only memfd, read for the
+	 * counters (a local channel; a Xen decision header is closed at the
+	 * decision). */
 	int memfd, efd0, efd1;
-	struct xway_chan_shm *hdr;
-	size_t map_len;
 	guint timer;                      /* PENDING: claim-timeout source */
 	gint64 offered_us;                /* PENDING: g_get_monotonic_time() at OFFER */
 	/* Xen mode (xen.c, docs/XEN.md): a cross-domain connection.  On the

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 # Channel-layer tests (tests/unit/chan/): Criterion programs linked with the
 # channel objects directly (no shim, no LD_PRELOAD).
-CHAN_TESTS := ring local xen stress
+CHAN_TESTS := ring local xen stress slab
 CHAN_TEST_BINS := $(CHAN_TESTS:%=$(B)/tests/unit/chan/%_test)
 
 $(B)/tests/unit/chan/%_test: $(B)/tests/unit/chan/%_test.o $(CHAN_OBJS)

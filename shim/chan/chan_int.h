@@ -137,6 +137,10 @@ struct xway_chan {
 	struct xw_xen *xen;                /* process-private (malloc) */
 };
 
+/* slab.c: endpoint objects (zeroed), signal- and thread-safe. */
+struct xway_chan *xw_slab_alloc(void);
+void xw_slab_free(struct xway_chan *c);
+
 /* local.c */
 extern const struct xway_chan_ops xw_local_ops;
 struct xway_chan *xw_chan_alloc(int want_fd);

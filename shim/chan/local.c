@@ -224,8 +224,9 @@ static int ep_memfd(size_t len, int base, int fsize_checked)
 }
 
 /*
- * The endpoint object: the per-process part (pointers, fds) in MAP_SHARED
- * anonymous memory, so fork()ed children share it too, and the pointer-free
+ * The endpoint object: the per-process part (pointers, fds), written only
+ * here and in the attach that follows, before anyone else sees it, so a
+ * fork()ed child's copy serves it (slab.c), and the pointer-free
  * mutable state (struct xw_ep) in a memfd when want_fd (a local end: an
  * exec can carry it; 2: the caller checked RLIMIT_FSIZE for a larger file)
  * or anonymous memory (a decision channel).
@@ -244,15 +245,12 @@ static struct xway_chan *chan_alloc(int want_fd, int ep_fd, int base)
 
 static struct xway_chan *chan_alloc2(int want_fd, int ep_fd, int base, int fresh)
 {
-	void *m = mmap(NULL, sizeof(struct xway_chan), PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct xway_chan *c = xw_slab_alloc();
 	size_t len = ep_size();
-	struct xway_chan *c;
 	void *e;
 
-	if (m == MAP_FAILED)
+	if (!c)
 		return NULL;
-	c = m;
 	c->fds[0] = c->fds[1] = c->fds[2] = -1;
 	c->pollfd = c->peer_efd = -1;
 	if (ep_fd < 0 && want_fd)
@@ -263,7 +261,7 @@ static struct xway_chan *chan_alloc2(int want_fd, int ep_fd, int base, int fresh
 	if (e == MAP_FAILED) {
 		if (fresh && want_fd && ep_fd >= 0)
 			xw_sys_close(ep_fd);
-		munmap(m, sizeof(*c));
+		xw_slab_free(c);
 		return NULL;
 	}
 	c->ep = e;
@@ -312,7 +310,7 @@ void xw_chan_free(struct xway_chan *c)
 	munmap(c->ep, c->ep_len);
 	if (c->ep_fd >= 0)
 		xw_sys_close(c->ep_fd);
-	munmap(c, sizeof(*c));
+	xw_slab_free(c);
 }
 
 static size_t shm_size(uint32_t o0, uint32_t o1)

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -1134,6 +1135,24 @@ Test(offer, bad_offers_are_refused)
 	}
 	close(pfd[0]);
 	close(pfd[1]);
+	/* Nor are a memfd, /dev/null or a socket (the broker's statx shortcut
+	 * admits only the anonymous inode eventfds share; these take the
+	 * /proc link path and are refused there). */
+	{
+		int others[3] = { memfd_create("not-an-eventfd", MFD_CLOEXEC),
+				  open("/dev/null", O_RDWR | O_CLOEXEC),
+				  socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0) };
+		int keep = ch.fds[1];
+
+		for (int i = 0; i < 3; i++) {
+			cr_assert_geq(others[i], 0);
+			ch.fds[1] = others[i];
+			cr_assert_lt(tb_offer(bfd, &p.la, s, &src, &ch, NULL, &reason), 0,
+				     "descriptor %d taken for an eventfd", i);
+			close(others[i]);
+		}
+		ch.fds[1] = keep;
+	}
 	/* Good, then the same cookie again. */
 	cr_assert_eq(tb_offer(bfd, &p.la, s, &src, &ch, NULL, &reason), 1);
 	cr_assert_lt(tb_offer(bfd, &p.la, s, &src, &ch, NULL, &reason), 0);
