@@ -36,6 +36,7 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <sys/epoll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <errno.h>
 #include <poll.h>
@@ -47,6 +48,7 @@
 #include <sys/mman.h>
 
 #include <libxenvchan.h>
+#include <xentoollog.h>
 #include <xway/proto.h>
 
 #include "chan_int.h"
@@ -66,6 +68,46 @@
  * back to TCP.
  */
 #define XW_XEN_ORDER_CAP 15u
+
+
+/*
+ * libxenevtchn's logger for the descriptor-based ends: without one, every
+ * xenevtchn_fdopen makes a stdio logger of its own (a malloc and an
+ * isatty(2), a system call per channel end, which in a PV domain traps
+ * through the hypervisor) and frees it at close.  Its rare messages come to
+ * our log instead (warnings and worse, as the stdio one printed them).
+ */
+static void xw_toollog_vmessage(struct xentoollog_logger *lg, xentoollog_level level,
+				int errnoval, const char *context, const char *fmt,
+				va_list al)
+{
+	char buf[256];
+
+	(void)lg;
+	if (level < XTL_WARN)
+		return;
+	vsnprintf(buf, sizeof(buf), fmt, al);
+	xw_log("libxenevtchn%s%s: %s%s%s", context ? " " : "", context ? context : "", buf,
+	       errnoval >= 0 ? ": " : "", errnoval >= 0 ? strerror(errnoval) : "");
+}
+
+static void xw_toollog_progress(struct xentoollog_logger *lg, const char *context,
+				const char *doing, int percent, unsigned long done,
+				unsigned long total)
+{
+	(void)lg; (void)context; (void)doing; (void)percent; (void)done; (void)total;
+}
+
+static void xw_toollog_destroy(struct xentoollog_logger *lg)
+{
+	(void)lg;                  /* static: nothing to free */
+}
+
+static struct xentoollog_logger xw_toollog = {
+	.vmessage = xw_toollog_vmessage,
+	.progress = xw_toollog_progress,
+	.destroy = xw_toollog_destroy,
+};
 #define XW_XEN_ORDER_LOW 12u
 
 struct xw_vchan_lib {
@@ -1146,7 +1188,7 @@ static int xen_init_fds2(int server, const int fds[2], const struct xway_xen_vch
 		e = -EPERM;            /* not the state of this kind of end */
 		goto fail;
 	}
-	v->event = evl.fdopen(NULL, efd, 0);
+	v->event = evl.fdopen(&xw_toollog, efd, 0);
 	if (!v->event) {
 		e = errno ? -errno : -EIO;
 		goto fail;
