@@ -62,7 +62,7 @@ static void conn_free(gpointer p)
 	struct xwayd_conn *k = p;
 
 	if (k->timer)
-		g_source_remove(k->timer);
+		xwayd_timeout_remove(k->timer);
 	conn_release_fds(k);
 	conn_unmap(k);
 	g_free(k);
@@ -70,10 +70,12 @@ static void conn_free(gpointer p)
 
 static struct xwayd_conn *conn_new(uint64_t cookie)
 {
+	static uint64_t seq;
 	struct xwayd_conn *k = g_new0(struct xwayd_conn, 1);
 
 	k->cookie = cookie;
 	k->memfd = k->efd0 = k->efd1 = k->xen_pre_fds[0] = k->xen_pre_fds[1] = -1;
+	k->seq = ++seq;
 	k->started = xwayd_now();
 	k->ended = -1;
 	for (int i = 0; i < 2; i++)
@@ -88,7 +90,7 @@ static void conn_finish(struct xwayd_conn *k)
 	if (k->ended < 0)
 		k->ended = xwayd_now();
 	if (k->timer) {
-		g_source_remove(k->timer);
+		xwayd_timeout_remove(k->timer);
 		k->timer = 0;
 	}
 	conn_release_fds(k);
@@ -363,7 +365,7 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	k->xen_dom = dom;
 	k->xen_id = k->offer_id;
 	memset(&rx, 0, sizeof(rx));
-	t0 = g_get_monotonic_time();
+	t0 = xwayd_mono_us();
 	if ((e = xwayd_xen_vchan_path(dom, o->cookie, k->xen_path, sizeof(k->xen_path))) ||
 	    (e = xwayd_vchan_take(dom, o->ring_order, vfds, &ring_ref, &rx.v, &pooled,
 				  &why))) {
@@ -391,8 +393,8 @@ static void xen_offer(struct xwayd_client *c, const struct xway_req *r, int fds[
 	fds[1] = fds[2] = -1;
 	/* The peer's broker decides (its claim timeout runs from when it
 	 * reads the offer); ours only gives up if it never answers. */
-	k->timer = g_timeout_add(3 * xd->cfg.claim_timeout_ms + 2000, offer_expired, k);
-	k->offered_us = g_get_monotonic_time();
+	k->timer = xwayd_timeout_add(3 * xd->cfg.claim_timeout_ms + 2000, offer_expired, k);
+	k->offered_us = xwayd_mono_us();
 	xd->st.xen_serves++;
 	xd->st.xen_serves_pooled += pooled;
 	xd->st.xen_serve_us += (uint64_t)(k->offered_us - t0);
@@ -439,7 +441,7 @@ reject:
  */
 static void preattach(struct xwayd_conn *k)
 {
-	gint64 t0 = g_get_monotonic_time();
+	gint64 t0 = xwayd_mono_us();
 	const char *why = NULL;
 	int e;
 
@@ -457,7 +459,7 @@ static void preattach(struct xwayd_conn *k)
 	preattached++;
 	xd->st.xen_attaches++;
 	xd->st.xen_attaches_early++;
-	xd->st.xen_attach_us += (uint64_t)(g_get_monotonic_time() - t0);
+	xd->st.xen_attach_us += (uint64_t)(xwayd_mono_us() - t0);
 }
 
 /* The server's broker: domain dom's broker published offer id.  A PENDING
@@ -503,8 +505,8 @@ void xwayd_conn_remote_offer(uint32_t dom, uint64_t id, uint64_t cookie,
 	k->side[1].uid = l->uid;
 	k->offer_id = ++xd->next_offer_id;
 	snprintf(k->detail, sizeof(k->detail), "from Xen domain %u, vchan %s", dom, path);
-	k->timer = g_timeout_add(xd->cfg.claim_timeout_ms, offer_expired, k);
-	k->offered_us = g_get_monotonic_time();
+	k->timer = xwayd_timeout_add(xd->cfg.claim_timeout_ms, offer_expired, k);
+	k->offered_us = xwayd_mono_us();
 	g_hash_table_insert(xd->offers, &k->offer_id, k);
 	g_hash_table_insert(xd->live, &k->cookie, k);
 	xd->st.offers++;
@@ -541,11 +543,11 @@ void xwayd_conn_xen_decided(struct xwayd_conn *k, bool claimed)
 	if (k->state != XC_PENDING || !k->xen || k->xen_remote)
 		return;
 	if (k->timer) {
-		g_source_remove(k->timer);
+		xwayd_timeout_remove(k->timer);
 		k->timer = 0;
 	}
 	xd->st.xen_decided++;
-	xd->st.xen_decide_us += (uint64_t)(g_get_monotonic_time() - k->offered_us);
+	xd->st.xen_decide_us += (uint64_t)(xwayd_mono_us() - k->offered_us);
 	xwayd_vchan_pool_refill();       /* this set-up no longer needs the CPU */
 	if (!claimed) {
 		decide_withdrawn(k, k->xen_withdraw_asked ? "withdrawn by the client"
@@ -769,8 +771,8 @@ void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
 	k->efd0 = fds[2];
 	k->efd1 = fds[3];
 	fds[1] = fds[2] = fds[3] = -1;
-	k->timer = g_timeout_add(xd->cfg.claim_timeout_ms, offer_expired, k);
-	k->offered_us = g_get_monotonic_time();
+	k->timer = xwayd_timeout_add(xd->cfg.claim_timeout_ms, offer_expired, k);
+	k->offered_us = xwayd_mono_us();
 	g_hash_table_insert(xd->offers, &k->offer_id, k);
 	g_hash_table_insert(xd->live, &k->cookie, k);
 	c->noffers++;
@@ -940,6 +942,9 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 	 * sending this claim, and the claim came after the offer, so a claim
 	 * granted now could leave the server on TCP and the client on the
 	 * channel.  Withdraw instead: both ends then agree on TCP. */
+	/* The precise clock: the coarse one can lag (an age too small
+	 * here would grant a claim too late); offered_us is coarse, so
+	 * the age can only come out too large, which withdraws. */
 	if (g_get_monotonic_time() - k->offered_us >
 	    (gint64)xd->cfg.claim_timeout_ms * 1000) {
 		xd->st.expiries++;
@@ -962,7 +967,7 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 		 * §7): only the process holding this connection's socket
 		 * (checked above) gets its descriptors.  If it cannot be made
 		 * the offer is withdrawn: both ends stay on TCP. */
-		gint64 t0 = g_get_monotonic_time();
+		gint64 t0 = xwayd_mono_us();
 
 		memset(&xo, 0, sizeof(xo));
 		if (k->xen_pre_fds[0] >= 0) {
@@ -987,7 +992,7 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 					       &keep, &vwhy);
 			if (!e) {
 				xd->st.xen_attaches++;
-				xd->st.xen_attach_us += (uint64_t)(g_get_monotonic_time() - t0);
+				xd->st.xen_attach_us += (uint64_t)(xwayd_mono_us() - t0);
 			}
 		}
 		if (e) {
@@ -1015,7 +1020,7 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 		close(vfds[1]);
 		xwayd_xen_outcome(k, true);
 		if (k->timer) {
-			g_source_remove(k->timer);
+			xwayd_timeout_remove(k->timer);
 			k->timer = 0;
 		}
 		k->state = XC_ACCELERATED;
@@ -1045,7 +1050,7 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 	wake_efd0(k);
 	owner_offer_done(k);
 	if (k->timer) {
-		g_source_remove(k->timer);
+		xwayd_timeout_remove(k->timer);
 		k->timer = 0;
 	}
 	conn_release_fds(k);          /* the memfd stays: the counters */
@@ -1478,7 +1483,7 @@ void xwayd_conn_init(void)
 	xd->offers = g_hash_table_new(g_int64_hash, g_int64_equal);
 	xd->live = g_hash_table_new(g_int64_hash, g_int64_equal);
 	g_queue_init(&xd->finished);
-	liveness_timer = g_timeout_add(LIVENESS_MS, liveness_check, NULL);
+	liveness_timer = xwayd_timeout_add(LIVENESS_MS, liveness_check, NULL);
 }
 
 void xwayd_conn_shutdown(void)
@@ -1507,7 +1512,7 @@ void xwayd_conn_shutdown(void)
 	while (!g_queue_is_empty(&xd->finished))
 		conn_free(g_queue_pop_head(&xd->finished));
 	if (liveness_timer)
-		g_source_remove(liveness_timer);
+		xwayd_timeout_remove(liveness_timer);
 	liveness_timer = 0;
 	g_hash_table_destroy(xd->live);
 	g_hash_table_destroy(xd->offers);

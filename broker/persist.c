@@ -138,7 +138,7 @@ void xwayd_persist_stop(void)
 	}
 	stopped = true;
 	if (check_timer)
-		g_source_remove(check_timer);
+		xwayd_timeout_remove(check_timer);
 	check_timer = 0;
 	g_free(last_saved);
 	last_saved = NULL;
@@ -310,7 +310,7 @@ void xwayd_persist_restore(void)
 		XLOG_INFO("restored %u listener(s) of the previous instance (%s)",
 			  restored, path);
 		xwayd_gen_bump();
-		check_timer = g_timeout_add_seconds(XWAYD_PERSIST_CHECK_S, check_cb, NULL);
+		check_timer = xwayd_timeout_add(XWAYD_PERSIST_CHECK_S * 1000, check_cb, NULL);
 	}
 out:
 	if (listening)

@@ -141,7 +141,9 @@ static gint conn_by_start(gconstpointer a, gconstpointer b)
 	const struct xwayd_conn *x = *(struct xwayd_conn *const *)a;
 	const struct xwayd_conn *y = *(struct xwayd_conn *const *)b;
 
-	return x->started < y->started ? -1 : x->started > y->started;
+	if (x->started != y->started)
+		return x->started < y->started ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;   /* same clock tick */
 }
 
 static void q_connections(struct xwayd_client *c, bool json, GString *o)

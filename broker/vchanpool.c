@@ -116,7 +116,7 @@ static gboolean refill_late(gpointer unused)
 
 static gboolean expire(gpointer unused)
 {
-	gint64 now = g_get_monotonic_time();
+	gint64 now = xwayd_mono_us();
 	bool any = false;
 
 	(void)unused;
@@ -170,12 +170,12 @@ int xwayd_vchan_take(uint32_t peer, uint32_t ring_order, int fds[2], uint32_t *r
 	if (!pool_target())
 		return xwayd_vchan_serve(peer, ring_order, fds, ring_ref, v, why);
 	s = slot_for(peer, ring_order);
-	s->last_take_us = g_get_monotonic_time();
+	s->last_take_us = xwayd_mono_us();
 	s->stalled = false;
 	if (!late_src)
-		late_src = g_timeout_add(POOL_REFILL_LATE_MS, refill_late, NULL);
+		late_src = xwayd_timeout_add(POOL_REFILL_LATE_MS, refill_late, NULL);
 	if (!expire_src)
-		expire_src = g_timeout_add_seconds(POOL_IDLE_S / 6, expire, NULL);
+		expire_src = xwayd_timeout_add(POOL_IDLE_S / 6 * 1000, expire, NULL);
 	if (s->n) {
 		struct pooled *p = &s->e[--s->n];
 
@@ -191,7 +191,7 @@ int xwayd_vchan_take(uint32_t peer, uint32_t ring_order, int fds[2], uint32_t *r
 		/* Maybe the grants the pool holds are the ones missing. */
 		xwayd_vchan_pool_drop(UINT32_MAX);
 		s = slot_for(peer, ring_order);
-		s->last_take_us = g_get_monotonic_time();
+		s->last_take_us = xwayd_mono_us();
 		s->stalled = true;
 		e = xwayd_vchan_serve(peer, ring_order, fds, ring_ref, v, why);
 	}
@@ -220,8 +220,8 @@ void xwayd_vchan_pool_stop(void)
 	if (refill_src)
 		g_source_remove(refill_src);
 	if (expire_src)
-		g_source_remove(expire_src);
+		xwayd_timeout_remove(expire_src);
 	if (late_src)
-		g_source_remove(late_src);
+		xwayd_timeout_remove(late_src);
 	refill_src = expire_src = late_src = 0;
 }

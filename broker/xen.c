@@ -525,9 +525,8 @@ void xwayd_xen_outcome(const struct xwayd_conn *k, bool claimed)
 	 * 3 x claim timeout + 2 s; no offer node will go away to tell us
 	 * when to remove this one, so it goes after that time. */
 	if (k->xen_link)
-		g_timeout_add_seconds_full(G_PRIORITY_DEFAULT,
-					   (3 * xd->cfg.claim_timeout_ms + 2000) / 1000 + 5,
-					   rm_later, g_strdup(path), g_free);
+		xwayd_timeout_add_full(3 * xd->cfg.claim_timeout_ms + 2000 + 5000,
+				       rm_later, g_strdup(path), g_free);
 }
 
 bool xwayd_xen_dom_owns(uint32_t dom, const uint8_t ip[16])
@@ -862,7 +861,7 @@ static int gc_verdict(uint64_t cookie, gint64 now_us)
 static void gc_vchans(void)
 {
 	GHashTable *now = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-	gint64 now_us = g_get_monotonic_time();
+	gint64 now_us = xwayd_mono_us();   /* offered_us is coarse too */
 	char base[96];
 	unsigned ndom = 0, budget = XEN_GC_MAX, removed = 0;
 	char **doms;
@@ -1045,7 +1044,7 @@ int xwayd_xen_start(char **err)
 	rescan();
 	adopt_previous_state();
 	raise_gntalloc_limit();
-	gc_src = g_timeout_add_seconds(XEN_GC_PERIOD_S, on_gc, NULL);
+	gc_src = xwayd_timeout_add(XEN_GC_PERIOD_S * 1000, on_gc, NULL);
 	XLOG_INFO("xen mode: domain %u, %u other domain(s) in " XS_ROOT, self_domid,
 		  g_hash_table_size(peers));
 	return 0;
@@ -1070,7 +1069,7 @@ void xwayd_xen_stop(void)
 	if (publish_idle)
 		g_source_remove(publish_idle);
 	if (gc_src)
-		g_source_remove(gc_src);
+		xwayd_timeout_remove(gc_src);
 	xs_watch_src = publish_idle = gc_src = 0;
 	xwayd_xen_link_stop();
 	xwayd_vchan_pool_stop();

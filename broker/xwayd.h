@@ -123,6 +123,7 @@ struct xwayd_conn {
 	uint32_t ring_order;
 	uint64_t bytes_c2s, bytes_s2c;    /* final, or last read from shm */
 	double started, ended;            /* ended < 0: still live */
+	uint64_t seq;                     /* creation order (started is coarse) */
 	/* PENDING: all three; ACCELERATED: only memfd, read for the
 	 * counters (a local channel; a Xen decision header is closed at the
 	 * decision). */
@@ -225,6 +226,13 @@ int xwayd_notify(const char *state);
 bool xwayd_clients_read_connecting(struct xwayd_client *except);
 /* g_unix_fd_add, recursion-safe (no poll-set changes around dispatch). */
 guint xwayd_fd_watch(int fd, GIOCondition cond, GUnixFDSourceFunc fn, gpointer data);
+/* timer.c: the broker's timers, on one timerfd (no GLib timeout sources:
+ * while one exists GLib reads the clock twice per loop iteration).  As
+ * g_timeout_add / g_source_remove; ids are timer.c's own. */
+guint xwayd_timeout_add(guint ms, GSourceFunc fn, gpointer data);
+guint xwayd_timeout_add_full(guint ms, GSourceFunc fn, gpointer data, GDestroyNotify notify);
+gboolean xwayd_timeout_remove(guint id);
+void xwayd_timers_shutdown(void);
 void xwayd_send(struct xwayd_client *c, uint16_t type, uint32_t seq,
 		uint32_t flags, const void *body, size_t len,
 		const int *fds, unsigned nfds);
@@ -232,6 +240,7 @@ void xwayd_send_result(struct xwayd_client *c, uint16_t type, uint32_t seq,
 		       int32_t status, uint32_t reason, uint64_t offer_id,
 		       const char *fmt, ...) __attribute__((format(printf, 7, 8)));
 double xwayd_now(void);
+gint64 xwayd_mono_us(void);      /* CLOCK_MONOTONIC_COARSE */
 
 /* sock.c: inspection of descriptors received from clients. */
 int xwayd_sock_netns(int fd, pid_t pid, xwayd_netns *out);

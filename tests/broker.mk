@@ -16,6 +16,12 @@ $(B)/tests/unit/broker/test_daemon: $(B)/tests/unit/broker/test_daemon.o $(TB_HE
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(XLDFLAGS) -o $@ $(filter %.o,$^) $(CRIT_LIBS)
 
+$(B)/tests/unit/broker/test_timer: $(B)/tests/unit/broker/test_timer.o $(B)/broker/timer.o $(B)/broker/log.o
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(XLDFLAGS) -o $@ $^ $(CRIT_LIBS) $(GLIB_LIBS)
+
+$(B)/tests/unit/broker/test_timer.o: OBJ_CFLAGS += $(GLIB_CFLAGS)
+
 $(B)/tests/unit/broker/%.o: OBJ_CFLAGS += $(CRIT_CFLAGS)
 
 $(B)/tests/integration/broker/xway_proto_client: $(B)/tests/integration/broker/xway_proto_client.o $(TB_HELPER_OBJ)
@@ -25,6 +31,7 @@ $(B)/tests/integration/broker/xway_proto_client: $(B)/tests/integration/broker/x
 TEST_BINS += $(B)/tests/unit/broker/test_proto
 TEST_BINS += $(B)/tests/unit/broker/test_broker
 TEST_BINS += $(B)/tests/unit/broker/test_daemon
+TEST_BINS += $(B)/tests/unit/broker/test_timer
 ALL_BINS += $(B)/tests/integration/broker/xway_proto_client
 TEST_SCRIPTS += tests/integration/broker/offer_claim.sh
 TEST_SCRIPTS += tests/integration/broker/systemd_unit.sh
