@@ -113,6 +113,10 @@ serve() {
 	if [ "${4:-}" != plain ]; then
 		wait_for 60 sh -c "'$TB_BIN/xwayctl' listeners --json --socket '$sock' | grep -q ':$port\"'" \
 			|| bad "$name: listener never reached the broker"
+	else
+		# Listening before the peer is told so (a CI run's plain churn
+		# once connected before the server had bound: refused).
+		wait_for 60 sh -c "ss -ltn | grep -q ':$port '" || bad "$name: server never listened"
 	fi
 	tb_signal "$name/listening"
 }
