@@ -189,7 +189,7 @@ static void wake_efd0(struct xwayd_conn *k)
  * claim timer, if still set, is stopped (conn_finish). */
 static void decide_withdrawn(struct xwayd_conn *k, const char *detail)
 {
-	/* Release: publish the decision before the wake-up below; the client
+	/* The decision before the wake-up below (header_decide); the client
 	 * reads attached (acquire) after waking or before sleeping. */
 	if (k->memfd >= 0) {
 		header_decide(k, XWAY_ATTACH_WITHDRAWN);

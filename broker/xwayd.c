@@ -39,8 +39,8 @@ struct xwayd *xd;
  * is a system call, ~55 us under the test bed's emulation, and a set-up
  * made about six).  Resolution one tick, and a tick or two behind after
  * an idle spell: for statistics (approximate averages) and give-up
- * timeouts, never for a decision that must not come
- * early (conn.c's late-claim check reads the precise clock).
+ * timeouts, never for a decision that must not come early (conn.c's
+ * late-claim check reads the precise clock).
  */
 double xwayd_now(void)
 {

@@ -68,7 +68,7 @@
  * back to TCP.
  */
 #define XW_XEN_ORDER_CAP 15u
-
+#define XW_XEN_ORDER_LOW 12u
 
 /*
  * libxenevtchn's logger for the descriptor-based ends: without one, every
@@ -108,7 +108,6 @@ static struct xentoollog_logger xw_toollog = {
 	.progress = xw_toollog_progress,
 	.destroy = xw_toollog_destroy,
 };
-#define XW_XEN_ORDER_LOW 12u
 
 struct xw_vchan_lib {
 	void *dl;
