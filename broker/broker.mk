@@ -3,7 +3,7 @@
 # pure C (no glib) so tests and the fuzz harness can link or include it.
 BROKER_SRCS := broker/xwayd.c broker/config.c broker/dir.c broker/conn.c \
                broker/query.c broker/sock.c broker/log.c broker/notify.c \
-               broker/xen.c broker/xenlink.c broker/xenvchan.c broker/vchanpool.c broker/diag.c broker/persist.c broker/timer.c \
+               broker/xen.c broker/xenlink.c broker/xenvchan.c broker/vchanpool.c broker/diag.c broker/persist.c broker/timer.c broker/loop.c \
                broker/proto.c
 BROKER_OBJS := $(BROKER_SRCS:%.c=$(B)/%.o)
 BROKER_PROTO_OBJ := $(B)/broker/proto.o

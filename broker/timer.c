@@ -54,14 +54,6 @@ static struct {
 	guint next_id;
 } tm = { .tfd = -1 };
 
-static gint64 clock_us(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (gint64)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static gint cmp_deadline(gconstpointer a, gconstpointer b, gpointer unused)
 {
 	const struct xw_timer *x = a, *y = b;
@@ -95,7 +87,7 @@ static void arm(void)
 		return;
 	tm.armed_us = t->deadline_us;
 	if (tm.fallback) {
-		gint64 now = clock_us(CLOCK_MONOTONIC);
+		gint64 now = g_get_monotonic_time();
 		gint64 ms = t->deadline_us > now ? (t->deadline_us - now + 999) / 1000 : 0;
 
 		if (tm.watch)
@@ -114,7 +106,7 @@ static void arm(void)
 
 static void run_due(void)
 {
-	gint64 now = clock_us(CLOCK_MONOTONIC);
+	gint64 now = g_get_monotonic_time();
 
 	tm.armed_us = 0;
 	for (;;) {
@@ -191,7 +183,7 @@ guint xwayd_timeout_add_full(guint ms, GSourceFunc fn, gpointer data, GDestroyNo
 	t->fn = fn;
 	t->data = data;
 	t->notify = notify;
-	t->deadline_us = clock_us(CLOCK_MONOTONIC_COARSE) + (gint64)ms * 1000 + tm.res_us;
+	t->deadline_us = xwayd_mono_us() + (gint64)ms * 1000 + tm.res_us;
 	t->it = g_sequence_insert_sorted(tm.order, t, cmp_deadline, NULL);
 	g_hash_table_insert(tm.ids, &t->id, t);
 	if (tm.armed_us == 0 || t->deadline_us < tm.armed_us)

@@ -16,7 +16,8 @@ $(B)/tests/unit/broker/test_daemon: $(B)/tests/unit/broker/test_daemon.o $(TB_HE
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(XLDFLAGS) -o $@ $(filter %.o,$^) $(CRIT_LIBS)
 
-$(B)/tests/unit/broker/test_timer: $(B)/tests/unit/broker/test_timer.o $(B)/broker/timer.o $(B)/broker/log.o
+$(B)/tests/unit/broker/test_timer: $(B)/tests/unit/broker/test_timer.o $(B)/broker/timer.o \
+		$(B)/broker/loop.o $(B)/broker/log.o
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(XLDFLAGS) -o $@ $^ $(CRIT_LIBS) $(GLIB_LIBS)
 
