@@ -290,20 +290,14 @@ static int xway_poll_do(struct pollfd *fds, nfds_t n, int64_t deadline,
 			}
 		}
 		tsp = sleep_ok ? xway_left_ts(deadline, &tsbuf) : &(struct timespec){ 0, 0 };
-		long r = 0;
+		/* A look without sleeping is skipped when every slot is -1
+		 * (all ours; a ppoll that does not fail or sleep delivers no
+		 * signal its mask unblocks either). */
+		int call = sleep_ok;
 
-		if (sleep_ok) {
-			r = XWAY_SYS(real.ppoll(p, (nfds_t)total, tsp, mask));
-		} else {
-			/* A look without sleeping: skipped when every slot is
-			 * -1 (all ours; a ppoll that does not fail or sleep
-			 * delivers no signal its mask unblocks either). */
-			for (int i = 0; i < total; i++)
-				if (p[i].fd >= 0) {
-					r = XWAY_SYS(real.ppoll(p, (nfds_t)total, tsp, mask));
-					break;
-				}
-		}
+		for (int i = 0; !call && i < total; i++)
+			call = p[i].fd >= 0;
+		long r = call ? XWAY_SYS(real.ppoll(p, (nfds_t)total, tsp, mask)) : 0;
 		xway_poll_unsleep(w, nw);
 		if (r == -EINVAL && !compact && (nfds_t)total > n) {
 			/* More fds than RLIMIT_NOFILE allows (sshd's sandbox

@@ -1,19 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
  * The broker's timers (broker/timer.c) in a GLib main loop of their own:
- * order, not early (beyond the coarse clock's lag), repeat and removal (also from inside a callback,
- * its own timer or another), destroy notifies, and no GLib timeout source
- * left in the context (the point of the module: none reads the clock per
- * loop iteration).
+ * order, not early (beyond the coarse clock's lag), repeat and removal
+ * (also from inside a callback, its own timer or another), destroy
+ * notifies, and no GLib timeout source left in the context (the point of
+ * the module: none reads the clock per loop iteration).
  */
 #include <criterion/criterion.h>
 
 #include "../../../broker/xwayd.h"
-
-static gint64 now_us(void)
-{
-	return g_get_monotonic_time();       /* the precise clock */
-}
 
 struct rec {
 	int order[16];
@@ -36,7 +31,7 @@ static gboolean fire(gpointer p)
 
 	if (rec.n < 16) {
 		rec.order[rec.n] = s->tag;
-		rec.at[rec.n] = now_us() - t0;
+		rec.at[rec.n] = g_get_monotonic_time() - t0;
 		rec.n++;
 	}
 	if (s->kill)
@@ -56,9 +51,9 @@ static gboolean fire_remove_self(gpointer p)
 
 static void run_for(int ms)
 {
-	gint64 end = now_us() + ms * 1000;
+	gint64 end = g_get_monotonic_time() + ms * 1000;
 
-	while (now_us() < end)
+	while (g_get_monotonic_time() < end)
 		g_main_context_iteration(NULL, FALSE), g_usleep(200);
 }
 
@@ -73,15 +68,15 @@ static void count_free(gpointer p)
 Test(timer, order_never_early_repeat_and_remove)
 {
 	/* Check three timers fire in deadline order and not before their
-	 * time (give or take the coarse clock's lag), a repeating one runs again after its interval, a removed one
-	 * never runs, one removed by another's callback never runs, and one
+	 * time (give or take the coarse clock's lag), a repeating one runs
+	 * again after its interval, a removed one never runs, one removed by another's callback never runs, and one
 	 * that removes itself runs once. */
 	struct shot a = { .tag = 1 }, b = { .tag = 2, .repeats = 1 }, c = { .tag = 3 },
 		    d = { .tag = 4 }, e = { .tag = 5 };
 	guint self_id;
 
 	memset(&rec, 0, sizeof(rec));
-	t0 = now_us();
+	t0 = g_get_monotonic_time();
 	xwayd_timeout_add(60, fire, &c);
 	xwayd_timeout_add(20, fire, &a);
 	xwayd_timeout_add(40, fire, &b);           /* 40, then 80 */
@@ -122,7 +117,7 @@ Test(timer, earlier_timer_rearms_and_shutdown_frees)
 
 	memset(&rec, 0, sizeof(rec));
 	freed = 0;
-	t0 = now_us();
+	t0 = g_get_monotonic_time();
 	xwayd_timeout_add_full(5000, fire, &late, count_free);
 	xwayd_timeout_add_full(20, fire, &soon, count_free);
 	xwayd_timeout_add_full(6000, fire, &late, count_free);
