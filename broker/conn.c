@@ -462,8 +462,6 @@ static void preattach(struct xwayd_conn *k)
 	xd->st.xen_attach_us += (uint64_t)(xwayd_mono_us() - t0);
 }
 
-static bool claim_miss_take(const struct xwayd_conn *k);
-
 /* The server's broker: domain dom's broker published offer id.  A PENDING
  * record that a CLAIM matches like a local offer; we alone decide. */
 void xwayd_conn_remote_offer(uint32_t dom, uint64_t id, uint64_t cookie,
@@ -506,22 +504,6 @@ void xwayd_conn_remote_offer(uint32_t dom, uint64_t id, uint64_t cookie,
 	k->netns_server = l->netns;
 	k->side[1].uid = l->uid;
 	k->offer_id = ++xd->next_offer_id;
-	if (claim_miss_take(k)) {
-		/* Its client connected while its broker sent this, and the
-		 * server's claim came first: that server is on TCP, so this
-		 * connection is decided TCP now (its client moves what it
-		 * wrote onto TCP), not after the claim timeout. */
-		XLOG_INFO("Xen domain %u offer %llu: the server's claim came first; withdrawn",
-			  dom, (unsigned long long)id);
-		xd->st.offers_after_claim++;
-		xwayd_xen_outcome(k, false);
-		k->state = XC_FALLBACK;
-		k->reason = XWAY_R_NO_OFFER;
-		g_strlcpy(k->detail, "the server's claim came before this offer (its client "
-			  "connected while the offer was on its way)", sizeof(k->detail));
-		conn_finish(k);
-		return;
-	}
 	snprintf(k->detail, sizeof(k->detail), "from Xen domain %u, vchan %s", dom, path);
 	k->timer = xwayd_timeout_add(xd->cfg.claim_timeout_ms, offer_expired, k);
 	k->offered_us = xwayd_mono_us();
@@ -828,55 +810,6 @@ static bool claim_matches(const struct xwayd_conn *k, const struct xway_claim *c
 	       k->netns_server == ns;
 }
 
-/*
- * Claims that matched no offer, remembered for a claim timeout while Xen
- * mode is on.  A client in another domain connects while its broker sends
- * the offer (shim/setup.c, xway_xen_offer): the server's claim can reach
- * us first, reading every link first finds nothing, and the server is
- * told to use TCP.  The offer that comes after it must then be decided
- * TCP as well, at once (else the client waits the claim timeout for a
- * server that never reads the channel).  Fixed size: a ring of the latest
- * misses; plain clients' misses pass through it too (a race is a few
- * milliseconds wide, the ring holds the last XWAYD_CLAIM_MISSES).
- */
-#define XWAYD_CLAIM_MISSES 256
-
-static struct {
-	struct xway_claim cl;
-	xwayd_netns ns;
-	gint64 at_us;                  /* 0: free */
-} claim_missed[XWAYD_CLAIM_MISSES];
-static unsigned claim_missed_next;
-
-static void claim_miss_note(const struct xway_claim *cl, xwayd_netns ns)
-{
-	unsigned i = claim_missed_next++ % XWAYD_CLAIM_MISSES;
-
-	claim_missed[i].cl = *cl;
-	claim_missed[i].ns = ns;
-	claim_missed[i].at_us = xwayd_mono_us();
-}
-
-/* k: a peer domain's offer as it comes (PENDING, sides and namespace
- * set).  True, and the miss forgotten, if a claim for its connection
- * missed within the claim timeout. */
-static bool claim_miss_take(const struct xwayd_conn *k)
-{
-	gint64 now = xwayd_mono_us();
-
-	for (unsigned i = 0; i < XWAYD_CLAIM_MISSES; i++) {
-		if (!claim_missed[i].at_us ||
-		    now - claim_missed[i].at_us > (gint64)xd->cfg.claim_timeout_ms * 1000)
-			continue;
-		if (claim_matches(k, &claim_missed[i].cl, claim_missed[i].ns) &&
-		    xwayd_xen_dom_owns(k->xen_dom, claim_missed[i].cl.peer.ip)) {
-			claim_missed[i].at_us = 0;
-			return true;
-		}
-	}
-	return false;
-}
-
 /* The pending offer a claim matches: this domain's own offers (local), the
  * peer domains' offers published to us (remote: only from the domain that
  * owns the claim's peer address), or NULL. */
@@ -997,8 +930,6 @@ void xwayd_claim(struct xwayd_client *c, const struct xway_req *r, int fd, int e
 	}
 	if (!k) {
 		xd->st.claim_misses++;
-		if (xwayd_xen_active())
-			claim_miss_note(cl, ns);
 		xwayd_send_result(c, XWAY_MSG_RESULT, r->hdr.seq, -ENOENT,
 				  XWAY_R_NO_OFFER, 0, "no pending offer for this connection");
 		record_fallback(0, XWAY_R_NO_OFFER, &cli, &srv,

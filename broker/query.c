@@ -310,7 +310,6 @@ static void q_stats(bool json, GString *o)
 		{ "offers_connecting", s->offers_connecting },
 		{ "claims", s->claims }, { "claim_misses", s->claim_misses },
 		{ "claims_read_first", s->claims_read_first },
-		{ "offers_after_claim", s->offers_after_claim },
 		{ "withdrawals", s->withdrawals }, { "expiries", s->expiries },
 		{ "fallbacks", s->fallbacks }, { "reports", s->reports },
 		{ "proto_errors", s->proto_errors }, { "queries", s->queries },

@@ -171,9 +171,6 @@ struct xwayd_stats {
 	 * claims_read_first: claims that matched only after reading those
 	 * clients' links. */
 	uint64_t offers_connecting, claims_read_first;
-	/* Xen mode: a peer domain's offers that came after the server's
-	 * claim had missed them (withdrawn at once, conn.c claim_miss_*). */
-	uint64_t offers_after_claim;
 	uint64_t clients_total, offers, claims, claim_misses, withdrawals,
 		 expiries, fallbacks, reports, proto_errors, queries,
 		 listener_adds, listener_dels, disconnects_forced;

@@ -629,17 +629,16 @@ static uint32_t xway_xen_dom_of(struct xway_result *res)
 }
 
 /*
- * An offer sent before our SYN (early) that we cannot follow up: our end
- * of the channel could not be made, or no memory for the record.  The
- * server may have claimed it already, and would then read a channel
- * nobody writes.  Withdraw; unless the broker answers "withdrawn" (both
+ * A registered offer we cannot follow up (our end of the channel or the
+ * connection's record could not be made: allocation failures).  Before
+ * the SYN, a withdrawal settles it: nothing can be claimed yet.  After it
+ * (an early offer, §2.2) the server may have claimed already and would
+ * read a ring nobody writes: unless the broker answers "withdrawn" (both
  * ends on TCP), end the connection as a server that closes at once would
  * (xway_setup_accepted does the same for a claim it cannot attach), so
- * both applications see the failure instead of a silent split.  A Xen
- * offer's withdrawal is decided by the server's broker later ("asked"):
- * that too ends it.  Rare: only allocation failures lead here.
+ * both applications see the failure instead of a silent split.
  */
-static void xway_early_abandon(int fd, uint64_t offer_id, const char *why)
+static void xway_offer_abandon(int fd, uint64_t offer_id, int early, const char *why)
 {
 	struct xway_withdraw w = { .offer_id = offer_id };
 	struct xway_result res;
@@ -648,26 +647,11 @@ static void xway_early_abandon(int fd, uint64_t offer_id, const char *why)
 	memset(&res, 0, sizeof(res));
 	r = xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
 			     XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
-	if (r == XWAY_MSG_RESULT && res.status == 0)
+	if (!early || (r == XWAY_MSG_RESULT && res.status == 0))
 		return;
 	XWARN("connect fd %d: %s after the SYN left, and the offer may be claimed; "
 	      "shutting the connection down", fd, why);
 	real.shutdown(fd, SHUT_RDWR);
-}
-
-/* A registered offer we cannot follow up: before the SYN a withdrawal
- * settles it (nothing can be claimed yet); after it, see above. */
-static void xway_offer_abandon(int fd, uint64_t offer_id, int early, const char *why)
-{
-	struct xway_withdraw w = { .offer_id = offer_id };
-	struct xway_result res;
-
-	if (early) {
-		xway_early_abandon(fd, offer_id, why);
-		return;
-	}
-	xway_broker_call(XWAY_MSG_WITHDRAW, &w, sizeof(w), NULL, 0,
-			 XWAY_MSG_RESULT, &res, sizeof(res), NULL, NULL);
 }
 
 /*
@@ -680,39 +664,20 @@ static void xway_offer_abandon(int fd, uint64_t offer_id, int early, const char 
  * xway_xen_pending_chan; 0: the broker did not make it pending (*res says
  * why, the broker recorded it); -errno: failed, the offer withdrawn (or
  * never registered).
- *
- * The offer is queued to our broker, then the real connect() runs while
- * the broker reads it (*early = 1, its result in *cr), as for a local
- * listener (docs/DESIGN.md §2.2, docs/XEN.md §3.2): the broker's work and
- * its link record to the peer's broker overlap the handshake.  The peer's
- * broker may then see the server's CLAIM first; it answers "no offer"
- * (the server uses TCP) and withdraws the offer when it comes, so both
- * ends agree on TCP.  Without a free early slot, the offer is answered
- * before connect() as before.
  */
 static long xway_xen_offer(struct xway_offer *off, struct xway_result *res,
 			   const struct xway_chan_params *p, struct xway_chan **xc,
-			   int ofds[4], uint32_t dom, const struct sockaddr *sa,
-			   socklen_t salen, int *early, long *cr)
+			   int ofds[4], uint32_t dom)
 {
 	struct xway_result_xen rx;
 	long r;
 	int vfds[2] = { -1, -1 }, nf = 2;
-	uint32_t seq = 0;
 
 	off->backend = XWAY_BACKEND_XEN;
 	memset(&rx, 0, sizeof(rx));
-	r = xway_broker_request(XWAY_MSG_OFFER, XWAY_HDR_F_CONNECTING, off, sizeof(*off),
-				ofds, 4, &seq);
-	if (r == 0) {
-		*early = 1;
-		*cr = XWAY_SYS(real.connect(ofds[0], sa, salen));
-		r = xway_broker_reply(seq, xway_decision_wait_ms(), &rx, sizeof(rx), vfds, &nf);
-	} else if (r == -EBUSY) {
-		r = xway_broker_call_tmo(xway_decision_wait_ms(), XWAY_MSG_OFFER, off,
-					 sizeof(*off), ofds, 4, XWAY_MSG_RESULT, &rx,
-					 sizeof(rx), vfds, &nf);
-	}
+	r = xway_broker_call_tmo(xway_decision_wait_ms(), XWAY_MSG_OFFER, off,
+				 sizeof(*off), ofds, 4, XWAY_MSG_RESULT, &rx,
+				 sizeof(rx), vfds, &nf);
 	*res = rx.base;
 	if (r != XWAY_MSG_RESULT || res->status != 1) {
 		for (int i = 0; i < nf; i++)
@@ -728,13 +693,14 @@ static long xway_xen_offer(struct xway_offer *off, struct xway_result *res,
 	}
 	if (r < 0) {
 		*xc = NULL;
-		/* Registered but unusable (our grants are gone). */
-		xway_offer_abandon(ofds[0], res->offer_id, *early, "no Xen channel end");
+		/* Registered but unusable: withdraw.  Nobody can claim it
+		 * meanwhile (no SYN has left), and our grants are gone. */
+		xway_offer_abandon(ofds[0], res->offer_id, 0, "no Xen channel end");
 		return r;
 	}
 	xway_xen_pending_chan = *xc;
 	XDBG("offer to Xen domain %u: vchan server end from the broker (port %u, "
-	     "%u pages)%s", dom, rx.v.port, rx.v.map_pages, *early ? ", connecting" : "");
+	     "%u pages)", dom, rx.v.port, rx.v.map_pages);
 	return XWAY_MSG_RESULT;
 }
 
@@ -858,8 +824,7 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 		 * the broker's decision (docs/XEN.md). */
 		struct xway_chan *xc = NULL;
 
-		r = xdom ? xway_xen_offer(&off, &res, &p, &xc, ofds, xdom, sa, len, &early, &cr)
-			 : -EPROTO;
+		r = xdom ? xway_xen_offer(&off, &res, &p, &xc, ofds, xdom) : -EPROTO;
 		if (r == 0) {
 			/* The broker's answer is in res (no listener there any
 			 * more, or its set-up failed: recorded there). */
@@ -869,7 +834,7 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 			XDBG("connect fd %d: plain TCP (setup-chan: xen: %s)", fd,
 			     strerror((int)-r));
 			xway_report_fallback(NULL, 0, XWAY_R_SETUP_CHAN, "xen vchan set-up failed");
-			return early ? (int)cr : 1;
+			return 1;
 		}
 		r = XWAY_MSG_RESULT;
 	}
@@ -894,11 +859,12 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 
 		xway_xen_pending_chan = NULL;
 		if (xway_chan_xen_set_decision(xc, chan) < 0) {
-			/* Rare: epoll_create failed. */
-			xway_offer_abandon(fd, res.offer_id, early, "no decision channel");
+			/* Rare: epoll_create failed.  (Never early: see the
+			 * Xen offer above.) */
+			xway_offer_abandon(fd, res.offer_id, 0, "no decision channel");
 			xway_chan_close(xc);
 			xway_chan_close(chan);
-			return early ? (int)cr : 1;
+			return 1;
 		}
 		chan = xc;
 	}

@@ -1107,38 +1107,6 @@ Test(xen, peer_link_offers_are_decided_here)
 		close(acc);
 	}
 
-	/* The claim before the offer (its client connected while the offer
-	 * was on its way, shim/setup.c): the server hears "no offer", and
-	 * the offer that follows is withdrawn as it comes, neither attached
-	 * nor left pending for the claim timeout. */
-	{
-		struct xway_claim cl;
-		struct xway_result res;
-		struct xway_addr src;
-		int s, acc = -1;
-		char *q;
-
-		s = connect_from("127.0.0.2", l, &a, &acc);
-		cr_assert_eq(tb_sock_name(s, false, &src), 0);
-		cr_assert_eq(tb_sock_name(acc, false, &cl.local), 0);
-		cr_assert_eq(tb_sock_name(acc, true, &cl.peer), 0);
-		memset(&res, 0, sizeof(res));
-		cr_assert_eq(tb_call(bfd, XWAY_MSG_CLAIM, &cl, sizeof(cl), &acc, 1, &res,
-				     sizeof(res), NULL, NULL), XWAY_MSG_RESULT);
-		cr_assert_eq(res.status, -ENOENT, "claim without an offer: status %d", res.status);
-		snprintf(rec, sizeof(rec), "offer 10 8 3 00000000000000ae 127.0.0.2:%u 127.0.0.1:%u",
-			 ntohs(src.port), ntohs(a.port));
-		rec_send(cfd, rec);
-		cr_assert_str_eq(rec_recv(cfd), "outcome 10 withdrawn");
-		q = tb_query(bfd, XWAY_Q_STATS, true);
-		cr_assert(q && strstr(q, "\"offers_after_claim\":1,") &&
-			  strstr(q, "\"xen_attaches_early\":2,"),
-			  "the late offer was not decided as it came: %s", q);
-		free(q);
-		close(s);
-		close(acc);
-	}
-
 	/* Pending when the link closes: withdrawn, the outcome through xenstore. */
 	snprintf(rec, sizeof(rec), "offer 8 8 3 00000000000000ac 192.0.2.50:40001 127.0.0.1:%u",
 		 ntohs(a.port));
