@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -457,17 +458,19 @@ void xway_fd_nolisten_set(int fd)
 					 memory_order_relaxed);
 }
 
-void xway_fd_nolisten_clear(int fd)
+void xway_fd_new_file(int fd)
 {
 	/* Load first: close() of an unremembered number (nearly all) writes
 	 * nothing, so no cache line bounces between threads. */
 	if (xway_fd_nolisten(fd))
 		atomic_fetch_and_explicit(&xway_nolisten[fd >> 6], ~(1ULL << (fd & 63)),
 					  memory_order_relaxed);
+	xway_fd_fresh_forget(fd);
 }
 
-void xway_fd_nolisten_clear_range(unsigned lo, unsigned hi)
+void xway_fd_new_files(unsigned lo, unsigned hi)
 {
+	xway_fd_fresh_forget_range(lo, hi);
 	if (lo >= XWAY_FD_MAX)
 		return;
 	if (hi >= XWAY_FD_MAX)
@@ -480,6 +483,101 @@ void xway_fd_nolisten_clear_range(unsigned lo, unsigned hi)
 			m &= (1ULL << ((hi & 63) + 1)) - 1;
 		if (atomic_load_explicit(&xway_nolisten[w], memory_order_relaxed) & m)
 			atomic_fetch_and_explicit(&xway_nolisten[w], ~m, memory_order_relaxed);
+	}
+}
+
+/* ---- TCP sockets made here and untouched --------------------------------- */
+
+/*
+ * A TCP socket this process made through socket() and has not bound,
+ * connected, listened on, or set an option of that a connection's set-up
+ * reads: its connect() then knows without a system call that the socket
+ * is TCP, unconnected and unbound, its family, that SO_REUSEADDR and
+ * SO_REUSEPORT are off, SO_RCVTIMEO/SO_SNDTIMEO 0, SO_RCVLOWAT 1, no
+ * SO_LINGER, and O_NONBLOCK as socket()'s type said (12 calls of a
+ * connect, each a trap through the hypervisor in a Xen PV domain).  What
+ * could change one of those through us forgets the socket (bind, listen,
+ * connect, a new file at the number: xway_fd_new_file) or marks it
+ * (setsockopt of those options, F_SETFL, FIONBIO).  Only a raw system
+ * call behind our back makes the record wrong; the cost is then bounded:
+ * the broker's own proof refuses an offer for a socket that is not an
+ * unconnected TCP one, and the connection stays on TCP with the kernel's
+ * answer (a wrongly assumed O_NONBLOCK or timeout is the one way an
+ * application could notice; raw fcntl on a socket it made through libc
+ * is not a pattern HAZARDS.md found).
+ *
+ * One 64-bit word per slot, fd modulo the slot count: (fd + 1) << 8 |
+ * flags.  Two sockets of one slot: the later one wins, the earlier takes
+ * the system calls.  Relaxed atomics: each word stands alone.
+ */
+#define XWAY_FRESH_SLOTS 64
+static _Atomic uint64_t xway_fresh[XWAY_FRESH_SLOTS];
+
+void xway_fd_fresh_note(int fd, int domain, int type, int protocol)
+{
+	uint64_t f = 0;
+
+	if (fd < 0 || (domain != AF_INET && domain != AF_INET6) ||
+	    (type & 0xf) != SOCK_STREAM || (protocol != 0 && protocol != IPPROTO_TCP))
+		return;
+	if (domain == AF_INET6)
+		f |= XWAY_FRESH_V6;
+	if (type & SOCK_NONBLOCK)
+		f |= XWAY_FRESH_NONBLOCK;
+	atomic_store_explicit(&xway_fresh[(unsigned)fd % XWAY_FRESH_SLOTS],
+			      ((uint64_t)fd + 1) << 8 | f, memory_order_relaxed);
+}
+
+unsigned xway_fd_fresh(int fd)
+{
+	uint64_t v;
+
+	if (fd < 0)
+		return 0;
+	v = atomic_load_explicit(&xway_fresh[(unsigned)fd % XWAY_FRESH_SLOTS],
+				 memory_order_relaxed);
+	return (v >> 8) == (uint64_t)fd + 1 ? (unsigned)(v & 0xff) | XWAY_FRESH_YES : 0;
+}
+
+void xway_fd_fresh_mark(int fd, unsigned flag)
+{
+	_Atomic uint64_t *w;
+	uint64_t v;
+
+	if (fd < 0)
+		return;
+	w = &xway_fresh[(unsigned)fd % XWAY_FRESH_SLOTS];
+	v = atomic_load_explicit(w, memory_order_relaxed);
+	/* Only this socket's word: another's may have replaced it. */
+	while ((v >> 8) == (uint64_t)fd + 1 &&
+	       !atomic_compare_exchange_weak_explicit(w, &v, v | flag, memory_order_relaxed,
+						      memory_order_relaxed))
+		;
+}
+
+void xway_fd_fresh_forget(int fd)
+{
+	_Atomic uint64_t *w;
+	uint64_t v;
+
+	if (fd < 0)
+		return;
+	w = &xway_fresh[(unsigned)fd % XWAY_FRESH_SLOTS];
+	v = atomic_load_explicit(w, memory_order_relaxed);
+	if ((v >> 8) == (uint64_t)fd + 1)
+		atomic_compare_exchange_strong_explicit(w, &v, 0, memory_order_relaxed,
+							memory_order_relaxed);
+}
+
+void xway_fd_fresh_forget_range(unsigned lo, unsigned hi)
+{
+	for (unsigned i = 0; i < XWAY_FRESH_SLOTS; i++) {
+		uint64_t v = atomic_load_explicit(&xway_fresh[i], memory_order_relaxed);
+
+		if (v && (v >> 8) - 1 >= lo && (v >> 8) - 1 <= hi)
+			atomic_compare_exchange_strong_explicit(&xway_fresh[i], &v, 0,
+								memory_order_relaxed,
+								memory_order_relaxed);
 	}
 }
 

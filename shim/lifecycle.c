@@ -684,7 +684,7 @@ XWAY_EXPORT int close_range(unsigned int lo, unsigned int hi, int flags)
 		return real.close_range(lo, hi, flags);
 	xway_lc_check();
 	if (!(flags & CLOSE_RANGE_CLOEXEC))
-		xway_fd_nolisten_clear_range(lo, hi);   /* numbers freed */
+		xway_fd_new_files(lo, hi);   /* numbers freed */
 	return (int)xway_ret(xway_close_range(lo, hi, flags));
 }
 
@@ -695,7 +695,7 @@ XWAY_EXPORT void closefrom(int lo)
 		return;
 	}
 	xway_lc_check();
-	xway_fd_nolisten_clear_range((unsigned)lo, ~0U);
+	xway_fd_new_files((unsigned)lo, ~0U);
 	if (xway_close_range((unsigned)lo, ~0U, 0) < 0) {
 		/* glibc's closefrom falls back to closing one by one. */
 		int saved = errno;

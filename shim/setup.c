@@ -112,15 +112,28 @@ static int xway_is_tcp_stream(int fd)
 	       v == SOCK_STREAM;
 }
 
-/* Socket state set before the connection became ours. */
-static void xway_snapshot_opts(struct xway_conn *c, int fd)
+/* Socket state set before the connection became ours.  fresh: what is
+ * known without asking the kernel (xway_fd_fresh's word, or an accepted
+ * socket's O_NONBLOCK from accept4's flags; 0: nothing). */
+static void xway_snapshot_opts(struct xway_conn *c, int fd, unsigned fresh)
 {
 	struct linger lg = { 0, 0 };
 	socklen_t l = sizeof(lg);
-	long fl = XWAY_SYS(real.fcntl(fd, F_GETFL, 0));
+	long fl;
 
+	if (fresh && !(fresh & XWAY_FRESH_NB_SET))
+		fl = fresh & XWAY_FRESH_NONBLOCK ? O_NONBLOCK : 0;
+	else
+		fl = XWAY_SYS(real.fcntl(fd, F_GETFL, 0));
 	atomic_store_explicit(&c->nonblock, fl >= 0 && (fl & O_NONBLOCK),
 			      memory_order_relaxed);
+	if (fresh && !(fresh & XWAY_FRESH_OPTS_SET)) {
+		/* The kernel's defaults for a new socket. */
+		c->rcvtimeo_ms = c->sndtimeo_ms = 0;
+		c->rcvlowat = 1;
+		c->linger_on = c->linger_s = 0;
+		return;
+	}
 	c->rcvtimeo_ms = xway_timeo_ms(fd, SO_RCVTIMEO);
 	c->sndtimeo_ms = xway_timeo_ms(fd, SO_SNDTIMEO);
 	c->rcvlowat = xway_sock_rcvlowat(fd);
@@ -507,7 +520,6 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 	int fds[3] = { -1, -1, -1 }, nf = 3;
 	long r;
 
-	(void)flags;
 	if (xway_sock_name(nfd, 0, &body.local) < 0 ||
 	    xway_sock_name(nfd, 1, &body.peer) < 0)
 		return;
@@ -589,7 +601,10 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 	c->family = lc->family;
 	c->local = body.local;
 	c->peer = body.peer;
-	xway_snapshot_opts(c, nfd);
+	/* O_NONBLOCK is accept4's flag (Linux does not inherit it from the
+	 * listener); the options below it are inherited: asked. */
+	xway_snapshot_opts(c, nfd, XWAY_FRESH_YES | XWAY_FRESH_OPTS_SET |
+			   (flags & SOCK_NONBLOCK ? XWAY_FRESH_NONBLOCK : 0));
 	atomic_store_explicit(&c->state, XWAY_ST_ACCEL, memory_order_relaxed);
 	if (xway_fd_set(nfd, c) < 0) {
 		real.shutdown(nfd, SHUT_RDWR);
@@ -704,9 +719,22 @@ static long xway_xen_offer(struct xway_offer *off, struct xway_result *res,
 	return XWAY_MSG_RESULT;
 }
 
+/* The name of a socket bound to the wildcard address of family and port
+ * (host order; 0: unbound), as getsockname would give it. */
+static int xway_wildcard_name(int family, uint16_t port, struct xway_addr *out)
+{
+	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+	struct sockaddr_in s4 = { .sin_family = AF_INET, .sin_port = htons(port) };
+
+	return family == AF_INET6
+	       ? xway_sockaddr_to_addr((struct sockaddr *)&s6, sizeof(s6), out)
+	       : xway_sockaddr_to_addr((struct sockaddr *)&s4, sizeof(s4), out);
+}
+
 /* Returns 1 when the caller should do a plain connect itself, else the
- * real connect's result as 0 or -errno. */
-int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
+ * real connect's result as 0 or -errno.  fresh: what xway_fd_fresh knew of
+ * fd before this connect (0: nothing; ask the kernel). */
+int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len, unsigned fresh)
 {
 	struct xway_addr dst, src;
 	struct xway_offer off;
@@ -720,10 +748,12 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	size_t map_len = 0;
 	long r, cr = 0;
 
+	/* A socket made here and untouched is a TCP one, unconnected and
+	 * unbound (fdtable.c), so none of these calls is made for it. */
 	if (xway_cfg.disabled || xway_sockaddr_to_addr(sa, len, &dst) < 0 ||
-	    !xway_is_tcp_stream(fd))
+	    (!fresh && !xway_is_tcp_stream(fd)))
 		return 1;
-	if (xway_sock_name(fd, 1, &src) == 0)     /* already connected */
+	if (!fresh && xway_sock_name(fd, 1, &src) == 0)     /* already connected */
 		return 1;
 	if (!xway_config_allows(&xway_cfg, &dst)) {
 		XDBG("connect fd %d: plain TCP (excluded)", fd);
@@ -733,7 +763,8 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 		XDBG("connect fd %d: plain TCP (no-listener, cached)", fd);
 		return 1;
 	}
-	if (xway_sock_name(fd, 0, &src) < 0)
+	if (fresh ? xway_wildcard_name(fresh & XWAY_FRESH_V6 ? AF_INET6 : AF_INET, 0, &src)
+		  : xway_sock_name(fd, 0, &src))
 		return 1;
 	family = src.family;          /* the socket's own (getsockname's) */
 	memset(&off, 0, sizeof(off));
@@ -743,8 +774,15 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	if (src.port == 0) {
 		/* The port is drawn from the cookie's randomness (srcport.c:
 		 * why not bind(0)). */
-		r = xway_bind_ephemeral(fd, family, off.cookie);
-		if (r < 0 || xway_sock_name(fd, 0, &src) < 0) {
+		uint16_t port = 0;
+
+		r = xway_bind_ephemeral(fd, family, off.cookie,
+					fresh && !(fresh & XWAY_FRESH_OPTS_SET), &port);
+		if (r == 0 && port)
+			r = xway_wildcard_name(family, port, &src);
+		else if (r == 0)
+			r = xway_sock_name(fd, 0, &src);
+		if (r < 0) {
 			XDBG("connect fd %d: plain TCP (setup-bind: %s)", fd,
 			     strerror((int)-r));
 			xway_report_fallback(NULL, 0, XWAY_R_SETUP_BIND, r == -EADDRINUSE
@@ -887,7 +925,7 @@ int xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	c->hdr_borrowed = 1;
 	c->local = src;
 	c->peer = dst;
-	xway_snapshot_opts(c, fd);
+	xway_snapshot_opts(c, fd, fresh);
 	atomic_store_explicit(&c->state, XWAY_ST_PENDING, memory_order_relaxed);
 	if (xway_fd_set(fd, c) < 0) {
 		/* Registered: withdraw, or the server could claim it while we

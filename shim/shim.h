@@ -301,12 +301,26 @@ void xway_conn_free(struct xway_conn *c);          /* setup.c */
 void xway_fd_foreach(void (*fn)(int fd, struct xway_conn *c, void *arg), void *arg);
 
 /* "Not a listener we may adopt" remembered per fd number (fdtable.c): set
- * by xway_listener_adopt, cleared whenever the number may name a new file
- * (close, dup2/dup3 target, close_range, SCM_RIGHTS reception). */
+ * by xway_listener_adopt; forgotten, with a fresh socket's record (below),
+ * whenever the number may name a new file (close, dup2/dup3 target,
+ * close_range, SCM_RIGHTS reception): xway_fd_new_file(s). */
 int  xway_fd_nolisten(int fd);
 void xway_fd_nolisten_set(int fd);
-void xway_fd_nolisten_clear(int fd);
-void xway_fd_nolisten_clear_range(unsigned lo, unsigned hi);
+void xway_fd_new_file(int fd);
+void xway_fd_new_files(unsigned lo, unsigned hi);
+
+/* A TCP socket made by socket() here and untouched since (fdtable.c):
+ * xway_fd_fresh is 0, or XWAY_FRESH_YES with the flags. */
+#define XWAY_FRESH_V6       0x01u   /* AF_INET6 (else AF_INET) */
+#define XWAY_FRESH_NONBLOCK 0x02u   /* SOCK_NONBLOCK at socket() */
+#define XWAY_FRESH_NB_SET   0x04u   /* F_SETFL/FIONBIO since: ask the kernel */
+#define XWAY_FRESH_OPTS_SET 0x08u   /* an option the set-up reads was set */
+#define XWAY_FRESH_YES      0x100u
+void     xway_fd_fresh_note(int fd, int domain, int type, int protocol);
+unsigned xway_fd_fresh(int fd);
+void     xway_fd_fresh_mark(int fd, unsigned flag);
+void     xway_fd_fresh_forget(int fd);
+void     xway_fd_fresh_forget_range(unsigned lo, unsigned hi);
 
 /* ---- the shim's own descriptors ------------------------------------------ */
 
@@ -417,7 +431,7 @@ void xway_stdio_adopt(int fd);
 /* The same after dup2/dup3 of an accelerated connection onto fd 0-2
  * without an exec (sockcall.c). */
 void xway_stdio_adopt_dup(int fd);
-int  xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len);
+int  xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len, unsigned fresh);
 /* After a real accept returned nfd on listener lc: CLAIM, attach. */
 void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags);
 /* Client PENDING: look at the broker's decision and act on it (claimed ->
@@ -453,8 +467,10 @@ void xway_report_fallback(const struct xway_conn *c, int side, unsigned reason,
 /* ---- a client's source port before its SYN (srcport.c) ------------------ */
 /* Bind fd (unbound, family AF_INET or AF_INET6) to the wildcard address and
  * a port of ip_local_port_range chosen from seed, else the kernel's
- * bind(0): 0 or -errno. */
-int xway_bind_ephemeral(int fd, int family, uint64_t seed);
+ * bind(0): 0 or -errno.  reuse_off: SO_REUSEADDR and SO_REUSEPORT are known
+ * to be off (not asked).  *port (host order): the port bound, or 0 when the
+ * kernel chose it. */
+int xway_bind_ephemeral(int fd, int family, uint64_t seed, int reuse_off, uint16_t *port);
 #define XWAY_SRCPORT_RESERVED_MAX 32
 struct xway_srcport_range {
 	uint16_t lo, hi;

@@ -46,6 +46,7 @@ XWAY_EXPORT int socket(int domain, int type, int protocol)
 {
 	int fd = real.socket(domain, type, protocol);
 
+	xway_fd_fresh_note(fd, domain, type, protocol);
 	/* The broker link is opened at the first TCP socket, so it exists
 	 * before a sandbox that would forbid connecting to it goes up. */
 	if (fd >= 0 && (domain == AF_INET || domain == AF_INET6) &&
@@ -83,7 +84,13 @@ static void xway_disconnected(struct xway_conn *c)
 XWAY_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 {
 	struct xway_conn *c = xway_lookup_fd(fd);
+	/* What the set-up may know of a socket made here (fdtable.c); used
+	 * once: from now on the kernel's state is the connection's. */
+	unsigned fresh = xway_fd_fresh(fd);
 	int r;
+
+	if (fresh)
+		xway_fd_fresh_forget(fd);
 
 	if (c && sa && len >= sizeof(sa_family_t) && sa->sa_family == AF_UNSPEC) {
 		r = real.connect(fd, sa, len);
@@ -118,7 +125,7 @@ XWAY_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 	}
 	if (!xway_ready() || xway_cfg.disabled)
 		return real.connect(fd, sa, len);
-	r = xway_setup_connect(fd, sa, len);
+	r = xway_setup_connect(fd, sa, len, fresh);
 	if (r == 1)
 		return real.connect(fd, sa, len);
 	return (int)xway_ret(r);
@@ -126,11 +133,13 @@ XWAY_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 
 XWAY_EXPORT int bind(int fd, const struct sockaddr *sa, socklen_t len)
 {
+	xway_fd_fresh_forget(fd);
 	return real.bind(fd, sa, len);
 }
 
 XWAY_EXPORT int listen(int fd, int backlog)
 {
+	xway_fd_fresh_forget(fd);
 	if (!xway_ready() || xway_cfg.disabled)
 		return real.listen(fd, backlog);
 	return (int)xway_ret(xway_setup_listen(fd, backlog));
@@ -151,8 +160,11 @@ XWAY_EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 		 * stays plain TCP. */
 		if (__builtin_expect(!xway_ready() || xway_cfg.disabled ||
 				     xway_fd_nolisten(fd), 1) ||
-		    !(lc = xway_listener_adopt(fd)))
-			return real.accept4(fd, sa, len, flags);
+		    !(lc = xway_listener_adopt(fd))) {
+			nfd = real.accept4(fd, sa, len, flags);
+			xway_fd_fresh_forget(nfd);   /* a record left by a raw close */
+			return nfd;
+		}
 	}
 	if (atomic_load_explicit(&lc->state, memory_order_acquire) == XWAY_ST_LISTENER &&
 	    xway_listener_stale(lc)) {
@@ -166,6 +178,7 @@ XWAY_EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 		errno = saved;
 	}
 	nfd = real.accept4(fd, sa, len, flags);
+	xway_fd_fresh_forget(nfd);      /* a record left by a raw close */
 	if (atomic_load_explicit(&lc->state, memory_order_acquire) == XWAY_ST_LISTENER &&
 	    !atomic_load_explicit(&lc->registered, memory_order_acquire)) {
 		/* The broker came back while we were blocked: register for
@@ -208,7 +221,7 @@ XWAY_EXPORT int close(int fd)
 	/* epoll.c: an epoll fd's accelerated records go with it. */
 	xway_ep_fd_closing(fd, -1);
 	/* The number's next file may be a listener. */
-	xway_fd_nolisten_clear(fd);
+	xway_fd_new_file(fd);
 	if (!xway_fd_is_ours(fd))
 		return real.close(fd);
 	int r = xway_close_app_fd(fd);
@@ -378,7 +391,7 @@ static void xway_scm_adopt_listeners(struct msghdr *msg)
 		for (size_t i = 0; i < n && i < 253; i++) {
 			int nfd;
 			memcpy(&nfd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-			xway_fd_nolisten_clear(nfd);
+			xway_fd_new_file(nfd);
 			if (xway_fd_is_ours(nfd))
 				continue;       /* a connection scm.c re-attached */
 			struct xway_conn *lc = xway_listener_adopt(nfd);
@@ -469,8 +482,11 @@ XWAY_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 {
 	struct xway_conn *c = xway_lookup_fd(fd);
 
-	if (__builtin_expect(!c, 1))
+	if (__builtin_expect(!c, 1)) {
+		if (sa && (flags & MSG_FASTOPEN))
+			xway_fd_fresh_forget(fd);      /* connects (TCP Fast Open) */
 		return real.sendto(fd, buf, len, flags, sa, salen);
+	}
 	/* A connected TCP socket ignores the address. */
 	return xway_send1(c, buf, len, flags);
 }
@@ -481,6 +497,8 @@ XWAY_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 	ssize_t r;
 
 	if (__builtin_expect(!c, 1)) {
+		if (msg && msg->msg_name && (flags & MSG_FASTOPEN))
+			xway_fd_fresh_forget(fd);      /* connects (TCP Fast Open) */
 		/* scm.c: hand accelerated fds sent by SCM_RIGHTS over. */
 		if (msg && msg->msg_control && msg->msg_controllen && xway_ready() &&
 		    !xway_cfg.disabled)
@@ -503,8 +521,11 @@ XWAY_EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int fla
 	unsigned int i;
 	ssize_t r = 0;
 
-	if (__builtin_expect(!c, 1))
+	if (__builtin_expect(!c, 1)) {
+		if (flags & MSG_FASTOPEN)
+			xway_fd_fresh_forget(fd);      /* connects (TCP Fast Open) */
 		return real.sendmmsg(fd, vec, vlen, flags);
+	}
 	for (i = 0; i < vlen && i < 1024; i++) {
 		struct msghdr *m = &vec[i].msg_hdr;
 		r = xway_io_send(c, m->msg_iov, (int)m->msg_iovlen, flags);
@@ -718,13 +739,33 @@ static int xway_tv_ms(const void *val, socklen_t len)
 	return ms < 0 ? -1 : ms > 0x7fffffff ? 0x7fffffff : (int)ms;
 }
 
+/* The SOL_SOCKET options a connection's set-up reads from its socket
+ * (setup.c: the source port's bind, xway_snapshot_opts). */
+static int xway_opt_snapshotted(int name)
+{
+	switch (name) {
+	case SO_REUSEADDR: case SO_REUSEPORT: case SO_RCVLOWAT: case SO_LINGER:
+	case SO_RCVTIMEO: case SO_SNDTIMEO:
+#if defined(SO_RCVTIMEO_NEW) && defined(SO_RCVTIMEO_OLD)
+	case (SO_RCVTIMEO == SO_RCVTIMEO_NEW ? SO_RCVTIMEO_OLD : SO_RCVTIMEO_NEW):
+	case (SO_SNDTIMEO == SO_SNDTIMEO_NEW ? SO_SNDTIMEO_OLD : SO_SNDTIMEO_NEW):
+#endif
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 XWAY_EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
 	struct xway_conn *c = xway_lookup_fd(fd);
 	int r;
 
-	if (__builtin_expect(!c, 1))
+	if (__builtin_expect(!c, 1)) {
+		if (level == SOL_SOCKET && xway_opt_snapshotted(name))
+			xway_fd_fresh_mark(fd, XWAY_FRESH_OPTS_SET);
 		return real.setsockopt(fd, level, name, val, len);
+	}
 	if (level == IPPROTO_TCP && name == TCP_DEFER_ACCEPT &&
 	    atomic_load_explicit(&c->state, memory_order_relaxed) == XWAY_ST_LISTENER &&
 	    atomic_load_explicit(&c->registered, memory_order_acquire)) {
@@ -791,8 +832,11 @@ static int xway_fcntl(int fd, int cmd, long arg, int (*fn)(int, int, long))
 	struct xway_conn *c = xway_lookup_fd(fd);
 	int r;
 
-	if (__builtin_expect(!c, 1))
+	if (__builtin_expect(!c, 1)) {
+		if (cmd == F_SETFL)
+			xway_fd_fresh_mark(fd, XWAY_FRESH_NB_SET);
 		return fn(fd, cmd, arg);
+	}
 	r = fn(fd, cmd, arg);
 	if (r >= 0 && cmd == F_SETFL)
 		atomic_store_explicit(&c->nonblock, (arg & O_NONBLOCK) != 0,
@@ -841,8 +885,11 @@ XWAY_EXPORT int ioctl(int fd, unsigned long req, ...)
 	arg = va_arg(ap, void *);
 	va_end(ap);
 	c = xway_lookup_fd(fd);
-	if (__builtin_expect(!c, 1))
+	if (__builtin_expect(!c, 1)) {
+		if (req == FIONBIO)
+			xway_fd_fresh_mark(fd, XWAY_FRESH_NB_SET);
 		return real.ioctl(fd, req, arg);
+	}
 	r = xway_io_ioctl(c, req, arg);
 	xway_conn_put(c);
 	return (int)xway_ret(r);
@@ -920,7 +967,7 @@ XWAY_EXPORT int dup2(int fd, int fd2)
 		return (int)xway_ret(-EBUSY);
 	if (xway_ready() && fd != fd2) {
 		xway_ep_fd_closing(fd2, fd);    /* an epoll fd replaced */
-		xway_fd_nolisten_clear(fd2);    /* fd2 names fd's file now */
+		xway_fd_new_file(fd2);    /* fd2 names fd's file now */
 	}
 	return xway_dup_onto(fd, fd2, 0, 0);
 }
@@ -931,7 +978,7 @@ XWAY_EXPORT int dup3(int fd, int fd2, int flags)
 		return (int)xway_ret(-EBUSY);
 	if (xway_ready() && fd != fd2 && !(flags & ~O_CLOEXEC)) {
 		xway_ep_fd_closing(fd2, fd);    /* an epoll fd replaced */
-		xway_fd_nolisten_clear(fd2);
+		xway_fd_new_file(fd2);
 	}
 	return xway_dup_onto(fd, fd2, flags, 1);
 }

@@ -249,19 +249,21 @@ static int64_t coarse_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int xway_bind_ephemeral(int fd, int family, uint64_t seed)
+int xway_bind_ephemeral(int fd, int family, uint64_t seed, int reuse_off, uint16_t *port)
 {
 	const struct xway_srcport_cfg *c = srcport_cfg();
 	int64_t full = __atomic_load_n(&xw_full_until, __ATOMIC_RELAXED);
 	int r = -EADDRINUSE;
 
+	if (port)
+		*port = 0;
 	if (full) {
 		if (coarse_ns() < full)
 			return -EADDRINUSE;
 		__atomic_store_n(&xw_full_until, 0, __ATOMIC_RELAXED);
 	}
 
-	if (c && !sock_flag(fd, SO_REUSEADDR) && !sock_flag(fd, SO_REUSEPORT)) {
+	if (c && (reuse_off || (!sock_flag(fd, SO_REUSEADDR) && !sock_flag(fd, SO_REUSEPORT)))) {
 		uint32_t span = (uint32_t)c->hi - c->lo + 1;
 		unsigned tried = 0, tries = SRCPORT_TRIES;
 
@@ -273,14 +275,16 @@ int xway_bind_ephemeral(int fd, int family, uint64_t seed)
 			tries = 1;
 		}
 		for (unsigned i = 0; i < tries; i++) {
-			uint16_t port = (uint16_t)(c->lo + mix64(seed + i) % span);
+			uint16_t p = (uint16_t)(c->lo + mix64(seed + i) % span);
 
-			if (reserved(c, port))
+			if (reserved(c, p))
 				continue;
 			tried++;
-			r = bind_port(fd, family, port);
+			r = bind_port(fd, family, p);
 			if (r == 0 || r == -EADDRINUSE)
 				busy_note(r != 0);
+			if (r == 0 && port)
+				*port = p;
 			if (r == 0 || r == -EINVAL)     /* EINVAL: bound meanwhile */
 				return r;
 			if (r != -EADDRINUSE)

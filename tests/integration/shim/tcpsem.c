@@ -176,13 +176,11 @@ static int listener(int *port)
 	return fd;
 }
 
-static int dial(const char *host, int port, int nonblock)
+static socklen_t dial_addr(const char *host, int port, struct sockaddr_storage *to)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl;
-	int fd = socket(family, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0);
 
-	CHECK(fd >= 0, "socket");
 	memset(&ss, 0, sizeof(ss));
 	if (family == AF_INET) {
 		struct sockaddr_in *s = (void *)&ss;
@@ -197,6 +195,17 @@ static int dial(const char *host, int port, int nonblock)
 		CHECK(inet_pton(AF_INET6, host, &s->sin6_addr) == 1, "addr %s", host);
 		sl = sizeof(*s);
 	}
+	*to = ss;
+	return sl;
+}
+
+static int dial(const char *host, int port, int nonblock)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = dial_addr(host, port, &ss);
+	int fd = socket(family, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0);
+
+	CHECK(fd >= 0, "socket");
 	int r = connect(fd, (void *)&ss, sl);
 	if (nonblock) {
 		CHECK(r == -1 && errno == EINPROGRESS, "nonblocking connect: EINPROGRESS");
@@ -1766,6 +1775,88 @@ static void again_client(int fd, pid_t sp)
 	}
 }
 
+/* Check: what a client sets on its socket before connect() holds on the
+ * connection, as on kernel TCP (the shim learns such options from the
+ * socket, or knows a socket made and left alone: shim/fdtable.c):
+ * SO_RCVTIMEO (recv waits, then EAGAIN), O_NONBLOCK by fcntl (connect
+ * says EINPROGRESS, recv EAGAIN at once), SO_LINGER {1,0} (close resets:
+ * the server reads ECONNRESET), SO_REUSEADDR (still connected and
+ * accelerated).  Connections 1-4 after main's. */
+#define PREOPTS_CONNS 4
+
+static void preopts_server(int fd)
+{
+	char b[1];
+
+	for (int i = 1; i <= PREOPTS_CONNS; i++) {
+		int c = accept(lshut_lfd, NULL, NULL);
+
+		CHECK(c >= 0, "accept %d", i);
+		read_exact(c, b, 1);
+		CHECK(b[0] == 'p', "connection %d: request", i);
+		write_all(c, "P", 1);
+		errno = 0;
+		if (i == 3)
+			CHECK(read(c, b, 1) < 0 && errno == ECONNRESET,
+			      "connection 3: SO_LINGER {1,0} set before connect: reset (%s)",
+			      strerror(errno));
+		else
+			CHECK(read(c, b, 1) == 0, "connection %d: EOF (%s)", i, strerror(errno));
+		close(c);
+	}
+	CHECK(read(fd, b, 1) == 0, "main connection: EOF");
+}
+
+static void preopts_client(int fd, pid_t sp)
+{
+	(void)fd;
+	(void)sp;
+	for (int i = 1; i <= PREOPTS_CONNS; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = dial_addr(again_host, again_port, &ss);
+		struct timeval tv = { 0, 200000 };
+		struct linger lg = { 1, 0 };
+		struct timespec t0, t1;
+		int s = socket(family, SOCK_STREAM, 0), one = 1, r;
+		char b[1];
+
+		CHECK(s >= 0, "socket");
+		if (i == 1)
+			CHECK(setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0,
+			      "SO_RCVTIMEO");
+		if (i == 2)
+			CHECK(fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK) == 0, "O_NONBLOCK");
+		if (i == 3)
+			CHECK(setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0, "SO_LINGER");
+		if (i == 4)
+			CHECK(setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0,
+			      "SO_REUSEADDR");
+		r = connect(s, (void *)&ss, sl);
+		if (i == 2) {
+			struct pollfd p = { .fd = s, .events = POLLOUT };
+
+			CHECK(r == -1 && errno == EINPROGRESS, "O_NONBLOCK before connect: EINPROGRESS");
+			CHECK(poll(&p, 1, 10000) == 1 && (p.revents & POLLOUT), "POLLOUT after connect");
+			CHECK_ERR(recv(s, b, 1, 0), EAGAIN);
+			CHECK(fcntl(s, F_SETFL, fcntl(s, F_GETFL) & ~O_NONBLOCK) == 0, "blocking");
+		} else {
+			CHECK(r == 0, "connection %d: connect", i);
+		}
+		write_all(s, "p", 1);
+		read_exact(s, b, 1);
+		CHECK(b[0] == 'P', "connection %d: answer", i);
+		if (i == 1) {
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			CHECK_ERR(recv(s, b, 1, 0), EAGAIN);
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			CHECK((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 >= 150,
+			      "SO_RCVTIMEO set before connect: recv waited");
+		}
+		check_small(s, 1);
+		close(s);
+	}
+}
+
 /* gap: a known difference of the shim from kernel TCP (shim/README.md):
  * left out of `list` (so out of the scripts' runs) unless XWAY_TEST_GAPS
  * is set; runnable by name. */
@@ -1805,6 +1896,7 @@ static const struct tcase cases[] = {
 	{ "defer", defer_server, defer_client, 1 },
 	{ "lshut", lshut_server, lshut_client, 0 },
 	{ "again", again_server, again_client, 0 },
+	{ "preopts", preopts_server, preopts_client, 0 },
 };
 
 int main(int argc, char **argv)
@@ -1912,7 +2004,8 @@ int main(int argc, char **argv)
 		int fd = accept(lfd, NULL, NULL);
 		CHECK(fd >= 0, "accept");
 		lshut_lfd = lfd;
-		if (strcmp(tc->name, "lshut") && strcmp(tc->name, "again"))
+		if (strcmp(tc->name, "lshut") && strcmp(tc->name, "again") &&
+		    strcmp(tc->name, "preopts"))
 			close(lfd);
 		tc->srv(fd);
 		close(fd);

@@ -103,9 +103,14 @@ Test(srcport, binds_random_ports_of_the_range)
 
 		fds[i] = socket(i % 2 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
 		cr_assert_geq(fds[i], 0);
+		uint16_t said = 0;
+
+		/* Half told the socket's options are known (a fresh socket:
+		 * no getsockopt), half not. */
 		cr_assert_eq(xway_bind_ephemeral(fds[i], i % 2 ? AF_INET6 : AF_INET,
-						 0x1234567ull * (uint64_t)(i + 1)), 0);
+						 0x1234567ull * (uint64_t)(i + 1), i & 2, &said), 0);
 		p = bound_port(fds[i]);
+		cr_assert_eq(said, p, "bound port %u, said %u", p, said);
 		cr_assert(p >= c.lo && p <= c.hi, "port %u outside %u-%u", p, c.lo, c.hi);
 		for (unsigned k = 0; k < c.nres; k++)
 			cr_assert(p < c.res[k].lo || p > c.res[k].hi, "reserved port %u", p);
@@ -129,7 +134,10 @@ Test(srcport, reuseaddr_sockets_keep_the_kernels_choice)
 
 	cr_assert_geq(fd, 0);
 	cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0);
-	cr_assert_eq(xway_bind_ephemeral(fd, AF_INET, 42), 0);
+	uint16_t said = 1;
+
+	cr_assert_eq(xway_bind_ephemeral(fd, AF_INET, 42, 0, &said), 0);
 	cr_assert_neq(bound_port(fd), 0);
+	cr_assert_eq(said, 0, "the kernel's choice is not known without getsockname");
 	close(fd);
 }
