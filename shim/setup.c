@@ -508,7 +508,8 @@ static int xway_decision_wait_ms(void);
  * default claim timeout (2000 ms), after which offers expire. */
 #define XWAY_DECISION_WAIT_MS 2500
 
-void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
+void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags,
+			 const struct sockaddr *peer, socklen_t peer_len)
 {
 	struct xway_claim body;
 	union { struct xway_claimed cl; struct xway_claimed_xenfd xen;
@@ -520,8 +521,10 @@ void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags)
 	int fds[3] = { -1, -1, -1 }, nf = 3;
 	long r;
 
+	/* The peer's name from accept itself when it came whole. */
 	if (xway_sock_name(nfd, 0, &body.local) < 0 ||
-	    xway_sock_name(nfd, 1, &body.peer) < 0)
+	    ((!peer || xway_sockaddr_to_addr(peer, peer_len, &body.peer) < 0) &&
+	     xway_sock_name(nfd, 1, &body.peer) < 0))
 		return;
 	memset(&rep, 0, sizeof(rep));
 	/*

@@ -433,7 +433,9 @@ void xway_stdio_adopt(int fd);
 void xway_stdio_adopt_dup(int fd);
 int  xway_setup_connect(int fd, const struct sockaddr *sa, socklen_t len, unsigned fresh);
 /* After a real accept returned nfd on listener lc: CLAIM, attach. */
-void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags);
+/* peer (peer_len): the address accept returned, or NULL (then asked). */
+void xway_setup_accepted(struct xway_conn *lc, int nfd, int flags,
+			 const struct sockaddr *peer, socklen_t peer_len);
 /* Client PENDING: look at the broker's decision and act on it (claimed ->
  * ACCEL; withdrawn -> FLUSH/plain TCP).  tcp_ready: TCP data or EOF was
  * seen on the socket (the server is not on the channel: WITHDRAW).

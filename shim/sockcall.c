@@ -177,7 +177,14 @@ XWAY_EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 		xway_listener_register(lc);
 		errno = saved;
 	}
-	nfd = real.accept4(fd, sa, len, flags);
+	/* The peer's address: the set-up needs it, and accept gives it for
+	 * nothing (into our buffer when the application asks for none). */
+	struct sockaddr_storage pss;
+	socklen_t plen = sizeof(pss), want = len ? *len : 0;
+	int own = !sa || !len;
+
+	nfd = own ? real.accept4(fd, (struct sockaddr *)&pss, &plen, flags)
+		  : real.accept4(fd, sa, len, flags);
 	xway_fd_fresh_forget(nfd);      /* a record left by a raw close */
 	if (atomic_load_explicit(&lc->state, memory_order_acquire) == XWAY_ST_LISTENER &&
 	    !atomic_load_explicit(&lc->registered, memory_order_acquire)) {
@@ -196,7 +203,10 @@ XWAY_EXPORT int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 			== XWAY_ST_LISTENER &&
 	    atomic_load_explicit(&lc->registered, memory_order_acquire)) {
 		int saved = errno;
-		xway_setup_accepted(lc, nfd, flags);
+		/* The application's buffer holds it whole unless it was short. */
+		const struct sockaddr *peer = own ? (struct sockaddr *)&pss
+					    : *len <= want ? sa : NULL;
+		xway_setup_accepted(lc, nfd, flags, peer, own ? plen : *len);
 		errno = saved;
 	}
 	xway_conn_put(lc);

@@ -1789,13 +1789,25 @@ static void preopts_server(int fd)
 	char b[1];
 
 	for (int i = 1; i <= PREOPTS_CONNS; i++) {
-		int c = accept(lshut_lfd, NULL, NULL);
+		/* The peer's address asked for whole, cut short, or not at
+		 * all: the connection is the same (the shim takes the peer's
+		 * name from accept when it can). */
+		struct sockaddr_storage ss, ps;
+		socklen_t sl = i == 2 ? 4 : sizeof(ss), pl = sizeof(ps);
+		int c = i <= 2 ? accept(lshut_lfd, (struct sockaddr *)&ss, &sl)
+			       : accept(lshut_lfd, NULL, NULL);
 
 		CHECK(c >= 0, "accept %d", i);
+		CHECK(getpeername(c, (struct sockaddr *)&ps, &pl) == 0, "getpeername");
+		if (i == 1)
+			CHECK(sl == pl && !memcmp(&ss, &ps, pl), "accept's address is the peer's");
+		if (i == 2)
+			CHECK(sl == pl, "accept with a short buffer: the full length");
 		read_exact(c, b, 1);
 		CHECK(b[0] == 'p', "connection %d: request", i);
 		write_all(c, "P", 1);
 		errno = 0;
+		check_small(c, 1);
 		if (i == 3)
 			CHECK(read(c, b, 1) < 0 && errno == ECONNRESET,
 			      "connection 3: SO_LINGER {1,0} set before connect: reset (%s)",
