@@ -667,16 +667,16 @@ void xwayd_offer(struct xwayd_client *c, const struct xway_req *r, int fds[4])
 	xwayd_netns ns;
 	uint32_t reason = 0;
 	bool listening;
-	int e, dom;
+	int e;
 
 	xd->st.offers++;
 	cl.addr = o->src;
 	/* The socket proves the client holds a bound, unconnected TCP socket
 	 * with the offered source port. */
-	dom = xwayd_sock_check_tcp(fds[0], &listening);
-	if (dom < 0 || listening) {
+	e = xwayd_sock_check_stream(fds[0], &listening);
+	if (e < 0 || listening) {
 		why = "OFFER: descriptor is not an unconnected TCP socket";
-		e = dom < 0 ? dom : -EINVAL;
+		e = e < 0 ? e : -EINVAL;
 		goto reject;
 	}
 	e = xwayd_sock_addr(fds[0], true, &peer);
@@ -860,9 +860,9 @@ static int sock_proof(struct xwayd_client *c, const struct xway_req *r, int fd,
 		      xwayd_netns *ns)
 {
 	const struct xway_claim *cl = &r->u.claim;
-	bool listening;
-	int dom = xwayd_sock_check_tcp(fd, &listening);
-	int e = dom < 0 ? dom : listening ? -EINVAL : 0;
+	/* A TCP stream with a peer (so neither listening nor another
+	 * family: xwayd_sock_check_stream). */
+	int e = xwayd_sock_check_stream(fd, NULL);
 
 	if (!e)
 		e = xwayd_sock_addr(fd, false, name);

@@ -146,6 +146,35 @@ int xwayd_sock_check_tcp(int fd, bool *listening)
 	return dom;
 }
 
+/*
+ * The lighter check of an OFFER's or CLAIM's socket: a TCP stream (SO_TYPE
+ * and SO_PROTOCOL; as above, getsockopt first), and with listening, whether
+ * it listens.  No SO_DOMAIN: a stream whose protocol is IPPROTO_TCP is an
+ * AF_INET or AF_INET6 one, and the names taken next (xwayd_sock_addr)
+ * refuse any other family anyway.  A CLAIM passes NULL: its socket must
+ * have a peer, which no listening socket has.  0 or -errno.
+ */
+int xwayd_sock_check_stream(int fd, bool *listening)
+{
+	int type, proto, v;
+	socklen_t l = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) < 0)
+		return -errno;
+	l = sizeof(proto);
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l) < 0)
+		return -errno;
+	if (type != SOCK_STREAM || proto != IPPROTO_TCP)
+		return -EPROTOTYPE;
+	if (!listening)
+		return 0;
+	l = sizeof(v);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &l) < 0)
+		return -errno;
+	*listening = v != 0;
+	return 0;
+}
+
 int xwayd_sock_addr(int fd, bool peer, struct xway_addr *out)
 {
 	struct sockaddr_storage ss;

@@ -246,6 +246,7 @@ gint64 xwayd_mono_us(void);      /* CLOCK_MONOTONIC_COARSE */
 int xwayd_sock_netns(int fd, pid_t pid, xwayd_netns *out);
 int xwayd_sock_addr(int fd, bool peer, struct xway_addr *out);
 int xwayd_sock_check_tcp(int fd, bool *listening);
+int xwayd_sock_check_stream(int fd, bool *listening);
 int xwayd_fd_is_eventfd(int fd);
 /* /proc/self/fd/<fd> link starts with prefix ("socket:[", "/memfd:"):
  * tells the kind of a descriptor without touching its file system. */

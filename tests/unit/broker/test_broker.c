@@ -1063,6 +1063,35 @@ Test(offer, claim_with_wrong_names)
 	cr_assert_eq(tb_call_result(bfd, XWAY_MSG_CLAIM, &c, sizeof(c), &p.lfd, 1, &res),
 		     XWAY_MSG_RESULT);
 	cr_assert_lt(res.status, 0, "a listening socket is no accepted socket");
+	/* Nor are a connected AF_UNIX stream and a connected UDP socket
+	 * (the broker's proof asks SO_TYPE and SO_PROTOCOL, and the names'
+	 * family). */
+	{
+		int sp[2], u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(9),
+					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+
+		cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+		cr_assert_geq(u, 0);
+		cr_assert_eq(connect(u, (struct sockaddr *)&to, sizeof(to)), 0);
+		tb_sock_name(p.afd, true, &c.peer);
+		cr_assert_eq(tb_call_result(bfd, XWAY_MSG_CLAIM, &c, sizeof(c), &sp[0], 1, &res),
+			     XWAY_MSG_RESULT);
+		cr_assert_lt(res.status, 0, "an AF_UNIX stream is no accepted socket");
+		/* The UDP socket's own names: only its type refuses it. */
+		struct xway_claim cu;
+
+		tb_sock_name(u, false, &cu.local);
+		tb_sock_name(u, true, &cu.peer);
+		cr_assert_eq(tb_call_result(bfd, XWAY_MSG_CLAIM, &cu, sizeof(cu), &u, 1, &res),
+			     XWAY_MSG_RESULT);
+		cr_assert_lt(res.status, 0, "a UDP socket is no accepted socket");
+		cr_assert_eq(res.status, -EPROTOTYPE, "UDP: status %d", res.status);
+		cr_assert_eq(p.ch.hdr->attached, XWAY_ATTACH_PENDING);
+		close(sp[0]);
+		close(sp[1]);
+		close(u);
+	}
 	pair_close(&p);
 	close(p.lfd);
 }
