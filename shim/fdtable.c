@@ -539,7 +539,9 @@ unsigned xway_fd_fresh(int fd)
 	return (v >> 8) == (uint64_t)fd + 1 ? (unsigned)(v & 0xff) | XWAY_FRESH_YES : 0;
 }
 
-void xway_fd_fresh_mark(int fd, unsigned flag)
+/* Set flag in fd's word, or clear the word (forget), if it is still fd's:
+ * another socket's may have replaced it. */
+static void fresh_change(int fd, unsigned flag, int forget)
 {
 	_Atomic uint64_t *w;
 	uint64_t v;
@@ -548,25 +550,20 @@ void xway_fd_fresh_mark(int fd, unsigned flag)
 		return;
 	w = &xway_fresh[(unsigned)fd % XWAY_FRESH_SLOTS];
 	v = atomic_load_explicit(w, memory_order_relaxed);
-	/* Only this socket's word: another's may have replaced it. */
 	while ((v >> 8) == (uint64_t)fd + 1 &&
-	       !atomic_compare_exchange_weak_explicit(w, &v, v | flag, memory_order_relaxed,
-						      memory_order_relaxed))
+	       !atomic_compare_exchange_weak_explicit(w, &v, forget ? 0 : v | flag,
+						      memory_order_relaxed, memory_order_relaxed))
 		;
+}
+
+void xway_fd_fresh_mark(int fd, unsigned flag)
+{
+	fresh_change(fd, flag, 0);
 }
 
 void xway_fd_fresh_forget(int fd)
 {
-	_Atomic uint64_t *w;
-	uint64_t v;
-
-	if (fd < 0)
-		return;
-	w = &xway_fresh[(unsigned)fd % XWAY_FRESH_SLOTS];
-	v = atomic_load_explicit(w, memory_order_relaxed);
-	if ((v >> 8) == (uint64_t)fd + 1)
-		atomic_compare_exchange_strong_explicit(w, &v, 0, memory_order_relaxed,
-							memory_order_relaxed);
+	fresh_change(fd, 0, 1);
 }
 
 void xway_fd_fresh_forget_range(unsigned lo, unsigned hi)
