@@ -119,40 +119,15 @@ void xwayd_close_async_shutdown(void)
 	closer.stop = false;
 }
 
-int xwayd_sock_check_tcp(int fd, bool *listening)
-{
-	int v, dom, type, proto;
-	socklen_t l = sizeof(v);
-
-	/* getsockopt first: on anything but a socket it fails with ENOTSOCK
-	 * without calling into the file's filesystem (fstat on a hostile
-	 * FUSE file could block us). */
-	l = sizeof(dom);
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) < 0)
-		return -errno;
-	l = sizeof(type);
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) < 0)
-		return -errno;
-	l = sizeof(proto);
-	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l) < 0)
-		return -errno;
-	if ((dom != AF_INET && dom != AF_INET6) || type != SOCK_STREAM ||
-	    proto != IPPROTO_TCP)
-		return -EPROTOTYPE;
-	l = sizeof(v);
-	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &l) < 0)
-		return -errno;
-	*listening = v != 0;
-	return dom;
-}
-
 /*
- * The lighter check of an OFFER's or CLAIM's socket: a TCP stream (SO_TYPE
- * and SO_PROTOCOL; as above, getsockopt first), and with listening, whether
- * it listens.  No SO_DOMAIN: a stream whose protocol is IPPROTO_TCP is an
- * AF_INET or AF_INET6 one, and the names taken next (xwayd_sock_addr)
- * refuse any other family anyway.  A CLAIM passes NULL: its socket must
- * have a peer, which no listening socket has.  0 or -errno.
+ * An OFFER's or CLAIM's socket: a TCP stream (SO_TYPE and SO_PROTOCOL),
+ * and with listening, whether it listens.  getsockopt first: on anything
+ * but a socket it fails with ENOTSOCK without calling into the file's
+ * filesystem (fstat on a hostile FUSE file could block us).  No SO_DOMAIN:
+ * a stream whose protocol is IPPROTO_TCP is an AF_INET or AF_INET6 one,
+ * and the names taken next (xwayd_sock_addr) refuse any other family
+ * anyway.  A CLAIM passes NULL: its socket must have a peer, which no
+ * listening socket has.  0 or -errno.
  */
 int xwayd_sock_check_stream(int fd, bool *listening)
 {
@@ -173,6 +148,20 @@ int xwayd_sock_check_stream(int fd, bool *listening)
 		return -errno;
 	*listening = v != 0;
 	return 0;
+}
+
+/* The same with the family (LISTEN_ADD needs it for IPV6_V6ONLY): the
+ * family, or -errno. */
+int xwayd_sock_check_tcp(int fd, bool *listening)
+{
+	int dom, e;
+	socklen_t l = sizeof(dom);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) < 0)
+		return -errno;
+	if ((e = xwayd_sock_check_stream(fd, listening)))
+		return e;
+	return dom == AF_INET || dom == AF_INET6 ? dom : -EPROTOTYPE;
 }
 
 int xwayd_sock_addr(int fd, bool peer, struct xway_addr *out)

@@ -726,12 +726,10 @@ static long xway_xen_offer(struct xway_offer *off, struct xway_result *res,
  * (host order; 0: unbound), as getsockname would give it. */
 static int xway_wildcard_name(int family, uint16_t port, struct xway_addr *out)
 {
-	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
-	struct sockaddr_in s4 = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct sockaddr_storage ss;
+	socklen_t sl = xway_wildcard_sockaddr(family, port, &ss);
 
-	return family == AF_INET6
-	       ? xway_sockaddr_to_addr((struct sockaddr *)&s6, sizeof(s6), out)
-	       : xway_sockaddr_to_addr((struct sockaddr *)&s4, sizeof(s4), out);
+	return xway_sockaddr_to_addr((struct sockaddr *)&ss, sl, out);
 }
 
 /* Returns 1 when the caller should do a plain connect itself, else the

@@ -473,6 +473,9 @@ void xway_report_fallback(const struct xway_conn *c, int side, unsigned reason,
  * to be off (not asked).  *port (host order): the port bound, or 0 when the
  * kernel chose it. */
 int xway_bind_ephemeral(int fd, int family, uint64_t seed, int reuse_off, uint16_t *port);
+/* The wildcard address of family (AF_INET, else AF_INET6) with port (host
+ * order) in *ss, as bind takes it and getsockname gives it: its length. */
+socklen_t xway_wildcard_sockaddr(int family, uint16_t port, struct sockaddr_storage *ss);
 #define XWAY_SRCPORT_RESERVED_MAX 32
 struct xway_srcport_range {
 	uint16_t lo, hi;

@@ -203,25 +203,28 @@ static int sock_flag(int fd, int name)
 	return XWAY_SYS(real.getsockopt(fd, SOL_SOCKET, name, &v, &l)) < 0 || v != 0;
 }
 
-static int bind_port(int fd, int family, uint16_t port)
+socklen_t xway_wildcard_sockaddr(int family, uint16_t port, struct sockaddr_storage *ss)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl;
-
-	memset(&ss, 0, sizeof(ss));
+	memset(ss, 0, sizeof(*ss));
 	if (family == AF_INET) {
-		struct sockaddr_in *s4 = (void *)&ss;
+		struct sockaddr_in *s4 = (void *)ss;
 
 		s4->sin_family = AF_INET;
 		s4->sin_port = htons(port);
-		sl = sizeof(*s4);
-	} else {
-		struct sockaddr_in6 *s6 = (void *)&ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(port);
-		sl = sizeof(*s6);
+		return sizeof(*s4);
 	}
+	struct sockaddr_in6 *s6 = (void *)ss;
+
+	s6->sin6_family = AF_INET6;
+	s6->sin6_port = htons(port);
+	return sizeof(*s6);
+}
+
+static int bind_port(int fd, int family, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = xway_wildcard_sockaddr(family, port, &ss);
+
 	return (int)XWAY_SYS(real.bind(fd, (struct sockaddr *)&ss, sl));
 }
 
