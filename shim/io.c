@@ -383,8 +383,8 @@ int xway_sock_rcvlowat(int fd)
 	return v;
 }
 
-ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
-		     int flags)
+static ssize_t xway_io_recv_on(struct xway_conn *c, const struct iovec *iov, int iovcnt,
+			       int flags)
 {
 	size_t want = xway_iov_len(iov, iovcnt), copied = 0;
 	int nb = (flags & MSG_DONTWAIT) ||
@@ -657,8 +657,8 @@ static ssize_t xway_pending_send(struct xway_conn *c, const struct iovec *iov,
 	return r;
 }
 
-ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
-		     int flags)
+static ssize_t xway_io_send_on(struct xway_conn *c, const struct iovec *iov, int iovcnt,
+			       int flags)
 {
 	size_t total = xway_iov_len(iov, iovcnt), sent = 0;
 	int nb = (flags & MSG_DONTWAIT) ||
@@ -830,6 +830,44 @@ ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
 			}
 		}
 	}
+}
+
+/*
+ * What an accelerated connection answered the application, for the debug
+ * log: the first error of each direction other than "try again" or "a
+ * signal", and the first EOF, with the channel's view at that moment.  An
+ * application that ends a session by itself on such an answer (telnetd's
+ * cleanup on any write error) leaves no other trace.  One branch on the
+ * data path: r < 0 or 0 only.
+ */
+static ssize_t xway_io_note(struct xway_conn *c, int dir, size_t want, ssize_t r)
+{
+	if (__builtin_expect(r > 0, 1) || xway_cfg.log_level < XWAY_LOG_DEBUG ||
+	    r == -EAGAIN || r == -EINTR || (r == 0 && (dir || !want)))
+		return r;
+	if (atomic_fetch_or_explicit(&c->noted, 1 << dir, memory_order_relaxed) & (1 << dir))
+		return r;
+	int st = atomic_load_explicit(&c->state, memory_order_acquire);
+
+	XDBG("fd %d: %s: %s returned to the application (state %d, channel events %#x, "
+	     "backend %s)", c->fd, dir ? "send" : "recv", r ? strerror((int)-r) : "EOF",
+	     st, c->chan && !c->reverted ? xway_chan_poll(c->chan) : 0,
+	     !c->chan ? "none" : c->reverted ? "reverted to TCP"
+	     : xway_chan_backend(c->chan) == XWAY_BACKEND_XEN ? "xen" : "local");
+	return r;
+}
+
+ssize_t xway_io_recv(struct xway_conn *c, const struct iovec *iov, int iovcnt,
+		     int flags)
+{
+	return xway_io_note(c, 0, xway_iov_len(iov, iovcnt),
+			    xway_io_recv_on(c, iov, iovcnt, flags));
+}
+
+ssize_t xway_io_send(struct xway_conn *c, const struct iovec *iov, int iovcnt,
+		     int flags)
+{
+	return xway_io_note(c, 1, 1, xway_io_send_on(c, iov, iovcnt, flags));
 }
 
 ssize_t xway_io_sendfile(struct xway_conn *c, int in_fd, off_t *offset,

@@ -229,6 +229,7 @@ struct xway_conn {
 	_Atomic int   epipe_state;     /* writes after reset/peer close: see io.c */
 	_Atomic int   tcp_err_seen;    /* Xen: poll saw POLLERR/POLLHUP on the TCP
 					  socket (a write checks it for a reset) */
+	_Atomic int   noted;           /* io.c xway_io_note: 1 recv, 2 send logged */
 
 	/* FLUSH: ring 0 bytes not yet on TCP (nonblocking writer). */
 	char         *flush_buf;

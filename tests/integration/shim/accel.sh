@@ -68,6 +68,22 @@ SERVER_ENV=(XWAY_TEST_DAEMONIZE=1)
 SUITE_CASES="echo bulk" run_suite daemon XWAY_TEST_EXPECT=accel "LD_PRELOAD=$pre" \
 	XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0
 SERVER_ENV=()
+# What an accelerated connection answered the application is in the debug
+# log (io.c xway_io_note): the rst case's reset, the eof case's EOF, each
+# once per direction, never "try again".
+echo "== debug log of the answers"
+: > "$tmp/note.log"
+SUITE_FAMILIES=4 SUITE_CASES="eof rst" run_suite note XWAY_TEST_EXPECT=accel "LD_PRELOAD=$pre" \
+	XWAY_BROKER_SOCK="$sock" ASAN_OPTIONS=detect_leaks=0 XWAY_LOG_LEVEL=debug \
+	XWAY_LOG_FILE="$tmp/note.log"
+for want in "recv: EOF returned to the application" \
+	    "recv: Connection reset by peer returned to the application"; do
+	grep -q "$want.*backend local" "$tmp/note.log" ||
+		{ echo "  FAIL note: no '$want' line"; fails=$((fails + 1)); failed_list+=(note-log); }
+done
+if grep -q "Resource temporarily unavailable returned" "$tmp/note.log"; then
+	echo "  FAIL note: EAGAIN logged"; fails=$((fails + 1)); failed_list+=(note-eagain)
+fi
 # One end shimmed, the other plain: both must agree on TCP (the server's
 # claim finds no offer; the client's offer is withdrawn).
 echo "== only the server shimmed"
