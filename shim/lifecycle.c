@@ -323,6 +323,8 @@ static void xway_atfork_prepare(void)
 {
 	if (!xway_ready())
 		return;
+	if (xway_chan_sharing)
+		xway_chan_sharing();      /* the child maps every state we have */
 	xway_xen_fork_prepare("fork");
 	/* Before the child exists: the child's holding is counted when the
 	 * parent could close its copy right after fork returns. */
@@ -455,6 +457,8 @@ XWAY_EXPORT long syscall(long number, ...)
 #endif
 	if (!counted)
 		return real.syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+	if (xway_chan_sharing)
+		xway_chan_sharing();
 	xway_xen_fork_prepare("clone");
 	xway_holders_add(1);
 	r = real.syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
@@ -559,6 +563,8 @@ int xway_lc_own_fds(int *fds, int max)
 		xway_fd_foreach(xway_own_one, &a);
 	a.n += xway_epoll_own_fds(fds + a.n, max - a.n);
 	a.n += xway_deferred_own_fds(fds + a.n, max - a.n);
+	if (xway_chan_spare_fds)
+		a.n += xway_chan_spare_fds(fds + a.n, max - a.n);
 	if (a.full || a.n > max - 1 - XWAY_CHAN_MAX_FDS) {
 		/* The epoll or deferred part may not have fit either: say
 		 * "full", with no stale entries for a caller that uses it. */
@@ -977,6 +983,8 @@ static int xway_exec_prepare(struct xway_exec_acc *a)
 			continue;
 		if (cf[3] >= 0 && xway_chan_before_exec)
 			xway_chan_before_exec(c->chan);
+		if (cf[3] >= 0 && xway_chan_ep_handed)
+			xway_chan_ep_handed(c->chan);   /* the new image maps it */
 		for (int k = 0; k < ncf; k++)
 			(void)xway_exec_keep(a, cf[k]);   /* room checked above */
 		if (!a->ncon && xway_exec_append(a, XWAY_EXEC_ENV "=" XWAY_EXEC_VER) < 0)

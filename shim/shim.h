@@ -49,6 +49,9 @@
 #pragma weak xway_chan_local_reattach
 #pragma weak xway_chan_user_word
 #pragma weak xway_chan_before_exec
+#pragma weak xway_chan_ep_handed
+#pragma weak xway_chan_sharing
+#pragma weak xway_chan_spare_fds
 #pragma weak xway_chan_close
 #pragma weak xway_chan_fds
 #pragma weak xway_chan_get_stats

@@ -129,6 +129,19 @@ void *xway_chan_user_word(struct xway_chan *c);
  * path for good (owner tokens are unique within one image's tree). */
 void xway_chan_before_exec(struct xway_chan *c);
 
+/* This end's state goes to another process (exec hand-over, SCM_RIGHTS):
+ * it is never kept as a spare for a later end (local.c).  The Xen
+ * hand-over functions below mark their end themselves. */
+void xway_chan_ep_handed(struct xway_chan *c);
+
+/* A fork-like event (fork, a clone() without CLONE_VM) is about to copy
+ * this process: no state made before it is kept as a spare. */
+void xway_chan_sharing(void);
+
+/* The spare states' descriptors (the shim's own, guarded like the
+ * channels'); returns how many were stored (<= max). */
+int xway_chan_spare_fds(int *fds, int max);
+
 /* The broker's decision word of a local channel: XWAY_ATTACH_PENDING,
  * _CLAIMED or _WITHDRAWN (the client polls this to learn "claimed"), or
  * -EPROTO for a value out of range.  Xen channels always say CLAIMED. */

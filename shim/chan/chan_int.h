@@ -132,6 +132,11 @@ struct xway_chan {
 	struct xw_ep *ep;                  /* shared mutable state (above) */
 	int      ep_fd;                    /* its memfd, -1 if anonymous */
 	size_t   ep_len;
+	/* local.c spares: made by this process (ep_pid) in sharing epoch
+	 * ep_epoch and never handed to another: kept for the next end. */
+	int      ep_own;
+	unsigned ep_epoch;
+	pid_t    ep_pid;
 
 	/* ---- xen backend ---- */
 	struct xw_xen *xen;                /* process-private (malloc) */

@@ -224,6 +224,118 @@ static int ep_memfd(size_t len, int base, int fsize_checked)
 }
 
 /*
+ * Spare endpoint states.  Making an end's state memfd costs six system
+ * calls (memfd_create, ftruncate, the seals, moving it above the
+ * application's numbers, its close, mmap) and dropping it two (munmap,
+ * close): 16 a local connection, an eighth of everything its two ends and
+ * the broker do.  A state this process made and that never reached
+ * another process is kept, mapped, for the next end instead (at most
+ * XW_SPARE_MAX).  Never reached another: no fork-like event since it was
+ * made (the shim reports fork, and clone() it wraps, through
+ * xway_chan_sharing(), so the epoch moves), never handed over by exec or
+ * SCM_RIGHTS (xway_chan_ep_handed; the Xen hand-over functions mark it
+ * themselves), and freed by the process that made it.  A state handed to
+ * the broker (a Xen server end's) is not made here.  A spare is zeroed
+ * before reuse, as a new memfd is.  Caveat: a child made by a raw clone
+ * system call (no glibc wrapper, no atfork handler) while an end is open is
+ * invisible to its parent: if the parent closes that end before the child's
+ * first call into the shim, the child's use of the connection (already
+ * torn down by the parent, as the shim's README says) would land in the
+ * state of the parent's next connection.
+ *
+ * Guarded by a try-flag, not a lock: ends are made inside connect() and
+ * accept(), which a signal handler may call while the thread it
+ * interrupted is in here; the loser makes or drops a memfd as before.  A
+ * fork child's copies (another pid) are closed at its first use.
+ */
+#define XW_SPARE_MAX 16
+static struct { int fd; void *map; } xw_spare[XW_SPARE_MAX];
+static int xw_nspare;
+static pid_t xw_spare_pid;
+static atomic_flag xw_spare_busy = ATOMIC_FLAG_INIT;
+static _Atomic unsigned xw_share_epoch;
+
+void xway_chan_sharing(void)
+{
+	atomic_fetch_add_explicit(&xw_share_epoch, 1, memory_order_relaxed);
+}
+
+void xway_chan_ep_handed(struct xway_chan *c)
+{
+	if (c)
+		c->ep_own = 0;
+}
+
+/* Under the flag: a fork child's inherited spares are its copies of the
+ * parent's (same pages): closed here, never used. */
+static void spare_forget_inherited(void)
+{
+	pid_t me = xw_pid();
+
+	if (xw_spare_pid == me)
+		return;
+	for (int i = 0; i < xw_nspare; i++) {
+		munmap(xw_spare[i].map, ep_size());
+		xw_sys_close(xw_spare[i].fd);
+	}
+	xw_nspare = 0;
+	xw_spare_pid = me;
+}
+
+/* A spare state (its fd; *map its zeroed mapping), or -1. */
+static int spare_take(void **map)
+{
+	int fd = -1;
+
+	if (atomic_flag_test_and_set_explicit(&xw_spare_busy, memory_order_acquire))
+		return -1;
+	spare_forget_inherited();
+	if (xw_nspare > 0) {
+		xw_nspare--;
+		fd = xw_spare[xw_nspare].fd;
+		*map = xw_spare[xw_nspare].map;
+	}
+	/* Release: the slot's fields read before another thread reuses it. */
+	atomic_flag_clear_explicit(&xw_spare_busy, memory_order_release);
+	if (fd >= 0)
+		memset(*map, 0, ep_size());
+	return fd;
+}
+
+/* Keep c's state as a spare; 0 if kept (then nothing is left to free). */
+static int spare_put(struct xway_chan *c)
+{
+	int kept = 0;
+
+	if (!c->ep_own || c->ep_fd < 0 || c->ep_len != ep_size() || c->ep_pid != xw_pid() ||
+	    c->ep_epoch != atomic_load_explicit(&xw_share_epoch, memory_order_relaxed))
+		return -1;
+	if (atomic_flag_test_and_set_explicit(&xw_spare_busy, memory_order_acquire))
+		return -1;
+	spare_forget_inherited();
+	if (xw_nspare < XW_SPARE_MAX) {
+		xw_spare[xw_nspare].fd = c->ep_fd;
+		xw_spare[xw_nspare].map = c->ep;
+		xw_nspare++;
+		kept = 1;
+	}
+	/* Release: the slot's fields written before another thread takes it. */
+	atomic_flag_clear_explicit(&xw_spare_busy, memory_order_release);
+	return kept ? 0 : -1;
+}
+
+int xway_chan_spare_fds(int *fds, int max)
+{
+	int n = 0;
+
+	/* The list is read without the flag: a number being taken or put
+	 * right now is listed or not, as a descriptor being made is. */
+	for (int i = 0; i < xw_nspare && i < XW_SPARE_MAX && n < max; i++)
+		fds[n++] = xw_spare[i].fd;
+	return n;
+}
+
+/*
  * The endpoint object: the per-process part (pointers, fds), written only
  * here and in the attach that follows, before anyone else sees it, so a
  * fork()ed child's copy serves it (slab.c), and the pointer-free
@@ -253,11 +365,20 @@ static struct xway_chan *chan_alloc2(int want_fd, int ep_fd, int base, int fresh
 		return NULL;
 	c->fds[0] = c->fds[1] = c->fds[2] = -1;
 	c->pollfd = c->peer_efd = -1;
-	if (ep_fd < 0 && want_fd)
-		ep_fd = ep_memfd(len, base >= 0 ? base : high_fd_base(), want_fd == 2);
-	e = ep_fd >= 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ep_fd, 0)
-		       : mmap(NULL, len, PROT_READ | PROT_WRITE,
-			      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	e = MAP_FAILED;
+	if (ep_fd < 0 && want_fd) {
+		ep_fd = spare_take(&e);
+		if (ep_fd < 0)
+			ep_fd = ep_memfd(len, base >= 0 ? base : high_fd_base(), want_fd == 2);
+		/* Ours alone until handed over (spare_put). */
+		c->ep_own = ep_fd >= 0;
+		c->ep_pid = xw_pid();
+		c->ep_epoch = atomic_load_explicit(&xw_share_epoch, memory_order_relaxed);
+	}
+	if (e == MAP_FAILED)
+		e = ep_fd >= 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, ep_fd, 0)
+			       : mmap(NULL, len, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (e == MAP_FAILED) {
 		if (fresh && want_fd && ep_fd >= 0)
 			xw_sys_close(ep_fd);
@@ -307,9 +428,11 @@ void xw_chan_free(struct xway_chan *c)
 	/* The mutexes are not destroyed: after fork or exec another process
 	 * may still use this memory, and a robust pshared mutex holds nothing
 	 * outside it. */
-	munmap(c->ep, c->ep_len);
-	if (c->ep_fd >= 0)
-		xw_sys_close(c->ep_fd);
+	if (spare_put(c) != 0) {
+		munmap(c->ep, c->ep_len);
+		if (c->ep_fd >= 0)
+			xw_sys_close(c->ep_fd);
+	}
 	xw_slab_free(c);
 }
 

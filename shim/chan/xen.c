@@ -1311,6 +1311,7 @@ int xway_chan_xen_exec_fds(struct xway_chan *c, int *evtchn_fd, int *ep_fd)
 	if (need != 1 || c->ep_fd < 0)
 		return -EOPNOTSUPP;    /* server end (gntalloc), or no state memfd */
 	evfd_shared(c->xen);        /* with the new image from now on */
+	xway_chan_ep_handed(c);
 	*evtchn_fd = c->xen->evfd;
 	*ep_fd = c->ep_fd;
 	return 0;
@@ -1325,6 +1326,7 @@ int xway_chan_xen_share_fds(struct xway_chan *c, int fds[3], struct xway_xen_vch
 	if (need != 0 || c->xen->gnt_fd < 0 || c->ep_fd < 0)
 		return -EOPNOTSUPP;    /* client end, or not built from fds */
 	evfd_shared(c->xen);        /* with the receiver from now on */
+	xway_chan_ep_handed(c);
 	fds[0] = c->xen->gnt_fd;
 	fds[1] = c->xen->evfd;
 	fds[2] = c->ep_fd;

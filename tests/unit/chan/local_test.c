@@ -514,3 +514,121 @@ Test(local, wait_under_nofile_zero, .timeout = 30)
 	close(sp[0]);
 	close(sp[1]);
 }
+
+/* ---- spare endpoint states (local.c) ------------------------------------ */
+
+/* The inode of an end's state memfd (its fourth descriptor), and the end's
+ * shared word set to v. */
+static ino_t ep_ino(struct xway_chan *c, uint64_t v)
+{
+	int fds[4];
+	struct stat st;
+
+	cr_assert_eq(xway_chan_fds(c, fds, 4), 4, "a local end has a state memfd");
+	cr_assert_eq(fstat(fds[3], &st), 0);
+	if (v)
+		memcpy(xway_chan_user_word(c), &v, sizeof(v));
+	return st.st_ino;
+}
+
+static uint64_t user_word(struct xway_chan *c)
+{
+	uint64_t v;
+
+	memcpy(&v, xway_chan_user_word(c), sizeof(v));
+	return v;
+}
+
+TestSuite(spare);
+
+/* Check that the states of two closed ends serve the next two, zeroed, and
+ * that their descriptors are listed as the channel layer's own meanwhile. */
+Test(spare, reused_zeroed)
+{
+	struct xway_chan *x, *y;
+	int own[32], n;
+
+	make_pair(12, 0, &x, &y);
+	ino_t ix = ep_ino(x, 0x1111), iy = ep_ino(y, 0x2222);
+	int before = xway_chan_spare_fds(own, 32);
+	xway_chan_close(x);
+	xway_chan_close(y);
+	n = xway_chan_spare_fds(own, 32);
+	cr_assert_eq(n, before + 2, "both states kept (%d, was %d)", n, before);
+	for (int i = 0; i < n; i++)
+		cr_assert_geq(fcntl(own[i], F_GETFD), 0, "spare fd %d is open", own[i]);
+	make_pair(12, 0, &x, &y);
+	ino_t jx = ep_ino(x, 0), jy = ep_ino(y, 0);
+	cr_assert((jx == ix && jy == iy) || (jx == iy && jy == ix),
+		  "the new ends reuse the kept states");
+	cr_assert_eq(user_word(x), 0, "reused state zeroed");
+	cr_assert_eq(user_word(y), 0, "reused state zeroed");
+	cr_assert_eq(xway_chan_spare_fds(own, 32), before);
+	/* And the reused ends work. */
+	char buf[4];
+	cr_assert_eq(xway_chan_send(x, "spar", 4), 4);
+	cr_assert_eq(xway_chan_recv(y, buf, 4, 0), 4);
+	cr_assert_eq(memcmp(buf, "spar", 4), 0);
+	xway_chan_close(x);
+	xway_chan_close(y);
+}
+
+/* Check that a state made before a fork-like event, or handed to another
+ * process, is never kept: another process may still map it. */
+Test(spare, not_after_sharing_or_hand_over)
+{
+	struct xway_chan *x, *y;
+	int own[32], before = xway_chan_spare_fds(own, 32), fds[4];
+
+	make_pair(12, 0, &x, &y);
+	cr_assert_eq(xway_chan_fds(x, fds, 4), 4);
+	int xfd = fds[3];
+	xway_chan_sharing();
+	xway_chan_close(x);
+	xway_chan_close(y);
+	cr_assert_eq(xway_chan_spare_fds(own, 32), before, "nothing kept after a fork");
+	cr_assert_eq(fcntl(xfd, F_GETFD), -1, "its memfd closed");
+
+	make_pair(12, 0, &x, &y);
+	ino_t iy = ep_ino(y, 0);
+	xway_chan_ep_handed(x);
+	xway_chan_close(x);
+	xway_chan_close(y);
+	cr_assert_eq(xway_chan_spare_fds(own, 32), before + 1, "only the unhanded one kept");
+	make_pair(12, 0, &x, &y);
+	cr_assert(ep_ino(x, 0) == iy || ep_ino(y, 0) == iy);
+	xway_chan_close(x);
+	xway_chan_close(y);
+}
+
+/* Check that a fork child never uses the spares it inherited (the same
+ * pages as its parent's): it closes them and makes its own. */
+Test(spare, child_makes_its_own, .timeout = 30)
+{
+	struct xway_chan *x, *y;
+	int st = -1;
+	pid_t pid;
+
+	make_pair(12, 0, &x, &y);
+	ino_t ix = ep_ino(x, 0), iy = ep_ino(y, 0);
+	xway_chan_close(x);
+	xway_chan_close(y);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		struct xway_chan *u, *v;
+		int own[32];
+
+		make_pair(12, 0, &u, &v);
+		ino_t iu = ep_ino(u, 0), iv = ep_ino(v, 0);
+		int n = xway_chan_spare_fds(own, 32);
+		_exit(iu != ix && iu != iy && iv != ix && iv != iy && n == 0 ? 0 : 1);
+	}
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		  "the child reused its parent's spare states");
+	make_pair(12, 0, &x, &y);
+	cr_assert(ep_ino(x, 0) == iy || ep_ino(x, 0) == ix, "the parent still reuses them");
+	xway_chan_close(x);
+	xway_chan_close(y);
+}
