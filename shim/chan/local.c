@@ -326,12 +326,22 @@ static int spare_put(struct xway_chan *c)
 
 int xway_chan_spare_fds(int *fds, int max)
 {
-	int n = 0;
+	int n = 0, got = 0;
 
-	/* The list is read without the flag: a number being taken or put
-	 * right now is listed or not, as a descriptor being made is. */
+	/* Under the flag: a slot read while another thread takes it and its
+	 * end is freed could name a descriptor closed since, which the
+	 * application may own now (its close() would be refused).  The
+	 * holder is inside a few stores; only a signal handler interrupting
+	 * it on this very thread waits in vain, and then reads as it is. */
+	for (int i = 0; i < 64 && !got; i++) {
+		got = !atomic_flag_test_and_set_explicit(&xw_spare_busy, memory_order_acquire);
+		if (!got)
+			sched_yield();
+	}
 	for (int i = 0; i < xw_nspare && i < XW_SPARE_MAX && n < max; i++)
 		fds[n++] = xw_spare[i].fd;
+	if (got)
+		atomic_flag_clear_explicit(&xw_spare_busy, memory_order_release);
 	return n;
 }
 
