@@ -372,6 +372,12 @@ else
 				[ "$k" = fds ] && [ -n "$b" ] && b=$((b + 1))
 				[ "$b" = "$a" ] || bad "leak in the application ($ph): $k $b expected, $a after"
 			done
+			# The shim keeps at most 16 unused endpoint states for
+			# the next connections (shim/chan/local.c spares): more
+			# would be a leak of them.
+			sp=$(sed -n "s/^client.after.ep_memfds=//p" "$d/$ph.c")
+			[ "${sp:-0}" -le 16 ] || bad "leak in the application ($ph): $sp endpoint state memfds kept (16 at most)"
+			echo "report.scale_spares_$ph=$ph: ${sp:-?} spare endpoint states kept by the client (16 at most)"
 		done
 		xr=$(sed -n 's/^client.setup_rate=//p' "$d/churn.c"); pr=$(sed -n 's/^client.setup_rate=//p' "$d/plain.c")
 		echo "report.scale_setup_rate=churn of $churn: xway $xr conn/s, kernel TCP $pr conn/s (emulated; connect+exchange+close)"
