@@ -501,6 +501,8 @@ XWAY_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	va_end(ap);
 	if (!xway_clone_counts((unsigned long)flags))
 		return real.clone(fn, stack, flags, arg, ptid, tls, ctid);
+	if (xway_chan_sharing)
+		xway_chan_sharing();
 	xway_xen_fork_prepare("clone");
 	xway_holders_add(1);
 	r = real.clone(xway_clone_start, stack, flags, &t, ptid, tls, ctid);

@@ -231,17 +231,18 @@ static int ep_memfd(size_t len, int base, int fsize_checked)
  * the broker do.  A state this process made and that never reached
  * another process is kept, mapped, for the next end instead (at most
  * XW_SPARE_MAX).  Never reached another: no fork-like event since it was
- * made (the shim reports fork, and clone() it wraps, through
- * xway_chan_sharing(), so the epoch moves), never handed over by exec or
- * SCM_RIGHTS (xway_chan_ep_handed; the Xen hand-over functions mark it
- * themselves), and freed by the process that made it.  A state handed to
- * the broker (a Xen server end's) is not made here.  A spare is zeroed
- * before reuse, as a new memfd is.  Caveat: a child made by a raw clone
- * system call (no glibc wrapper, no atfork handler) while an end is open is
- * invisible to its parent: if the parent closes that end before the child's
- * first call into the shim, the child's use of the connection (already
- * torn down by the parent, as the shim's README says) would land in the
- * state of the parent's next connection.
+ * made (the shim reports fork and the fork-like clones it sees, through
+ * glibc's clone() and syscall(), with xway_chan_sharing(): the epoch
+ * moves), never handed over by exec or SCM_RIGHTS (xway_chan_ep_handed;
+ * the Xen hand-over functions mark it themselves), and freed by the
+ * process that made it.  A state handed to the broker (a Xen server
+ * end's) is not made here.  A spare is zeroed before reuse, as a new
+ * memfd is.  Caveat: a child made by _Fork or by a clone system call the
+ * shim does not see (inline, not through glibc) while an end is open is
+ * invisible to its parent: if the parent closes that end before the
+ * child's first call into the shim, the child's use of the connection
+ * (already torn down by the parent, as the shim's README says) would land
+ * in the state of the parent's next connection.
  *
  * Guarded by a try-flag, not a lock: ends are made inside connect() and
  * accept(), which a signal handler may call while the thread it

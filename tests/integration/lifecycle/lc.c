@@ -826,6 +826,59 @@ static int case_clone(void)
 	return 0;
 }
 
+/* Check that the state of a connection a child still uses is never reused
+ * for the parent's next connections: fork() and glibc's clone() (no
+ * CLONE_VM) make the shim keep no spare of it (shim/chan/local.c).  Bytes
+ * went both ways first, so a state zeroed for reuse under the child would
+ * send it back to old ring positions (wrong bytes, a stall). */
+static int recycle_c, recycle_s;
+
+static int recycle_child(void *arg)
+{
+	(void)arg;
+	close(recycle_c);
+	exchange(recycle_s, 256 << 10, 13, 0);
+	expect_eof(recycle_s);
+	return 0;
+}
+
+static int recycle_how(int how)
+{
+	static char stack[256 << 10] __attribute__((aligned(16)));
+	int c2, s2;
+	pid_t pid;
+
+	mkpair(&recycle_c, &recycle_s);
+	bulk(recycle_c, recycle_s);
+	bulk(recycle_s, recycle_c);
+	pid = how == 0 ? fork()
+		       : clone(recycle_child, stack + sizeof(stack), SIGCHLD, NULL);
+	CHECK(pid >= 0, how == 0 ? "fork" : "clone");
+	if (pid == 0)                   /* fork; clone's child runs recycle_child */
+		_exit(recycle_child(NULL));
+	close(recycle_s);
+	/* New connections in the parent: each end takes a spare state if
+	 * the parent kept one, and puts it back at its close. */
+	for (int i = 0; i < 3; i++) {
+		mkpair(&c2, &s2);
+		bulk(c2, s2);
+		close(c2);
+		close(s2);
+	}
+	mkpair(&c2, &s2);
+	exchange(recycle_c, 256 << 10, 13, 1);
+	bulk(s2, c2);
+	shutdown(recycle_c, SHUT_WR);
+	CHECK(reap(pid) == 0, "child");
+	close(recycle_c);
+	close(c2);
+	close(s2);
+	return 0;
+}
+
+static int case_fork_recycle(void) { return recycle_how(0); }
+static int case_clone_recycle(void) { return recycle_how(1); }
+
 /* ---- exec -------------------------------------------------------------- */
 
 #define EXEC_LEN (200 << 10)
@@ -2541,6 +2594,8 @@ static const struct { const char *name; int (*fn)(void); } cases[] = {
 	{ "fork-both", case_fork_both },
 	{ "vfork", case_vfork },
 	{ "clone", case_clone },
+	{ "fork-recycle", case_fork_recycle },
+	{ "clone-recycle", case_clone_recycle },
 	{ "exec", case_exec },
 	{ "execv", case_execv },
 	{ "spawn", case_spawn },
