@@ -319,16 +319,27 @@ static void xway_xen_fork_done(int child)
 
 /* ---- fork ------------------------------------------------------------ */
 
+/*
+ * Before every fork-like event the shim sees (fork's prepare handler, the
+ * clone() and syscall(SYS_clone*) wrappers): the child will map every
+ * endpoint state we have (none of them may be kept as a spare, chan
+ * local.c), Xen ends get a mapping to follow, and the child's holding is
+ * counted before it exists, since the parent could close its copy right
+ * after fork returns.  One place, so no wrapper misses a part.
+ */
+static void xway_fork_prepare(const char *what)
+{
+	if (xway_chan_sharing)
+		xway_chan_sharing();
+	xway_xen_fork_prepare(what);
+	xway_holders_add(1);
+}
+
 static void xway_atfork_prepare(void)
 {
 	if (!xway_ready())
 		return;
-	if (xway_chan_sharing)
-		xway_chan_sharing();      /* the child maps every state we have */
-	xway_xen_fork_prepare("fork");
-	/* Before the child exists: the child's holding is counted when the
-	 * parent could close its copy right after fork returns. */
-	xway_holders_add(1);
+	xway_fork_prepare("fork");
 	xway_fork_counted = 1;
 }
 
@@ -457,10 +468,7 @@ XWAY_EXPORT long syscall(long number, ...)
 #endif
 	if (!counted)
 		return real.syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
-	if (xway_chan_sharing)
-		xway_chan_sharing();
-	xway_xen_fork_prepare("clone");
-	xway_holders_add(1);
+	xway_fork_prepare("clone");
 	r = real.syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 	saved = errno;
 	if (r == 0) {
@@ -501,10 +509,7 @@ XWAY_EXPORT int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	va_end(ap);
 	if (!xway_clone_counts((unsigned long)flags))
 		return real.clone(fn, stack, flags, arg, ptid, tls, ctid);
-	if (xway_chan_sharing)
-		xway_chan_sharing();
-	xway_xen_fork_prepare("clone");
-	xway_holders_add(1);
+	xway_fork_prepare("clone");
 	r = real.clone(xway_clone_start, stack, flags, &t, ptid, tls, ctid);
 	saved = errno;
 	xway_xen_fork_done(0);

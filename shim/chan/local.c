@@ -308,7 +308,7 @@ static int spare_put(struct xway_chan *c)
 {
 	int kept = 0;
 
-	if (!c->ep_own || c->ep_fd < 0 || c->ep_len != ep_size() || c->ep_pid != xw_pid() ||
+	if (!c->ep_own || c->ep_fd < 0 || c->ep_pid != xw_pid() ||
 	    c->ep_epoch != atomic_load_explicit(&xw_share_epoch, memory_order_relaxed))
 		return -1;
 	if (atomic_flag_test_and_set_explicit(&xw_spare_busy, memory_order_acquire))
